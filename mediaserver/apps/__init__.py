@@ -1,0 +1,1 @@
+"""Built-in applications chosen by the Request-URI user."""

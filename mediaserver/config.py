@@ -1,0 +1,136 @@
+"""Server configuration: YAML in, validated settings out.
+
+A broken file gives one line that names the key, e.g.
+`config error: sip.max_calls: Input should be greater than 0`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Listen(_Strict):
+    """One SIP listening socket."""
+
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    host: str = "127.0.0.1"
+    port: int = Field(5060, ge=0, le=65535)
+    #: Address put in Via/Contact when it differs from `host` (e.g. 0.0.0.0 binds).
+    advertise: str | None = None
+
+
+class Tls(_Strict):
+    """Certificate and key for TLS listeners (PEM files)."""
+
+    cert: Path | None = None
+    key: Path | None = None
+
+
+class SipSettings(_Strict):
+    """SIP signalling settings."""
+
+    listen: list[Listen] = Field(
+        default_factory=lambda: [Listen(transport="udp"), Listen(transport="tcp")], min_length=1
+    )
+    tls: Tls = Field(default_factory=Tls)
+    max_calls: int = Field(500, gt=0)
+    retry_after: int = Field(5, ge=0)
+    session_expires: int = Field(1800, ge=0)
+    min_se: int = Field(90, ge=90)
+    t1: float = Field(0.5, gt=0)
+    t2: float = Field(4.0, gt=0)
+    t4: float = Field(5.0, gt=0)
+    user_agent: str = "mediaserver"
+
+    @model_validator(mode="after")
+    def _tls_needs_files(self) -> SipSettings:
+        if any(lst.transport == "tls" for lst in self.listen) and not (self.tls.cert and self.tls.key):
+            raise ValueError("tls.cert and tls.key are required for a tls listener")
+        if self.session_expires and self.session_expires < self.min_se:
+            raise ValueError("session_expires must be 0 or at least min_se")
+        return self
+
+
+class MediaSettings(_Strict):
+    """RTP settings (the media layer grows these)."""
+
+    address: str = "127.0.0.1"
+    port_min: int = Field(40000, ge=1024, le=65534)
+    port_max: int = Field(40999, ge=1025, le=65535)
+    codecs: list[str] = Field(default_factory=lambda: ["PCMU", "PCMA", "telephone-event"])
+
+    @model_validator(mode="after")
+    def _range(self) -> MediaSettings:
+        if self.port_max <= self.port_min:
+            raise ValueError("port_max must be above port_min")
+        return self
+
+
+class Route(_Strict):
+    """A Request-URI user and the built-in app answering it."""
+
+    app: Literal["hold"] = "hold"
+    #: Seconds the call is held before we hang up (0: until the caller hangs up).
+    duration: float = Field(30.0, ge=0)
+    #: Seconds of 180 Ringing before answering.
+    ring: float = Field(0.0, ge=0)
+
+
+class Shutdown(_Strict):
+    """Graceful drain on SIGTERM."""
+
+    drain_timeout: float = Field(30.0, ge=0)
+
+
+class Logging(_Strict):
+    """Log level and format."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["console", "json"] = "console"
+
+
+class Config(_Strict):
+    """The whole server configuration."""
+
+    sip: SipSettings = Field(default_factory=SipSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
+    routes: dict[str, Route] = Field(default_factory=lambda: {"hold": Route()})
+    shutdown: Shutdown = Field(default_factory=Shutdown)
+    logging: Logging = Field(default_factory=Logging)
+
+
+class ConfigError(Exception):
+    """A one-line description of what is wrong with the config, naming the key."""
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file.
+
+    Raises:
+        ConfigError: unreadable file, bad YAML, or a bad value (the key is named).
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{path}: {key}: {msg}") from None

@@ -1,0 +1,254 @@
+"""Assembles config -> SIP transports + UAS core + media ports + built-in apps.
+
+Everything runs on one event loop. The sans-IO `UserAgent` decides; this module
+moves bytes, keeps one wake-up armed for the core's next deadline, and runs one
+app task per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import ssl
+from dataclasses import dataclass, field
+
+import structlog
+
+from mediaserver.apps.hold import run_hold
+from mediaserver.config import Config
+from mediaserver.media.ports import PortPool
+from mediaserver.sip.session_timer import SessionTimerPolicy
+from mediaserver.sip.transaction import Send, Target, Timers
+from mediaserver.sip.transport import Transports
+from mediaserver.sip.ua import (
+    Call,
+    CallConfirmed,
+    CallEnded,
+    CallIncoming,
+    CallMediaChanged,
+    Dropped,
+    DtmfInfo,
+    Event,
+    UaConfig,
+    UserAgent,
+)
+
+log = structlog.get_logger("mediaserver.server")
+
+
+@dataclass
+class _AppCall:
+    """The server's handle on one call, given to its app (`CallControl`)."""
+
+    server: SipServer
+    call: Call
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    def ring(self) -> None:
+        self.server.command(lambda now: self.server.ua.ring(self.call, now))
+
+    def answer(self) -> None:
+        self.server.command(lambda now: self.server.ua.answer(self.call, now))
+
+    def hangup(self) -> None:
+        self.server.command(lambda now: self.server.ua.hangup(self.call, now))
+
+
+class SipServer:
+    """One server process: listeners, the UAS core, and the calls' apps."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.transports = Transports(self._on_message)
+        self.ua: UserAgent
+        self.ports: PortPool
+        self.apps: dict[str, _AppCall] = {}
+        self.bound: dict[str, tuple[str, int]] = {}
+        self._wakeup: asyncio.TimerHandle | None = None
+        self._wakeup_at: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.calls_total = 0
+
+    async def start(self) -> None:
+        """Bind every listener and build the core."""
+        self._loop = loop = asyncio.get_running_loop()
+        sip = self.config.sip
+        ssl_ctx: ssl.SSLContext | None = None
+        local: dict[str, tuple[str, int]] = {}
+        for lst in sip.listen:
+            if lst.transport == "udp":
+                host, port = await self.transports.listen_udp(lst.host, lst.port)
+            else:
+                if lst.transport == "tls" and ssl_ctx is None:
+                    ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                    ssl_ctx.load_cert_chain(str(sip.tls.cert), str(sip.tls.key))
+                ctx = ssl_ctx if lst.transport == "tls" else None
+                host, port = await self.transports.listen_stream(lst.transport, lst.host, lst.port, ctx)
+            self.bound.setdefault(lst.transport, (host, port))
+            local.setdefault(lst.transport, (lst.advertise or host, port))
+        media = self.config.media
+        self.ports = PortPool(media.address, media.port_min, media.port_max, media.codecs, loop)
+        self.ua = UserAgent(
+            UaConfig(
+                local=local,
+                routes=frozenset(self.config.routes),
+                max_calls=sip.max_calls,
+                retry_after=sip.retry_after,
+                timers=Timers(sip.t1, sip.t2, sip.t4),
+                session=SessionTimerPolicy(sip.session_expires, sip.min_se),
+                user_agent=sip.user_agent,
+            ),
+            self.ports,
+        )
+        for transport, (host, port) in self.bound.items():
+            log.info("listening", transport=transport, host=host, port=port)
+
+    # -- the core's inputs ------------------------------------------------------
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _on_message(self, data: bytes, source: Target) -> None:
+        try:
+            events = self.ua.receive(data, source, self._now())
+        except Exception:
+            # A bug must cost one message, never the process or other calls.
+            log.exception("message_handling_failed", peer=f"{source.host}:{source.port}")
+            return
+        self._handle(events)
+
+    def command(self, action: object) -> None:
+        """Run an app command against the core (`action(now) -> events`)."""
+        assert callable(action)
+        try:
+            events = action(self._now())
+        except Exception:
+            log.exception("command_failed")
+            return
+        self._handle(events)
+
+    def _on_wakeup(self) -> None:
+        self._wakeup = None
+        self._wakeup_at = None
+        try:
+            events = self.ua.tick(self._now())
+        except Exception:
+            log.exception("timer_handling_failed")
+            events = []
+        self._handle(events)
+
+    # -- the core's outputs -------------------------------------------------------
+
+    def _handle(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, Send):
+                self.transports.send(event.message.encode(), event.target)
+            elif isinstance(event, CallIncoming):
+                self._start_app(event.call)
+            elif isinstance(event, CallConfirmed):
+                log.info("call_confirmed", call=event.call.id, call_id=event.call.invite.call_id)
+            elif isinstance(event, CallMediaChanged):
+                media = event.call.media
+                log.info("call_media_changed", call=event.call.id, on_hold=event.call.on_hold,
+                         direction=media.direction if media else None)
+            elif isinstance(event, CallEnded):
+                self._end_app(event)
+            elif isinstance(event, DtmfInfo):
+                log.info("dtmf", call=event.call.id, digit=event.digit, duration_ms=event.duration_ms,
+                         via="info")
+            elif isinstance(event, Dropped):
+                log.warning("sip_message_rejected", reason=event.reason, status=event.status,
+                            peer=f"{event.source.host}:{event.source.port}")
+        self._rearm()
+
+    def _rearm(self) -> None:
+        deadline = self.ua.next_deadline()
+        if deadline is None or (self._wakeup_at is not None and self._wakeup_at <= deadline):
+            return
+        assert self._loop is not None
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+        self._wakeup_at = deadline
+        self._wakeup = self._loop.call_at(deadline, self._on_wakeup)
+
+    def _start_app(self, call: Call) -> None:
+        self.calls_total += 1
+        route = self.config.routes[call.user]
+        app = _AppCall(self, call)
+        self.apps[call.id] = app
+        log.info("call_incoming", call=call.id, call_id=call.invite.call_id, user=call.user,
+                 peer=f"{call.source.host}:{call.source.port}", transport=call.source.transport)
+        app.task = asyncio.get_running_loop().create_task(run_hold(app, route))
+        app.task.add_done_callback(lambda t: self._app_done(call, t))
+
+    def _app_done(self, call: Call, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("app_failed", call=call.id, error=repr(task.exception()))
+            self.command(lambda now: self.ua.hangup(call, now, "app failed"))
+
+    def _end_app(self, event: CallEnded) -> None:
+        call = event.call
+        app = self.apps.pop(call.id, None)
+        if app is not None:
+            app.ended.set()
+        log.info("call_ended", call=call.id, call_id=call.invite.call_id, reason=event.reason,
+                 by=event.by)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking calls, wait up to `timeout` for calls to end, then BYE the rest."""
+        self.ua.drain()
+        log.info("draining", active_calls=self.ua.active_calls, timeout=timeout)
+        await self._wait_calls(timeout)
+        await self.hangup_all()
+
+    async def hangup_all(self, wait: float = 5.0) -> None:
+        """Hang up every call and give the BYEs `wait` seconds to complete."""
+        for call in list(self.ua.calls.values()):
+            self.command(lambda now, c=call: self.ua.hangup(c, now, "shutdown"))
+        await self._wait_calls(wait)
+
+    async def _wait_calls(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.ua.active_calls and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        """Cancel apps and close sockets."""
+        for app in list(self.apps.values()):
+            if app.task is not None:
+                app.task.cancel()
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+        await self.transports.close()
+
+
+async def serve(config: Config) -> int:
+    """Run until SIGTERM (drain, then stop) or SIGINT (hang up and stop)."""
+    server = SipServer(config)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    mode: list[str] = []
+
+    def on_signal(name: str) -> None:
+        if not mode:
+            mode.append(name)
+            log.info("signal", signal=name)
+            stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, on_signal, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, on_signal, "SIGINT")
+    log.info("ready", max_calls=config.sip.max_calls)
+    await stop.wait()
+    if mode[0] == "SIGTERM":
+        await server.drain(config.shutdown.drain_timeout)
+    else:
+        await server.hangup_all(wait=2.0)
+    await server.close()
+    log.info("stopped", calls_total=server.calls_total)
+    return 0

@@ -1,0 +1,823 @@
+"""The UAS core: requests in, responses and call events out. Sans-IO.
+
+`UserAgent` sits on the transaction layer and owns every SIP call's signalling
+state: admission, OPTIONS, INVITE/re-INVITE/UPDATE offer-answer, CANCEL, BYE in
+both directions, INFO, session timers and draining. The asyncio shell feeds it
+datagrams and clock readings and carries out what it returns:
+
+- `Send` outputs go on the wire;
+- call events (`CallIncoming`, `CallConfirmed`, `CallMediaChanged`,
+  `CallEnded`, `DtmfInfo`) go to the application driving the call;
+- `Dropped` explains a message that got no answer, for the log.
+
+Applications answer back through `ring`, `answer`, `reject` and `hangup`.
+
+Order of checks for a new request follows RFC 3261 section 8.2: method (405),
+extensions (420), dialog membership (481), content type (415), Accept (406),
+then the request itself.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from mediaserver.sip.dialog import Dialog, new_tag
+from mediaserver.sip.errors import SipParseError
+from mediaserver.sip.message import (
+    DEFAULT_LIMITS,
+    Limits,
+    Message,
+    MessageError,
+    Request,
+    Response,
+    parse_message,
+)
+from mediaserver.sip.sdp import (
+    MediaOffer,
+    NegotiatedMedia,
+    NegotiationError,
+    SdpError,
+    SdpSession,
+    SessionDescription,
+)
+from mediaserver.sip.session_timer import (
+    Negotiated,
+    SessionTimerPolicy,
+    TooSmall,
+    negotiate,
+)
+from mediaserver.sip.transaction import (
+    AckReceived,
+    ClientTransaction,
+    InviteServerTransaction,
+    RequestReceived,
+    ResponseReceived,
+    Retransmitter,
+    Send,
+    ServerTransaction,
+    Target,
+    Timers,
+    TransactionLayer,
+    TransactionTimeout,
+    new_branch,
+)
+
+ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO")
+SUPPORTED_EXTENSIONS = ("timer",)
+ACCEPTED_BODIES = ("application/sdp",)
+DTMF_BODIES = ("application/dtmf-relay", "application/dtmf")
+
+
+class MediaProvider(Protocol):
+    """Hands out our side of a call's media (address, RTP port, codecs)."""
+
+    def allocate(self) -> MediaOffer | None:
+        """Reserve media for a new call, or None when no port is free."""
+
+    def release(self, offer: MediaOffer) -> None:
+        """Return what `allocate` gave."""
+
+
+class CallState(Enum):
+    """Signalling state of one call, UAS side."""
+
+    INCOMING = "incoming"  # INVITE received, no final response yet
+    ANSWERED = "answered"  # 2xx sent, waiting for the ACK
+    CONFIRMED = "confirmed"  # ACK received
+    ENDING = "ending"  # we sent BYE
+    ENDED = "ended"
+
+
+@dataclass
+class Call:
+    """Signalling state of one call. Only `UserAgent` mutates it."""
+
+    id: str
+    invite: Request
+    invite_tx: InviteServerTransaction
+    source: Target
+    user: str
+    local_tag: str
+    offer: MediaOffer
+    sdp: SdpSession
+    created_at: float
+    state: CallState = CallState.INCOMING
+    dialog: Dialog | None = None
+    media: NegotiatedMedia | None = None
+    answer_body: bytes = b""
+    #: The INVITE had no SDP: our 2xx carries the offer and the ACK the answer.
+    offer_in_answer: bool = False
+    ok_response: Response | None = None
+    ok_retransmit: Retransmitter | None = None
+    timer: Negotiated | None = None
+    refresh_at: float | None = None
+    expire_at: float | None = None
+    #: An INVITE or UPDATE from the peer we have not answered yet.
+    remote_pending: ServerTransaction | None = None
+    #: Our own re-INVITE/UPDATE in flight (glare detection, section 14.2).
+    local_pending: ClientTransaction | None = None
+    bye_pending: str | None = None
+    bye_tx: ClientTransaction | None = None
+    answered_at: float | None = None
+    end_reason: str = ""
+
+    @property
+    def on_hold(self) -> bool:
+        """The peer has put us on hold (sendonly/inactive or 0.0.0.0)."""
+        return bool(self.media and self.media.on_hold)
+
+
+@dataclass(frozen=True)
+class CallIncoming:
+    """A new call passed admission and offer/answer; the app should ring/answer/reject."""
+
+    call: Call
+
+
+@dataclass(frozen=True)
+class CallConfirmed:
+    """The ACK for our 2xx arrived."""
+
+    call: Call
+
+
+@dataclass(frozen=True)
+class CallMediaChanged:
+    """A re-INVITE or UPDATE changed the media (e.g. hold or unhold)."""
+
+    call: Call
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    """The call is over; `by` is "remote", "local" or "timeout"."""
+
+    call: Call
+    reason: str
+    by: str
+
+
+@dataclass(frozen=True)
+class DtmfInfo:
+    """A DTMF digit received in SIP INFO."""
+
+    call: Call
+    digit: str
+    duration_ms: int
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A message got no response (unparseable, stray, ...): log it."""
+
+    reason: str
+    source: Target
+    status: int | None = None
+
+
+Event = Send | CallIncoming | CallConfirmed | CallMediaChanged | CallEnded | DtmfInfo | Dropped
+
+
+@dataclass
+class UaConfig:
+    """Settings of the UAS core."""
+
+    #: transport -> (host, port) we advertise in Via and Contact.
+    local: dict[str, tuple[str, int]]
+    #: Request-URI users that have an application.
+    routes: frozenset[str]
+    max_calls: int = 500
+    retry_after: int = 5
+    timers: Timers = field(default_factory=Timers)
+    session: SessionTimerPolicy = field(default_factory=SessionTimerPolicy)
+    user_agent: str = "mediaserver"
+    limits: Limits = DEFAULT_LIMITS
+
+
+class UserAgent:
+    """Sans-IO UAS core. See the module docstring for the contract."""
+
+    def __init__(self, config: UaConfig, media: MediaProvider) -> None:
+        self.config = config
+        self.media = media
+        self.tx = TransactionLayer(config.timers)
+        self.calls: dict[str, Call] = {}
+        self._by_dialog: dict[tuple[str, str, str], Call] = {}
+        self._by_invite: dict[int, Call] = {}
+        self._timers: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self.draining = False
+
+    # -- inputs ---------------------------------------------------------------
+
+    def receive(self, data: bytes, source: Target, now: float) -> list[Event]:
+        """Handle one datagram or one framed stream message."""
+        try:
+            msg = parse_message(data, limits=self.config.limits, stream=source.reliable)
+        except MessageError as exc:
+            return self._malformed(exc, source)
+        return self._dispatch(self.tx.receive(msg, source, now), now)
+
+    def tick(self, now: float) -> list[Event]:
+        """Fire every timer due at `now` (transaction and call timers)."""
+        events: list[Event] = self._dispatch(self.tx.tick(now), now)
+        while self._timers and self._timers[0][0] <= now:
+            _, _, call_id = heapq.heappop(self._timers)
+            call = self.calls.get(call_id)
+            if call is not None:
+                events.extend(self._call_timers(call, now))
+        return events
+
+    def next_deadline(self) -> float | None:
+        """The earliest moment `tick` has work to do."""
+        deadlines = [d for d in (self.tx.next_deadline(),) if d is not None]
+        if self._timers:
+            deadlines.append(self._timers[0][0])
+        return min(deadlines) if deadlines else None
+
+    # -- application commands ---------------------------------------------------
+
+    def ring(self, call: Call, now: float) -> list[Event]:
+        """Send 180 Ringing."""
+        if call.state is not CallState.INCOMING:
+            return []
+        resp = self._dialog_response(call, 180)
+        return self._dispatch(self.tx.send_response(call.invite_tx, resp, now), now)
+
+    def answer(self, call: Call, now: float) -> list[Event]:
+        """Send the 2xx with our SDP and start its retransmission (section 13.3.1.4)."""
+        if call.state is not CallState.INCOMING:
+            return []
+        resp = self._dialog_response(call, 200)
+        resp.headers.add("Allow", ", ".join(ALLOWED_METHODS))
+        resp.headers.add("Supported", ", ".join(SUPPORTED_EXTENSIONS))
+        if call.timer is not None:
+            resp.headers.add("Session-Expires", call.timer.header())
+            if call.timer.require:
+                resp.headers.add("Require", "timer")
+        resp.headers.add("Content-Type", "application/sdp")
+        resp.body = call.answer_body
+        call.state = CallState.ANSWERED
+        call.answered_at = now
+        call.ok_response = resp
+        call.ok_retransmit = Retransmitter(self.config.timers)
+        call.ok_retransmit.start(now)
+        call.dialog = Dialog.from_invite(call.invite, call.local_tag)
+        self._by_dialog[call.dialog.key] = call
+        self._schedule(call, call.ok_retransmit.next_deadline())
+        self._start_session_timer(call, now)
+        return self._dispatch(self.tx.send_response(call.invite_tx, resp, now), now)
+
+    def reject(self, call: Call, status: int, now: float, reason: str | None = None) -> list[Event]:
+        """Answer the INVITE with a final error and end the call."""
+        if call.state is not CallState.INCOMING:
+            return []
+        resp = call.invite.response(status, reason, to_tag=call.local_tag)
+        events = self._dispatch(self.tx.send_response(call.invite_tx, resp, now), now)
+        return events + self._end(call, f"rejected {status}", "local")
+
+    def hangup(self, call: Call, now: float, reason: str = "hangup") -> list[Event]:
+        """End the call from our side: an error answer before 2xx, BYE after."""
+        if call.state is CallState.INCOMING:
+            return self.reject(call, 480, now, "Temporarily Unavailable")
+        if call.state is CallState.ANSWERED:
+            # Section 15: no BYE before the ACK; send it when the ACK (or timeout) comes.
+            call.bye_pending = reason
+            return []
+        if call.state is CallState.CONFIRMED:
+            return self._send_bye(call, now, reason)
+        return []
+
+    def drain(self) -> None:
+        """Stop taking calls: OPTIONS and new INVITEs get 503 from now on."""
+        self.draining = True
+
+    @property
+    def active_calls(self) -> int:
+        """Calls not yet ended."""
+        return len(self.calls)
+
+    # -- transaction outputs -----------------------------------------------------
+
+    def _dispatch(self, outputs: Iterable[object], now: float) -> list[Event]:
+        events: list[Event] = []
+        for out in outputs:
+            if isinstance(out, Send):
+                events.append(out)
+            elif isinstance(out, RequestReceived):
+                events.extend(self._on_request(out.request, out.transaction, out.source, now))
+            elif isinstance(out, AckReceived):
+                events.extend(self._on_ack(out.request, now))
+            elif isinstance(out, ResponseReceived):
+                events.extend(self._on_response(out.response, out.transaction, now))
+            elif isinstance(out, TransactionTimeout):
+                events.extend(self._on_timeout(out, now))
+        return events
+
+    def _malformed(self, exc: MessageError, source: Target) -> list[Event]:
+        partial = exc.partial
+        if not isinstance(partial, Request) or "Via" not in partial.headers:
+            return [Dropped(exc.reason, source, None)]
+        resp = partial.response(exc.status, _reason(exc.status, exc.reason))
+        resp.headers.add("Server", self.config.user_agent)
+        if exc.status == 505:
+            resp.headers.add("Supported", ", ".join(SUPPORTED_EXTENSIONS))
+        # The Via may be unusable, so answer where the message came from.
+        return [Send(resp, source), Dropped(exc.reason, source, exc.status)]
+
+    def _respond(
+        self,
+        tx: ServerTransaction | None,
+        req: Request,
+        status: int,
+        now: float,
+        reason: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> list[Event]:
+        if tx is None:
+            return []
+        resp = req.response(status, reason, to_tag=new_tag() if status > 100 else None)
+        resp.headers.add("Server", self.config.user_agent)
+        for name, value in headers:
+            resp.headers.add(name, value)
+        return self._dispatch(self.tx.send_response(tx, resp, now), now)
+
+    # -- requests ------------------------------------------------------------------
+
+    def _on_request(
+        self, req: Request, tx: ServerTransaction | None, source: Target, now: float
+    ) -> list[Event]:
+        method = req.method
+        if method == "ACK":
+            return self._on_ack(req, now)
+        if method not in ALLOWED_METHODS:
+            return self._respond(tx, req, 405, now, headers=[("Allow", ", ".join(ALLOWED_METHODS))])
+        try:
+            unsupported = [t for t in req.tokens("Require") if t not in SUPPORTED_EXTENSIONS]
+        except SipParseError:
+            return self._respond(tx, req, 400, now, "Bad Require")
+        if unsupported and method != "CANCEL":
+            return self._respond(tx, req, 420, now, headers=[("Unsupported", ", ".join(unsupported))])
+        if method == "CANCEL":
+            return self._on_cancel(req, tx, now)
+        to_tag = req.to.tag
+        if to_tag is not None:
+            return self._in_dialog(req, tx, to_tag, now)
+        if method == "OPTIONS":
+            return self._on_options(req, tx, now)
+        if method == "INVITE":
+            assert isinstance(tx, InviteServerTransaction)
+            return self._on_invite(req, tx, source, now)
+        return self._respond(tx, req, 481, now)
+
+    def _on_options(self, req: Request, tx: ServerTransaction | None, now: float) -> list[Event]:
+        if self.draining or self.active_calls >= self.config.max_calls:
+            return self._respond(tx, req, 503, now, headers=[("Retry-After", str(self.config.retry_after))])
+        return self._respond(
+            tx,
+            req,
+            200,
+            now,
+            headers=[
+                ("Allow", ", ".join(ALLOWED_METHODS)),
+                ("Accept", "application/sdp"),
+                ("Supported", ", ".join(SUPPORTED_EXTENSIONS)),
+            ],
+        )
+
+    def _body_check(self, req: Request, tx: ServerTransaction, now: float) -> list[Event] | None:
+        """415 for a body we cannot read, 406 when we may not answer with SDP."""
+        if req.body and req.content_type not in ACCEPTED_BODIES:
+            return self._respond(tx, req, 415, now, headers=[("Accept", ", ".join(ACCEPTED_BODIES))])
+        accept = req.headers.get_list("Accept") if "Accept" in req.headers else None
+        if accept is not None:
+            types = {a.split(";")[0].strip().lower() for a in accept}
+            if not types & {"application/sdp", "application/*", "*/*"}:
+                return self._respond(tx, req, 406, now, headers=[("Accept", "application/sdp")])
+        return None
+
+    def _on_invite(
+        self, req: Request, tx: InviteServerTransaction, source: Target, now: float
+    ) -> list[Event]:
+        if self.draining or self.active_calls >= self.config.max_calls:
+            return self._respond(tx, req, 503, now, headers=[("Retry-After", str(self.config.retry_after))])
+        rejected = self._body_check(req, tx, now)
+        if rejected is not None:
+            return rejected
+        user = req.ruri.user or ""
+        if user not in self.config.routes:
+            return self._respond(tx, req, 404, now)
+        try:
+            if len(req.contacts) > 1:
+                return self._respond(tx, req, 400, now, "More Than One Contact")
+            timer = negotiate(req, self.config.session)
+        except SipParseError as exc:
+            return self._respond(tx, req, 400, now, exc.reason)
+        if isinstance(timer, TooSmall):
+            return self._respond(tx, req, 422, now, headers=[("Min-SE", str(timer.min_se))])
+        offer = self.media.allocate()
+        if offer is None:
+            return self._respond(tx, req, 503, now, "No Media Ports", [("Retry-After", str(self.config.retry_after))])
+        sdp = SdpSession(offer)
+        call = Call(
+            id=secrets.token_hex(8),
+            invite=req,
+            invite_tx=tx,
+            source=source,
+            user=user,
+            local_tag=new_tag(),
+            offer=offer,
+            sdp=sdp,
+            created_at=now,
+            timer=timer,
+        )
+        try:
+            if req.body:
+                answer, call.media = sdp.answer(SessionDescription.parse(req.body))
+                call.answer_body = answer.serialise()
+            else:
+                call.offer_in_answer = True
+                call.answer_body = sdp.offer().serialise()
+        except (SdpError, NegotiationError) as exc:
+            self.media.release(offer)
+            status = 400 if isinstance(exc, SdpError) else 488
+            return self._respond(tx, req, status, now, _reason(status, str(exc)))
+        self.calls[call.id] = call
+        self._by_invite[id(tx)] = call
+        events = self._respond(tx, req, 100, now)
+        events.append(CallIncoming(call))
+        return events
+
+    def _on_cancel(self, req: Request, tx: ServerTransaction | None, now: float) -> list[Event]:
+        invite_tx = self.tx.find_invite(req)
+        if invite_tx is None:
+            return self._respond(tx, req, 481, now)
+        events = self._respond(tx, req, 200, now)
+        call = self._by_invite.get(id(invite_tx))
+        if call is not None and call.state is CallState.INCOMING:
+            resp = call.invite.response(487, to_tag=call.local_tag)
+            events.extend(self._dispatch(self.tx.send_response(invite_tx, resp, now), now))
+            events.extend(self._end(call, "cancelled", "remote"))
+        return events
+
+    def _in_dialog(
+        self, req: Request, tx: ServerTransaction | None, to_tag: str, now: float
+    ) -> list[Event]:
+        call = self._by_dialog.get((req.call_id, to_tag, req.from_.tag or ""))
+        if call is None or call.dialog is None:
+            return self._respond(tx, req, 481, now)
+        dialog = call.dialog
+        if not dialog.accept_remote_cseq(req):
+            return self._respond(tx, req, 500, now, "CSeq Out Of Order")
+        method = req.method
+        if method == "BYE":
+            events = self._respond_in_dialog(call, tx, req, 200, now)
+            return events + self._end(call, "remote BYE", "remote")
+        if method == "OPTIONS":
+            return self._on_options(req, tx, now)
+        if method == "INFO":
+            return self._on_info(call, req, tx, now)
+        if method in ("INVITE", "UPDATE"):
+            return self._on_refresh(call, req, tx, now)
+        return self._respond_in_dialog(call, tx, req, 405, now, [("Allow", ", ".join(ALLOWED_METHODS))])
+
+    def _respond_in_dialog(
+        self,
+        call: Call,
+        tx: ServerTransaction | None,
+        req: Request,
+        status: int,
+        now: float,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> list[Event]:
+        if tx is None:
+            return []
+        resp = req.response(status)
+        resp.headers.add("Server", self.config.user_agent)
+        for name, value in headers:
+            resp.headers.add(name, value)
+        if body:
+            resp.headers.add("Content-Type", "application/sdp")
+            resp.body = body
+        return self._dispatch(self.tx.send_response(tx, resp, now), now)
+
+    def _on_info(self, call: Call, req: Request, tx: ServerTransaction | None, now: float) -> list[Event]:
+        ctype = req.content_type
+        if req.body and ctype not in DTMF_BODIES:
+            return self._respond_in_dialog(call, tx, req, 415, now, [("Accept", ", ".join(DTMF_BODIES))])
+        events = self._respond_in_dialog(call, tx, req, 200, now)
+        if req.body:
+            digit, duration = _parse_dtmf_info(req.body, ctype or "")
+            if digit:
+                events.append(DtmfInfo(call, digit, duration))
+        return events
+
+    def _on_refresh(
+        self, call: Call, req: Request, tx: ServerTransaction | None, now: float
+    ) -> list[Event]:
+        """re-INVITE or UPDATE: new offer (hold/unhold), target refresh, session refresh."""
+        assert tx is not None and call.dialog is not None
+        if call.local_pending is not None:
+            return self._respond_in_dialog(call, tx, req, 491, now)  # glare, section 14.2
+        if call.remote_pending is not None and not call.remote_pending.terminated:
+            if req.method == "INVITE" and isinstance(call.remote_pending, InviteServerTransaction):
+                return self._respond_in_dialog(call, tx, req, 500, now, [("Retry-After", "1")])
+            return self._respond_in_dialog(call, tx, req, 491, now)
+        rejected = self._body_check(req, tx, now)
+        if rejected is not None:
+            return rejected
+        try:
+            timer = negotiate(req, self.config.session)
+        except SipParseError as exc:
+            return self._respond_in_dialog(call, tx, req, 400, now, body=b"", headers=[("Warning", f'399 - "{exc.reason}"')])
+        if isinstance(timer, TooSmall):
+            return self._respond_in_dialog(call, tx, req, 422, now, [("Min-SE", str(timer.min_se))])
+        events: list[Event] = []
+        body = b""
+        changed = False
+        if req.body:
+            try:
+                answer, media = call.sdp.answer(SessionDescription.parse(req.body))
+            except SdpError as exc:
+                return self._respond_in_dialog(call, tx, req, 400, now, [("Warning", f'399 - "{exc}"')])
+            except NegotiationError:
+                # Section 14.2: a rejected re-offer leaves the old session in place.
+                return self._respond_in_dialog(call, tx, req, 488, now)
+            changed = call.media is None or call.media != media
+            call.media = media
+            body = answer.serialise()
+        elif req.method == "INVITE":
+            body = call.sdp.offer().serialise()  # offer in 2xx, answer in ACK
+        call.dialog.refresh_target(req)
+        call.timer = timer
+        headers = [("Contact", self._contact(call)), ("Supported", ", ".join(SUPPORTED_EXTENSIONS))]
+        if timer is not None:
+            headers.append(("Session-Expires", timer.header()))
+            if timer.require:
+                headers.append(("Require", "timer"))
+        if req.method == "INVITE":
+            call.remote_pending = tx
+        events += self._respond_in_dialog(call, tx, req, 200, now, headers, body)
+        self._start_session_timer(call, now)
+        if changed:
+            events.append(CallMediaChanged(call))
+        return events
+
+    def _on_ack(self, req: Request, now: float) -> list[Event]:
+        to_tag = req.to.tag
+        call = self._by_dialog.get((req.call_id, to_tag or "", req.from_.tag or ""))
+        if call is None:
+            return []  # ACK for a non-2xx is absorbed by its transaction; others dropped
+        events: list[Event] = []
+        if req.body and req.content_type == "application/sdp":
+            try:
+                media = call.sdp.accept_answer(SessionDescription.parse(req.body))
+            except (SdpError, NegotiationError) as exc:
+                # Section 13.3.1.4 leaves us only BYE for an unusable answer.
+                call.end_reason = f"bad SDP answer in ACK: {exc}"
+                call.state = CallState.CONFIRMED
+                return self._send_bye(call, now, "bad answer")
+            changed = call.media != media
+            call.media = media
+            if changed and call.state is CallState.CONFIRMED:
+                events.append(CallMediaChanged(call))
+        call.remote_pending = None
+        if call.state is CallState.ANSWERED:
+            call.state = CallState.CONFIRMED
+            if call.ok_retransmit is not None:
+                call.ok_retransmit.stop()
+            events.append(CallConfirmed(call))
+            if call.bye_pending is not None:
+                events.extend(self._send_bye(call, now, call.bye_pending))
+        return events
+
+    # -- responses to what we sent ---------------------------------------------------
+
+    def _on_response(self, resp: Response, tx: ClientTransaction, now: float) -> list[Event]:
+        call = self._call_for_client(tx)
+        if call is None or resp.status < 200:
+            return []
+        if tx is call.bye_tx:
+            return self._end(call, call.end_reason or "local BYE", "local")
+        if tx is call.local_pending:
+            call.local_pending = None
+            if resp.status == 422:
+                return []  # keep the session; the next refresh will try again
+            if resp.status in (408, 481):
+                return self._end(call, f"refresh failed {resp.status}", "timeout")
+            if 200 <= resp.status < 300 and call.dialog is not None:
+                events = self._send_ack(call, resp, now)
+                self._start_session_timer(call, now)
+                return events
+        return []
+
+    def _on_timeout(self, out: TransactionTimeout, now: float) -> list[Event]:
+        tx = out.transaction
+        if isinstance(tx, InviteServerTransaction):
+            return []  # timer H: the non-2xx was not ACKed; the call already ended
+        assert isinstance(tx, ClientTransaction)
+        call = self._call_for_client(tx)
+        if call is None:
+            return []
+        # A BYE or refresh that times out means the peer is gone (network partition).
+        call.end_reason = f"timer {out.timer} on {tx.request.method}"
+        return self._end(call, call.end_reason, "timeout")
+
+    def _call_for_client(self, tx: ClientTransaction) -> Call | None:
+        req = tx.request
+        try:
+            key = (req.call_id, req.from_.tag or "", req.to.tag or "")
+        except SipParseError:
+            return None
+        return self._by_dialog.get(key)
+
+    # -- our requests -----------------------------------------------------------------
+
+    def _send_request(self, call: Call, method: str, now: float) -> tuple[Request, list[Event]]:
+        assert call.dialog is not None
+        transport = call.source.transport
+        host, port = self.config.local[transport]
+        via = f"SIP/2.0/{transport.upper()} {_hostport(host, port)};branch={new_branch()};rport"
+        req = call.dialog.create_request(method, via=via, contact=self._contact(call))
+        req.headers.add("User-Agent", self.config.user_agent)
+        target = self._target(call)
+        tx, outs = self.tx.send_request(req, target, now)
+        if method == "BYE":
+            call.bye_tx = tx
+        elif method in ("INVITE", "UPDATE"):
+            call.local_pending = tx
+        return req, self._dispatch(outs, now)
+
+    def _send_bye(self, call: Call, now: float, reason: str) -> list[Event]:
+        if call.state is CallState.ENDING or call.dialog is None:
+            return []
+        call.state = CallState.ENDING
+        call.end_reason = call.end_reason or reason
+        _, events = self._send_request(call, "BYE", now)
+        return events
+
+    def _send_ack(self, call: Call, resp: Response, now: float) -> list[Event]:
+        """ACK a 2xx to our re-INVITE (section 13.2.2.4); a UPDATE needs none."""
+        assert call.dialog is not None
+        req = resp.headers.get("CSeq") or ""
+        if not req.endswith("INVITE"):
+            return []
+        ack = Request(method="ACK", uri=str(call.dialog.remote_target))
+        transport = call.source.transport
+        host, port = self.config.local[transport]
+        ack.headers.add("Via", f"SIP/2.0/{transport.upper()} {_hostport(host, port)};branch={new_branch()};rport")
+        ack.headers.add("Max-Forwards", "70")
+        for route in call.dialog.route_set:
+            ack.headers.add("Route", str(route))
+        ack.headers.add("From", str(call.dialog.local))
+        ack.headers.add("To", str(call.dialog.remote))
+        ack.headers.add("Call-ID", call.dialog.call_id)
+        ack.headers.add("CSeq", f"{resp.cseq.seq} ACK")
+        return [Send(ack, self._target(call))]
+
+    def _target(self, call: Call) -> Target:
+        assert call.dialog is not None
+        uri = call.dialog.next_hop()
+        transport = (uri.params.get("transport") or call.source.transport).lower()
+        if transport == call.source.transport and call.source.reliable:
+            # Reuse the connection the INVITE came on (RFC 3261 18.1.1 allows it;
+            # peers behind NAT rely on it).
+            return call.source
+        host, port = uri.host_port(5061 if uri.scheme == "sips" else 5060)
+        if transport not in self.config.local:
+            transport = call.source.transport
+        return Target(transport, host, port)
+
+    def _contact(self, call: Call) -> str:
+        transport = call.source.transport
+        host, port = self.config.local[transport]
+        scheme = "sips" if transport == "tls" else "sip"
+        tparam = "" if transport == "udp" else f";transport={transport}"
+        return f"<{scheme}:{call.user}@{_hostport(host, port)}{tparam}>"
+
+    def _dialog_response(self, call: Call, status: int) -> Response:
+        resp = call.invite.response(status, to_tag=call.local_tag)
+        for rr in call.invite.headers.get_all("Record-Route"):
+            resp.headers.add("Record-Route", rr)
+        resp.headers.add("Contact", self._contact(call))
+        resp.headers.add("Server", self.config.user_agent)
+        return resp
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def _schedule(self, call: Call, when: float | None) -> None:
+        if when is not None:
+            heapq.heappush(self._timers, (when, next(self._seq), call.id))
+
+    def _start_session_timer(self, call: Call, now: float) -> None:
+        timer = call.timer
+        call.refresh_at = call.expire_at = None
+        if timer is None:
+            return
+        if timer.refresher == "uas":
+            call.refresh_at = now + timer.refresh_after()
+            self._schedule(call, call.refresh_at)
+        else:
+            call.expire_at = now + timer.expire_after()
+            self._schedule(call, call.expire_at)
+
+    def _call_timers(self, call: Call, now: float) -> list[Event]:
+        events: list[Event] = []
+        rt = call.ok_retransmit
+        if call.state is CallState.ANSWERED and rt is not None and call.ok_response is not None:
+            if rt.expired(now):
+                # Section 13.3.1.4: no ACK after 64*T1 -> confirm and end with BYE.
+                rt.stop()
+                call.state = CallState.CONFIRMED
+                call.end_reason = "no ACK for 2xx"
+                return self._send_bye(call, now, "no ACK for 2xx")
+            if rt.due(now):
+                tx = call.invite_tx
+                events.extend(self._dispatch(self.tx.send_response(tx, call.ok_response, now), now))
+            self._schedule(call, rt.next_deadline())
+        if call.refresh_at is not None and now >= call.refresh_at and call.state is CallState.CONFIRMED:
+            call.refresh_at = None
+            events.extend(self._send_refresh(call, now))
+        if call.expire_at is not None and now >= call.expire_at:
+            call.expire_at = None
+            if call.state is CallState.CONFIRMED:
+                call.end_reason = "session timer expired"
+                events.extend(self._send_bye(call, now, "session timer expired"))
+        return events
+
+    def _send_refresh(self, call: Call, now: float) -> list[Event]:
+        """Refresh the session (RFC 4028 section 7.4): UPDATE if allowed, else re-INVITE."""
+        if call.local_pending is not None or call.remote_pending is not None:
+            self._schedule(call, now + 1.0)
+            call.refresh_at = now + 1.0
+            return []
+        allow = _safe_tokens(call.invite, "Allow")
+        method = "UPDATE" if "UPDATE" in allow else "INVITE"
+        req, events = self._send_request(call, method, now)
+        assert call.timer is not None
+        req.headers.add("Session-Expires", f"{call.timer.interval};refresher=uas")
+        req.headers.add("Supported", "timer")
+        if method == "INVITE":
+            # Same SDP as before, so the o= version stays (RFC 4028 section 7.4).
+            req.headers.add("Content-Type", "application/sdp")
+            req.body = call.sdp.offer(local_direction=call.media.direction if call.media else "sendrecv").serialise()
+        return events
+
+    # -- ending ---------------------------------------------------------------------------
+
+    def _end(self, call: Call, reason: str, by: str) -> list[Event]:
+        if call.state is CallState.ENDED or call.id not in self.calls:
+            return []
+        call.state = CallState.ENDED
+        call.end_reason = call.end_reason or reason
+        if call.ok_retransmit is not None:
+            call.ok_retransmit.stop()
+        del self.calls[call.id]
+        self._by_invite.pop(id(call.invite_tx), None)
+        if call.dialog is not None:
+            self._by_dialog.pop(call.dialog.key, None)
+        self.media.release(call.offer)
+        return [CallEnded(call, call.end_reason, by)]
+
+
+def _safe_tokens(msg: Message, name: str) -> list[str]:
+    try:
+        return msg.tokens(name)
+    except SipParseError:
+        return []
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _reason(status: int, detail: str) -> str:
+    """A reason phrase that says what was wrong, without control characters."""
+    from mediaserver.sip.message import REASONS
+
+    base = REASONS.get(status, "Error")
+    clean = "".join(c for c in detail if c.isprintable())[:80]
+    return f"{base} ({clean})" if clean else base
+
+
+def _parse_dtmf_info(body: bytes, ctype: str) -> tuple[str, int]:
+    """Digit and duration from application/dtmf-relay or application/dtmf."""
+    text = body.decode("utf-8", errors="replace").strip()
+    if ctype == "application/dtmf":
+        return (text[:1] if text[:1] in "0123456789*#ABCDabcd" else ""), 0
+    digit, duration = "", 0
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        key, value = key.strip().lower(), value.strip()
+        if key == "signal" and value[:1] in "0123456789*#ABCDabcd":
+            digit = value[:1].upper()
+        elif key == "duration" and value.isdigit():
+            duration = int(value)
+    return digit, duration
