@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -29,6 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -611,6 +613,51 @@ class ServerProcess:
 
 # --------------------------------------------------------------------------- sipp
 
+_TRACE_ENTRY = re.compile(
+    rb"^-{20,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\n"
+    rb"(\w+) message (sent|received) [\[(](\d+)\]? ?bytes\)? ?:\n\n",
+    re.MULTILINE,
+)
+
+
+@dataclass
+class SippTraceEntry:
+    """One message from sipp's ``-trace_msg`` log."""
+
+    time: float
+    """When sipp sent or received it (Unix time, microsecond resolution)."""
+    direction: str
+    """``"sent"`` or ``"received"``."""
+    transport: str
+    """``"UDP"``, ``"TCP"``..."""
+    raw: bytes
+
+    @property
+    def message(self) -> SipMessage:
+        """The message, parsed."""
+        return parse_sip(self.raw)
+
+
+def parse_sipp_trace(data: bytes) -> list[SippTraceEntry]:
+    """Parse a sipp ``-trace_msg`` log: every message sent and received, in order.
+
+    This includes the retransmissions sipp absorbs without matching them to a
+    scenario step, with their arrival times (used to check timer G).
+    """
+    entries: list[SippTraceEntry] = []
+    for match in _TRACE_ENTRY.finditer(data):
+        stamp = datetime.strptime(match.group(1).decode(), "%Y-%m-%d %H:%M:%S.%f")
+        size = int(match.group(4))
+        entries.append(
+            SippTraceEntry(
+                time=stamp.timestamp(),
+                direction=match.group(3).decode(),
+                transport=match.group(2).decode(),
+                raw=data[match.end() : match.end() + size],
+            )
+        )
+    return entries
+
 
 @dataclass
 class SippResult:
@@ -651,6 +698,37 @@ class SippResult:
     def messages(self) -> str:
         """Every SIP message sipp sent and received."""
         return _read(self.messages_path)
+
+    def trace(self) -> list[SippTraceEntry]:
+        """Every message sipp sent and received, parsed from the ``-trace_msg`` log."""
+        if self.messages_path is None or not self.messages_path.exists():
+            return []
+        return parse_sipp_trace(self.messages_path.read_bytes())
+
+    def received(
+        self, *, status: int | None = None, method: str | None = None
+    ) -> list[SippTraceEntry]:
+        """Messages sipp received, retransmissions included, filtered.
+
+        Args:
+            status: keep responses with this status code.
+            method: keep requests with this method, or responses whose CSeq
+                names it (``received(status=200, method="INVITE")``).
+        """
+        found = []
+        for entry in self.trace():
+            if entry.direction != "received":
+                continue
+            message = entry.message
+            if status is not None and message.status != status:
+                continue
+            if method is not None:
+                cseq = (message.header("CSeq") or "").split()
+                named = message.method if message.status is None else (cseq[-1] if cseq else "")
+                if named != method:
+                    continue
+            found.append(entry)
+        return found
 
     def screen(self) -> str:
         """sipp's final statistics screen."""

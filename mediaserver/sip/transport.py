@@ -14,6 +14,7 @@ import itertools
 import socket
 import ssl
 from collections.abc import Callable
+from typing import cast
 
 import structlog
 
@@ -42,8 +43,8 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio's, so no isinstance check
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         if data.strip(b"\r\n") == b"":
@@ -66,8 +67,7 @@ class _Stream(asyncio.Protocol):
         self.last_activity = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         self.peer = (str(peer[0]), int(peer[1]))
         self.owner.connections[self.conn_id] = self

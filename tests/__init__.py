@@ -1,0 +1,1 @@
+"""Test suite; tests.peers holds the live-test harness shared with scripts/demo.py."""
