@@ -52,7 +52,9 @@ class SipSettings(_Strict):
 
     @model_validator(mode="after")
     def _tls_needs_files(self) -> SipSettings:
-        if any(lst.transport == "tls" for lst in self.listen) and not (self.tls.cert and self.tls.key):
+        if any(lst.transport == "tls" for lst in self.listen) and not (
+            self.tls.cert and self.tls.key
+        ):
             raise ValueError("tls.cert and tls.key are required for a tls listener")
         if self.session_expires and self.session_expires < self.min_se:
             raise ValueError("session_expires must be 0 or at least min_se")

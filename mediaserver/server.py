@@ -84,7 +84,9 @@ class SipServer:
                     ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
                     ssl_ctx.load_cert_chain(str(sip.tls.cert), str(sip.tls.key))
                 ctx = ssl_ctx if lst.transport == "tls" else None
-                host, port = await self.transports.listen_stream(lst.transport, lst.host, lst.port, ctx)
+                host, port = await self.transports.listen_stream(
+                    lst.transport, lst.host, lst.port, ctx
+                )
             self.bound.setdefault(lst.transport, (host, port))
             local.setdefault(lst.transport, (lst.advertise or host, port))
         media = self.config.media
@@ -151,16 +153,29 @@ class SipServer:
                 log.info("call_confirmed", call=event.call.id, call_id=event.call.invite.call_id)
             elif isinstance(event, CallMediaChanged):
                 media = event.call.media
-                log.info("call_media_changed", call=event.call.id, on_hold=event.call.on_hold,
-                         direction=media.direction if media else None)
+                log.info(
+                    "call_media_changed",
+                    call=event.call.id,
+                    on_hold=event.call.on_hold,
+                    direction=media.direction if media else None,
+                )
             elif isinstance(event, CallEnded):
                 self._end_app(event)
             elif isinstance(event, DtmfInfo):
-                log.info("dtmf", call=event.call.id, digit=event.digit, duration_ms=event.duration_ms,
-                         via="info")
+                log.info(
+                    "dtmf",
+                    call=event.call.id,
+                    digit=event.digit,
+                    duration_ms=event.duration_ms,
+                    via="info",
+                )
             elif isinstance(event, Dropped):
-                log.warning("sip_message_rejected", reason=event.reason, status=event.status,
-                            peer=f"{event.source.host}:{event.source.port}")
+                log.warning(
+                    "sip_message_rejected",
+                    reason=event.reason,
+                    status=event.status,
+                    peer=f"{event.source.host}:{event.source.port}",
+                )
         self._rearm()
 
     def _rearm(self) -> None:
@@ -178,8 +193,14 @@ class SipServer:
         route = self.config.routes[call.user]
         app = _AppCall(self, call)
         self.apps[call.id] = app
-        log.info("call_incoming", call=call.id, call_id=call.invite.call_id, user=call.user,
-                 peer=f"{call.source.host}:{call.source.port}", transport=call.source.transport)
+        log.info(
+            "call_incoming",
+            call=call.id,
+            call_id=call.invite.call_id,
+            user=call.user,
+            peer=f"{call.source.host}:{call.source.port}",
+            transport=call.source.transport,
+        )
         app.task = asyncio.get_running_loop().create_task(run_hold(app, route))
         app.task.add_done_callback(lambda t: self._app_done(call, t))
 
@@ -193,8 +214,13 @@ class SipServer:
         app = self.apps.pop(call.id, None)
         if app is not None:
             app.ended.set()
-        log.info("call_ended", call=call.id, call_id=call.invite.call_id, reason=event.reason,
-                 by=event.by)
+        log.info(
+            "call_ended",
+            call=call.id,
+            call_id=call.invite.call_id,
+            reason=event.reason,
+            by=event.by,
+        )
 
     # -- lifecycle ------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import ssl
@@ -39,9 +40,25 @@ def test_baresip_hangs_up_first(start_server, baresip) -> None:  # type: ignore[
 def _cert(tmp_path: Path) -> tuple[Path, Path]:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     return cert, key
 
@@ -112,13 +129,18 @@ def test_sigint_stops_cleanly(start_server) -> None:  # type: ignore[no-untyped-
 
 def test_malformed_flood_does_not_disturb_a_call(start_server, sipp) -> None:  # type: ignore[no-untyped-def]
     server = start_server(routes={"hold": {"duration": 0}})
-    junk = [b"", b"\x00" * 100, b"INVITE sip:x SIP/2.0\r\n\r\n", b"SIP/2.0 999 x\r\n\r\n", b"A" * 70000]
+    junk = [
+        b"",
+        b"\x00" * 100,
+        b"INVITE sip:x SIP/2.0\r\n\r\n",
+        b"SIP/2.0 999 x\r\n\r\n",
+        b"A" * 70000,
+    ]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for data in junk * 20:
-            try:
+            # the 70000-byte datagram is too big for UDP on some stacks
+            with contextlib.suppress(OSError):
                 sock.sendto(data, (server.host, server.port))
-            except OSError:
-                pass  # the 70000-byte datagram is too big for UDP on some stacks
     result = sipp(["-sn", "uac", "-s", "hold", "-m", "5", "-r", "5", server.target], timeout=30)
     assert result.ok, result.describe()
     assert server.running and "Traceback" not in server.log_text()
@@ -139,7 +161,10 @@ def test_broken_config_is_one_line_naming_the_key(tmp_path: Path, yaml_text: str
     path.write_text(yaml_text)
     proc = subprocess.run(
         [sys.executable, "-m", "mediaserver", "run", str(path)],
-        capture_output=True, text=True, timeout=30, cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO_ROOT,
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

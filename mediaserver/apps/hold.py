@@ -35,7 +35,7 @@ async def run_hold(call: CallControl, route: Route) -> None:
     if route.duration > 0:
         try:
             await asyncio.wait_for(call.ended.wait(), timeout=route.duration)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             call.hangup()
     else:
         await call.ended.wait()

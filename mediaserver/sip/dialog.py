@@ -123,4 +123,3 @@ class Dialog:
         if self.route_set:
             return self.route_set[0].uri
         return self.remote_target
-

@@ -246,7 +246,9 @@ class Request(Message):
         """Request-Line."""
         return f"{self.method} {self.uri} {SIP_VERSION}"
 
-    def response(self, status: int, reason: str | None = None, *, to_tag: str | None = None) -> Response:
+    def response(
+        self, status: int, reason: str | None = None, *, to_tag: str | None = None
+    ) -> Response:
         """Build a response per RFC 3261 section 8.2.6.2.
 
         Via, From, Call-ID and CSeq are copied; To is copied and gets `to_tag`
@@ -328,7 +330,7 @@ def _parse_start(line: str) -> tuple[Message, bool]:
     """Parse the start line; the flag is True for a request of another SIP version."""
     if line.startswith("SIP/"):
         version, sp1, rest = line.partition(" ")
-        code, sp2, reason = rest.partition(" ")
+        code, _sp2, reason = rest.partition(" ")
         if version != SIP_VERSION:
             raise SipParseError("unsupported SIP version in response", 505)
         if not sp1 or len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
@@ -380,7 +382,9 @@ def parse_message(data: bytes, *, limits: Limits = DEFAULT_LIMITS, stream: bool 
         # Keep reading the headers so the 400 can still be addressed.
         msg, bad_version, start_error = Request(), False, exc
     if len(lines) - 1 > limits.max_headers:
-        raise MessageError("too many header fields", 400, _partial(msg, lines[1:limits.max_headers]))
+        raise MessageError(
+            "too many header fields", 400, _partial(msg, lines[1 : limits.max_headers])
+        )
     for line in lines[1:]:
         name, colon, value = line.partition(":")
         name = name.rstrip(WS)

@@ -163,7 +163,7 @@ class Transports:
             infos = await asyncio.wait_for(
                 loop.getaddrinfo(target.host, target.port, type=socket.SOCK_DGRAM), timeout=5.0
             )
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             log.warning("resolve_failed", host=target.host, error=str(exc))
             return
         if proto.transport is not None and infos:
@@ -186,7 +186,7 @@ class Transports:
                 ),
                 timeout=5.0,
             )
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             # The transaction's timers notice the silence (timer B/F).
             log.warning("connect_failed", target=f"{target.host}:{target.port}", error=str(exc))
             return

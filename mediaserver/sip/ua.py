@@ -363,7 +363,9 @@ class UserAgent:
         except SipParseError:
             return self._respond(tx, req, 400, now, "Bad Require")
         if unsupported and method != "CANCEL":
-            return self._respond(tx, req, 420, now, headers=[("Unsupported", ", ".join(unsupported))])
+            return self._respond(
+                tx, req, 420, now, headers=[("Unsupported", ", ".join(unsupported))]
+            )
         if method == "CANCEL":
             return self._on_cancel(req, tx, now)
         to_tag = req.to.tag
@@ -378,7 +380,9 @@ class UserAgent:
 
     def _on_options(self, req: Request, tx: ServerTransaction | None, now: float) -> list[Event]:
         if self.draining or self.active_calls >= self.config.max_calls:
-            return self._respond(tx, req, 503, now, headers=[("Retry-After", str(self.config.retry_after))])
+            return self._respond(
+                tx, req, 503, now, headers=[("Retry-After", str(self.config.retry_after))]
+            )
         return self._respond(
             tx,
             req,
@@ -394,7 +398,9 @@ class UserAgent:
     def _body_check(self, req: Request, tx: ServerTransaction, now: float) -> list[Event] | None:
         """415 for a body we cannot read, 406 when we may not answer with SDP."""
         if req.body and req.content_type not in ACCEPTED_BODIES:
-            return self._respond(tx, req, 415, now, headers=[("Accept", ", ".join(ACCEPTED_BODIES))])
+            return self._respond(
+                tx, req, 415, now, headers=[("Accept", ", ".join(ACCEPTED_BODIES))]
+            )
         accept = req.headers.get_list("Accept") if "Accept" in req.headers else None
         if accept is not None:
             types = {a.split(";")[0].strip().lower() for a in accept}
@@ -406,7 +412,9 @@ class UserAgent:
         self, req: Request, tx: InviteServerTransaction, source: Target, now: float
     ) -> list[Event]:
         if self.draining or self.active_calls >= self.config.max_calls:
-            return self._respond(tx, req, 503, now, headers=[("Retry-After", str(self.config.retry_after))])
+            return self._respond(
+                tx, req, 503, now, headers=[("Retry-After", str(self.config.retry_after))]
+            )
         rejected = self._body_check(req, tx, now)
         if rejected is not None:
             return rejected
@@ -423,7 +431,9 @@ class UserAgent:
             return self._respond(tx, req, 422, now, headers=[("Min-SE", str(timer.min_se))])
         offer = self.media.allocate()
         if offer is None:
-            return self._respond(tx, req, 503, now, "No Media Ports", [("Retry-After", str(self.config.retry_after))])
+            return self._respond(
+                tx, req, 503, now, "No Media Ports", [("Retry-After", str(self.config.retry_after))]
+            )
         sdp = SdpSession(offer)
         call = Call(
             id=secrets.token_hex(8),
@@ -485,7 +495,9 @@ class UserAgent:
             return self._on_info(call, req, tx, now)
         if method in ("INVITE", "UPDATE"):
             return self._on_refresh(call, req, tx, now)
-        return self._respond_in_dialog(call, tx, req, 405, now, [("Allow", ", ".join(ALLOWED_METHODS))])
+        return self._respond_in_dialog(
+            call, tx, req, 405, now, [("Allow", ", ".join(ALLOWED_METHODS))]
+        )
 
     def _respond_in_dialog(
         self,
@@ -508,10 +520,14 @@ class UserAgent:
             resp.body = body
         return self._dispatch(self.tx.send_response(tx, resp, now), now)
 
-    def _on_info(self, call: Call, req: Request, tx: ServerTransaction | None, now: float) -> list[Event]:
+    def _on_info(
+        self, call: Call, req: Request, tx: ServerTransaction | None, now: float
+    ) -> list[Event]:
         ctype = req.content_type
         if req.body and ctype not in DTMF_BODIES:
-            return self._respond_in_dialog(call, tx, req, 415, now, [("Accept", ", ".join(DTMF_BODIES))])
+            return self._respond_in_dialog(
+                call, tx, req, 415, now, [("Accept", ", ".join(DTMF_BODIES))]
+            )
         events = self._respond_in_dialog(call, tx, req, 200, now)
         if req.body:
             digit, duration = _parse_dtmf_info(req.body, ctype or "")
@@ -536,7 +552,9 @@ class UserAgent:
         try:
             timer = negotiate(req, self.config.session)
         except SipParseError as exc:
-            return self._respond_in_dialog(call, tx, req, 400, now, body=b"", headers=[("Warning", f'399 - "{exc.reason}"')])
+            return self._respond_in_dialog(
+                call, tx, req, 400, now, body=b"", headers=[("Warning", f'399 - "{exc.reason}"')]
+            )
         if isinstance(timer, TooSmall):
             return self._respond_in_dialog(call, tx, req, 422, now, [("Min-SE", str(timer.min_se))])
         events: list[Event] = []
@@ -546,7 +564,9 @@ class UserAgent:
             try:
                 answer, media = call.sdp.answer(SessionDescription.parse(req.body))
             except SdpError as exc:
-                return self._respond_in_dialog(call, tx, req, 400, now, [("Warning", f'399 - "{exc}"')])
+                return self._respond_in_dialog(
+                    call, tx, req, 400, now, [("Warning", f'399 - "{exc}"')]
+                )
             except NegotiationError:
                 # Section 14.2: a rejected re-offer leaves the old session in place.
                 return self._respond_in_dialog(call, tx, req, 488, now)
@@ -672,7 +692,10 @@ class UserAgent:
         ack = Request(method="ACK", uri=str(call.dialog.remote_target))
         transport = call.source.transport
         host, port = self.config.local[transport]
-        ack.headers.add("Via", f"SIP/2.0/{transport.upper()} {_hostport(host, port)};branch={new_branch()};rport")
+        ack.headers.add(
+            "Via",
+            f"SIP/2.0/{transport.upper()} {_hostport(host, port)};branch={new_branch()};rport",
+        )
         ack.headers.add("Max-Forwards", "70")
         for route in call.dialog.route_set:
             ack.headers.add("Route", str(route))
@@ -742,7 +765,11 @@ class UserAgent:
                 tx = call.invite_tx
                 events.extend(self._dispatch(self.tx.send_response(tx, call.ok_response, now), now))
             self._schedule(call, rt.next_deadline())
-        if call.refresh_at is not None and now >= call.refresh_at and call.state is CallState.CONFIRMED:
+        if (
+            call.refresh_at is not None
+            and now >= call.refresh_at
+            and call.state is CallState.CONFIRMED
+        ):
             call.refresh_at = None
             events.extend(self._send_refresh(call, now))
         if call.expire_at is not None and now >= call.expire_at:
@@ -767,7 +794,9 @@ class UserAgent:
         if method == "INVITE":
             # Same SDP as before, so the o= version stays (RFC 4028 section 7.4).
             req.headers.add("Content-Type", "application/sdp")
-            req.body = call.sdp.offer(local_direction=call.media.direction if call.media else "sendrecv").serialise()
+            req.body = call.sdp.offer(
+                local_direction=call.media.direction if call.media else "sendrecv"
+            ).serialise()
         return events
 
     # -- ending ---------------------------------------------------------------------------

@@ -177,7 +177,7 @@ def parse_uri(text: str) -> Uri:
     scheme, colon, rest = text.partition(":")
     if not colon or not scheme or not all(c in _SCHEME_CHARS for c in scheme):
         raise SipParseError(f"bad URI {text!r}")
-    if any(c in " \t\r\n<>\"" for c in text):
+    if any(c in ' \t\r\n<>"' for c in text):
         raise SipParseError(f"bad character in URI {text!r}")
     scheme = scheme.lower()
     if scheme == "tel":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from tests.peers import SIPP_SCENARIOS
@@ -35,32 +37,40 @@ def test_uac_over_tcp(start_server, sipp) -> None:  # type: ignore[no-untyped-de
 
 def test_cancel(start_server, sipp) -> None:  # type: ignore[no-untyped-def]
     server = start_server(routes={"hold": {"duration": 10, "ring": 5}})
-    result = sipp(["-sf", str(SIPP_SCENARIOS / "uac_cancel.xml"), "-s", "hold", server.target], timeout=20)
+    result = sipp(
+        ["-sf", str(SIPP_SCENARIOS / "uac_cancel.xml"), "-s", "hold", server.target], timeout=20
+    )
     assert result.ok, result.describe()
     assert "reason=cancelled" in server.log_text()
 
 
 def test_only_unknown_codec_gets_488(start_server, sipp) -> None:  # type: ignore[no-untyped-def]
     server = start_server()
-    result = sipp(["-sf", str(SIPP_SCENARIOS / "uac_488.xml"), "-s", "hold", server.target], timeout=20)
+    result = sipp(
+        ["-sf", str(SIPP_SCENARIOS / "uac_488.xml"), "-s", "hold", server.target], timeout=20
+    )
     assert result.ok, result.describe()
 
 
 def test_options(start_server, sipp) -> None:  # type: ignore[no-untyped-def]
     server = start_server()
-    result = sipp(["-sf", str(SIPP_SCENARIOS / "options.xml"), "-s", "hold", server.target], timeout=20)
+    result = sipp(
+        ["-sf", str(SIPP_SCENARIOS / "options.xml"), "-s", "hold", server.target], timeout=20
+    )
     assert result.ok, result.describe()
 
 
 def test_200_never_acked_is_retransmitted_then_byed(start_server, sipp) -> None:  # type: ignore[no-untyped-def]
     t1 = 0.05
     server = start_server(sip={"t1": t1, "t2": 0.4}, routes={"hold": {"duration": 0}})
-    result = sipp(["-sf", str(SIPP_SCENARIOS / "uac_noack.xml"), "-s", "hold", server.target], timeout=30)
+    result = sipp(
+        ["-sf", str(SIPP_SCENARIOS / "uac_noack.xml"), "-s", "hold", server.target], timeout=30
+    )
     assert result.ok, result.describe()
     oks = [e.time for e in result.received(status=200, method="INVITE")]
     byes = [e.time for e in result.received(method="BYE")]
     assert len(oks) >= 6 and byes
-    gaps = [round(b - a, 3) for a, b in zip(oks, oks[1:])]
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(oks)]
     # timer G: T1, 2T1, 4T1, ... capped at T2 (0.4 s)
     expected = [t1, 2 * t1, 4 * t1, 0.4, 0.4]
     for got, want in zip(gaps, expected):
@@ -79,7 +89,9 @@ def test_bye_from_sipp(start_server, sipp) -> None:  # type: ignore[no-untyped-d
 
 def test_bye_from_server(start_server, sipp) -> None:  # type: ignore[no-untyped-def]
     server = start_server(routes={"hold": {"duration": 1}})
-    result = sipp(["-sf", str(SIPP_SCENARIOS / "uac_server_bye.xml"), "-s", "hold", server.target], timeout=20)
+    result = sipp(
+        ["-sf", str(SIPP_SCENARIOS / "uac_server_bye.xml"), "-s", "hold", server.target], timeout=20
+    )
     assert result.ok, result.describe()
     assert "by=local" in server.log_text()
 
@@ -87,7 +99,8 @@ def test_bye_from_server(start_server, sipp) -> None:  # type: ignore[no-untyped
 def test_reinvite_sendonly_answered_recvonly(start_server, sipp) -> None:  # type: ignore[no-untyped-def]
     server = start_server(routes={"hold": {"duration": 0}})
     result = sipp(
-        ["-sf", str(SIPP_SCENARIOS / "uac_reinvite_sendonly.xml"), "-s", "hold", server.target], timeout=20
+        ["-sf", str(SIPP_SCENARIOS / "uac_reinvite_sendonly.xml"), "-s", "hold", server.target],
+        timeout=20,
     )
     assert result.ok, result.describe()
     oks = result.received(status=200, method="INVITE")

@@ -102,7 +102,9 @@ def test_parser(name: str, cls: str, expect: str) -> None:
             assert isinstance(msg, Request) and msg.method == "REGISTER" and msg.body == b""
         if name == "esc01.dat":
             assert isinstance(msg, Request)
-            assert msg.to.uri.equivalent(msg.to.uri.__class__(scheme="sip", user="user", host="example.com"))
+            assert msg.to.uri.equivalent(
+                msg.to.uri.__class__(scheme="sip", user="user", host="example.com")
+            )
         if name == "mpart01.dat":
             assert msg.content_type == "multipart/mixed"
         return
@@ -148,21 +150,28 @@ def test_server_answers_each_torture_message(start_server) -> None:  # type: ign
             # them): keep only answers to this message.
             call_id = msg.header("Call-ID")
             replies = [
-                r for r in _collect(sock, 0.4 if LIVE_EXPECT[name] is None else 2.0)
+                r
+                for r in _collect(sock, 0.4 if LIVE_EXPECT[name] is None else 2.0)
                 if call_id is None or r.header("Call-ID") == call_id
             ]
             finals = [r.status for r in replies if r.status is not None and r.status >= 200]
             expected = LIVE_EXPECT[name]
             if expected is None:
                 if replies:
-                    failures.append(f"{name}: expected no answer, got {[r.status for r in replies]}")
+                    failures.append(
+                        f"{name}: expected no answer, got {[r.status for r in replies]}"
+                    )
             elif not finals or finals[0] not in expected:
                 failures.append(f"{name}: expected {sorted(expected)}, got {finals}")
             elif name == "intmeth.dat" and "INVITE" not in (replies[-1].header("Allow") or ""):
                 failures.append("intmeth.dat: 405 without Allow")
-            elif name == "bext01.dat" and "nothingSupportsThis" not in (replies[-1].header("Unsupported") or ""):
+            elif name == "bext01.dat" and "nothingSupportsThis" not in (
+                replies[-1].header("Unsupported") or ""
+            ):
                 failures.append("bext01.dat: 420 without Unsupported")
-            elif name == "invut.dat" and "application/sdp" not in (replies[-1].header("Accept") or ""):
+            elif name == "invut.dat" and "application/sdp" not in (
+                replies[-1].header("Accept") or ""
+            ):
                 failures.append("invut.dat: 415 without Accept")
     assert not failures, "\n".join(failures)
     # Nothing escaped the event loop and the server still serves.

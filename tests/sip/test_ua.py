@@ -38,7 +38,11 @@ class FakeMedia:
     def allocate(self) -> MediaOffer | None:
         if not self.free:
             return None
-        return MediaOffer("127.0.0.1", self.free.pop(0), [CODECS["PCMU"], CODECS["PCMA"], CODECS["TELEPHONE-EVENT"]])
+        return MediaOffer(
+            "127.0.0.1",
+            self.free.pop(0),
+            [CODECS["PCMU"], CODECS["PCMA"], CODECS["TELEPHONE-EVENT"]],
+        )
 
     def release(self, offer: MediaOffer) -> None:
         self.released.append(offer.port)
@@ -120,7 +124,7 @@ def establish(ua: UserAgent, now: float = 0.0, direction: str = "sendrecv") -> t
 
 def test_invite_answer_ack_bye() -> None:
     ua, media = make_ua()
-    call, tag = establish(ua)
+    _call, tag = establish(ua)
     assert ua.active_calls == 1
     events = ua.receive(request("BYE", cseq=2, branch="z9hG4bK-bye", to_tag=tag), PEER, 1.0)
     assert statuses(events) == [200]
@@ -131,7 +135,9 @@ def test_invite_answer_ack_bye() -> None:
 
 def test_answer_carries_sdp_contact_and_record_route() -> None:
     ua, _ = make_ua()
-    data = request(body=SDP.format(direction="sendrecv"), extra="Record-Route: <sip:proxy.example.com;lr>")
+    data = request(
+        body=SDP.format(direction="sendrecv"), extra="Record-Route: <sip:proxy.example.com;lr>"
+    )
     call = next(e.call for e in ua.receive(data, PEER, 0.0) if isinstance(e, CallIncoming))
     ok = sent(ua.answer(call, 0.0))[0]
     assert isinstance(ok, Response)
@@ -142,11 +148,17 @@ def test_answer_carries_sdp_contact_and_record_route() -> None:
 
 def test_unknown_user_404_and_no_codec_488() -> None:
     ua, media = make_ua()
-    assert statuses(ua.receive(request(user="nobody", body=SDP.format(direction="sendrecv")), PEER, 0)) == [404]
-    g729 = SDP.format(direction="sendrecv").replace("RTP/AVP 0 101", "RTP/AVP 18").replace(
-        "a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n", ""
+    assert statuses(
+        ua.receive(request(user="nobody", body=SDP.format(direction="sendrecv")), PEER, 0)
+    ) == [404]
+    g729 = (
+        SDP.format(direction="sendrecv")
+        .replace("RTP/AVP 0 101", "RTP/AVP 18")
+        .replace("a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n", "")
     )
-    assert statuses(ua.receive(request(call_id="c2", branch="z9hG4bK-2", body=g729), PEER, 0)) == [488]
+    assert statuses(ua.receive(request(call_id="c2", branch="z9hG4bK-2", body=g729), PEER, 0)) == [
+        488
+    ]
     assert media.released == [40000] and ua.active_calls == 0
 
 
@@ -163,34 +175,51 @@ def test_cancel_gets_200_and_invite_487() -> None:
         (487, "INVITE"),
     ]
     assert any(isinstance(e, CallEnded) and e.reason == "cancelled" for e in events)
-    assert statuses(ua.receive(request("CANCEL", call_id="zz", branch="z9hG4bK-9"), PEER, 1)) == [481]
+    assert statuses(ua.receive(request("CANCEL", call_id="zz", branch="z9hG4bK-9"), PEER, 1)) == [
+        481
+    ]
 
 
 def test_in_dialog_rules() -> None:
     ua, _ = make_ua()
     _, tag = establish(ua)
     # unknown dialog
-    assert statuses(ua.receive(request("BYE", cseq=2, branch="z9hG4bK-x", to_tag="nope"), PEER, 1)) == [481]
+    assert statuses(
+        ua.receive(request("BYE", cseq=2, branch="z9hG4bK-x", to_tag="nope"), PEER, 1)
+    ) == [481]
     # CSeq going backwards
-    assert statuses(ua.receive(request("INFO", cseq=1, branch="z9hG4bK-y", to_tag=tag), PEER, 1)) == [500]
+    assert statuses(
+        ua.receive(request("INFO", cseq=1, branch="z9hG4bK-y", to_tag=tag), PEER, 1)
+    ) == [500]
     # INFO with DTMF
     body = "Signal=5\r\nDuration=160\r\n"
     events = ua.receive(
-        request("INFO", cseq=3, branch="z9hG4bK-z", to_tag=tag, body=body, ctype="application/dtmf-relay"),
+        request(
+            "INFO",
+            cseq=3,
+            branch="z9hG4bK-z",
+            to_tag=tag,
+            body=body,
+            ctype="application/dtmf-relay",
+        ),
         PEER,
         1,
     )
     assert statuses(events) == [200]
     assert [(e.digit, e.duration_ms) for e in events if isinstance(e, DtmfInfo)] == [("5", 160)]
     # unknown method in dialog
-    assert statuses(ua.receive(request("MESSAGE", cseq=4, branch="z9hG4bK-m", to_tag=tag), PEER, 1)) == [405]
+    assert statuses(
+        ua.receive(request("MESSAGE", cseq=4, branch="z9hG4bK-m", to_tag=tag), PEER, 1)
+    ) == [405]
 
 
 def test_reinvite_hold_and_unhold() -> None:
     ua, _ = make_ua()
     call, tag = establish(ua)
     events = ua.receive(
-        request(cseq=2, branch="z9hG4bK-r1", to_tag=tag, body=SDP.format(direction="sendonly")), PEER, 1
+        request(cseq=2, branch="z9hG4bK-r1", to_tag=tag, body=SDP.format(direction="sendonly")),
+        PEER,
+        1,
     )
     ok = sent(events)[0]
     assert isinstance(ok, Response) and ok.status == 200 and b"a=recvonly" in ok.body
@@ -198,7 +227,9 @@ def test_reinvite_hold_and_unhold() -> None:
     assert call.on_hold  # type: ignore[attr-defined]
     ua.receive(request("ACK", cseq=2, branch="z9hG4bK-a2", to_tag=tag), PEER, 1.1)
     events = ua.receive(
-        request("UPDATE", cseq=3, branch="z9hG4bK-u1", to_tag=tag, body=SDP.format(direction="sendrecv")),
+        request(
+            "UPDATE", cseq=3, branch="z9hG4bK-u1", to_tag=tag, body=SDP.format(direction="sendrecv")
+        ),
         PEER,
         2,
     )
@@ -210,9 +241,15 @@ def test_reinvite_hold_and_unhold() -> None:
 def test_reinvite_while_pending_gets_500() -> None:
     ua, _ = make_ua()
     _, tag = establish(ua)
-    ua.receive(request(cseq=2, branch="z9hG4bK-r1", to_tag=tag, body=SDP.format(direction="sendrecv")), PEER, 1)
+    ua.receive(
+        request(cseq=2, branch="z9hG4bK-r1", to_tag=tag, body=SDP.format(direction="sendrecv")),
+        PEER,
+        1,
+    )
     events = ua.receive(
-        request(cseq=3, branch="z9hG4bK-r2", to_tag=tag, body=SDP.format(direction="sendrecv")), PEER, 1.1
+        request(cseq=3, branch="z9hG4bK-r2", to_tag=tag, body=SDP.format(direction="sendrecv")),
+        PEER,
+        1.1,
     )
     resp = sent(events)[0]
     assert isinstance(resp, Response) and resp.status == 500 and resp.headers.get("Retry-After")
@@ -227,7 +264,9 @@ def test_glare_491() -> None:
     assert reinvite and reinvite[0].method == "INVITE"
     assert reinvite[0].headers.get("Session-Expires") == "90;refresher=uas"
     events = ua.receive(
-        request(cseq=2, branch="z9hG4bK-g", to_tag=tag, body=SDP.format(direction="sendrecv")), PEER, 46.1
+        request(cseq=2, branch="z9hG4bK-g", to_tag=tag, body=SDP.format(direction="sendrecv")),
+        PEER,
+        46.1,
     )
     assert statuses(events) == [491]
     assert call.state is CallState.CONFIRMED  # type: ignore[attr-defined]
@@ -235,15 +274,28 @@ def test_glare_491() -> None:
 
 def test_require_unknown_420_and_bad_bodies() -> None:
     ua, _ = make_ua()
-    events = ua.receive(request(body=SDP.format(direction="sendrecv"), extra="Require: 100rel, foo"), PEER, 0)
+    events = ua.receive(
+        request(body=SDP.format(direction="sendrecv"), extra="Require: 100rel, foo"), PEER, 0
+    )
     resp = sent(events)[0]
     assert isinstance(resp, Response) and resp.status == 420
     assert resp.headers.get("Unsupported") == "100rel, foo"
-    events = ua.receive(request(call_id="c2", branch="z9hG4bK-2", body="<x/>", ctype="text/xml"), PEER, 0)
-    resp = sent(events)[0]
-    assert isinstance(resp, Response) and resp.status == 415 and resp.headers.get("Accept") == "application/sdp"
     events = ua.receive(
-        request(call_id="c3", branch="z9hG4bK-3", body=SDP.format(direction="sendrecv"), extra="Accept: text/plain"),
+        request(call_id="c2", branch="z9hG4bK-2", body="<x/>", ctype="text/xml"), PEER, 0
+    )
+    resp = sent(events)[0]
+    assert (
+        isinstance(resp, Response)
+        and resp.status == 415
+        and resp.headers.get("Accept") == "application/sdp"
+    )
+    events = ua.receive(
+        request(
+            call_id="c3",
+            branch="z9hG4bK-3",
+            body=SDP.format(direction="sendrecv"),
+            extra="Accept: text/plain",
+        ),
         PEER,
         0,
     )
@@ -253,7 +305,11 @@ def test_require_unknown_420_and_bad_bodies() -> None:
 def test_session_timer_422_and_refresher_uac() -> None:
     ua, _ = make_ua(session=SessionTimerPolicy(1800, 120))
     events = ua.receive(
-        request(body=SDP.format(direction="sendrecv"), extra="Session-Expires: 100\nSupported: timer"), PEER, 0
+        request(
+            body=SDP.format(direction="sendrecv"), extra="Session-Expires: 100\nSupported: timer"
+        ),
+        PEER,
+        0,
     )
     resp = sent(events)[0]
     assert isinstance(resp, Response) and resp.status == 422 and resp.headers.get("Min-SE") == "120"
@@ -270,7 +326,10 @@ def test_session_timer_422_and_refresher_uac() -> None:
     call = next(e.call for e in events if isinstance(e, CallIncoming))
     ok = sent(ua.answer(call, 0))[0]
     assert isinstance(ok, Response)
-    assert ok.headers.get("Session-Expires") == "300;refresher=uac" and ok.headers.get("Require") == "timer"
+    assert (
+        ok.headers.get("Session-Expires") == "300;refresher=uac"
+        and ok.headers.get("Require") == "timer"
+    )
     ua.receive(request("ACK", call_id="c2", branch="z9hG4bK-ack", to_tag=ok.to.tag), PEER, 0.1)
     # no refresh from the UAC: we end the session before it expires (300 - 32)
     events = ua.tick(268.5)
@@ -305,14 +364,20 @@ def test_2xx_retransmitted_then_bye_without_ack() -> None:
 def test_admission_and_draining() -> None:
     ua, _ = make_ua(max_calls=1)
     establish(ua)
-    events = ua.receive(request(call_id="c2", branch="z9hG4bK-2", body=SDP.format(direction="sendrecv")), PEER, 1)
+    events = ua.receive(
+        request(call_id="c2", branch="z9hG4bK-2", body=SDP.format(direction="sendrecv")), PEER, 1
+    )
     resp = sent(events)[0]
-    assert isinstance(resp, Response) and resp.status == 503 and resp.headers.get("Retry-After") == "5"
+    assert (
+        isinstance(resp, Response) and resp.status == 503 and resp.headers.get("Retry-After") == "5"
+    )
     ua2, _ = make_ua()
     assert statuses(ua2.receive(request("OPTIONS", branch="z9hG4bK-o"), PEER, 0)) == [200]
     ua2.drain()
     assert statuses(ua2.receive(request("OPTIONS", branch="z9hG4bK-o2"), PEER, 0)) == [503]
-    assert statuses(ua2.receive(request(branch="z9hG4bK-i", body=SDP.format(direction="sendrecv")), PEER, 0)) == [503]
+    assert statuses(
+        ua2.receive(request(branch="z9hG4bK-i", body=SDP.format(direction="sendrecv")), PEER, 0)
+    ) == [503]
 
 
 def test_server_bye_and_its_timeout() -> None:
@@ -320,7 +385,9 @@ def test_server_bye_and_its_timeout() -> None:
     call, _ = establish(ua)
     events = ua.hangup(call, 1.0)  # type: ignore[arg-type]
     bye = sent(events)[0]
-    assert isinstance(bye, Request) and bye.method == "BYE" and bye.uri == "sip:alice@127.0.0.1:5061"
+    assert (
+        isinstance(bye, Request) and bye.method == "BYE" and bye.uri == "sip:alice@127.0.0.1:5061"
+    )
     assert bye.from_.tag == call.local_tag  # type: ignore[attr-defined]
     # nobody answers: timer F ends the call as a timeout
     ended: list[CallEnded] = []
@@ -338,7 +405,9 @@ def test_malformed_gets_400_or_is_dropped() -> None:
     bad = request("OPTIONS").replace(b"CSeq: 1 OPTIONS", b"CSeq: x OPTIONS")
     events = ua.receive(bad, PEER, 0)
     # the 400 copies the bad CSeq, so read it without re-parsing
-    assert [e.message.status for e in events if isinstance(e, Send) and isinstance(e.message, Response)] == [400]
+    assert [
+        e.message.status for e in events if isinstance(e, Send) and isinstance(e.message, Response)
+    ] == [400]
     assert any(isinstance(e, Dropped) for e in events)
     events = ua.receive(b"\x16\x03\x01garbage", PEER, 0)
     assert [type(e) for e in events] == [Dropped]
