@@ -98,12 +98,15 @@ def proc_rss_mb(pid: int) -> float | None:
     return None
 
 
-def machine_busy_seconds() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine, from the first line of /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-    total = sum(values[:8])  # guest time is already counted in user
-    return (total - idle) / CLK_TCK, total / CLK_TCK
+def main_thread_run_seconds(pid: int) -> float | None:
+    """Time on CPU of the process's main thread (/proc/PID/schedstat, nanoseconds).
+
+    A cross-check of the utime + stime figure: the event loop runs on this thread.
+    """
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def children_cpu_seconds() -> float:
@@ -197,7 +200,7 @@ class StepResult:
     cps_per_server_core: float | None = None
     server_cpu_pause_cores: float | None = None
     sipp_cpu_cores: float = 0.0
-    machine_busy_cores: float = 0.0
+    server_main_thread_cores: float | None = None
     server_rss_mb: float | None = None
     server_alive: bool = True
     server_answers_options: bool | None = None
@@ -499,7 +502,7 @@ class Bench:
 
         self.new_log_lines()  # skip what the pause logged
         child_before = children_cpu_seconds()
-        busy_before, _ = machine_busy_seconds()
+        sched_before = main_thread_run_seconds(server.pid)
         cpu_before = proc_cpu_seconds(server.pid)
         started = time.monotonic()
         for run in runs:
@@ -520,14 +523,15 @@ class Bench:
         wall = time.monotonic() - started
         alive = server.running()
         cpu_after = proc_cpu_seconds(server.pid) if alive else cpu_before
-        busy_after, _ = machine_busy_seconds()
+        sched_after = main_thread_run_seconds(server.pid) if alive else None
         child_after = children_cpu_seconds()
 
         step.wall_s = round(wall, 3)
         step.server_cpu_s = round(cpu_after - cpu_before, 3)
         step.server_cpu_cores = round((cpu_after - cpu_before) / wall, 3)
         step.sipp_cpu_cores = round((child_after - child_before) / wall, 3)
-        step.machine_busy_cores = round((busy_after - busy_before) / wall, 3)
+        if sched_before is not None and sched_after is not None:
+            step.server_main_thread_cores = round((sched_after - sched_before) / wall, 3)
         step.sipp_exit_codes = [r.rc for r in runs]
         step.sipp_timed_out = any(r.timed_out for r in runs)
         step.server_alive = alive

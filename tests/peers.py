@@ -586,6 +586,19 @@ class ServerProcess:
         except FileNotFoundError:
             return ""
 
+    def wait_log(self, text: str, timeout: float = 5.0, count: int = 1) -> str:
+        """Wait until ``text`` appears ``count`` times in the log; return the log.
+
+        A peer can finish a moment before the server writes the line about it
+        (the machine is shared and noisy), so assertions on the log wait for it.
+        """
+        deadline = time.monotonic() + timeout
+        log = self.log_text()
+        while log.count(text) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+            log = self.log_text()
+        return log
+
     def log_tail(self, lines: int = 60) -> str:
         """The last ``lines`` lines of the log, framed for an error message."""
         tail = "\n".join(self.log_text().splitlines()[-lines:])

@@ -22,7 +22,7 @@ def test_baresip_call_established_and_ends_cleanly(start_server, baresip) -> Non
     result = baresip(server.uri("hold"), seconds=20, pad_seconds=10)
     assert result.established, result.describe()
     assert result.remote_hangup, result.describe()  # our BYE ended it
-    log = server.log_text()
+    log = server.wait_log("by=local")
     assert "call_confirmed" in log and "by=local" in log
     assert "Traceback" not in log
 
@@ -31,10 +31,7 @@ def test_baresip_hangs_up_first(start_server, baresip) -> None:  # type: ignore[
     server = start_server(routes={"hold": {"duration": 0}})
     result = baresip(server.uri("hold"), seconds=20)
     assert result.established, result.describe()
-    deadline = time.monotonic() + 5
-    while "call_ended" not in server.log_text() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert "by=remote" in server.log_text()
+    assert "by=remote" in server.wait_log("call_ended")
 
 
 def _cert(tmp_path: Path) -> tuple[Path, Path]:
@@ -105,9 +102,7 @@ def test_sigterm_drains_then_byes_the_rest(start_server, sipp, tmp_path: Path) -
 
     caller = threading.Thread(target=call)
     caller.start()
-    deadline = time.monotonic() + 10
-    while "call_confirmed" not in server.log_text() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    server.wait_log("call_confirmed", timeout=10)
     server.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     # draining: OPTIONS and new INVITEs get 503 with Retry-After

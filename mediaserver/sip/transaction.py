@@ -76,8 +76,8 @@ class Target:
         transport: "udp", "tcp" or "tls" (lower case).
         host: IP address or host name (IPv6 without brackets).
         port: port number.
-        conn_id: for stream transports, the id of the connection a request
-            arrived on; responses to it reuse that connection.
+        conn_id: the connection (stream) or socket (UDP) a request arrived
+            on; responses and in-dialog requests leave through it.
     """
 
     transport: str

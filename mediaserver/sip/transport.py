@@ -38,18 +38,21 @@ def _is_ip(host: str) -> bool:
 
 
 class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, on_message: OnMessage) -> None:
+    def __init__(self, on_message: OnMessage, sock_id: int) -> None:
         self.on_message = on_message
+        self.sock_id = sock_id
         self.transport: asyncio.DatagramTransport | None = None
+        self.family = socket.AF_INET
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio's, so no isinstance check
         self.transport = cast(asyncio.DatagramTransport, transport)
+        self.family = transport.get_extra_info("socket").family
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         if data.strip(b"\r\n") == b"":
             return  # keep-alive (RFC 5626 CRLF ping over UDP)
-        self.on_message(data, Target("udp", str(addr[0]), int(addr[1])))
+        self.on_message(data, Target("udp", str(addr[0]), int(addr[1]), self.sock_id))
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors from earlier sends: nothing to do but note them.
@@ -108,7 +111,7 @@ class Transports:
         self.conn_ids = itertools.count(1)
         self.connections: dict[int, _Stream] = {}
         self.by_peer: dict[tuple[str, str, int], _Stream] = {}
-        self._udp: dict[tuple[str, int], _Udp] = {}
+        self._udp: dict[int, _Udp] = {}
         self._servers: list[asyncio.Server] = []
         self._ssl_client: ssl.SSLContext | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -116,11 +119,12 @@ class Transports:
     async def listen_udp(self, host: str, port: int) -> tuple[str, int]:
         """Open a UDP socket; returns the bound address."""
         loop = asyncio.get_running_loop()
+        sock_id = next(self.conn_ids)
         transport, proto = await loop.create_datagram_endpoint(
-            lambda: _Udp(self.on_message), local_addr=(host, port)
+            lambda: _Udp(self.on_message, sock_id), local_addr=(host, port)
         )
         bound = transport.get_extra_info("sockname")
-        self._udp[(host, int(bound[1]))] = proto
+        self._udp[sock_id] = proto
         return host, int(bound[1])
 
     async def listen_stream(
@@ -139,7 +143,7 @@ class Transports:
     def send(self, data: bytes, target: Target) -> None:
         """Send to `target`; streams reuse the connection when it is still open."""
         if target.transport == "udp":
-            proto = next(iter(self._udp.values()), None)
+            proto = self._udp_for(target)
             if proto is None or proto.transport is None:
                 log.warning("no_udp_socket", target=target)
                 return
@@ -156,6 +160,16 @@ class Transports:
             conn.send(data)
             return
         asyncio.get_running_loop().create_task(self._connect_and_send(data, target))
+
+    def _udp_for(self, target: Target) -> _Udp | None:
+        """The socket the peer talked to, else the first of the right address family."""
+        proto = self._udp.get(target.conn_id or -1)
+        if proto is not None:
+            return proto
+        family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
+        matching = [p for p in self._udp.values() if p.family == family]
+        candidates = matching or list(self._udp.values())
+        return candidates[0] if candidates else None
 
     async def _resolve_and_send(self, proto: _Udp, data: bytes, target: Target) -> None:
         loop = asyncio.get_running_loop()

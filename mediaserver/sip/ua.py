@@ -31,6 +31,7 @@ from mediaserver.sip.dialog import Dialog, new_tag
 from mediaserver.sip.errors import SipParseError
 from mediaserver.sip.message import (
     DEFAULT_LIMITS,
+    REASONS,
     Limits,
     Message,
     MessageError,
@@ -686,8 +687,7 @@ class UserAgent:
     def _send_ack(self, call: Call, resp: Response, now: float) -> list[Event]:
         """ACK a 2xx to our re-INVITE (section 13.2.2.4); a UPDATE needs none."""
         assert call.dialog is not None
-        req = resp.headers.get("CSeq") or ""
-        if not req.endswith("INVITE"):
+        if resp.cseq.method != "INVITE":
             return []
         ack = Request(method="ACK", uri=str(call.dialog.remote_target))
         transport = call.source.transport
@@ -716,7 +716,9 @@ class UserAgent:
         host, port = uri.host_port(5061 if uri.scheme == "sips" else 5060)
         if transport not in self.config.local:
             transport = call.source.transport
-        return Target(transport, host, port)
+        # Over UDP, leave through the socket the INVITE arrived on.
+        conn_id = call.source.conn_id if transport == "udp" else None
+        return Target(transport, host, port, conn_id)
 
     def _contact(self, call: Call) -> str:
         transport = call.source.transport
@@ -829,8 +831,6 @@ def _hostport(host: str, port: int) -> str:
 
 def _reason(status: int, detail: str) -> str:
     """A reason phrase that says what was wrong, without control characters."""
-    from mediaserver.sip.message import REASONS
-
     base = REASONS.get(status, "Error")
     clean = "".join(c for c in detail if c.isprintable())[:80]
     return f"{base} ({clean})" if clean else base
