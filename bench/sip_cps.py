@@ -109,6 +109,32 @@ def main_thread_run_seconds(pid: int) -> float | None:
         return None
 
 
+def udp_socket_drops(port: int) -> int | None:
+    """Datagrams the kernel dropped on our UDP socket bound to 127.0.0.1:port (/proc/net/udp)."""
+    want = f"0100007F:{port:04X}"
+    try:
+        lines = Path("/proc/net/udp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        cols = line.split()
+        if len(cols) > 12 and cols[1] == want:
+            return int(cols[-1])
+    return None
+
+
+def udp_rcvbuf_errors() -> int | None:
+    """The machine's UDP RcvbufErrors counter (/proc/net/snmp): datagrams dropped, full buffer."""
+    try:
+        lines = [ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines()]
+    except OSError:
+        return None
+    udp = [ln for ln in lines if ln and ln[0] == "Udp:"]
+    if len(udp) < 2 or "RcvbufErrors" not in udp[0]:
+        return None
+    return int(udp[1][udp[0].index("RcvbufErrors")])
+
+
 def children_cpu_seconds() -> float:
     """CPU seconds of every reaped child of this process (the sipp instances)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -201,6 +227,8 @@ class StepResult:
     server_cpu_pause_cores: float | None = None
     sipp_cpu_cores: float = 0.0
     server_main_thread_cores: float | None = None
+    server_udp_drops: int | None = None
+    machine_udp_rcvbuf_errors: int | None = None
     server_rss_mb: float | None = None
     server_alive: bool = True
     server_answers_options: bool | None = None
@@ -503,6 +531,8 @@ class Bench:
         self.new_log_lines()  # skip what the pause logged
         child_before = children_cpu_seconds()
         sched_before = main_thread_run_seconds(server.pid)
+        drops_before = udp_socket_drops(server.port) if self.args.transport == "udp" else None
+        rcvbuf_before = udp_rcvbuf_errors()
         cpu_before = proc_cpu_seconds(server.pid)
         started = time.monotonic()
         for run in runs:
@@ -524,6 +554,8 @@ class Bench:
         alive = server.running()
         cpu_after = proc_cpu_seconds(server.pid) if alive else cpu_before
         sched_after = main_thread_run_seconds(server.pid) if alive else None
+        drops_after = udp_socket_drops(server.port) if drops_before is not None else None
+        rcvbuf_after = udp_rcvbuf_errors()
         child_after = children_cpu_seconds()
 
         step.wall_s = round(wall, 3)
@@ -532,6 +564,10 @@ class Bench:
         step.sipp_cpu_cores = round((child_after - child_before) / wall, 3)
         if sched_before is not None and sched_after is not None:
             step.server_main_thread_cores = round((sched_after - sched_before) / wall, 3)
+        if drops_before is not None and drops_after is not None:
+            step.server_udp_drops = drops_after - drops_before
+        if rcvbuf_before is not None and rcvbuf_after is not None:
+            step.machine_udp_rcvbuf_errors = rcvbuf_after - rcvbuf_before
         step.sipp_exit_codes = [r.rc for r in runs]
         step.sipp_timed_out = any(r.timed_out for r in runs)
         step.server_alive = alive
@@ -602,7 +638,7 @@ class Bench:
                 f"  achieved {step.achieved_cps} cps, ok {step.successful_calls}, "
                 f"failed {step.failed_calls}, retrans {step.retransmissions}, "
                 f"server {step.server_cpu_cores} cores, sipp {step.sipp_cpu_cores} cores, "
-                f"rt {step.response_time_ms_mean} ms"
+                f"rt {step.response_time_ms_mean} ms, server udp drops {step.server_udp_drops}"
                 + ("" if step.passed else f"  -> STOP: {step.stop_reason}")
             )
             if not step.passed:
@@ -678,6 +714,8 @@ def summarise(
     """The JSON report."""
     passed = [s for s in steps if s.passed]
     best = max(passed, key=lambda s: s.target_cps) if passed else None
+    clean = [s for s in passed if s.retransmissions == 0 and not s.server_udp_drops]
+    best_clean = max(clean, key=lambda s: s.target_cps) if clean else None
     per_core = best.cps_per_server_core if best else None
     first_fail = next((s for s in steps if not s.passed), None)
     return {
@@ -716,6 +754,9 @@ def summarise(
         },
         "best_target_cps": best.target_cps if best else None,
         "best_cps": best.achieved_cps if best else None,
+        "best_clean_target_cps": best_clean.target_cps if best_clean else None,
+        "best_clean_note": "highest passing step that also had 0 sipp retransmissions "
+        "and 0 datagrams dropped on the server's socket",
         "best_step_server_cpu_cores": best.server_cpu_cores if best else None,
         "cps_per_core": per_core,
         "goal_cps_per_core": GOAL_CPS_PER_CORE,

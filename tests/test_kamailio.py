@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 import pytest
 
@@ -36,6 +36,7 @@ from tests.peers import (
     parse_sip,
     require_binary,
     sip_options,
+    which,
 )
 
 KAMAILIO_TEMPLATE = Path(__file__).resolve().parent / "kamailio" / "kamailio.cfg.tmpl"
@@ -147,7 +148,7 @@ class Kamailio:
         self.ctl = f"unix:{self.rundir}/kamailio_ctl"
         self.ping_interval = ping_interval
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log: object = None
+        self._log: IO[bytes] | None = None
         self.ready = False
 
     @property
@@ -225,7 +226,7 @@ class Kamailio:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         if self._log is not None:
-            self._log.close()  # type: ignore[attr-defined]
+            self._log.close()
             self._log = None
         shutil.rmtree(self.rundir, ignore_errors=True)
 
@@ -247,7 +248,7 @@ class Kamailio:
 
     def kamcmd(self, *args: str) -> str:
         """Run ``kamcmd -s CTL ARGS`` and return its output."""
-        kamcmd = shutil.which("kamcmd") or str(Path(self.binary).with_name("kamcmd"))
+        kamcmd = which("kamcmd") or str(Path(self.binary).with_name("kamcmd"))
         done = subprocess.run(
             [kamcmd, "-s", self.ctl, *args], capture_output=True, text=True, timeout=10, check=False
         )

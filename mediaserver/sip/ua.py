@@ -96,6 +96,15 @@ class CallState(Enum):
 
 
 @dataclass
+class PendingOk:
+    """A 2xx to an INVITE, re-sent by the TU until the ACK (RFC 3261 13.3.1.4)."""
+
+    tx: InviteServerTransaction
+    response: Response
+    retransmit: Retransmitter
+
+
+@dataclass
 class Call:
     """Signalling state of one call. Only `UserAgent` mutates it."""
 
@@ -114,8 +123,8 @@ class Call:
     answer_body: bytes = b""
     #: The INVITE had no SDP: our 2xx carries the offer and the ACK the answer.
     offer_in_answer: bool = False
-    ok_response: Response | None = None
-    ok_retransmit: Retransmitter | None = None
+    #: Our latest 2xx to an INVITE (initial or re-INVITE), re-sent until ACKed.
+    ok: PendingOk | None = None
     timer: Negotiated | None = None
     refresh_at: float | None = None
     expire_at: float | None = None
@@ -123,6 +132,8 @@ class Call:
     remote_pending: ServerTransaction | None = None
     #: Our own re-INVITE/UPDATE in flight (glare detection, section 14.2).
     local_pending: ClientTransaction | None = None
+    #: Our ACK for the 2xx to our last re-INVITE, re-sent if that 2xx repeats.
+    local_ack: tuple[ClientTransaction, Send] | None = None
     bye_pending: str | None = None
     bye_tx: ClientTransaction | None = None
     answered_at: float | None = None
@@ -212,6 +223,8 @@ class UserAgent:
         self._by_dialog: dict[tuple[str, str, str], Call] = {}
         self._by_invite: dict[int, Call] = {}
         self._timers: list[tuple[float, int, str]] = []
+        #: Unanswered INVITEs by (Call-ID, From tag, CSeq), for section 8.2.2.2.
+        self._pending_invites: dict[tuple[str, str, int], Call] = {}
         self._seq = itertools.count()
         self.draining = False
 
@@ -266,14 +279,20 @@ class UserAgent:
         resp.body = call.answer_body
         call.state = CallState.ANSWERED
         call.answered_at = now
-        call.ok_response = resp
-        call.ok_retransmit = Retransmitter(self.config.timers)
-        call.ok_retransmit.start(now)
         call.dialog = Dialog.from_invite(call.invite, call.local_tag)
         self._by_dialog[call.dialog.key] = call
-        self._schedule(call, call.ok_retransmit.next_deadline())
+        self._pending_invites.pop(_merge_key(call.invite), None)
         self._start_session_timer(call, now)
-        return self._dispatch(self.tx.send_response(call.invite_tx, resp, now), now)
+        return self._send_ok(call, call.invite_tx, resp, now)
+
+    def _send_ok(
+        self, call: Call, tx: InviteServerTransaction, resp: Response, now: float
+    ) -> list[Event]:
+        """Send a 2xx to an INVITE and re-send it until the ACK (section 13.3.1.4)."""
+        call.ok = PendingOk(tx, resp, Retransmitter(self.config.timers))
+        call.ok.retransmit.start(now)
+        self._schedule(call, call.ok.retransmit.next_deadline())
+        return self._dispatch(self.tx.send_response(tx, resp, now), now)
 
     def reject(self, call: Call, status: int, now: float, reason: str | None = None) -> list[Event]:
         """Answer the INVITE with a final error and end the call."""
@@ -419,6 +438,9 @@ class UserAgent:
         rejected = self._body_check(req, tx, now)
         if rejected is not None:
             return rejected
+        if _merge_key(req) in self._pending_invites:
+            # The same request reached us twice by different paths (a fork).
+            return self._respond(tx, req, 482, now)
         user = req.ruri.user or ""
         if user not in self.config.routes:
             return self._respond(tx, req, 404, now)
@@ -461,6 +483,7 @@ class UserAgent:
             return self._respond(tx, req, status, now, _reason(status, str(exc)))
         self.calls[call.id] = call
         self._by_invite[id(tx)] = call
+        self._pending_invites[_merge_key(req)] = call
         events = self._respond(tx, req, 100, now)
         events.append(CallIncoming(call))
         return events
@@ -583,9 +606,17 @@ class UserAgent:
             headers.append(("Session-Expires", timer.header()))
             if timer.require:
                 headers.append(("Require", "timer"))
-        if req.method == "INVITE":
+        if isinstance(tx, InviteServerTransaction):
             call.remote_pending = tx
-        events += self._respond_in_dialog(call, tx, req, 200, now, headers, body)
+            resp = req.response(200)
+            resp.headers.add("Server", self.config.user_agent)
+            for name, value in headers:
+                resp.headers.add(name, value)
+            resp.headers.add("Content-Type", "application/sdp")
+            resp.body = body
+            events += self._send_ok(call, tx, resp, now)
+        else:
+            events += self._respond_in_dialog(call, tx, req, 200, now, headers, body)
         self._start_session_timer(call, now)
         if changed:
             events.append(CallMediaChanged(call))
@@ -610,10 +641,10 @@ class UserAgent:
             if changed and call.state is CallState.CONFIRMED:
                 events.append(CallMediaChanged(call))
         call.remote_pending = None
+        if call.ok is not None and req.cseq.seq == call.ok.response.cseq.seq:
+            call.ok.retransmit.stop()
         if call.state is CallState.ANSWERED:
             call.state = CallState.CONFIRMED
-            if call.ok_retransmit is not None:
-                call.ok_retransmit.stop()
             events.append(CallConfirmed(call))
             if call.bye_pending is not None:
                 events.extend(self._send_bye(call, now, call.bye_pending))
@@ -627,6 +658,8 @@ class UserAgent:
             return []
         if tx is call.bye_tx:
             return self._end(call, call.end_reason or "local BYE", "local")
+        if call.local_ack is not None and call.local_ack[0] is tx and resp.status < 300:
+            return [call.local_ack[1]]  # the peer re-sent its 2xx: our ACK was lost
         if tx is call.local_pending:
             call.local_pending = None
             if resp.status == 422:
@@ -635,6 +668,8 @@ class UserAgent:
                 return self._end(call, f"refresh failed {resp.status}", "timeout")
             if 200 <= resp.status < 300 and call.dialog is not None:
                 events = self._send_ack(call, resp, now)
+                if events and isinstance(events[0], Send):
+                    call.local_ack = (tx, events[0])
                 self._start_session_timer(call, now)
                 return events
         return []
@@ -755,8 +790,9 @@ class UserAgent:
 
     def _call_timers(self, call: Call, now: float) -> list[Event]:
         events: list[Event] = []
-        rt = call.ok_retransmit
-        if call.state is CallState.ANSWERED and rt is not None and call.ok_response is not None:
+        ok = call.ok
+        if ok is not None and ok.retransmit.running:
+            rt = ok.retransmit
             if rt.expired(now):
                 # Section 13.3.1.4: no ACK after 64*T1 -> confirm and end with BYE.
                 rt.stop()
@@ -764,8 +800,7 @@ class UserAgent:
                 call.end_reason = "no ACK for 2xx"
                 return self._send_bye(call, now, "no ACK for 2xx")
             if rt.due(now):
-                tx = call.invite_tx
-                events.extend(self._dispatch(self.tx.send_response(tx, call.ok_response, now), now))
+                events.extend(self._dispatch(self.tx.send_response(ok.tx, ok.response, now), now))
             self._schedule(call, rt.next_deadline())
         if (
             call.refresh_at is not None
@@ -808,14 +843,24 @@ class UserAgent:
             return []
         call.state = CallState.ENDED
         call.end_reason = call.end_reason or reason
-        if call.ok_retransmit is not None:
-            call.ok_retransmit.stop()
+        if call.ok is not None:
+            call.ok.retransmit.stop()
         del self.calls[call.id]
         self._by_invite.pop(id(call.invite_tx), None)
+        self._pending_invites.pop(_merge_key(call.invite), None)
+        if len(self._timers) > 2 * len(self.calls) + 64:
+            # Entries of ended calls would otherwise linger until their (session
+            # timer) deadlines, up to half an hour; drop them in one pass.
+            self._timers = [t for t in self._timers if t[2] in self.calls]
+            heapq.heapify(self._timers)
         if call.dialog is not None:
             self._by_dialog.pop(call.dialog.key, None)
         self.media.release(call.offer)
         return [CallEnded(call, call.end_reason, by)]
+
+
+def _merge_key(req: Request) -> tuple[str, str, int]:
+    return (req.call_id, req.from_.tag or "", req.cseq.seq)
 
 
 def _safe_tokens(msg: Message, name: str) -> list[str]:

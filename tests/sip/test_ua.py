@@ -411,3 +411,37 @@ def test_malformed_gets_400_or_is_dropped() -> None:
     assert any(isinstance(e, Dropped) for e in events)
     events = ua.receive(b"\x16\x03\x01garbage", PEER, 0)
     assert [type(e) for e in events] == [Dropped]
+
+
+def test_reinvite_2xx_retransmitted_until_ack() -> None:
+    ua, _ = make_ua()
+    _, tag = establish(ua)
+    ua.receive(
+        request(cseq=2, branch="z9hG4bK-r1", to_tag=tag, body=SDP.format(direction="sendrecv")),
+        PEER,
+        1.0,
+    )
+    resent = [m for m in sent(ua.tick(1.5)) if isinstance(m, Response)]
+    assert [(m.status, m.cseq.seq) for m in resent] == [(200, 2)]
+    ua.receive(request("ACK", cseq=2, branch="z9hG4bK-a2", to_tag=tag), PEER, 1.6)
+    assert sent(ua.tick(2.5)) == []
+
+
+def test_merged_request_gets_482() -> None:
+    ua, _ = make_ua()
+    first = request(body=SDP.format(direction="sendrecv"))
+    assert statuses(ua.receive(first, PEER, 0)) == [100]
+    forked = first.replace(b"branch=z9hG4bK-1", b"branch=z9hG4bK-other")
+    assert statuses(ua.receive(forked, PEER, 0.01)) == [482]
+
+
+def test_our_reinvite_2xx_is_acked_again_when_repeated() -> None:
+    ua, _ = make_ua(session=SessionTimerPolicy(90, 90))
+    establish(ua)
+    reinvite = next(m for m in sent(ua.tick(46.0)) if isinstance(m, Request))
+    ok = reinvite.response(200)
+    ok.headers.add("Contact", "<sip:alice@127.0.0.1:5061>")
+    acks = [m for m in sent(ua.receive(ok.encode(), PEER, 46.1)) if isinstance(m, Request)]
+    assert [a.method for a in acks] == ["ACK"] and acks[0].cseq.seq == reinvite.cseq.seq
+    again = [m for m in sent(ua.receive(ok.encode(), PEER, 46.6)) if isinstance(m, Request)]
+    assert [a.method for a in again] == ["ACK"]
