@@ -46,8 +46,9 @@ class Dialog:
         contacts = invite.contacts
         if len(contacts) > 1:
             raise SipParseError("INVITE with more than one Contact")
-        local = invite.to
-        local.params["tag"] = local_tag
+        to = invite.to
+        # A copy: parsed headers are cached on the message and shared.
+        local = Address(to.uri, to.display_name, {**to.params, "tag": local_tag}, to.bracketed)
         remote = invite.from_
         return cls(
             call_id=invite.call_id,

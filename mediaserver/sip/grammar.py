@@ -13,11 +13,12 @@ from mediaserver.sip.errors import SipParseError
 #: RFC 3261 `token` characters.
 TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "-.!%*_+`'~")
 WS = " \t"
+_VALUE_CHARS = TOKEN_CHARS | frozenset("[]:")  # tokens, host names, IPv6
 
 
 def is_token(text: str) -> bool:
     """Return True when `text` is a non-empty RFC 3261 token."""
-    return bool(text) and all(c in TOKEN_CHARS for c in text)
+    return bool(text) and TOKEN_CHARS.issuperset(text)
 
 
 def read_quoted(text: str, start: int) -> tuple[str, int]:
@@ -118,7 +119,7 @@ def parse_params(text: str, *, allow_empty_value: bool = True) -> dict[str, str 
             value = quoted
         elif not value and not allow_empty_value:
             raise SipParseError(f"empty value for parameter {name!r}")
-        elif not all(c in TOKEN_CHARS or c in "[]:" for c in value):
+        elif not _VALUE_CHARS.issuperset(value):
             raise SipParseError(f"bad value for parameter {name!r}")
         params[name.lower()] = value
     return params

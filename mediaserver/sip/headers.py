@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from mediaserver.sip.errors import SipParseError
 from mediaserver.sip.grammar import (
@@ -136,6 +137,7 @@ SINGLE_HEADERS = frozenset(
 )
 
 
+@lru_cache(maxsize=4096)
 def canonical_name(name: str) -> str:
     """The canonical spelling of a header name (compact forms expanded)."""
     lower = name.lower()

@@ -8,8 +8,9 @@ partly parsed message so the answer can copy Via/From/To/Call-ID/CSeq.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from mediaserver.sip.errors import SipParseError
 from mediaserver.sip.grammar import WS, is_token
@@ -28,6 +29,8 @@ from mediaserver.sip.headers import (
 from mediaserver.sip.uri import SUPPORTED_SCHEMES, Uri, parse_uri
 
 SIP_VERSION = "SIP/2.0"
+
+_T = TypeVar("_T")
 
 REASONS = {
     100: "Trying",
@@ -153,12 +156,26 @@ class Headers:
 
 @dataclass
 class Message:
-    """Fields shared by requests and responses."""
+    """Fields shared by requests and responses.
+
+    The structured accessors parse the header text each time it changes; the
+    result for a given text is cached on the message, so the objects they
+    return are shared and must not be mutated.
+    """
 
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
+    _parsed: dict[tuple[str, str], object] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
-    # -- structured accessors (parse on each call; messages are small) --------
+    def _cached(self, name: str, parser: Callable[[str], _T]) -> _T:
+        value = self.headers.get(name) or ""
+        key = (name, value)
+        hit = self._parsed.get(key)
+        if hit is None:
+            hit = self._parsed[key] = parser(value)
+        return hit  # type: ignore[return-value]
 
     @property
     def call_id(self) -> str:
@@ -168,17 +185,17 @@ class Message:
     @property
     def cseq(self) -> CSeq:
         """Parsed CSeq."""
-        return parse_cseq(self.headers.get("CSeq") or "")
+        return self._cached("CSeq", parse_cseq)
 
     @property
     def from_(self) -> Address:
-        """Parsed From."""
-        return parse_address(self.headers.get("From") or "")
+        """Parsed From (shared: do not mutate)."""
+        return self._cached("From", parse_address)
 
     @property
     def to(self) -> Address:
-        """Parsed To."""
-        return parse_address(self.headers.get("To") or "")
+        """Parsed To (shared: do not mutate)."""
+        return self._cached("To", parse_address)
 
     @property
     def vias(self) -> list[Via]:
@@ -414,9 +431,12 @@ def _partial(msg: Message, lines: list[str]) -> Message:
 
 def _validate(msg: Message, data: bytes, body_start: int, limits: Limits, stream: bool) -> None:
     headers = msg.headers
-    for name in SINGLE_HEADERS:
-        if len(headers.get_all(name)) > 1:
-            raise SipParseError(f"more than one {name}")
+    seen: set[str] = set()
+    for name, _ in headers:
+        if name in SINGLE_HEADERS:
+            if name in seen:
+                raise SipParseError(f"more than one {name}")
+            seen.add(name)
     for name in ("Via", "From", "To", "Call-ID", "CSeq"):
         if name not in headers:
             raise SipParseError(f"missing {name}")

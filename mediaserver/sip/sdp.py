@@ -15,7 +15,6 @@ e=, p=, b=, z=, k=, extra c= lines, unknown letters) is kept verbatim so that
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import re
 import secrets
@@ -894,7 +893,7 @@ class SdpSession:
         # Below 2**31 so that peers storing it in a signed 32-bit int cope.
         self.session_id = secrets.randbelow(2**31) if session_id is None else session_id
         self._version: int | None = None
-        self._last_body: SessionDescription | None = None
+        self._last_body: bytes | None = None
         # (offered payload formats, offered direction) of our pending offer.
         self._pending_offer: tuple[list[RtpMap], str] | None = None
 
@@ -1136,13 +1135,14 @@ class SdpSession:
 
     def _stamp(self, desc: SessionDescription) -> SessionDescription:
         """Set the o= version: +1 when the body differs from the last one we sent."""
-        body = dataclasses.replace(desc, origin=Origin())
+        # Compare serialised bodies: cheap, and immune to the caller mutating
+        # the description it gets back.
+        body = dataclasses.replace(desc, origin=Origin()).serialise()
         if self._version is None:
             # Start at the session id, as RFC 4566 suggests both be NTP-like.
             self._version = self.session_id
         elif body != self._last_body:
             self._version += 1
-        # Deep copy: the caller may mutate the returned description.
-        self._last_body = copy.deepcopy(body)
+        self._last_body = body
         desc.origin.session_version = self._version
         return desc

@@ -21,6 +21,7 @@ _USER_CHARS = frozenset(string.ascii_letters + string.digits + "-_.!~*'()&=+$,;?
 _PARAM_CHARS = frozenset(string.ascii_letters + string.digits + "-_.!~*'()[]/:&+$%=")
 _HEADER_CHARS = frozenset(string.ascii_letters + string.digits + "-_.!~*'()[]/?:+$%=&")
 _SCHEME_CHARS = frozenset(string.ascii_letters + string.digits + "+-.")
+_URI_BAD_CHARS = frozenset(' \t\r\n<>"')
 
 #: Schemes this server understands in a Request-URI.
 SUPPORTED_SCHEMES = frozenset({"sip", "sips", "tel"})
@@ -127,7 +128,7 @@ def parse_host(text: str) -> str:
         except ValueError as exc:
             raise SipParseError(f"bad IPv6 reference {text!r}") from exc
         return text
-    if not text or not all(c in _HOST_CHARS for c in text):
+    if not text or not _HOST_CHARS.issuperset(text):
         raise SipParseError(f"bad host {text!r}")
     return text
 
@@ -159,7 +160,7 @@ def _parse_uri_params(text: str) -> dict[str, str | None]:
         if not item:
             raise SipParseError("empty URI parameter")
         name, eq, value = item.partition("=")
-        if not name or not all(c in _PARAM_CHARS for c in name + value):
+        if not name or not _PARAM_CHARS.issuperset(name + value):
             raise SipParseError(f"bad URI parameter {item!r}")
         params[name.lower()] = value if eq else None
     return params
@@ -175,9 +176,9 @@ def parse_uri(text: str) -> Uri:
         SipParseError: malformed URI.
     """
     scheme, colon, rest = text.partition(":")
-    if not colon or not scheme or not all(c in _SCHEME_CHARS for c in scheme):
+    if not colon or not scheme or not _SCHEME_CHARS.issuperset(scheme):
         raise SipParseError(f"bad URI {text!r}")
-    if any(c in ' \t\r\n<>"' for c in text):
+    if not _URI_BAD_CHARS.isdisjoint(text):
         raise SipParseError(f"bad character in URI {text!r}")
     scheme = scheme.lower()
     if scheme == "tel":
@@ -197,10 +198,10 @@ def parse_uri(text: str) -> Uri:
         user, pcolon, pw = userinfo.partition(":")
         if pcolon:
             password = pw
-        if not user or not all(c in _USER_CHARS for c in userinfo):
+        if not user or not _USER_CHARS.issuperset(userinfo):
             raise SipParseError(f"bad user part in {text!r}")
     rest, qmark, headers = rest.partition("?")
-    if qmark and (not headers or not all(c in _HEADER_CHARS for c in headers)):
+    if qmark and (not headers or not _HEADER_CHARS.issuperset(headers)):
         raise SipParseError(f"bad URI headers in {text!r}")
     hostport, semi, ptext = rest.partition(";")
     host, port = split_host_port(hostport)
