@@ -8,8 +8,10 @@ app task per call.
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -121,9 +123,8 @@ class SipServer:
             return
         self._handle(events)
 
-    def command(self, action: object) -> None:
+    def command(self, action: Callable[[float], list[Event]]) -> None:
         """Run an app command against the core (`action(now) -> events`)."""
-        assert callable(action)
         try:
             events = action(self._now())
         except Exception:
@@ -234,8 +235,11 @@ class SipServer:
     async def hangup_all(self, wait: float = 5.0) -> None:
         """Hang up every call and give the BYEs `wait` seconds to complete."""
         for call in list(self.ua.calls.values()):
-            self.command(lambda now, c=call: self.ua.hangup(c, now, "shutdown"))
+            self.command(functools.partial(self._hangup, call, reason="shutdown"))
         await self._wait_calls(wait)
+
+    def _hangup(self, call: Call, now: float, reason: str) -> list[Event]:
+        return self.ua.hangup(call, now, reason)
 
     async def _wait_calls(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
