@@ -177,6 +177,10 @@ class Message:
             hit = self._parsed[key] = parser(value)
         return hit  # type: ignore[return-value]
 
+    def compact(self) -> None:
+        """Drop the parsed-header cache (for messages kept only to be re-sent)."""
+        self._parsed.clear()
+
     @property
     def call_id(self) -> str:
         """Call-ID value."""

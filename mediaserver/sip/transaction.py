@@ -538,6 +538,10 @@ class InviteServerTransaction(ServerTransaction):
             raise self._refuse(response)
         self.last_response = response
         out: list[Output] = [Send(response, self.response_target)]
+        if event is not _E.SEND_1XX:
+            # From here on the request only serves matching: keep it small, as
+            # many finished transactions wait out their timers at once.
+            self.request.compact()
         if event is _E.SEND_2XX and before is _S.PROCEEDING:
             out += self._arm(_E.TIMER_L, self._timers.timeout, now)
         elif event is _E.SEND_3XX_6XX:
@@ -578,6 +582,7 @@ class NonInviteServerTransaction(ServerTransaction):
         self.last_response = response
         out: list[Output] = [Send(response, self.response_target)]
         if event is not _E.SEND_1XX:
+            self.request.compact()  # see InviteServerTransaction._send_response
             # Timer J soaks up request retransmissions (unreliable transports only).
             delay = 0.0 if self.reliable else self._timers.timeout
             out += self._arm(_E.TIMER_J, delay, now)
