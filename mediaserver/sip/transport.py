@@ -13,6 +13,7 @@ import ipaddress
 import itertools
 import socket
 import ssl
+import sys
 from collections.abc import Callable
 from typing import cast
 
@@ -46,7 +47,8 @@ UDP_RECEIVE_BUFFER = 8 * 1024 * 1024
 def _grow_receive_buffer(sock: socket.socket) -> None:
     # SO_RCVBUFFORCE ignores net.core.rmem_max but needs CAP_NET_ADMIN;
     # plain SO_RCVBUF is capped at rmem_max.
-    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    # Python does not export SO_RCVBUFFORCE everywhere; it is 33 on Linux.
+    force = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform == "linux" else None)
     for option in (force, socket.SO_RCVBUF):
         if option is None:
             continue
