@@ -333,18 +333,22 @@ def find_header_end(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _split_lines(head: str, limits: Limits) -> list[str]:
+def _split_lines(head: str, limits: Limits) -> tuple[list[str], bool]:
+    """Unfold the header block into lines; over-long lines are left out and flagged."""
     raw = head.replace("\r\n", "\n").split("\n")
     lines: list[str] = []
+    too_long = False
     for line in raw:
         if len(line) > limits.max_line_length:
-            raise MessageError("header line too long")
+            # Leave it out but keep going, so the 400 can still be addressed.
+            too_long = True
+            continue
         if line[:1] in (" ", "\t") and lines:
             # line folding: the continuation joins the previous line with one space
             lines[-1] = lines[-1].rstrip(WS) + " " + line.strip(WS)
         else:
             lines.append(line)
-    return lines
+    return lines, too_long
 
 
 def _parse_start(line: str) -> tuple[Message, bool]:
@@ -393,7 +397,9 @@ def parse_message(data: bytes, *, limits: Limits = DEFAULT_LIMITS, stream: bool 
         bad_utf8 = True
     else:
         bad_utf8 = False
-    lines = _split_lines(head.lstrip("\r\n"), limits)
+    lines, too_long = _split_lines(head.lstrip("\r\n"), limits)
+    if not lines:
+        raise MessageError("empty message")
     start_error: SipParseError | None = None
     try:
         msg, bad_version = _parse_start(lines[0])
@@ -414,6 +420,8 @@ def parse_message(data: bytes, *, limits: Limits = DEFAULT_LIMITS, stream: bool 
         msg.headers.add(name, value.strip(WS))
     if start_error is not None:
         raise MessageError(start_error.reason, start_error.status, msg)
+    if too_long:
+        raise MessageError("header line too long", 400, msg)
     if bad_utf8:
         raise MessageError("header is not UTF-8", 400, msg)
     if bad_version:
