@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mediaserver.sip.message import Request, Response, parse_message
 from mediaserver.sip.sdp import CODECS, MediaOffer
@@ -445,3 +447,39 @@ def test_our_reinvite_2xx_is_acked_again_when_repeated() -> None:
     assert [a.method for a in acks] == ["ACK"] and acks[0].cseq.seq == reinvite.cseq.seq
     again = [m for m in sent(ua.receive(ok.encode(), PEER, 46.6)) if isinstance(m, Request)]
     assert [a.method for a in again] == ["ACK"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    base=st.sampled_from(
+        ["INVITE", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "ACK", "RESPONSE"]
+    ),
+    cuts=st.lists(st.tuples(st.integers(0, 900), st.binary(max_size=8)), max_size=4),
+)
+def test_core_never_raises_on_mangled_input(base: str, cuts: list[tuple[int, bytes]]) -> None:
+    """Whatever arrives, the core answers or drops it; it never raises."""
+    ua, _ = make_ua(session=SessionTimerPolicy(90, 90))
+    _, tag = establish(ua)
+    if base == "RESPONSE":
+        data = (
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx\r\n"
+            b"From: <sip:hold@127.0.0.1>;tag="
+            + tag.encode()
+            + b"\r\nTo: <sip:alice@127.0.0.1>;tag=a1\r\n"
+            b"Call-ID: c1\r\nCSeq: 5 BYE\r\nContent-Length: 0\r\n\r\n"
+        )
+    else:
+        in_dialog = base not in ("INVITE", "OPTIONS")
+        data = request(
+            base,
+            cseq=3,
+            branch="z9hG4bK-fuzz",
+            to_tag=tag if in_dialog else None,
+            body=SDP.format(direction="sendonly") if base in ("INVITE", "UPDATE") else "",
+        )
+    for pos, insert in cuts:
+        pos %= len(data) + 1
+        data = data[:pos] + insert + data[pos + len(insert) :]
+    ua.receive(data, PEER, 1.0)
+    for now in (1.5, 5.0, 40.0, 100.0):
+        ua.tick(now)
