@@ -359,14 +359,30 @@ class UserAgent:
         now: float,
         reason: str | None = None,
         headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
     ) -> list[Event]:
         if tx is None:
             return []
+        resp = self._response(req, status, reason, headers, body)
+        return self._dispatch(self.tx.send_response(tx, resp, now), now)
+
+    def _response(
+        self,
+        req: Request,
+        status: int,
+        reason: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> Response:
+        """A response to `req`; a To without a tag gets a fresh one (not on 100)."""
         resp = req.response(status, reason, to_tag=new_tag() if status > 100 else None)
         resp.headers.add("Server", self.config.user_agent)
         for name, value in headers:
             resp.headers.add(name, value)
-        return self._dispatch(self.tx.send_response(tx, resp, now), now)
+        if body:
+            resp.headers.add("Content-Type", "application/sdp")
+            resp.body = body
+        return resp
 
     # -- requests ------------------------------------------------------------------
 
@@ -511,7 +527,7 @@ class UserAgent:
             return self._respond(tx, req, 500, now, "CSeq Out Of Order")
         method = req.method
         if method == "BYE":
-            events = self._respond_in_dialog(call, tx, req, 200, now)
+            events = self._respond(tx, req, 200, now)
             return events + self._end(call, "remote BYE", "remote")
         if method == "OPTIONS":
             return self._on_options(req, tx, now)
@@ -519,40 +535,15 @@ class UserAgent:
             return self._on_info(call, req, tx, now)
         if method in ("INVITE", "UPDATE"):
             return self._on_refresh(call, req, tx, now)
-        return self._respond_in_dialog(
-            call, tx, req, 405, now, [("Allow", ", ".join(ALLOWED_METHODS))]
-        )
-
-    def _respond_in_dialog(
-        self,
-        call: Call,
-        tx: ServerTransaction | None,
-        req: Request,
-        status: int,
-        now: float,
-        headers: Iterable[tuple[str, str]] = (),
-        body: bytes = b"",
-    ) -> list[Event]:
-        if tx is None:
-            return []
-        resp = req.response(status)
-        resp.headers.add("Server", self.config.user_agent)
-        for name, value in headers:
-            resp.headers.add(name, value)
-        if body:
-            resp.headers.add("Content-Type", "application/sdp")
-            resp.body = body
-        return self._dispatch(self.tx.send_response(tx, resp, now), now)
+        return self._respond(tx, req, 405, now, headers=[("Allow", ", ".join(ALLOWED_METHODS))])
 
     def _on_info(
         self, call: Call, req: Request, tx: ServerTransaction | None, now: float
     ) -> list[Event]:
         ctype = req.content_type
         if req.body and ctype not in DTMF_BODIES:
-            return self._respond_in_dialog(
-                call, tx, req, 415, now, [("Accept", ", ".join(DTMF_BODIES))]
-            )
-        events = self._respond_in_dialog(call, tx, req, 200, now)
+            return self._respond(tx, req, 415, now, headers=[("Accept", ", ".join(DTMF_BODIES))])
+        events = self._respond(tx, req, 200, now)
         if req.body:
             digit, duration = _parse_dtmf_info(req.body, ctype or "")
             if digit:
@@ -565,22 +556,20 @@ class UserAgent:
         """re-INVITE or UPDATE: new offer (hold/unhold), target refresh, session refresh."""
         assert tx is not None and call.dialog is not None
         if call.local_pending is not None:
-            return self._respond_in_dialog(call, tx, req, 491, now)  # glare, section 14.2
+            return self._respond(tx, req, 491, now)  # glare, section 14.2
         if call.remote_pending is not None and not call.remote_pending.terminated:
             if req.method == "INVITE" and isinstance(call.remote_pending, InviteServerTransaction):
-                return self._respond_in_dialog(call, tx, req, 500, now, [("Retry-After", "1")])
-            return self._respond_in_dialog(call, tx, req, 491, now)
+                return self._respond(tx, req, 500, now, headers=[("Retry-After", "1")])
+            return self._respond(tx, req, 491, now)
         rejected = self._body_check(req, tx, now)
         if rejected is not None:
             return rejected
         try:
             timer = negotiate(req, self.config.session)
         except SipParseError as exc:
-            return self._respond_in_dialog(
-                call, tx, req, 400, now, body=b"", headers=[("Warning", f'399 - "{exc.reason}"')]
-            )
+            return self._respond(tx, req, 400, now, headers=[("Warning", f'399 - "{exc.reason}"')])
         if isinstance(timer, TooSmall):
-            return self._respond_in_dialog(call, tx, req, 422, now, [("Min-SE", str(timer.min_se))])
+            return self._respond(tx, req, 422, now, headers=[("Min-SE", str(timer.min_se))])
         events: list[Event] = []
         body = b""
         changed = False
@@ -588,12 +577,10 @@ class UserAgent:
             try:
                 answer, media = call.sdp.answer(SessionDescription.parse(req.body))
             except SdpError as exc:
-                return self._respond_in_dialog(
-                    call, tx, req, 400, now, [("Warning", f'399 - "{exc}"')]
-                )
+                return self._respond(tx, req, 400, now, headers=[("Warning", f'399 - "{exc}"')])
             except NegotiationError:
                 # Section 14.2: a rejected re-offer leaves the old session in place.
-                return self._respond_in_dialog(call, tx, req, 488, now)
+                return self._respond(tx, req, 488, now)
             changed = call.media is None or call.media != media
             call.media = media
             body = answer.serialise()
@@ -608,15 +595,9 @@ class UserAgent:
                 headers.append(("Require", "timer"))
         if isinstance(tx, InviteServerTransaction):
             call.remote_pending = tx
-            resp = req.response(200)
-            resp.headers.add("Server", self.config.user_agent)
-            for name, value in headers:
-                resp.headers.add(name, value)
-            resp.headers.add("Content-Type", "application/sdp")
-            resp.body = body
-            events += self._send_ok(call, tx, resp, now)
+            events += self._send_ok(call, tx, self._response(req, 200, None, headers, body), now)
         else:
-            events += self._respond_in_dialog(call, tx, req, 200, now, headers, body)
+            events += self._respond(tx, req, 200, now, headers=headers, body=body)
         self._start_session_timer(call, now)
         if changed:
             events.append(CallMediaChanged(call))
