@@ -38,6 +38,9 @@ from mediaserver.sip.ua import (
 
 log = structlog.get_logger("mediaserver.server")
 
+#: Most "sip_message_rejected" log lines per second (the rest are counted).
+REJECT_LOG_RATE = 20
+
 
 @dataclass
 class _AppCall:
@@ -72,6 +75,9 @@ class SipServer:
         self._wakeup_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.calls_total = 0
+        self._reject_window = 0.0
+        self._reject_logged = 0
+        self._reject_suppressed = 0
 
     async def start(self) -> None:
         """Bind every listener and build the core."""
@@ -172,13 +178,30 @@ class SipServer:
                     via="info",
                 )
             elif isinstance(event, Dropped):
-                log.warning(
-                    "sip_message_rejected",
-                    reason=event.reason,
-                    status=event.status,
-                    peer=f"{event.source.host}:{event.source.port}",
-                )
+                self._log_rejected(event)
         self._rearm()
+
+    def _log_rejected(self, event: Dropped) -> None:
+        """One line per rejected message, at most REJECT_LOG_RATE a second.
+
+        A flood of garbage must not turn into a flood of log lines; what is
+        held back is counted and reported with the next line that gets out.
+        """
+        now = self._now()
+        if now - self._reject_window >= 1.0:
+            self._reject_window, self._reject_logged = now, 0
+        if self._reject_logged >= REJECT_LOG_RATE:
+            self._reject_suppressed += 1
+            return
+        self._reject_logged += 1
+        suppressed, self._reject_suppressed = self._reject_suppressed, 0
+        log.warning(
+            "sip_message_rejected",
+            reason=event.reason,
+            status=event.status,
+            peer=f"{event.source.host}:{event.source.port}",
+            **({"suppressed_before": suppressed} if suppressed else {}),
+        )
 
     def _rearm(self) -> None:
         deadline = self.ua.next_deadline()
