@@ -27,6 +27,7 @@ declare -A PKG_FOR=(
     [espeak-ng]=espeak-ng
     [kamailio]=kamailio
     [make]=make
+    [openssl]=openssl
 )
 
 missing=()
