@@ -722,18 +722,17 @@ class UserAgent:
         return [Send(ack, self._target(call))]
 
     def _target(self, call: Call) -> Target:
+        """Where our in-dialog requests go: the next hop, over the call's own
+        socket or connection while it lasts (RFC 3261 18.1.1 allows reusing the
+        connection; peers behind NAT rely on it). The transports fall back to
+        the next hop's address when that connection has closed."""
         assert call.dialog is not None
         uri = call.dialog.next_hop()
         transport = (uri.params.get("transport") or call.source.transport).lower()
-        if transport == call.source.transport and call.source.reliable:
-            # Reuse the connection the INVITE came on (RFC 3261 18.1.1 allows it;
-            # peers behind NAT rely on it).
-            return call.source
-        host, port = uri.host_port(5061 if uri.scheme == "sips" else 5060)
         if transport not in self.config.local:
             transport = call.source.transport
-        # Over UDP, leave through the socket the INVITE arrived on.
-        conn_id = call.source.conn_id if transport == "udp" else None
+        host, port = uri.host_port(5061 if uri.scheme == "sips" else 5060)
+        conn_id = call.source.conn_id if transport == call.source.transport else None
         return Target(transport, host, port, conn_id)
 
     def _contact(self, call: Call) -> str:

@@ -87,10 +87,20 @@ def test_bye_from_sipp(start_server, sipp) -> None:  # type: ignore[no-untyped-d
     assert "by=remote" in server.wait_log("by=remote")
 
 
-def test_bye_from_server(start_server, sipp) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("transport", ["u1", "t1"], ids=["udp", "tcp"])
+def test_bye_from_server(start_server, sipp, transport: str) -> None:  # type: ignore[no-untyped-def]
     server = start_server(routes={"hold": {"duration": 1}})
     result = sipp(
-        ["-sf", str(SIPP_SCENARIOS / "uac_server_bye.xml"), "-s", "hold", server.target], timeout=20
+        [
+            "-sf",
+            str(SIPP_SCENARIOS / "uac_server_bye.xml"),
+            "-s",
+            "hold",
+            "-t",
+            transport,
+            server.target,
+        ],
+        timeout=20,
     )
     assert result.ok, result.describe()
     assert "by=local" in server.wait_log("by=local")
