@@ -122,6 +122,8 @@ class SipServer:
         return self._loop.time()
 
     def _on_message(self, data: bytes, source: Target) -> None:
+        if self._loop is None or not hasattr(self, "ua"):
+            return  # a listener is up but the core is not built yet: as if lost
         try:
             events = self.ua.receive(data, source, self._now())
         except Exception:
