@@ -453,7 +453,10 @@ class Bench:
                 "mediaserver",
                 "run",
             ]
-        server = ServerProcess(self.server_config(), self.workdir / "server", command=command)
+        env = {"MEDIASERVER_GC_THRESHOLD": self.args.gc_threshold} if self.args.gc_threshold else {}
+        server = ServerProcess(
+            self.server_config(), self.workdir / "server", command=command, env=env
+        )
         self.server = server
         server.start()
         self.server_pid = server.pid
@@ -692,6 +695,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile",
         metavar="PATH",
         help="run the server under cProfile and write its stats here (slows it down)",
+    )
+    parser.add_argument(
+        "--gc-threshold",
+        metavar="A,B,C",
+        help="the server's MEDIASERVER_GC_THRESHOLD (default: the server's own)",
     )
     parser.add_argument("--workdir", help="keep logs and sipp CSVs here (default: a temp dir)")
     args = parser.parse_args(argv)
