@@ -1,16 +1,24 @@
 """Server configuration: YAML in, validated settings out.
 
+Relative paths (prompt files, recording folders) are taken relative to the
+config file's folder, so a config works from any working directory.
+
 A broken file gives one line that names the key, e.g.
 `config error: sip.max_calls: Input should be greater than 0`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mediaserver.sip.sdp import CODECS
 
 
 class _Strict(BaseModel):
@@ -67,23 +75,59 @@ class MediaSettings(_Strict):
     address: str = "127.0.0.1"
     port_min: int = Field(40000, ge=1024, le=65534)
     port_max: int = Field(40999, ge=1025, le=65535)
-    codecs: list[str] = Field(default_factory=lambda: ["PCMU", "PCMA", "telephone-event"])
+    codecs: list[str] = Field(default_factory=lambda: ["PCMU", "PCMA", "G722", "telephone-event"])
+    #: Receive-side reorder window of the jitter buffer, seconds.
+    jitter_window: float = Field(0.040, gt=0, le=1.0)
+    #: End the call (BYE) after this many seconds without RTP from the caller
+    #: (not counted while the caller holds the call with inactive/recvonly); 0: never.
+    inactivity_timeout: float = Field(30.0, ge=0)
+    #: Latch to RTP from any address (callers behind NAT whose media comes from
+    #: another host than their SDP says); by default only the SDP host may.
+    latch_any_address: bool = False
+    #: Record every call to a stereo WAV (caller left, server right).
+    record_calls: bool = False
+    recordings_dir: Path = Path("recordings")
 
     @model_validator(mode="after")
     def _range(self) -> MediaSettings:
+        self.recordings_dir = _resolve(self.recordings_dir)
         if self.port_max <= self.port_min:
             raise ValueError("port_max must be above port_min")
+        for name in self.codecs:
+            if name.upper() not in CODECS:
+                raise ValueError(f"unknown codec {name!r} (known: {', '.join(sorted(CODECS))})")
         return self
 
 
 class Route(_Strict):
-    """A Request-URI user and the built-in app answering it."""
+    """A Request-URI user and the built-in app answering it.
 
-    app: Literal["hold"] = "hold"
-    #: Seconds the call is held before we hang up (0: until the caller hangs up).
+    Apps: `hold` (answer, silence), `echo` (send back what the caller says,
+    through the jitter buffer), `playback` (play `file`, then hang up),
+    `record` (record the caller to a WAV in `directory`), `dtmf` (log digits).
+    """
+
+    app: Literal["hold", "echo", "playback", "record", "dtmf"] = "hold"
+    #: Seconds after answering before we hang up (0: until the caller hangs up).
     duration: float = Field(30.0, ge=0)
     #: Seconds of 180 Ringing before answering.
     ring: float = Field(0.0, ge=0)
+    #: `playback`: the WAV file to play (any rate, mono or stereo, 16-bit).
+    file: Path | None = None
+    #: `record`: where the caller's WAV goes.
+    directory: Path = Path("recordings")
+
+    @model_validator(mode="after")
+    def _app_needs(self) -> Route:
+        self.directory = _resolve(self.directory)
+        if self.file is not None:
+            self.file = _resolve(self.file)
+        if self.app == "playback":
+            if self.file is None:
+                raise ValueError("playback needs `file`")
+            if not self.file.is_file():
+                raise ValueError(f"file not found: {self.file}")
+        return self
 
 
 class Shutdown(_Strict):
@@ -109,6 +153,24 @@ class Config(_Strict):
     logging: Logging = Field(default_factory=Logging)
 
 
+_base_dir: contextvars.ContextVar[Path | None] = contextvars.ContextVar("base_dir", default=None)
+
+
+@contextlib.contextmanager
+def _relative_to(base: Path) -> Iterator[None]:
+    """Resolve relative paths in the config against its own folder while validating."""
+    token = _base_dir.set(base)
+    try:
+        yield
+    finally:
+        _base_dir.reset(token)
+
+
+def _resolve(path: Path) -> Path:
+    base = _base_dir.get()
+    return path if path.is_absolute() or base is None else base / path
+
+
 class ConfigError(Exception):
     """A one-line description of what is wrong with the config, naming the key."""
 
@@ -130,7 +192,8 @@ def load_config(path: str | Path) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     try:
-        return Config.model_validate(data)
+        with _relative_to(Path(path).resolve().parent):
+            return Config.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"

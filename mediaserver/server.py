@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from mediaserver.apps.hold import run_hold
+from mediaserver.apps import APPS
 from mediaserver.config import Config
+from mediaserver.media.clock import MediaClock
 from mediaserver.media.ports import PortPool
+from mediaserver.media.session import MediaSettings, RtpSession
 from mediaserver.sip.session_timer import SessionTimerPolicy
 from mediaserver.sip.transaction import Send, Target, Timers
 from mediaserver.sip.transport import Transports
@@ -50,7 +52,18 @@ class _AppCall:
     server: SipServer
     call: Call
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    media_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    digits: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
+    session: RtpSession | None = None
+
+    @property
+    def call_id(self) -> str:
+        return self.call.invite.call_id
+
+    @property
+    def media(self) -> RtpSession | None:
+        return self.session
 
     def ring(self) -> None:
         self.server.command(lambda now: self.server.ua.ring(self.call, now))
@@ -100,7 +113,10 @@ class SipServer:
             self.bound.setdefault(lst.transport, (host, port))
             local.setdefault(lst.transport, (lst.advertise or host, port))
         media = self.config.media
-        self.ports = PortPool(media.address, media.port_min, media.port_max, media.codecs, loop)
+        self.clock = MediaClock(loop)
+        self.ports = PortPool(
+            media.address, media.port_min, media.port_max, media.codecs, self.clock
+        )
         self.ua = UserAgent(
             UaConfig(
                 local=local,
@@ -162,6 +178,7 @@ class SipServer:
                 self._start_app(event.call)
             elif isinstance(event, CallConfirmed):
                 log.info("call_confirmed", call=event.call.id, call_id=event.call.invite.call_id)
+                self._open_media(event.call)  # the answer may have come in the ACK
             elif isinstance(event, CallMediaChanged):
                 media = event.call.media
                 log.info(
@@ -170,16 +187,15 @@ class SipServer:
                     on_hold=event.call.on_hold,
                     direction=media.direction if media else None,
                 )
+                app = self.apps.get(event.call.id)
+                if app is not None and app.session is not None and media is not None:
+                    app.session.update(media)
+                else:
+                    self._open_media(event.call)
             elif isinstance(event, CallEnded):
                 self._end_app(event)
             elif isinstance(event, DtmfInfo):
-                log.info(
-                    "dtmf",
-                    call=event.call.id,
-                    digit=event.digit,
-                    duration_ms=event.duration_ms,
-                    via="info",
-                )
+                self._digit(event.call, event.digit, event.duration_ms, "info")
             elif isinstance(event, Dropped):
                 self._log_rejected(event)
         self._rearm()
@@ -229,8 +245,44 @@ class SipServer:
             peer=f"{call.source.host}:{call.source.port}",
             transport=call.source.transport,
         )
-        app.task = asyncio.get_running_loop().create_task(run_hold(app, route))
+        self._open_media(call)
+        app.task = asyncio.get_running_loop().create_task(APPS[route.app](app, route))
         app.task.add_done_callback(lambda t: self._app_done(call, t))
+
+    def _open_media(self, call: Call) -> None:
+        """Start the call's RTP session once its media is negotiated (once)."""
+        app = self.apps.get(call.id)
+        if app is None or app.session is not None or call.media is None:
+            return
+        cfg = self.config.media
+        settings = MediaSettings(
+            jitter_window=cfg.jitter_window,
+            inactivity_timeout=cfg.inactivity_timeout,
+            latch_any_address=cfg.latch_any_address,
+            record_path=cfg.recordings_dir / f"{call.id}.wav" if cfg.record_calls else None,
+        )
+        try:
+            session = self.ports.open_session(call.offer, call.media, settings)
+        except Exception:
+            # e.g. a codec we offered but cannot run: the call cannot carry audio.
+            log.exception("media_open_failed", call=call.id)
+            self.command(functools.partial(self._hangup, call, reason="media failure"))
+            return
+        session.on_dtmf = lambda digit, ms: self._digit(call, digit, ms, "rfc4733")
+        session.on_timeout = lambda: self._media_timeout(call)
+        app.session = session
+        app.media_ready.set()
+
+    def _digit(self, call: Call, digit: str, duration_ms: int, via: str) -> None:
+        log.info("dtmf", call=call.id, digit=digit, duration_ms=duration_ms, via=via)
+        app = self.apps.get(call.id)
+        if app is not None:
+            app.digits.put_nowait(digit)
+
+    def _media_timeout(self, call: Call) -> None:
+        timeout = self.config.media.inactivity_timeout
+        log.warning("rtp_timeout", call=call.id, seconds=timeout)
+        self.command(functools.partial(self._hangup, call, reason="rtp timeout"))
 
     def _app_done(self, call: Call, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -240,14 +292,18 @@ class SipServer:
     def _end_app(self, event: CallEnded) -> None:
         call = event.call
         app = self.apps.pop(call.id, None)
+        media: dict[str, object] = {}
         if app is not None:
             app.ended.set()
+            if app.session is not None:
+                media = app.session.summary()  # the core already closed the session
         log.info(
             "call_ended",
             call=call.id,
             call_id=call.invite.call_id,
             reason=event.reason,
             by=event.by,
+            **media,
         )
 
     # -- lifecycle ------------------------------------------------------------------

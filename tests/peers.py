@@ -951,6 +951,8 @@ class BaresipResult:
     command responses), each with a ``wall`` key (time.monotonic() on
     arrival) added, e.g.
     ``{"event": true, "type": "CALL_ESTABLISHED", "param": "...", "wall": 12.3}``.
+    ``dtmf_sent`` lists each DTMF digit the harness asked baresip to send
+    (``sndcode`` over ctrl_tcp) with its time on the same clock as ``wall``.
     """
 
     cmd: list[str]
@@ -961,6 +963,7 @@ class BaresipResult:
     source_wav: Path
     recordings: list[Path]
     timed_out: bool = False
+    dtmf_sent: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -1017,14 +1020,31 @@ class BaresipResult:
         """The recording of what baresip encoded and sent (``*-enc.wav``)."""
         return next((p for p in self.recordings if p.name.endswith("-enc.wav")), None)
 
+    @property
+    def dtmf_digits(self) -> str:
+        """The DTMF digits sent, in order (e.g. "159#")."""
+        return "".join(digit for digit, _ in self.dtmf_sent)
+
+    def dtmf_offsets(self) -> list[tuple[str, float]]:
+        """Each digit sent with its time in seconds after CALL_ESTABLISHED."""
+        start = self.first_event("CALL_ESTABLISHED")
+        if start is None:
+            return []
+        return [(digit, at - float(start["wall"])) for digit, at in self.dtmf_sent]
+
     def describe(self, tail: int = 40) -> str:
         """A report for assertion messages."""
         out = "\n".join(self.output.splitlines()[-tail:])
+        dtmf = f"dtmf sent: {self.dtmf_offsets()}\n" if self.dtmf_sent else ""
         return (
             f"baresip rc={self.rc}{' (timed out)' if self.timed_out else ''}\n"
-            f"cmd: {' '.join(self.cmd)}\nevents: {self.event_types()}\n"
+            f"cmd: {' '.join(self.cmd)}\nevents: {self.event_types()}\n{dtmf}"
             f"--- output (tail) ---\n{out}"
         )
+
+
+# Digits baresip can send as RFC 4733 telephone-events (events 0-15).
+DTMF_DIGITS = "0123456789*#ABCD"
 
 
 def _netstring(obj: Mapping[str, Any]) -> bytes:
@@ -1106,6 +1126,9 @@ def run_baresip(
     quit_on_close: bool = True,
     dial_on_cmdline: bool = False,
     baresip: str | None = None,
+    dtmf: str | None = None,
+    dtmf_delay: float = 1.0,
+    dtmf_gap: float = 0.3,
 ) -> BaresipResult:
     """Place one call with a headless baresip caller and wait for it to end.
 
@@ -1120,6 +1143,17 @@ def run_baresip(
     quit. The caller hangs up by itself when its WAV ends, so make the WAV
     longer than the call when the server should be the one to hang up.
 
+    With ``dtmf``, each digit is sent during the call as an RFC 4733
+    telephone-event: ``dtmf_delay`` seconds after CALL_ESTABLISHED the harness
+    sends ``{"command": "sndcode", "params": DIGIT}`` over ctrl_tcp, one digit
+    every ``dtmf_gap`` seconds (baresip then sends ~180 ms of event packets
+    and three end packets per digit). baresip always offers
+    ``telephone-event/8000`` (payload type 101), but it sends events only if
+    the far end's SDP answer includes telephone-event too; otherwise it drops
+    the digits silently. ``BaresipResult.dtmf_sent`` records each digit and
+    when it was sent. Digits wait for the CALL_ESTABLISHED event, which
+    ``dial_on_cmdline`` can miss (then none are sent).
+
     Args:
         uri: what to dial, e.g. ``sip:hold@127.0.0.1:5060``.
         workdir: folder for config, WAVs, recordings and output.
@@ -1131,7 +1165,15 @@ def run_baresip(
         quit_on_close: send ``quit`` over ctrl_tcp when the call closes.
         dial_on_cmdline: dial with ``-e "/dial URI"`` rather than over ctrl_tcp.
         baresip: path of the binary (default: found on PATH).
+        dtmf: DTMF digits to send during the call, from ``0-9 * # A-D``.
+        dtmf_delay: seconds after CALL_ESTABLISHED before the first digit.
+        dtmf_gap: seconds between the starts of consecutive digits.
     """
+    if dtmf:
+        dtmf = dtmf.upper()
+        bad = sorted(set(dtmf) - set(DTMF_DIGITS))
+        if bad:
+            raise ValueError(f"not DTMF digits: {bad!r} (allowed: {DTMF_DIGITS})")
     binary = baresip or which("baresip")
     if binary is None:
         raise FileNotFoundError("baresip is not installed")
@@ -1156,6 +1198,7 @@ def run_baresip(
         cmd += ["-e", f"/dial {uri}"]
     output_path = workdir / "baresip.log"
     messages: list[dict[str, Any]] = []
+    dtmf_sent: list[tuple[str, float]] = []
     timed_out = False
     with output_path.open("wb") as out:
         proc = subprocess.Popen(
@@ -1165,7 +1208,13 @@ def run_baresip(
             reader = threading.Thread(
                 target=_collect_ctrl_events,
                 args=(proc, ctrl_port, messages, quit_on_close, seconds + 5),
-                kwargs={"dial": None if dial_on_cmdline else uri},
+                kwargs={
+                    "dial": None if dial_on_cmdline else uri,
+                    "dtmf": dtmf or None,
+                    "dtmf_delay": dtmf_delay,
+                    "dtmf_gap": dtmf_gap,
+                    "dtmf_sent": dtmf_sent,
+                },
                 daemon=True,
             )
             reader.start()
@@ -1192,6 +1241,7 @@ def run_baresip(
         source_wav=wav,
         recordings=recordings,
         timed_out=timed_out,
+        dtmf_sent=dtmf_sent,
     )
 
 
@@ -1203,10 +1253,18 @@ def _collect_ctrl_events(
     timeout: float,
     *,
     dial: str | None = None,
+    dtmf: str | None = None,
+    dtmf_delay: float = 1.0,
+    dtmf_gap: float = 0.3,
+    dtmf_sent: list[tuple[str, float]] | None = None,
 ) -> None:
     """Read ctrl_tcp events until baresip exits; ask it to quit when the call closes.
 
     With ``dial``, send the dial command once connected (so no event is missed).
+    With ``dtmf``, send one ``sndcode`` command per digit, the first
+    ``dtmf_delay`` seconds after CALL_ESTABLISHED and then every ``dtmf_gap``
+    seconds, until the call closes; each digit sent is appended to
+    ``dtmf_sent`` with its time.monotonic().
     """
     deadline = time.monotonic() + timeout
     sock: socket.socket | None = None
@@ -1221,8 +1279,25 @@ def _collect_ctrl_events(
     with sock:
         if dial is not None:
             sock.sendall(_netstring({"command": "dial", "params": dial, "token": "dial"}))
-        sock.settimeout(0.2)
+        pending = list(dtmf or "")
+        next_digit_at: float | None = None  # set once the call is established
         while proc.poll() is None and time.monotonic() < deadline:
+            if pending and next_digit_at is not None and time.monotonic() >= next_digit_at:
+                digit = pending.pop(0)
+                token = f"dtmf{len(dtmf or '') - len(pending)}"
+                try:
+                    sock.sendall(
+                        _netstring({"command": "sndcode", "params": digit, "token": token})
+                    )
+                except OSError:
+                    return
+                if dtmf_sent is not None:
+                    dtmf_sent.append((digit, time.monotonic()))
+                next_digit_at += dtmf_gap
+            wait = 0.2
+            if pending and next_digit_at is not None:
+                wait = min(wait, max(0.005, next_digit_at - time.monotonic()))
+            sock.settimeout(wait)
             try:
                 chunk = sock.recv(65536)
             except TimeoutError:
@@ -1241,6 +1316,11 @@ def _collect_ctrl_events(
                     continue
                 message["wall"] = time.monotonic()
                 events.append(message)
+                kind = message.get("type")
+                if kind == "CALL_ESTABLISHED" and pending and next_digit_at is None:
+                    next_digit_at = float(message["wall"]) + dtmf_delay
+                elif kind == "CALL_CLOSED":
+                    pending = []  # no call to send digits in any more
                 if quit_on_close and message.get("type") == "CALL_CLOSED":
                     # Give sndfile a moment to finish its WAV headers, then quit.
                     time.sleep(0.3)

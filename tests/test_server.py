@@ -152,6 +152,8 @@ def test_malformed_flood_does_not_disturb_a_call(start_server, sipp) -> None:  #
         ("media:\n  colour: blue\n", "media.colour"),
         ("sip: [1, 2\n", "not valid YAML"),
         ("sip:\n  listen:\n    - {transport: tls, port: 5061}\n", "tls.cert"),
+        ("routes:\n  p: {app: playback, file: nowhere.wav}\n", "routes.p"),
+        ("media:\n  codecs: [PCMU, AMR]\n", "media"),
     ],
 )
 def test_broken_config_is_one_line_naming_the_key(tmp_path: Path, yaml_text: str, key: str) -> None:

@@ -1,20 +1,24 @@
-"""RTP port pairs for calls: an even RTP port and the odd RTCP port above it.
+"""RTP port pairs and the sessions that use them.
 
-Until the media plane lands, the sockets only reserve the ports and discard
-what arrives, so a peer's RTP gets no ICMP errors and the SDP answer names
-ports that really are ours.
+`PortPool` is the SIP core's `MediaProvider`: `allocate` binds an even RTP port
+and the odd RTCP port above it before the SDP answer names them (so the answer
+only ever carries ports that really are ours), and `release` closes whatever
+uses them. Between the two, `open_session` hands the sockets to an
+`RtpSession`. Until then, anything arriving on them is read and discarded so
+an early peer gets no ICMP errors.
 """
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections import deque
 from dataclasses import dataclass
 
 import structlog
 
-from mediaserver.sip.sdp import MediaOffer, codec
+from mediaserver.media.clock import MediaClock
+from mediaserver.media.session import MediaSettings, RtpSession
+from mediaserver.sip.sdp import MediaOffer, NegotiatedMedia, codec
 
 log = structlog.get_logger("mediaserver.media.ports")
 
@@ -23,11 +27,11 @@ log = structlog.get_logger("mediaserver.media.ports")
 class _Pair:
     rtp: socket.socket
     rtcp: socket.socket
-    received: int = 0
+    session: RtpSession | None = None
 
 
 class PortPool:
-    """Hands out RTP/RTCP port pairs from `[port_min, port_max]`."""
+    """Hands out RTP/RTCP port pairs from `[port_min, port_max]` and their sessions."""
 
     def __init__(
         self,
@@ -35,14 +39,14 @@ class PortPool:
         port_min: int,
         port_max: int,
         codecs: list[str],
-        loop: asyncio.AbstractEventLoop | None = None,
+        clock: MediaClock,
     ) -> None:
         first = port_min + (port_min % 2)
         self._free: deque[int] = deque(range(first, port_max, 2))
         self._used: dict[int, _Pair] = {}
         self.address = address
         self.codecs = [codec(name) for name in codecs]
-        self._loop = loop
+        self.clock = clock
 
     def allocate(self) -> MediaOffer | None:
         """Bind the next free pair; None when the range is exhausted."""
@@ -57,14 +61,36 @@ class PortPool:
         log.warning("rtp_ports_exhausted")
         return None
 
+    def open_session(
+        self, offer: MediaOffer, media: NegotiatedMedia, settings: MediaSettings
+    ) -> RtpSession:
+        """Start the RTP session on `offer`'s sockets (once per allocation)."""
+        pair = self._used[offer.port]
+        if pair.session is not None:
+            return pair.session
+        loop = self.clock.loop
+        for sock in (pair.rtp, pair.rtcp):
+            loop.remove_reader(sock.fileno())
+        pair.session = RtpSession(pair.rtp, pair.rtcp, media, self.clock, settings, loop.time())
+        return pair.session
+
+    def session(self, offer: MediaOffer) -> RtpSession | None:
+        """The session using `offer`'s ports, if one was opened."""
+        pair = self._used.get(offer.port)
+        return pair.session if pair else None
+
     def release(self, offer: MediaOffer) -> None:
-        """Close the pair and return it to the pool."""
+        """Close the session (if any) and the sockets; return the pair to the pool."""
         pair = self._used.pop(offer.port, None)
         if pair is None:
             return
+        loop = self.clock.loop
+        if pair.session is not None:
+            pair.session.close()
+        else:
+            for sock in (pair.rtp, pair.rtcp):
+                loop.remove_reader(sock.fileno())
         for sock in (pair.rtp, pair.rtcp):
-            if self._loop is not None:
-                self._loop.remove_reader(sock.fileno())
             sock.close()
         self._free.append(offer.port)
 
@@ -86,17 +112,15 @@ class PortPool:
             for sock in socks:
                 sock.close()
             return None
-        pair = _Pair(socks[0], socks[1])
-        if self._loop is not None:
-            for sock in socks:
-                self._loop.add_reader(sock.fileno(), self._drain, sock, pair)
-        return pair
+        loop = self.clock.loop
+        for sock in socks:
+            loop.add_reader(sock.fileno(), _discard, sock)
+        return _Pair(socks[0], socks[1])
 
-    @staticmethod
-    def _drain(sock: socket.socket, pair: _Pair) -> None:
-        for _ in range(64):
-            try:
-                sock.recv(2048)
-            except OSError:
-                return
-            pair.received += 1
+
+def _discard(sock: socket.socket) -> None:
+    for _ in range(64):
+        try:
+            sock.recv(2048)
+        except OSError:
+            return

@@ -1,0 +1,64 @@
+"""What a built-in app may do with its call, and helpers shared by the apps."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from mediaserver.config import Route
+from mediaserver.media.session import RtpSession
+
+
+class CallControl(Protocol):
+    """The server's handle on one call, as the app sees it."""
+
+    ended: asyncio.Event
+    #: Set once the RTP session exists (after the answer, or the ACK's SDP).
+    media_ready: asyncio.Event
+    #: Digits from RFC 4733 events and SIP INFO, in arrival order.
+    digits: asyncio.Queue[str]
+
+    @property
+    def call_id(self) -> str:
+        """The SIP Call-ID (for logs and file names)."""
+
+    @property
+    def media(self) -> RtpSession | None:
+        """The call's RTP session once `media_ready` is set."""
+
+    def ring(self) -> None:
+        """Send 180 Ringing."""
+
+    def answer(self) -> None:
+        """Answer with 200 OK."""
+
+    def hangup(self) -> None:
+        """End the call from our side."""
+
+
+async def answer_and_wait_media(call: CallControl, route: Route) -> RtpSession | None:
+    """Ring if the route says so, answer, and wait for the RTP session.
+
+    Returns None when the call ended first (e.g. the caller hung up).
+    """
+    if route.ring > 0:
+        call.ring()
+        await asyncio.sleep(route.ring)
+    call.answer()
+    ready = asyncio.ensure_future(call.media_ready.wait())
+    ended = asyncio.ensure_future(call.ended.wait())
+    await asyncio.wait({ready, ended}, return_when=asyncio.FIRST_COMPLETED)
+    ready.cancel()
+    ended.cancel()
+    return call.media if not call.ended.is_set() else None
+
+
+async def hold_for(call: CallControl, seconds: float) -> None:
+    """Wait until the caller hangs up, or hang up after `seconds` (0: no limit)."""
+    if seconds <= 0:
+        await call.ended.wait()
+        return
+    try:
+        await asyncio.wait_for(call.ended.wait(), timeout=seconds)
+    except TimeoutError:
+        call.hangup()

@@ -1,0 +1,489 @@
+"""One call's RTP session: sockets, latching, jitter buffer, DTMF, paced sending.
+
+Receive path (socket readers, on the event loop): parse -> latch/ignore
+strangers -> statistics -> jitter buffer (codec payload) or DTMF receiver
+(telephone-event) -> counters for anything else.
+
+Every 20 ms the shared `MediaClock` calls `on_tick` in this session's slot:
+
+1. frames whose playout is due leave the jitter buffer, are decoded (gaps
+   become silence) and handed to `on_audio` in RTP-timestamp order, with their
+   media time;
+2. one outbound frame (or DTMF packet) is encoded and sent; its tag is
+   reported through `on_sent` only once it is on the wire, which is what lets
+   the AI pipeline keep exactly the text the caller heard;
+3. RTCP reports and the inactivity check.
+
+`flush()` drops queued outbound audio; the next tick sends nothing of it.
+Sequence numbers run on across talk spurts; timestamps follow the clock, so a
+pause shows as a timestamp jump with the marker bit set on the first packet of
+the next spurt (RFC 3551 section 4.1).
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from mediaserver.codecs import Codec, CodecError, create
+from mediaserver.media.clock import FRAME, MediaClock, Paced
+from mediaserver.media.dtmf import DtmfPacket, DtmfReceiver, DtmfSender
+from mediaserver.media.jitter import JitterBuffer
+from mediaserver.media.recording import StereoRecorder
+from mediaserver.media.rtcp import (
+    Bye,
+    ReceiverReport,
+    RtcpError,
+    SenderReport,
+    SourceDescription,
+    ntp_time,
+    parse_compound,
+    report_block,
+    serialise_compound,
+)
+from mediaserver.media.rtp import RtpError, RtpPacket, RtpReceiver, is_rtcp
+from mediaserver.sip.sdp import NegotiatedMedia
+
+log = structlog.get_logger("mediaserver.media.session")
+
+#: Seconds between our RTCP reports (RFC 3550 suggests 5 s minimum).
+RTCP_INTERVAL = 5.0
+#: Most datagrams read per socket wake-up, so one flooded call cannot starve others.
+READ_BURST = 64
+CNAME = f"mediaserver@{socket.gethostname()}"
+
+AudioHandler = Callable[[np.ndarray, float, bool], None]
+_EMPTY = np.zeros(0, dtype=np.int16)
+#: RFC 3389 comfort noise: accepted and treated as silence (no decoder yet).
+COMFORT_NOISE_PT = 13
+DigitHandler = Callable[[str, int], None]
+
+
+@dataclass
+class MediaSettings:
+    """Per-session settings (from the `media` config section)."""
+
+    jitter_window: float = 0.040
+    inactivity_timeout: float = 30.0
+    #: Latch to packets from any address; by default only the SDP address's host
+    #: may start the stream (a stranger's packets are ignored until then).
+    latch_any_address: bool = False
+    record_path: Path | None = None
+
+
+@dataclass
+class SessionStats:
+    """Counters of one session (exported on hangup and by the admin API later)."""
+
+    packets_in: int = 0
+    packets_out: int = 0
+    bytes_out: int = 0
+    malformed: int = 0
+    malformed_rtcp: int = 0
+    strangers: int = 0
+    unknown_pt: int = 0
+    decode_errors: int = 0
+    latched: int = 0
+    dtmf_in: int = 0
+    dtmf_out: int = 0
+    rtcp_in: int = 0
+    rtcp_out: int = 0
+    frames_out: int = 0
+    flushed_frames: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Outbound:
+    pcm: np.ndarray
+    tag: object | None
+
+
+class RtpSession(Paced):
+    """The media of one call. Created after offer/answer; closed on hangup."""
+
+    def __init__(
+        self,
+        rtp_sock: socket.socket,
+        rtcp_sock: socket.socket | None,
+        media: NegotiatedMedia,
+        clock: MediaClock,
+        settings: MediaSettings,
+        now: float,
+    ) -> None:
+        self.rtp_sock = rtp_sock
+        self.rtcp_sock = rtcp_sock
+        self.clock = clock
+        self.settings = settings
+        self.stats = SessionStats()
+        self.media = media
+        self.codec: Codec = _codec_for(media)
+        self.decoder: Codec = _codec_for(media)
+        self.payload_type = media.codec.payload_type
+        self.dtmf_pt = media.dtmf.payload_type if media.dtmf else None
+        self.sample_rate = self.codec.sample_rate
+        self.frame_samples = self.codec.frame_samples
+        self._ts_step = round(self.codec.clock_rate * FRAME)
+        # Where we send; replaced by the caller's real source once latched.
+        self.remote = (media.remote_address, media.remote_port)
+        self.remote_rtcp = (media.remote_address, media.remote_port + 1)
+        self.latched = False
+        self.receiver = RtpReceiver(self.codec.clock_rate)
+        self.jitter = JitterBuffer(
+            clock_rate=self.codec.clock_rate,
+            frame_samples=self._ts_step,
+            window=settings.jitter_window,
+        )
+        self.dtmf_in = DtmfReceiver(self.codec.clock_rate)
+        self.dtmf_out = (
+            DtmfSender(self.dtmf_pt, self.codec.clock_rate) if self.dtmf_pt is not None else None
+        )
+        self._dtmf_queue: deque[tuple[float, DtmfPacket]] = deque()
+        self._out: deque[_Outbound] = deque()
+        self._carry = _EMPTY
+        self.ssrc = random.getrandbits(32)
+        self._seq = random.getrandbits(16)
+        self._ts = random.getrandbits(32)
+        self._talkspurt = True
+        self._octets = 0
+        self._last_rtp_in = now
+        self._next_rtcp = now + RTCP_INTERVAL * (0.5 + random.random())
+        self._last_sr: tuple[int, float] | None = None
+        self._timed_out = False
+        self.closed = False
+        self.on_audio: AudioHandler | None = None
+        self.on_dtmf: DigitHandler | None = None
+        self.on_sent: Callable[[object], None] | None = None
+        self.on_timeout: Callable[[], None] | None = None
+        self._recorder: StereoRecorder | None = None
+        if settings.record_path is not None:
+            self._recorder = StereoRecorder(settings.record_path, self.sample_rate)
+        self._caller_pcm: list[np.ndarray] = []
+        loop = clock.loop
+        loop.add_reader(rtp_sock.fileno(), self._read_rtp)
+        if rtcp_sock is not None:
+            loop.add_reader(rtcp_sock.fileno(), self._read_rtcp)
+        clock.add(self)
+
+    # -- application side -------------------------------------------------------
+
+    def play(self, pcm: np.ndarray, tag: object | None = None, *, pad: bool = False) -> None:
+        """Queue PCM (int16 at `sample_rate`) for sending, in 20 ms frames.
+
+        Consecutive calls form one continuous stream: a remainder shorter than a
+        frame waits for the next call (an echo of 30 ms packets must not grow
+        silence in between). `pad=True` ends the stream: the remainder is sent,
+        padded with silence. Each frame carries the tag of its last samples.
+        """
+        n = self.frame_samples
+        pcm = np.asarray(pcm, dtype=np.int16)
+        if len(self._carry):
+            pcm = np.concatenate([self._carry, pcm])
+        full = len(pcm) - len(pcm) % n
+        for start in range(0, full, n):
+            self._out.append(_Outbound(pcm[start : start + n], tag))
+        self._carry = pcm[full:]
+        if pad and len(self._carry):
+            padding = np.zeros(n - len(self._carry), dtype=np.int16)
+            self._out.append(_Outbound(np.concatenate([self._carry, padding]), tag))
+            self._carry = _EMPTY
+
+    def flush(self) -> int:
+        """Drop every queued outbound frame (barge-in); returns how many."""
+        dropped = len(self._out)
+        self._out.clear()
+        self._carry = _EMPTY
+        self.stats.flushed_frames += dropped
+        self._talkspurt = True
+        return dropped
+
+    @property
+    def queued(self) -> int:
+        """Outbound frames waiting."""
+        return len(self._out)
+
+    def send_dtmf(self, digit: str, duration_ms: int = 100) -> bool:
+        """Send a digit as RFC 4733 events; False when telephone-event was not negotiated."""
+        if self.dtmf_out is None:
+            return False
+        now = self.clock.loop.time()
+        start = now + 0.0 if not self._dtmf_queue else self._dtmf_queue[-1][0] + 0.06
+        ts = (self._ts + round((start - now) / FRAME) * self._ts_step) & 0xFFFFFFFF
+        for pkt in self.dtmf_out.packets(digit, ts, duration_ms):
+            self._dtmf_queue.append((start + pkt.send_offset, pkt))
+        self.stats.dtmf_out += 1
+        return True
+
+    def update(self, media: NegotiatedMedia) -> None:
+        """Apply a re-negotiation (hold/unhold, new address or codec)."""
+        if (media.remote_address, media.remote_port) != (
+            self.media.remote_address,
+            self.media.remote_port,
+        ):
+            self.remote = (media.remote_address, media.remote_port)
+            self.remote_rtcp = (media.remote_address, media.remote_port + 1)
+            self.latched = False
+        if media.codec != self.media.codec:
+            self.codec = _codec_for(media)
+            self.decoder = _codec_for(media)
+        self.payload_type = media.codec.payload_type
+        self.dtmf_pt = media.dtmf.payload_type if media.dtmf else None
+        self.media = media
+        # A held caller legitimately goes quiet: restart the inactivity clock.
+        self._last_rtp_in = self.clock.loop.time()
+
+    def close(self) -> None:
+        """Stop sending and receiving, send RTCP BYE, release nothing else."""
+        if self.closed:
+            return
+        self.closed = True
+        self.clock.remove(self)
+        loop = self.clock.loop
+        loop.remove_reader(self.rtp_sock.fileno())
+        if self.rtcp_sock is not None:
+            loop.remove_reader(self.rtcp_sock.fileno())
+        self._send_rtcp(loop.time(), bye=True)
+        if self._recorder is not None:
+            self._recorder.close()
+
+    def summary(self) -> dict[str, Any]:
+        """Counters for the log line at hangup."""
+        jb = self.jitter.stats()
+        return {
+            "rtp_in": self.stats.packets_in,
+            "rtp_out": self.stats.packets_out,
+            "lost": jb.get("lost", 0),
+            "late": jb.get("late", 0),
+            "duplicates": jb.get("duplicates", 0),
+            "reordered": jb.get("reordered", 0),
+            "jitter_ms": round(self.receiver.jitter / self.codec.clock_rate * 1000, 2),
+            "malformed": self.stats.malformed + self.stats.malformed_rtcp,
+            "strangers": self.stats.strangers,
+            "unknown_pt": self.stats.unknown_pt,
+        }
+
+    # -- receive path -------------------------------------------------------------
+
+    def _accept_source(self, addr: tuple[str, int]) -> bool:
+        """Symmetric RTP latching: the first packet from the caller fixes the peer."""
+        if self.latched:
+            return addr == self.remote
+        if self.settings.latch_any_address or addr[0] == self.media.remote_address:
+            if addr != self.remote:
+                log.debug("rtp_latched", was=self.remote, now=addr)
+            self.remote = addr
+            self.remote_rtcp = (addr[0], addr[1] + 1)
+            self.latched = True
+            self.stats.latched += 1
+            return True
+        return False
+
+    def _read_rtp(self) -> None:
+        now = self.clock.loop.time()
+        for _ in range(READ_BURST):
+            try:
+                data, addr = self.rtp_sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # ICMP errors from our sends surface here; nothing to do
+            self._on_datagram(data, (str(addr[0]), int(addr[1])), now)
+
+    def _on_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        if self.media.rtcp_mux and is_rtcp(data):
+            self._on_rtcp(data, now)
+            return
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpError:
+            self.stats.malformed += 1
+            return
+        pt = packet.payload_type
+        if pt != self.payload_type and pt != self.dtmf_pt and pt != COMFORT_NOISE_PT:
+            self.stats.unknown_pt += 1
+            return
+        if not self._accept_source(addr):
+            self.stats.strangers += 1
+            return
+        self.stats.packets_in += 1
+        self._last_rtp_in = now
+        self.receiver.update(packet, now)
+        if pt != self.payload_type:
+            # Events and comfort noise use the stream's sequence numbers: tell the
+            # jitter buffer, or it would conceal them as lost audio.
+            self.jitter.skip(packet)
+            if pt == self.dtmf_pt:
+                for event in self.dtmf_in.feed(packet, now):
+                    self._digit(event.digit, event.duration_ms)
+            return
+        self.jitter.push(packet, now)
+
+    def _read_rtcp(self) -> None:
+        assert self.rtcp_sock is not None
+        now = self.clock.loop.time()
+        for _ in range(READ_BURST):
+            try:
+                data, _addr = self.rtcp_sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            self._on_rtcp(data, now)
+
+    def _on_rtcp(self, data: bytes, now: float) -> None:
+        try:
+            packets = parse_compound(data)
+        except RtcpError:
+            self.stats.malformed_rtcp += 1
+            return
+        self.stats.rtcp_in += 1
+        for pkt in packets:
+            if isinstance(pkt, SenderReport):
+                self._last_sr = (pkt.ntp_timestamp, now)
+
+    def _digit(self, digit: str, duration_ms: int) -> None:
+        self.stats.dtmf_in += 1
+        if self.on_dtmf is not None:
+            self.on_dtmf(digit, duration_ms)
+
+    # -- the tick ---------------------------------------------------------------------
+
+    def on_tick(self, now: float, late: float) -> None:
+        """Called by the media clock every 20 ms (see the module docstring)."""
+        caller = self._deliver(now)
+        sent = self._send_next(now)
+        if self._recorder is not None:
+            self._recorder.add(0, caller)
+            self._recorder.add(1, sent)
+            self._recorder.tick(self.frame_samples)
+        for event in self.dtmf_in.flush(now):
+            self._digit(event.digit, event.duration_ms)
+        if now >= self._next_rtcp:
+            self._send_rtcp(now)
+            self._next_rtcp = now + RTCP_INTERVAL * (0.5 + random.random())
+        self._check_inactivity(now)
+
+    def _deliver(self, now: float) -> np.ndarray | None:
+        """Pop due frames, decode, hand them to `on_audio`; return this tick's audio."""
+        out: list[np.ndarray] = []
+        for frame in self.jitter.pop(now):
+            if frame.payload is None:
+                # Concealment by silence; the frame is marked so VAD/STT know.
+                samples = max(1, round(frame.duration * self.sample_rate / self.codec.clock_rate))
+                pcm = np.zeros(samples, dtype=np.int16)
+            else:
+                try:
+                    pcm = self.decoder.decode(frame.payload)
+                except CodecError:
+                    self.stats.decode_errors += 1
+                    continue
+            out.append(pcm)
+            if self.on_audio is not None:
+                self.on_audio(pcm, frame.media_time, frame.gap)
+        if not out:
+            return None
+        return out[0] if len(out) == 1 else np.concatenate(out)
+
+    def _send_next(self, now: float) -> np.ndarray | None:
+        """Send this tick's packet (DTMF first, then audio); return the audio sent."""
+        ts = self._ts
+        self._ts = (self._ts + self._ts_step) & 0xFFFFFFFF
+        if self.media.direction in ("recvonly", "inactive"):
+            return None  # on hold: we must not send
+        if self._dtmf_queue and self._dtmf_queue[0][0] <= now + 0.001:
+            while self._dtmf_queue and self._dtmf_queue[0][0] <= now + 0.001:
+                _, pkt = self._dtmf_queue.popleft()
+                assert self.dtmf_pt is not None
+                self._send(self.dtmf_pt, pkt.timestamp, pkt.marker, pkt.payload)
+            self._talkspurt = True
+            return None
+        if not self._out:
+            self._talkspurt = True
+            return None
+        item = self._out.popleft()
+        payload = self.codec.encode(item.pcm)
+        self._send(self.payload_type, ts, self._talkspurt, payload)
+        self._talkspurt = False
+        self.stats.frames_out += 1
+        if item.tag is not None and self.on_sent is not None:
+            self.on_sent(item.tag)
+        return item.pcm
+
+    def _send(self, pt: int, ts: int, marker: bool, payload: bytes) -> None:
+        packet = RtpPacket(
+            payload_type=pt,
+            sequence=self._seq,
+            timestamp=ts,
+            ssrc=self.ssrc,
+            payload=payload,
+            marker=marker,
+        )
+        self._seq = (self._seq + 1) & 0xFFFF
+        try:
+            self.rtp_sock.sendto(packet.serialise(), self.remote)
+        except OSError:
+            return  # e.g. ICMP unreachable pending on the socket; RTP is best effort
+        self.stats.packets_out += 1
+        self._octets += len(payload)
+
+    def _send_rtcp(self, now: float, bye: bool = False) -> None:
+        blocks = []
+        if self.receiver.received and self.receiver.ssrc is not None:
+            last_ntp, last_at = self._last_sr if self._last_sr else (None, None)
+            blocks.append(report_block(self.receiver, self.receiver.ssrc, last_ntp, last_at, now))
+        report: SenderReport | ReceiverReport
+        if self.stats.packets_out:
+            report = SenderReport(
+                ssrc=self.ssrc,
+                ntp_timestamp=ntp_time(time.time()),  # RTCP carries wall-clock time
+                rtp_timestamp=self._ts,
+                packet_count=self.stats.packets_out & 0xFFFFFFFF,
+                octet_count=self._octets & 0xFFFFFFFF,
+                reports=blocks,
+            )
+        else:
+            report = ReceiverReport(ssrc=self.ssrc, reports=blocks)
+        packets: list[Any] = [report, SourceDescription(chunks=[(self.ssrc, [(1, CNAME)])])]
+        if bye:
+            packets.append(Bye(ssrcs=[self.ssrc], reason=None))
+        target = self.remote if self.media.rtcp_mux else self.remote_rtcp
+        sock = self.rtp_sock if self.media.rtcp_mux or self.rtcp_sock is None else self.rtcp_sock
+        try:
+            sock.sendto(serialise_compound(packets), target)
+        except OSError:
+            return
+        self.stats.rtcp_out += 1
+
+    def _check_inactivity(self, now: float) -> None:
+        timeout = self.settings.inactivity_timeout
+        if timeout <= 0 or self._timed_out:
+            return
+        # A caller who put us on hold with inactive/recvonly stops sending: fine.
+        if self.media.remote_direction in ("inactive", "recvonly"):
+            self._last_rtp_in = now
+            return
+        if now - self._last_rtp_in > timeout:
+            self._timed_out = True
+            if self.on_timeout is not None:
+                self.on_timeout()
+
+
+def _codec_for(media: NegotiatedMedia) -> Codec:
+    """A codec instance (one per direction) for the negotiated rtpmap."""
+    rtpmap = media.codec
+    return create(
+        rtpmap.encoding,
+        clock_rate=rtpmap.clock_rate,
+        channels=rtpmap.channels,
+        fmtp=rtpmap.fmtp,
+        ptime_ms=media.ptime,
+    )
