@@ -1096,6 +1096,8 @@ audio_player aubridge,nullA
 audio_alert aubridge,nullA
 module_path /usr/lib/baresip/modules
 module g711.so
+module g722.so
+module opus.so
 module aufile.so
 module aubridge.so
 module sndfile.so
@@ -1161,7 +1163,7 @@ def run_baresip(
         text: words to speak when ``source_wav`` is not given.
         pad_seconds: silence appended to the generated speech.
         source_wav: an 8 kHz mono s16 WAV to play instead.
-        codec: ``audio_codecs`` for the account (pcmu or pcma).
+        codec: ``audio_codecs`` for the account (pcmu, pcma, g722 or opus).
         quit_on_close: send ``quit`` over ctrl_tcp when the call closes.
         dial_on_cmdline: dial with ``-e "/dial URI"`` rather than over ctrl_tcp.
         baresip: path of the binary (default: found on PATH).
