@@ -24,9 +24,11 @@ sys.path.insert(0, str(REPO_ROOT))
 from tests.peers import (  # noqa: E402  (needs the repo root on sys.path)
     ServerNotReady,
     ServerProcess,
+    best_alignment,
     deep_merge,
     free_port,
     free_rtp_range,
+    read_wav_mono,
     run_baresip,
     run_sipp,
     which,
@@ -38,7 +40,15 @@ RING_SECONDS = 1
 
 def demo_config(duration: int, ring: int) -> dict[str, Any]:
     """conf/mediaserver.yaml on free ports, with a short ``hold`` route."""
-    base = yaml.safe_load((REPO_ROOT / "conf" / "mediaserver.yaml").read_text())
+    conf_dir = REPO_ROOT / "conf"
+    base = yaml.safe_load((conf_dir / "mediaserver.yaml").read_text())
+    # The copy lives in a temporary folder: anchor its relative paths to conf/.
+    for route in base.get("routes", {}).values():
+        for key in ("file", "directory"):
+            if key in route:
+                route[key] = str(conf_dir / route[key])
+    media = base.setdefault("media", {})
+    media["recordings_dir"] = str(conf_dir / media.get("recordings_dir", "recordings"))
     port = free_port()
     rtp_min, rtp_max = free_rtp_range(100)
     return deep_merge(
@@ -51,7 +61,10 @@ def demo_config(duration: int, ring: int) -> dict[str, Any]:
                 ]
             },
             "media": {"port_min": rtp_min, "port_max": rtp_max},
-            "routes": {"hold": {"app": "hold", "duration": duration, "ring": ring}},
+            "routes": {
+                "hold": {"app": "hold", "duration": duration, "ring": ring},
+                "echo": {"app": "echo", "duration": 0},
+            },
             "shutdown": {"drain_timeout": 5},
         },
     )
@@ -119,7 +132,38 @@ def main() -> int:
             print(f"[baresip] call FAILED\n{call.describe()}")
             failures.append("baresip call was not established")
 
-        # 2. sipp's built-in uac: INVITE, 200, ACK, 1 s pause, BYE.
+        # 2. Media: baresip talks to `echo` and presses keys; what it hears back
+        # should be what it said, and the server should log the digits.
+        uri = server.uri("echo")
+        print(f"\n[echo] baresip dials {uri}, speaks, and presses 4 2 #")
+        echo_call = run_baresip(
+            uri,
+            workdir / "echo",
+            seconds=20,
+            text="hello echo, this is the media server demo",
+            pad_seconds=3,
+            dtmf="42#",
+        )
+        if echo_call.established and echo_call.heard_wav is not None:
+            said, _ = read_wav_mono(echo_call.source_wav)
+            heard, _ = read_wav_mono(echo_call.heard_wav)
+            _lag, corr = best_alignment(said, heard)
+            print(f"[echo] heard back what it said: correlation {corr:.3f} (1.0 = identical)")
+            digits = "".join(
+                line.split("digit=")[1].split()[0]
+                for line in server.wait_log("call_ended", count=2).splitlines()
+                if " dtmf " in f" {line} " and "via=rfc4733" in line
+            )
+            print(f"[echo] digits the server reported: {digits or '(none)'}")
+            if corr < 0.95:
+                failures.append(f"echo correlation {corr:.3f} < 0.95")
+            if digits != "42#":
+                failures.append(f"expected digits 42#, server logged {digits!r}")
+        else:
+            print(f"[echo] call FAILED\n{echo_call.describe()}")
+            failures.append("echo call was not established")
+
+        # 3. sipp's built-in uac: INVITE, 200, ACK, 1 s pause, BYE.
         print(f"\n[sipp] built-in uac scenario to {server.target} (caller hangs up after 1 s)")
         result = run_sipp(
             ["-sn", "uac", "-s", "hold", "-d", "1000", server.target],

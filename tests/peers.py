@@ -28,12 +28,14 @@ import sys
 import threading
 import time
 import uuid
+import wave
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -1330,3 +1332,29 @@ def _collect_ctrl_events(
                         sock.sendall(_netstring({"command": "quit", "token": "quit"}))
                     except OSError:
                         return
+
+
+# --------------------------------------------------------------------------- audio checks
+
+
+def best_alignment(reference: np.ndarray, heard: np.ndarray) -> tuple[int, float]:
+    """Lag of `reference` inside `heard` and the normalised correlation there."""
+    ref = reference.astype(np.float64)
+    sig = heard.astype(np.float64)
+    n = len(sig) + len(ref)
+    size = 1 << (n - 1).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(sig, size) * np.conj(np.fft.rfft(ref, size)), size)
+    lag = int(np.argmax(corr[: len(sig)]))
+    seg = sig[lag : lag + len(ref)]
+    r = ref[: len(seg)]
+    denom = np.sqrt(np.dot(seg, seg) * np.dot(r, r))
+    return lag, float(np.dot(seg, r) / denom) if denom else 0.0
+
+
+def read_wav_mono(path: Path) -> tuple[np.ndarray, int]:
+    """The first channel of a 16-bit WAV and its rate."""
+    with wave.open(str(path), "rb") as wav:
+        data = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+        if wav.getnchannels() > 1:
+            data = data.reshape(-1, wav.getnchannels())[:, 0]
+        return data, wav.getframerate()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mediaserver.codecs.g711 import alaw_decode
-from tests.peers import require_binary
+from tests.peers import best_alignment, read_wav_mono, require_binary
 
 SIPP_PCAPS = Path("/usr/share/sip-tester")
 
@@ -92,28 +92,6 @@ def rtp_packets(pcap: Path, *, decode_port: int | None = None) -> list[tuple[int
             continue
         packets.append((int(fields[0]), int(fields[1]), bytes.fromhex(fields[2].replace(":", ""))))
     return packets
-
-
-def best_alignment(reference: np.ndarray, heard: np.ndarray) -> tuple[int, float]:
-    """Lag of `reference` inside `heard` and the normalised correlation there."""
-    ref = reference.astype(np.float64)
-    sig = heard.astype(np.float64)
-    n = len(sig) + len(ref)
-    size = 1 << (n - 1).bit_length()
-    corr = np.fft.irfft(np.fft.rfft(sig, size) * np.conj(np.fft.rfft(ref, size)), size)
-    lag = int(np.argmax(corr[: len(sig)]))
-    seg = sig[lag : lag + len(ref)]
-    r = ref[: len(seg)]
-    denom = np.sqrt(np.dot(seg, seg) * np.dot(r, r))
-    return lag, float(np.dot(seg, r) / denom) if denom else 0.0
-
-
-def read_wav_mono(path: Path) -> tuple[np.ndarray, int]:
-    with wave.open(str(path), "rb") as wav:
-        data = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
-        if wav.getnchannels() > 1:
-            data = data.reshape(-1, wav.getnchannels())[:, 0]
-        return data, wav.getframerate()
 
 
 def test_sipp_pcap_echo_is_bit_exact_and_dtmf_reported(start_server, sipp, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
