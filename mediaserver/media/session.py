@@ -27,7 +27,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,6 @@ class SessionStats:
     rtcp_out: int = 0
     frames_out: int = 0
     flushed_frames: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -167,7 +166,6 @@ class RtpSession(Paced):
         self._recorder: StereoRecorder | None = None
         if settings.record_path is not None:
             self._recorder = StereoRecorder(settings.record_path, self.sample_rate)
-        self._caller_pcm: list[np.ndarray] = []
         loop = clock.loop
         loop.add_reader(rtp_sock.fileno(), self._read_rtp)
         if rtcp_sock is not None:
@@ -216,7 +214,8 @@ class RtpSession(Paced):
         if self.dtmf_out is None:
             return False
         now = self.clock.loop.time()
-        start = now + 0.0 if not self._dtmf_queue else self._dtmf_queue[-1][0] + 0.06
+        # Digits queue up one after the other, 60 ms apart.
+        start = now if not self._dtmf_queue else self._dtmf_queue[-1][0] + 0.06
         ts = (self._ts + round((start - now) / FRAME) * self._ts_step) & 0xFFFFFFFF
         for pkt in self.dtmf_out.packets(digit, ts, duration_ms):
             self._dtmf_queue.append((start + pkt.send_offset, pkt))
