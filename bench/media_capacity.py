@@ -108,6 +108,7 @@ class Step:
     pacing_dev_ms_max: float | None = None
     pacing_dev_ms_user_space_p99: float | None = None
     server_cpu_cores: float | None = None
+    server_cpu_cores_quiet: float | None = None
     calls_per_server_core: float | None = None
     server_rss_mb_idle: float | None = None
     server_rss_mb_loaded: float | None = None
@@ -164,7 +165,8 @@ class Bench:
         command = [python, "-m", "mediaserver", "run"]
         if profile is not None:
             command = [python, "-m", "cProfile", "-o", str(profile), "-m", "mediaserver", "run"]
-        server = ServerProcess(self.server_config(), folder, command=command)
+        env = {"MEDIASERVER_GC_THRESHOLD": self.args.gc_threshold} if self.args.gc_threshold else {}
+        server = ServerProcess(self.server_config(), folder, command=command, env=env)
         self.server = server
         server.start()
         server.wait_ready(timeout=30)
@@ -209,6 +211,8 @@ class Bench:
             "--server-rtp-range",
             f"{self.server_rtp[0]}-{self.server_rtp[1]}",
         ]
+        if args.dump:
+            command += ["--dump", str(folder / "times.npz")]
         out_path = folder / "loadgen.json"
         err_path = folder / "loadgen.log"
         with out_path.open("wb") as out, err_path.open("wb") as err:
@@ -260,6 +264,7 @@ class Bench:
         step.pacing_dev_ms_max = detail["pacing_dev_ms"]["max"]
         step.pacing_dev_ms_user_space_p99 = detail["pacing_dev_ms_user_space"]["p99"]
         step.server_cpu_cores = detail["server_cpu_cores"]
+        step.server_cpu_cores_quiet = detail["server_cpu_cores_quiet"]
         if step.server_cpu_cores:
             step.calls_per_server_core = round(step.calls_established / step.server_cpu_cores, 1)
         step.server_rss_mb_loaded = detail["server_rss_mb_loaded"]
@@ -311,7 +316,8 @@ class Bench:
                     f"{step.echo_delay_ms_p99} ms, pacing p50/p99 {step.pacing_dev_ms_p50}/"
                     f"{step.pacing_dev_ms_p99} ms (user space p99 "
                     f"{step.pacing_dev_ms_user_space_p99}), server {step.server_cpu_cores} "
-                    f"cores, loadgen {step.loadgen_cpu_cores} cores, "
+                    f"cores (quiet {step.server_cpu_cores_quiet}), "
+                    f"loadgen {step.loadgen_cpu_cores} cores, "
                     f"{step.server_rss_kb_per_call} KB/call"
                     + ("" if step.passed else f"  -> FAIL: {step.stop_reason}")
                 )
@@ -368,12 +374,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="DIR",
         help="run each step's server under cProfile, stats in DIR (slows it down)",
     )
+    parser.add_argument(
+        "--gc-threshold",
+        metavar="A,B,C",
+        help="the server's MEDIASERVER_GC_THRESHOLD (default: the server's own)",
+    )
+    parser.add_argument(
+        "--dump",
+        action="store_true",
+        help="save each step's raw per-call times as times.npz in its folder (needs --workdir)",
+    )
     parser.add_argument("--workdir", help="keep logs and per-step JSON here (default: temp dir)")
     args = parser.parse_args(argv)
     if args.start <= 0 or args.step <= 0 or args.max < args.start:
         parser.error("need 0 < --start <= --max and --step > 0")
     if args.duration <= 0 or args.warmup < 0 or args.setup_rate <= 0:
         parser.error("--duration and --setup-rate must be positive, --warmup not negative")
+    if args.dump and not args.workdir:
+        parser.error("--dump needs --workdir (the files would be deleted)")
     if args.max > 4000:
         parser.error("--max above 4000 does not fit the RTP port plan (20000-29999)")
     return args
@@ -449,6 +467,7 @@ def summarise(
             "pass_rule": "every call established, 0 packets lost after the warm-up, "
             f"pacing p99 <= {args.pacing_limit} ms (kernel receive timestamps)",
             "profile": args.profile,
+            "gc_threshold": args.gc_threshold or "server default",
         },
         "server_threads": bench.server_threads,
         "best_n_calls": best.n_calls if best else None,

@@ -57,7 +57,6 @@ import numpy.typing as npt
 LOCALHOST = "127.0.0.1"
 FRAME = 0.020
 SLOTS = 20
-TICK = FRAME / SLOTS
 TS_STEP = 160  # PCMU, 8 kHz, 20 ms
 PAYLOAD_BYTES = 160
 HEADER_BYTES = 12
@@ -262,6 +261,8 @@ class LoadGen(asyncio.DatagramProtocol):
         self.warm_packets = round(args.warmup / FRAME)
         self.tick = 0
         self.t0 = 0.0
+        self.t0_ms = 0
+        self.slots: list[list[Call]] = []
         self.lateness: array[float] = array("d")
         self.media_done: asyncio.Future[None] = self.loop.create_future()
         self.marks: dict[str, Any] = {}
@@ -519,21 +520,29 @@ class LoadGen(asyncio.DatagramProtocol):
     # -- RTP -------------------------------------------------------------------------
 
     def start_media(self, slots: list[list[Call]]) -> None:
-        """Start the 1 ms sender ticker now."""
+        """Start the 1 ms sender ticker now.
+
+        Deadlines are kept in whole milliseconds of the loop clock: uvloop's
+        ``loop.time()`` has 1 ms resolution, and comparing it with float
+        deadlines (``t0 + n * 0.001``) makes a due tick look not yet due by a
+        rounding error, so ``call_at`` fires again at once, over and over, until
+        the next millisecond (a busy spin).
+        """
         self.slots = slots
         self.t0 = self.loop.time()
+        self.t0_ms = round(self.t0 * 1000)
         self.tick = 0
         self.loop.call_at(self.t0, self._on_tick)
 
     def _on_tick(self) -> None:
-        now = self.loop.time()
-        t0 = self.t0
+        now_ms = round(self.loop.time() * 1000)
+        t0_ms = self.t0_ms
         last_tick = self.packets * SLOTS
         send_time = time.time
         header = RTP_HEADER.pack_into
-        while self.tick < last_tick and t0 + self.tick * TICK <= now:
+        while self.tick < last_tick and t0_ms + self.tick <= now_ms:
             tick = self.tick
-            self.lateness.append(now - (t0 + tick * TICK))
+            self.lateness.append((now_ms - t0_ms - tick) / 1000)
             k = tick // SLOTS
             marker_bit = 0x80 if k == 0 else 0
             for call in self.slots[tick % SLOTS]:
@@ -558,7 +567,7 @@ class LoadGen(asyncio.DatagramProtocol):
                     self.rtp_send_errors += 1
             self.tick += 1
         if self.tick < last_tick:
-            self.loop.call_at(t0 + self.tick * TICK, self._on_tick)
+            self.loop.call_at((t0_ms + self.tick) / 1000, self._on_tick)
         elif not self.media_done.done():
             self.media_done.set_result(None)
 
@@ -621,6 +630,24 @@ class LoadGen(asyncio.DatagramProtocol):
                 call.rr_cumulative_lost = int.from_bytes(data[13:16], "big", signed=True)
                 call.rr_jitter = struct.unpack_from("!I", data, 20)[0]
 
+    async def wait_last_echoes(self, settle: float = 0.3, limit: float = 3.0) -> None:
+        """Wait until no echo has arrived for ``settle`` s (at most ``limit`` s).
+
+        A server running behind still owes the last packets; stopping at once
+        would count them as lost.
+        """
+        deadline = self.loop.time() + limit
+        last = -1
+        quiet_since = self.loop.time()
+        while self.loop.time() < deadline:
+            await asyncio.sleep(0.1)
+            count = sum(len(c.arrivals_kernel) for c in self.calls)
+            if count != last:
+                last = count
+                quiet_since = self.loop.time()
+            elif self.loop.time() - quiet_since >= settle:
+                return
+
     # -- measurement marks ------------------------------------------------------------
 
     def mark(self, name: str) -> None:
@@ -672,6 +699,14 @@ def pacing(
     if not pooled:
         return np.zeros(0), per_call
     return np.concatenate(pooled), per_call
+
+
+def quiet_cores(before: dict[str, Any], after: dict[str, Any]) -> float | None:
+    """Server cores used between two marks (None if the server was gone)."""
+    if before["server_cpu_s"] is None or after["server_cpu_s"] is None:
+        return None
+    wall = after["mono"] - before["mono"]
+    return round((after["server_cpu_s"] - before["server_cpu_s"]) / wall, 3) if wall else None
 
 
 def figures(gen: LoadGen, drops: dict[str, int]) -> dict[str, Any]:
@@ -760,6 +795,7 @@ def figures(gen: LoadGen, drops: dict[str, int]) -> dict[str, Any]:
         "loadgen_tick_lateness_ms": percentiles(lateness),
         "server_cpu_s": round(server_cpu, 3) if server_cpu is not None else None,
         "server_cpu_cores": round(server_cpu / wall, 3) if server_cpu is not None else None,
+        "server_cpu_cores_quiet": quiet_cores(gen.marks["established"], gen.marks["quiet_end"]),
         "server_rss_mb_before_setup": gen.marks["before_setup"]["server_rss_mb"],
         "server_rss_mb_established": gen.marks["established"]["server_rss_mb"],
         "server_rss_mb_loaded": we["server_rss_mb"],
@@ -779,6 +815,18 @@ def figures(gen: LoadGen, drops: dict[str, int]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- main
 
 
+def dump(gen: LoadGen, path: Path) -> None:
+    """Save the raw per-call times (seconds, wall clock) for a closer look (numpy .npz)."""
+    arrays: dict[str, npt.NDArray[np.float64]] = {}
+    for call in gen.calls:
+        arrays[f"sent_{call.idx}"] = np.frombuffer(call.sent_at, dtype=np.float64)
+        arrays[f"recv_{call.idx}"] = np.frombuffer(call.recv_at, dtype=np.float64)
+        arrays[f"arrivals_{call.idx}"] = np.frombuffer(call.arrivals_kernel, dtype=np.float64)
+    window = [gen.marks["window_start"]["wall"], gen.marks["window_end"]["wall"]]
+    arrays["window"] = np.array(window, dtype=np.float64)
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Set up, stream, measure, hang up; return the figures."""
     loop = asyncio.get_running_loop()
@@ -795,9 +843,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             f"{len(established)}/{len(gen.calls)} calls established in "
             f"{time.monotonic() - t_setup:.1f} s"
         )
-        # Let the last 200s' sessions settle, then stream on every established call.
+        # Let the last 200s' sessions settle; then one quiet second (sessions open, no
+        # RTP yet): the server's CPU in it is its clock and timers with nothing to send.
         await asyncio.sleep(0.5)
         gen.mark("established")
+        await asyncio.sleep(args.quiet)
+        gen.mark("quiet_end")
         drops_before = udp_drops_by_port()
         slots: list[list[Call]] = [[] for _ in range(SLOTS)]
         for i, call in enumerate(established):
@@ -809,7 +860,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         loop.call_at(gen.t0 + args.warmup, gen.mark, "window_start")
         loop.call_at(gen.t0 + args.warmup + args.duration - FRAME / 2, gen.mark, "window_end")
         await asyncio.wait_for(gen.media_done, args.warmup + args.duration + 30)
-        await asyncio.sleep(0.3)  # the last echoes
+        await gen.wait_last_echoes()
         gc.enable()
         if "window_end" not in gen.marks:
             gen.mark("window_end")
@@ -824,6 +875,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for call in gen.calls:
             loop.remove_reader(call.rtp_sock.fileno())
         await gen.hang_up()
+        if args.dump:
+            dump(gen, Path(args.dump))
         return figures(gen, drops)
     finally:
         gen.close()
@@ -845,6 +898,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=0.5, help="media seconds not counted")
     parser.add_argument("--setup-rate", type=float, default=400.0, help="INVITEs (BYEs) per s")
     parser.add_argument("--sip-timeout", type=float, default=16.0)
+    parser.add_argument("--dump", help="save the raw per-call times here (.npz)")
+    parser.add_argument(
+        "--quiet", type=float, default=1.0, help="seconds with calls up and no RTP (measured)"
+    )
     parser.add_argument("--rtp-range", type=port_range, required=True, help="LO-HI")
     parser.add_argument("--server-rtp-range", type=port_range, required=True, help="LO-HI")
     args = parser.parse_args(argv)
