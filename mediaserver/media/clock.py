@@ -23,6 +23,8 @@ log = structlog.get_logger("mediaserver.media.clock")
 FRAME = 0.020
 SLOTS = 20
 TICK = FRAME / SLOTS
+#: A tick is served up to this early (see `MediaClock._run`).
+_EARLY_TOLERANCE = TICK / 2
 
 #: Keep this many recent lateness samples for the pacing figures.
 _LATENESS_SAMPLES = 4096
@@ -38,7 +40,7 @@ class Paced:
 
 @dataclass
 class PacingStats:
-    """How late ticks ran, in seconds (ring buffer of recent samples)."""
+    """How late ticks ran, in seconds (ring buffer of recent samples, one per served tick)."""
 
     samples: list[float] = field(default_factory=list)
     ticks: int = 0
@@ -114,10 +116,15 @@ class MediaClock:
         self._running = True
         try:
             # Serve every tick that is due (more than one only if the loop was late).
-            while self._start + self._tick * TICK <= now:
-                late = now - (self._start + self._tick * TICK)
-                for obj in list(self._slots[self._tick % SLOTS]):
+            # uvloop's clock has 1 ms resolution, so a timer can wake a hair before
+            # its float deadline; without the tolerance the loop would re-arm the
+            # same deadline and spin until the millisecond turns over.
+            while self._start + self._tick * TICK <= now + _EARLY_TOLERANCE:
+                late = max(0.0, now - (self._start + self._tick * TICK))
+                slot = self._slots[self._tick % SLOTS]
+                if slot:
                     self.stats.add(late)
+                for obj in list(slot):
                     try:
                         obj.on_tick(now, late)
                     except Exception:

@@ -228,7 +228,7 @@ def test_hold_sends_nothing_and_inactivity_times_out() -> None:
         session.play(tone(5))
         await asyncio.sleep(0.15)
         record["held"] = len(peer.received())
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.6)  # the timeout is checked every 0.25 s
 
     rec = run(body, inactivity_timeout=0.3)
     assert rec["held"] == 0
