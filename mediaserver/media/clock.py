@@ -14,6 +14,7 @@ missed slots at once rather than skipping them.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -74,6 +75,8 @@ class MediaClock:
         self._handle: asyncio.TimerHandle | None = None
         self.stats = PacingStats()
         self._running = False
+        #: Called after each served slot (e.g. to code that slot's frames in one batch).
+        self.after_slot: list[Callable[[], None]] = []
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -131,6 +134,12 @@ class MediaClock:
                         # One broken call must not stop the clock for everyone.
                         log.exception("paced_object_failed")
                         self.remove(obj)
+                if slot:
+                    for hook in self.after_slot:
+                        try:
+                            hook()
+                        except Exception:
+                            log.exception("after_slot_failed")
                 self._tick += 1
         finally:
             self._running = False
