@@ -36,15 +36,20 @@ class CallControl(Protocol):
         """End the call from our side."""
 
 
+async def ring_and_answer(call: CallControl, route: Route) -> None:
+    """Send 180 Ringing for `route.ring` seconds (if any), then answer."""
+    if route.ring > 0:
+        call.ring()
+        await asyncio.sleep(route.ring)
+    call.answer()
+
+
 async def answer_and_wait_media(call: CallControl, route: Route) -> RtpSession | None:
     """Ring if the route says so, answer, and wait for the RTP session.
 
     Returns None when the call ended first (e.g. the caller hung up).
     """
-    if route.ring > 0:
-        call.ring()
-        await asyncio.sleep(route.ring)
-    call.answer()
+    await ring_and_answer(call, route)
     ready = asyncio.ensure_future(call.media_ready.wait())
     ended = asyncio.ensure_future(call.ended.wait())
     await asyncio.wait({ready, ended}, return_when=asyncio.FIRST_COMPLETED)

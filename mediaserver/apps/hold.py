@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from mediaserver.apps.base import CallControl, hold_for
+from mediaserver.apps.base import CallControl, hold_for, ring_and_answer
 from mediaserver.config import Route
 
 
 async def run_hold(call: CallControl, route: Route) -> None:
     """Ring for `route.ring` s, answer, hold for `route.duration` s (0: forever), hang up."""
-    if route.ring > 0:
-        call.ring()
-        await asyncio.sleep(route.ring)
-    call.answer()
+    await ring_and_answer(call, route)
     await hold_for(call, route.duration)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 
@@ -31,12 +32,11 @@ _EARLY_TOLERANCE = TICK / 2
 _LATENESS_SAMPLES = 4096
 
 
-class Paced:
+class Paced(Protocol):
     """What the clock drives: anything with `on_tick(now, late)`."""
 
-    def on_tick(self, now: float, late: float) -> None:  # pragma: no cover - interface
+    def on_tick(self, now: float, late: float) -> None:
         """Called once per 20 ms in the object's slot; `late` is seconds behind schedule."""
-        raise NotImplementedError
 
 
 @dataclass

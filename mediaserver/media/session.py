@@ -38,7 +38,7 @@ import structlog
 
 from mediaserver.codecs import Codec, CodecError, create
 from mediaserver.codecs.g711 import alaw_encode, ulaw_encode
-from mediaserver.media.clock import FRAME, MediaClock, Paced
+from mediaserver.media.clock import FRAME, MediaClock
 from mediaserver.media.dtmf import DtmfPacket, DtmfReceiver, DtmfSender
 from mediaserver.media.jitter import JitterBuffer
 from mediaserver.media.recording import StereoRecorder
@@ -114,7 +114,7 @@ class _Outbound:
     tag: object | None
 
 
-class RtpSession(Paced):
+class RtpSession:
     """The media of one call. Created after offer/answer; closed on hangup."""
 
     def __init__(
@@ -160,7 +160,6 @@ class RtpSession(Paced):
         self._seq = random.getrandbits(16)
         self._ts = random.getrandbits(32)
         self._talkspurt = True
-        self._octets = 0
         self._last_rtp_in = now
         self._next_rtcp = now + RTCP_INTERVAL * (0.5 + random.random())
         self._last_sr: tuple[int, float] | None = None
@@ -450,7 +449,7 @@ class RtpSession(Paced):
         except OSError:
             return  # e.g. ICMP unreachable pending on the socket; RTP is best effort
         self.stats.packets_out += 1
-        self._octets += len(payload)
+        self.stats.bytes_out += len(payload)
 
     def _send_rtcp(self, now: float, bye: bool = False) -> None:
         blocks = []
@@ -464,7 +463,7 @@ class RtpSession(Paced):
                 ntp_timestamp=ntp_time(time.time()),  # RTCP carries wall-clock time
                 rtp_timestamp=self._ts,
                 packet_count=self.stats.packets_out & 0xFFFFFFFF,
-                octet_count=self._octets & 0xFFFFFFFF,
+                octet_count=self.stats.bytes_out & 0xFFFFFFFF,
                 reports=blocks,
             )
         else:

@@ -263,11 +263,11 @@ def test_clock_spreads_sessions_over_slots() -> None:
         counters = [Counter() for _ in range(40)]
         start = loop.time()
         for c in counters:
-            clock.add(c)  # type: ignore[arg-type]
+            clock.add(c)
         await asyncio.sleep(0.2)
         elapsed = loop.time() - start
         for c in counters:
-            clock.remove(c)  # type: ignore[arg-type]
+            clock.remove(c)
             ticks.append(c.n)
         assert len(clock) == 0
         # every object is served once per 20 ms of elapsed time (late ticks are caught up)
