@@ -92,6 +92,9 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     log "installing mediaserver[dev] into ${VENV}"
     "${VENV}/bin/python" -m pip install --disable-pip-version-check -q --upgrade pip
     "${VENV}/bin/python" -m pip install --disable-pip-version-check -q -e '.[dev]'
+    # Only for its silero ONNX files: the package's declared dependencies (torch,
+    # torchaudio) are several GB and never imported; onnxruntime runs the model.
+    "${VENV}/bin/python" -m pip install --disable-pip-version-check -q --no-deps silero-vad
     touch "$STAMP"
 else
     log "${VENV} is up to date"

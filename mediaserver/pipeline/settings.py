@@ -1,0 +1,141 @@
+"""Pipeline settings: typed, documented, with the defaults users get.
+
+They are part of the server config (`pipeline:` section, and per route under
+`agent.params`); a bad value fails start-up with one line naming the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VadSettings(_Strict):
+    """Silero VAD with hysteresis (probabilities per 32 ms chunk at 16 kHz)."""
+
+    #: Path to a silero ONNX file; default: the one in the silero-vad wheel.
+    model: Path | None = None
+    #: Speech starts when the probability reaches this...
+    threshold: float = Field(0.5, gt=0, lt=1)
+    #: ...and stops once it falls below this (hysteresis) for `min_silence`.
+    neg_threshold: float = Field(0.35, gt=0, lt=1)
+    #: Seconds of speech probability above threshold before "speech started".
+    min_speech: float = Field(0.032, ge=0)
+    #: Seconds below neg_threshold before "speech stopped".
+    min_silence: float = Field(0.1, ge=0)
+    #: Seconds a chunk may wait so one inference serves every call (batching).
+    batch_period: float = Field(0.008, gt=0, le=0.064)
+    #: webrtcvad as a cheap pre-gate: chunks it calls silence skip silero.
+    webrtc_pregate: bool = False
+    #: webrtcvad aggressiveness 0-3.
+    webrtc_mode: int = Field(2, ge=0, le=3)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> VadSettings:
+        if self.neg_threshold > self.threshold:
+            raise ValueError("neg_threshold must not exceed threshold")
+        return self
+
+
+class TurnSettings(_Strict):
+    """When the caller's turn ends and who speaks first."""
+
+    #: Seconds of silence (with the STT final) that end the caller's turn.
+    end_of_speech_timeout: float = Field(0.7, ge=0.25, le=10)
+    #: The agent greets first (otherwise it waits for the caller).
+    agent_speaks_first: bool = True
+    #: Seconds of caller silence before the attention prompt (0: never).
+    attention_timeout: float = Field(10.0, ge=0)
+    #: What the agent says when the caller stays silent.
+    attention_prompt: str = "Are you still there?"
+    #: Seconds of silence (after the attention prompt) before a polite hangup (0: never).
+    inactivity_timeout: float = Field(20.0, ge=0)
+    #: Said before hanging up on a silent caller.
+    goodbye: str = "I have not heard anything, so I will hang up now. Goodbye."
+    #: Said when speech was heard but nothing was recognised.
+    not_understood: str = "Sorry, I did not catch that. Could you say it again?"
+
+
+class BargeInSettings(_Strict):
+    """Interrupting the agent."""
+
+    enabled: bool = True
+    #: Seconds of caller speech before it counts as an interruption.
+    min_speech: float = Field(0.0, ge=0)
+    #: Words (from STT partials) before it counts; 0: VAD alone decides.
+    min_words: int = Field(0, ge=0)
+    #: Resume the interrupted reply when the interruption brings no words in this
+    #: many seconds after the caller stops (0: never resume).
+    false_resume_window: float = Field(1.0, ge=0)
+
+
+class SttSettings(_Strict):
+    """Speech-to-text backend."""
+
+    backend: Literal["pocketsphinx", "faster-whisper"] = "pocketsphinx"
+    #: Model folder or file (pocketsphinx: the wheel's en-us model by default).
+    model: Path | None = None
+    language: str = "en-us"
+    #: Decoders kept ready in the pool (more are made on demand).
+    pool_size: int = Field(2, ge=0)
+
+
+class TtsSettings(_Strict):
+    """Text-to-speech backend."""
+
+    backend: Literal["espeak-ng", "piper"] = "espeak-ng"
+    #: espeak-ng voice name, or the piper voice (.onnx) path.
+    voice: str = "en-us"
+    #: espeak-ng words per minute.
+    rate: int = Field(175, ge=80, le=450)
+    #: Fallback voice or backend tried when synthesis fails.
+    fallback_voice: str | None = None
+
+
+class LlmSettings(_Strict):
+    """One LLM backend."""
+
+    backend: Literal["openai", "scripted"] = "scripted"
+    base_url: str = "https://api.openai.com/v1"
+    #: API key, or `env:NAME` to read it from the environment.
+    api_key: str | None = None
+    model: str = "gpt-4o-mini"
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, gt=0)
+    #: Seconds to wait for the first token.
+    first_token_timeout: float = Field(10.0, gt=0)
+    #: Seconds to wait between tokens once streaming.
+    idle_timeout: float = Field(10.0, gt=0)
+    #: Tool calls allowed in one caller turn before the model must answer.
+    max_tool_calls: int = Field(5, ge=0)
+
+
+class FillerSettings(_Strict):
+    """Phrases played when a tool runs long."""
+
+    enabled: bool = True
+    #: Seconds a tool may run before a filler is spoken.
+    after: float = Field(1.0, ge=0)
+    phrases: list[str] = Field(default_factory=lambda: ["One moment please."])
+
+
+class PipelineSettings(_Strict):
+    """Everything the voice-AI pipeline of one call needs."""
+
+    vad: VadSettings = Field(default_factory=VadSettings)
+    turn: TurnSettings = Field(default_factory=TurnSettings)
+    barge_in: BargeInSettings = Field(default_factory=BargeInSettings)
+    stt: SttSettings = Field(default_factory=SttSettings)
+    tts: TtsSettings = Field(default_factory=TtsSettings)
+    llm: LlmSettings = Field(default_factory=LlmSettings)
+    fillers: FillerSettings = Field(default_factory=FillerSettings)
+    #: Threads for CPU-bound inference (STT, TTS, VAD) shared by all calls.
+    executor_threads: int = Field(2, ge=1, le=64)
+    #: Seconds a tool may run before it is abandoned (tool_timeout).
+    tool_timeout: float = Field(10.0, gt=0)
