@@ -26,10 +26,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"config error: {exc}", file=sys.stderr)
             return 2
         configure(config.logging.level, config.logging.format)
+        from mediaserver.pipeline.stt.base import ModelLoadError
         from mediaserver.server import serve
 
         try:
             return uvloop.run(serve(config))
+        except ConfigError as exc:
+            print(f"config error: {exc}", file=sys.stderr)
+            return 2
+        except ModelLoadError as exc:
+            print(f"model error: {exc}", file=sys.stderr)
+            return 2
         except OSError as exc:
             print(f"cannot start: {exc}", file=sys.stderr)
             return 1

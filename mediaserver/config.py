@@ -13,11 +13,12 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mediaserver.pipeline.settings import PipelineSettings
 from mediaserver.sip.sdp import CODECS
 
 
@@ -99,6 +100,50 @@ class MediaSettings(_Strict):
         return self
 
 
+class ToolConfig(_Strict):
+    """A tool of an inline agent: a Python callable or a response template."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    description: str = ""
+    #: JSON schema of the arguments (an object schema as in OpenAI's API).
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}}
+    )
+    #: "package.module:function", called as function(**arguments).
+    function: str | None = Field(None, pattern=r"^[\w.]+:[\w.]+$")
+    #: A reply template instead of a function, e.g. "Order {order_id} has shipped."
+    response: str | None = None
+    fillers: list[str] = Field(default_factory=list)
+    timeout: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ToolConfig:
+        if (self.function is None) == (self.response is None):
+            raise ValueError("a tool needs exactly one of `function` or `response`")
+        return self
+
+
+class ReplyConfig(_Strict):
+    """A canned reply of the scripted engine."""
+
+    match: list[str] = Field(min_length=1)
+    reply: str
+
+
+class AgentConfig(_Strict):
+    """An agent declared inline in a route (app `agent`)."""
+
+    name: str | None = None
+    prompt: str = "You are a helpful voice assistant on a phone call."
+    greeting: str | None = "Hello! How can I help you?"
+    hints: list[str] = Field(default_factory=list)
+    tools: list[ToolConfig] = Field(default_factory=list)
+    replies: list[ReplyConfig] = Field(default_factory=list)
+    fallback: str = "I'm sorry, I can't help with that."
+    #: Overrides of the top-level `pipeline` settings for this agent (merged key by key).
+    pipeline: dict[str, Any] = Field(default_factory=dict)
+
+
 class Route(_Strict):
     """A Request-URI user and the built-in app answering it.
 
@@ -107,7 +152,7 @@ class Route(_Strict):
     `record` (record the caller to a WAV in `directory`), `dtmf` (log digits).
     """
 
-    app: Literal["hold", "echo", "playback", "record", "dtmf"] = "hold"
+    app: Literal["hold", "echo", "playback", "record", "dtmf", "agent"] = "hold"
     #: Seconds after answering before we hang up (0: until the caller hangs up).
     duration: float = Field(30.0, ge=0)
     #: Seconds of 180 Ringing before answering.
@@ -116,6 +161,8 @@ class Route(_Strict):
     file: Path | None = None
     #: `record`: where the caller's WAV goes.
     directory: Path = Path("recordings")
+    #: `agent`: the agent answering (prompt, greeting, tools, pipeline overrides).
+    agent: AgentConfig | None = None
 
     @model_validator(mode="after")
     def _app_needs(self) -> Route:
@@ -127,6 +174,8 @@ class Route(_Strict):
                 raise ValueError("playback needs `file`")
             if not self.file.is_file():
                 raise ValueError(f"file not found: {self.file}")
+        if self.app == "agent" and self.agent is None:
+            self.agent = AgentConfig()
         return self
 
 
@@ -151,6 +200,43 @@ class Config(_Strict):
     routes: dict[str, Route] = Field(default_factory=lambda: {"hold": Route()})
     shutdown: Shutdown = Field(default_factory=Shutdown)
     logging: Logging = Field(default_factory=Logging)
+    #: The voice-AI pipeline (VAD, turn-taking, barge-in, STT, LLM, TTS) of agent routes.
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+
+    @model_validator(mode="after")
+    def _agent_pipelines(self) -> Config:
+        # Validate each agent's overrides now, so a bad key fails at start-up.
+        for name, route in self.routes.items():
+            if route.agent is not None and route.agent.pipeline:
+                agent_pipeline(self.pipeline, route.agent, f"routes.{name}.agent.pipeline")
+        return self
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def agent_pipeline(base: PipelineSettings, agent: AgentConfig, where: str) -> PipelineSettings:
+    """The pipeline settings of one agent: `base` with the agent's overrides.
+
+    Raises:
+        ValueError: an override is invalid (the message names the full key).
+    """
+    if not agent.pipeline:
+        return base
+    merged = _merge(base.model_dump(), agent.pipeline)
+    try:
+        return PipelineSettings.model_validate(merged)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise ValueError(f"{where}.{key}: {err['msg'].removeprefix('Value error, ')}") from None
 
 
 _base_dir: contextvars.ContextVar[Path | None] = contextvars.ContextVar("base_dir", default=None)
@@ -196,6 +282,8 @@ def load_config(path: str | Path) -> Config:
             return Config.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:  # a whole-config check; its message names the key itself
+            raise ConfigError(f"{path}: {msg}") from None
+        key = ".".join(str(p) for p in err["loc"])
         raise ConfigError(f"{path}: {key}: {msg}") from None

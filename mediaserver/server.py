@@ -15,10 +15,15 @@ import signal
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
 from mediaserver.apps import APPS
+from mediaserver.apps.agent import agent_from_config
+from mediaserver.call.events import HoldChanged
+from mediaserver.call.runtime import PipelineRuntime
+from mediaserver.call.spec import AgentSpec
 from mediaserver.config import Config
 from mediaserver.media.clock import MediaClock
 from mediaserver.media.ports import PortPool
@@ -56,6 +61,9 @@ class _AppCall:
     digits: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
     session: RtpSession | None = None
+    runtime: PipelineRuntime | None = None
+    agent: AgentSpec | None = None
+    actor: Any = None
 
     @property
     def call_id(self) -> str:
@@ -92,10 +100,26 @@ class SipServer:
         self._reject_window = 0.0
         self._reject_logged = 0
         self._reject_suppressed = 0
+        self.runtime: PipelineRuntime | None = None
+        self.agents: dict[str, AgentSpec] = {}
+
+    def load_agents(self) -> None:
+        """Build the agents of `agent` routes and load the pipeline's models (once).
+
+        Raises:
+            ConfigError: a tool cannot be imported or an override is invalid.
+            ModelLoadError: a model failed to load (one line naming backend and path).
+        """
+        for user, route in self.config.routes.items():
+            if route.app == "agent" and route.agent is not None:
+                self.agents[user] = agent_from_config(user, route.agent, self.config.pipeline)
+        if self.agents and self.runtime is None:
+            self.runtime = PipelineRuntime(self.config.pipeline)
 
     async def start(self) -> None:
         """Bind every listener and build the core."""
         self._loop = loop = asyncio.get_running_loop()
+        self.load_agents()
         sip = self.config.sip
         ssl_ctx: ssl.SSLContext | None = None
         local: dict[str, tuple[str, int]] = {}
@@ -190,6 +214,8 @@ class SipServer:
                 app = self.apps.get(event.call.id)
                 if app is not None and app.session is not None and media is not None:
                     app.session.update(media)
+                    if app.actor is not None:
+                        app.actor.post(HoldChanged(event.call.on_hold))
                 else:
                     self._open_media(event.call)
             elif isinstance(event, CallEnded):
@@ -235,7 +261,7 @@ class SipServer:
     def _start_app(self, call: Call) -> None:
         self.calls_total += 1
         route = self.config.routes[call.user]
-        app = _AppCall(self, call)
+        app = _AppCall(self, call, runtime=self.runtime, agent=self.agents.get(call.user))
         self.apps[call.id] = app
         log.info(
             "call_incoming",
@@ -338,6 +364,8 @@ class SipServer:
         if self._wakeup is not None:
             self._wakeup.cancel()
         await self.transports.close()
+        if self.runtime is not None:
+            await self.runtime.aclose()
 
 
 #: Garbage-collector thresholds. Finished transactions keep ~25 objects per call

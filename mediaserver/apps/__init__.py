@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from mediaserver.apps.agent import run_agent
 from mediaserver.apps.base import CallControl
 from mediaserver.apps.dtmf import run_dtmf
 from mediaserver.apps.echo import run_echo
@@ -22,4 +23,5 @@ APPS: dict[str, App] = {
     "playback": run_playback,
     "record": run_record,
     "dtmf": run_dtmf,
+    "agent": run_agent,
 }

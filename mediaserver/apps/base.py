@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mediaserver.config import Route
 from mediaserver.media.session import RtpSession
+
+if TYPE_CHECKING:
+    from mediaserver.call.runtime import PipelineRuntime
+    from mediaserver.call.spec import AgentSpec
 
 
 class CallControl(Protocol):
@@ -17,6 +21,12 @@ class CallControl(Protocol):
     media_ready: asyncio.Event
     #: Digits from RFC 4733 events and SIP INFO, in arrival order.
     digits: asyncio.Queue[str]
+    #: The loaded pipeline (models, executor) when the server runs agents.
+    runtime: PipelineRuntime | None
+    #: The agent of this call's route (`agent` app only).
+    agent: AgentSpec | None
+    #: The call actor once the agent app started one (for the call record).
+    actor: Any
 
     @property
     def call_id(self) -> str:

@@ -205,6 +205,17 @@ class RtpSession:
             self._out.append(_Outbound(np.concatenate([self._carry, padding]), tag))
             self._carry = _EMPTY
 
+    def rephase(self) -> None:
+        """Before a talk spurt that starts after silence: send its first frame at the
+        next clock tick instead of waiting for this session's slot.
+
+        Between talk spurts nothing is sent, so moving the slot is invisible to the
+        far end (the marker bit starts the spurt, timestamps run on); it saves up to
+        20 ms of the agent's answer latency. A no-op while audio is queued.
+        """
+        if not self._out and self._talkspurt:
+            self.clock.advance(self)
+
     def flush(self) -> int:
         """Drop every queued outbound frame (barge-in); returns how many."""
         dropped = len(self._out)

@@ -1,0 +1,103 @@
+"""The `agent` app: answer, then hand the call to a `CallActor` running its agent.
+
+Also turns a route's inline `agent:` config into the actor's `AgentSpec`
+(resolving "module:function" tools once, at start-up).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import string
+from collections.abc import Callable
+from typing import Any
+
+from mediaserver.apps.base import CallControl, answer_and_wait_media
+from mediaserver.call.actor import CallActor
+from mediaserver.call.spec import AgentSpec, Reply, Tool, ToolHandler
+from mediaserver.config import AgentConfig, ConfigError, Route, ToolConfig, agent_pipeline
+from mediaserver.pipeline.llm.base import ToolSpec
+from mediaserver.pipeline.settings import PipelineSettings
+
+
+async def run_agent(call: CallControl, route: Route) -> None:
+    """Answer and let the route's agent talk until the call ends."""
+    runtime, agent = call.runtime, call.agent
+    if runtime is None or agent is None:
+        raise RuntimeError("the agent app needs a loaded pipeline and agent")
+    media = await answer_and_wait_media(call, route)
+    if media is None:
+        return
+    actor = CallActor(call, media, agent, runtime)
+    call.actor = actor
+    await actor.run()
+
+
+def agent_from_config(user: str, cfg: AgentConfig, pipeline: PipelineSettings) -> AgentSpec:
+    """The `AgentSpec` of route `user`.
+
+    Raises:
+        ConfigError: a tool's function cannot be imported (the key is named).
+    """
+    where = f"routes.{user}.agent"
+    try:
+        settings = agent_pipeline(pipeline, cfg, f"{where}.pipeline")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    tools = [
+        Tool(
+            ToolSpec(t.name, t.description, t.parameters),
+            _handler(t, f"{where}.tools.{i}"),
+            fillers=list(t.fillers),
+            timeout=t.timeout,
+        )
+        for i, t in enumerate(cfg.tools)
+    ]
+    return AgentSpec(
+        name=cfg.name or user,
+        system_prompt=cfg.prompt,
+        greeting=cfg.greeting,
+        tools=tools,
+        hints=list(cfg.hints),
+        replies=[Reply(tuple(r.match), r.reply) for r in cfg.replies],
+        fallback=cfg.fallback,
+        settings=settings,
+    )
+
+
+def _handler(tool: ToolConfig, where: str) -> ToolHandler:
+    if tool.response is not None:
+        return _template(tool.response)
+    assert tool.function is not None
+    module_name, _, attr = tool.function.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{where}.function: cannot import {tool.function}: {exc}") from None
+    if not callable(target):
+        raise ConfigError(f"{where}.function: {tool.function} is not callable")
+    return _keywords(target)
+
+
+def _keywords(func: Callable[..., Any]) -> ToolHandler:
+    """Call `func(**arguments)`, keeping coroutine functions awaitable."""
+    if inspect.iscoroutinefunction(func):
+
+        async def call_async(args: dict[str, Any]) -> Any:
+            return await func(**args)
+
+        return call_async
+    return lambda args: func(**args)
+
+
+class _Blank(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def _template(text: str) -> ToolHandler:
+    """A data tool: the reply template filled with the arguments (missing ones blank)."""
+    formatter = string.Formatter()
+    return lambda args: formatter.vformat(text, (), _Blank(args))

@@ -1,0 +1,983 @@
+"""The call actor: one asyncio task per call, one inbox, the only owner of call state.
+
+Ordering and cancellation rules, enforced here:
+
+- Every producer (media callbacks, the VAD batcher, child tasks for STT, LLM,
+  TTS and tools, timers) only posts events to `inbox`; `run` handles them one
+  at a time in arrival order. Nothing else mutates the conversation.
+- Child work is tagged with the turn or reply it belongs to. Cancelling a
+  reply (barge-in, hangup) cancels its tasks in-process and bumps nothing
+  else; anything it posted before dying is recognised as stale by its id.
+- What the caller heard is what left on the wire: every outbound frame carries
+  a `FrameTag`; the media plane reports tags as frames are sent, and the
+  assistant message kept after an interruption is cut at the last sent frame.
+- Turn-taking runs on media time (RTP timestamps from the jitter buffer), not
+  arrival time: the caller's turn ends after `end_of_speech_timeout` of VAD
+  silence in the audio itself, together with the STT final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import structlog
+
+from mediaserver.apps.base import CallControl
+from mediaserver.call import events as ev
+from mediaserver.call.lifecycle import CallState, Lifecycle
+from mediaserver.call.runtime import PipelineRuntime
+from mediaserver.call.spec import AgentSpec, Tool, tool_output
+from mediaserver.call.voicing import FrameTag, Voicing
+from mediaserver.codecs.resample import Resampler
+from mediaserver.media.session import RtpSession
+from mediaserver.pipeline.llm.base import (
+    Done,
+    LlmBackend,
+    LlmError,
+    LlmOptions,
+    LlmTimeout,
+    Message,
+    Token,
+    ToolCall,
+    ToolCalls,
+)
+from mediaserver.pipeline.stt.base import STT_RATE, SttError, SttStream
+from mediaserver.pipeline.stt.hints import hints_for
+from mediaserver.pipeline.tts.base import TtsBackend, TtsChunk, TtsError
+from mediaserver.pipeline.tts.clauses import ClauseAggregator
+from mediaserver.pipeline.vad.detector import SpeechDetector, SpeechStarted, SpeechStopped
+
+log = structlog.get_logger("mediaserver.call.actor")
+
+#: Audio kept from before VAD fires, so the first syllable reaches STT.
+PREROLL = 0.3
+#: Speech shorter than this that STT cannot read is ignored (a cough, a click).
+MIN_UNDERSTOOD_SPEECH = 0.3
+#: Wall-clock margin after end_of_speech_timeout, for callers whose RTP stops
+#: during silence (DTX): media time then stops too.
+EOS_WALL_MARGIN = 0.25
+#: Said when the model fails and there is nothing better to say.
+TROUBLE_PHRASE = "Sorry, I am having trouble answering right now."
+
+
+@dataclass
+class TurnMetrics:
+    """Per-turn latency (wall-clock seconds, `time.monotonic`)."""
+
+    turn: int
+    speech_end: float = 0.0
+    eos_decided: float = 0.0
+    stt_final: float = 0.0
+    stt_finalise_s: float = 0.0
+    llm_start: float = 0.0
+    llm_first_token: float = 0.0
+    tts_first_audio_s: float = 0.0
+    first_frame_sent: float = 0.0
+
+    def summary(self) -> dict[str, float]:
+        """The split of voice-to-voice latency (milliseconds)."""
+        v2v = self.first_frame_sent - self.speech_end
+        eos = self.eos_decided - self.speech_end
+        llm = self.llm_first_token - self.llm_start if self.llm_first_token else 0.0
+        parts = {
+            "voice_to_voice_ms": v2v,
+            "endpointing_ms": eos,
+            "stt_finalise_ms": self.stt_finalise_s,
+            "llm_first_token_ms": llm,
+            "tts_first_audio_ms": self.tts_first_audio_s,
+        }
+        parts["overhead_ms"] = v2v - eos - self.stt_finalise_s - llm - self.tts_first_audio_s
+        return {k: round(v * 1000, 2) for k, v in parts.items()}
+
+
+@dataclass
+class BargeIn:
+    """One interruption of the agent."""
+
+    reply: int
+    onset_media: float
+    decided: float
+    flushed_frames: int
+    heard: str = ""
+    generated: str = ""
+    false: bool = False
+    resumed: bool = False
+
+
+@dataclass
+class _Turn:
+    """The caller's current turn."""
+
+    id: int
+    started_media: float
+    barge_in: bool = False
+    words: int = 0
+    partial: str = ""
+    finalising: bool = False
+    speech_s: float = 0.0
+    metrics: TurnMetrics | None = None
+
+
+@dataclass
+class _Reply:
+    """One agent reply: LLM steps, tool calls, clauses, frames."""
+
+    id: int
+    voicing: Voicing
+    kind: str  # "llm" or "fixed"
+    text: str = ""
+    #: Heard text of an interrupted reply this one resumes.
+    prefix: str = ""
+    step_start: int = 0
+    clauses: ClauseAggregator = field(default_factory=ClauseAggregator)
+    clause_start: int = 0
+    llm_task: asyncio.Task[None] | None = None
+    llm_done: bool = True
+    tts_task: asyncio.Task[None] | None = None
+    tts_queue: asyncio.Queue[tuple[int, str] | None] = field(default_factory=asyncio.Queue)
+    tts_pending: int = 0
+    tools_pending: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    tool_results: list[ev.ToolResult] = field(default_factory=list)
+    tool_calls_made: int = 0
+    filler_said: bool = False
+    finished_framing: bool = False
+    then_hangup: bool = False
+    metrics: TurnMetrics | None = None
+    first_frame_seen: bool = False
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        out = [t for t in (self.llm_task, self.tts_task) if t is not None]
+        return out + list(self.tools_pending.values())
+
+
+class CallActor:
+    """Runs one call's conversation (see the module docstring for the rules)."""
+
+    def __init__(
+        self,
+        call: CallControl,
+        media: RtpSession,
+        agent: AgentSpec,
+        runtime: PipelineRuntime,
+        *,
+        llm: LlmBackend | None = None,
+    ) -> None:
+        self.call = call
+        self.media = media
+        self.agent = agent
+        self.runtime = runtime
+        self.settings = agent.settings
+        self.llm = llm or runtime.llm_for(agent)
+        self.log = log.bind(call=call.call_id, agent=agent.name)
+        self.inbox: asyncio.Queue[ev.Event] = asyncio.Queue()
+        self.life = Lifecycle()
+        self.messages: list[Message] = [Message("system", agent.system_prompt)]
+        #: Append-only timeline of what happened (the call record builds on it).
+        self.timeline: list[dict[str, Any]] = []
+        self.turns: list[TurnMetrics] = []
+        self.barge_ins: list[BargeIn] = []
+        self.digits: list[str] = []
+        self.end_reason = ""
+        self._loop = asyncio.get_running_loop()
+        self._in_rs = Resampler(media.sample_rate, STT_RATE)
+        self._preroll: deque[tuple[float, np.ndarray]] = deque()
+        self._detector = SpeechDetector(self.settings.vad)
+        self._vad = runtime.vad.open(lambda t, p: self.post(ev.VadProb(t, p)))
+        hints = hints_for(agent.hints, [t.spec.parameters for t in agent.tools])
+        self._stt: SttStream = runtime.stt.open(hints)
+        self._stt_queue: asyncio.Queue[np.ndarray | None] | None = None
+        self._stt_task: asyncio.Task[None] | None = None
+        self._turn: _Turn | None = None
+        self._turn_ids = 0
+        self._reply: _Reply | None = None
+        self._reply_ids = 0
+        self._interrupted: tuple[_Reply, BargeIn] | None = None
+        self._pending_user: str = ""
+        self._timers: dict[str, int] = {}
+        self._handles: dict[str, asyncio.TimerHandle] = {}
+        self._media_offset: float | None = None  # wall - media time
+        self._on_hold = False
+        self._attention_given = False
+        self._children: set[asyncio.Task[Any]] = set()
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def post(self, event: ev.Event) -> None:
+        """Queue an event for the actor (any producer, on the event loop thread)."""
+        self.inbox.put_nowait(event)
+
+    def _note(self, what: str, **fields: Any) -> None:
+        self.timeline.append({"t": time.time(), "event": what, **fields})
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = self._loop.create_task(coro)
+        self._children.add(task)
+        task.add_done_callback(self._children.discard)
+        return task
+
+    def _arm(self, name: str, delay: float) -> None:
+        gen = self._timers.get(name, 0) + 1
+        self._timers[name] = gen
+        old = self._handles.pop(name, None)
+        if old is not None:
+            old.cancel()
+        self._handles[name] = self._loop.call_later(delay, self.post, ev.Timer(name, gen))
+
+    def _disarm(self, name: str) -> None:
+        self._timers[name] = self._timers.get(name, 0) + 1
+        old = self._handles.pop(name, None)
+        if old is not None:
+            old.cancel()
+
+    def _go(self, state: CallState, reason: str) -> None:
+        before = self.life.state
+        if self.life.go(state, reason):
+            if before != state:
+                self._note("state", state=state.value, reason=reason)
+        else:
+            self.log.warning(
+                "illegal_transition", source=before.value, target=state.value, reason=reason
+            )
+            self._note("illegal_transition", source=before.value, target=state.value)
+
+    # -- the loop -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Answered call in, ended call out."""
+        media = self.media
+        media.on_audio = lambda pcm, t, gap: self.post(ev.AudioIn(pcm, t, gap))
+        media.on_sent = lambda tag: self.post(ev.FrameSent(tag))
+        watchers = [self._spawn(self._watch_hangup()), self._spawn(self._watch_digits())]
+        self._note("answered", agent=self.agent.name)
+        try:
+            self._start()
+            while self.life.state != CallState.ENDED:
+                event = await self.inbox.get()
+                try:
+                    self._handle(event)
+                except Exception as exc:
+                    # One bad event must not take the call down; record it and go on.
+                    self.log.exception("actor_event_failed", event=type(event).__name__)
+                    self._note("error", kind="internal", stage="actor", error=repr(exc))
+        finally:
+            media.on_audio = None
+            media.on_sent = None
+            for task in watchers:
+                task.cancel()
+            self._shutdown()
+
+    async def _watch_hangup(self) -> None:
+        await self.call.ended.wait()
+        self.post(ev.CallHangup("remote"))
+
+    async def _watch_digits(self) -> None:
+        while True:
+            digit = await self.call.digits.get()
+            self.post(ev.DtmfIn(digit, 0))
+
+    def _start(self) -> None:
+        turn = self.settings.turn
+        if turn.agent_speaks_first:
+            self._go(CallState.GREETING, "agent speaks first")
+            if self.agent.greeting:
+                self._say(self.agent.greeting)
+            else:
+                self._start_llm_reply(None)
+        else:
+            self._go(CallState.LISTENING, "caller speaks first")
+            self._arm_attention()
+
+    def _shutdown(self) -> None:
+        for name in list(self._handles):
+            self._disarm(name)
+        if self._reply is not None:
+            self._cancel_reply(self._reply)
+        for task in list(self._children):
+            task.cancel()
+        self._vad.close()
+        if self._stt_task is None:
+            self._stt.close()
+        else:
+            # The STT task may be inside the executor with the stream; close after it.
+            self._stt_task.add_done_callback(lambda _: self._stt.close())
+            self._stt_task.cancel()
+
+    def _handle(self, event: ev.Event) -> None:
+        match event:
+            case ev.AudioIn():
+                self._on_audio(event)
+            case ev.VadProb():
+                self._on_vad(event)
+            case ev.FrameSent():
+                self._on_frame_sent(event.tag)
+            case ev.SttPartial():
+                self._on_partial(event)
+            case ev.SttFinal():
+                self._on_final(event)
+            case ev.LlmToken():
+                self._on_token(event)
+            case ev.LlmToolCalls():
+                self._on_tool_calls(event)
+            case ev.LlmDone():
+                self._on_llm_done(event)
+            case ev.TtsAudio():
+                self._on_tts_audio(event)
+            case ev.TtsDone():
+                self._on_tts_done(event)
+            case ev.ToolResult():
+                self._on_tool_result(event)
+            case ev.Timer():
+                if self._timers.get(event.name) == event.generation:
+                    self._handles.pop(event.name, None)
+                    self._on_timer(event.name)
+            case ev.StageError():
+                self._on_error(event)
+            case ev.DtmfIn():
+                self.digits.append(event.digit)
+                self._note("dtmf", digit=event.digit)
+                self.log.info("dtmf", digit=event.digit)
+            case ev.HoldChanged():
+                self._on_hold = event.on_hold
+                self._note("hold", on_hold=event.on_hold)
+                if event.on_hold:
+                    self._disarm("attention")
+                else:
+                    self._arm_attention()
+            case ev.CallHangup():
+                self.end_reason = self.end_reason or event.reason
+                self._note("hangup", reason=self.end_reason)
+                self._go(CallState.ENDED, event.reason)
+
+    # -- caller audio, VAD, turns ----------------------------------------------------
+
+    def _on_audio(self, event: ev.AudioIn) -> None:
+        pcm = self._in_rs.process(event.pcm)
+        if not len(pcm):
+            return
+        now = time.monotonic()
+        duration = len(event.pcm) / self.media.sample_rate
+        self._media_offset = now - (event.media_time + duration)
+        self._vad.push(pcm, event.media_time)
+        self._preroll.append((event.media_time, pcm))
+        while self._preroll and self._preroll[0][0] < event.media_time - PREROLL:
+            self._preroll.popleft()
+        if self._stt_queue is not None and self._turn is not None and not self._turn.finalising:
+            self._stt_queue.put_nowait(pcm)
+
+    def _wall(self, media_time: float) -> float:
+        return media_time + (self._media_offset or 0.0)
+
+    def _on_vad(self, event: ev.VadProb) -> None:
+        change = self._detector.update(event.media_time, event.prob)
+        if isinstance(change, SpeechStarted):
+            self._on_speech_start(change.media_time)
+        elif isinstance(change, SpeechStopped):
+            self._on_speech_stop(change.media_time)
+        turn = self._turn
+        if turn is None:
+            return
+        if self._detector.speaking:
+            turn.speech_s = event.media_time - turn.started_media
+            if turn.barge_in and self._reply is not None and self._barge_in_ready(turn):
+                self._barge_in(turn)
+            return
+        last = self._detector.last_speech_end
+        eos = self.settings.turn.end_of_speech_timeout
+        if not turn.finalising and last is not None and event.media_time - last >= eos:
+            self._end_turn(turn, last)
+
+    def _on_speech_start(self, onset: float) -> None:
+        self._disarm("eos")
+        self._disarm("false_resume")
+        self._disarm("attention")
+        self._attention_given = False
+        self._note("speech_start", media_time=round(onset, 3))
+        turn = self._turn
+        if turn is not None and not turn.finalising:
+            return  # the caller goes on after a short pause: same turn
+        speaking = self._reply is not None and self.life.state in (
+            CallState.SPEAKING,
+            CallState.GREETING,
+        )
+        if self.life.state == CallState.THINKING and self._reply is not None:
+            # The caller adds to what they said: the reply in the works is stale.
+            last_user = self.messages[-1] if self.messages[-1].role == "user" else None
+            self._cancel_reply(self._reply)
+            self._reply = None
+            if last_user is not None:
+                self.messages.pop()
+                self._pending_user = (last_user.content or "") + " "
+            self._go(CallState.LISTENING, "caller continued")
+        self._begin_turn(onset, barge_in=speaking and self.settings.barge_in.enabled)
+        if self._turn is not None and self._turn.barge_in and self._barge_in_ready(self._turn):
+            self._barge_in(self._turn)
+
+    def _on_speech_stop(self, end: float) -> None:
+        self._note("speech_stop", media_time=round(end, 3))
+        turn = self._turn
+        if turn is None:
+            return
+        # Media time stops when the caller's RTP stops (DTX): a wall-clock backstop.
+        self._arm("eos", self.settings.turn.end_of_speech_timeout + EOS_WALL_MARGIN)
+        window = self.settings.barge_in.false_resume_window
+        if self._interrupted is not None and window > 0 and turn.words == 0:
+            self._arm("false_resume", window)
+
+    def _begin_turn(self, onset: float, barge_in: bool) -> None:
+        self._turn_ids += 1
+        turn = self._turn = _Turn(self._turn_ids, onset, barge_in=barge_in)
+        turn.metrics = TurnMetrics(turn.id)
+        queue: asyncio.Queue[np.ndarray | None] = asyncio.Queue()
+        self._stt_queue = queue
+        for t, pcm in self._preroll:
+            if t >= onset - PREROLL:
+                queue.put_nowait(pcm)
+        self._stt_task = self._spawn(self._run_stt(turn.id, queue))
+
+    def _barge_in_ready(self, turn: _Turn) -> bool:
+        cfg = self.settings.barge_in
+        return turn.speech_s >= cfg.min_speech and turn.words >= cfg.min_words
+
+    def _end_turn(self, turn: _Turn, speech_end_media: float) -> None:
+        self._disarm("eos")
+        turn.finalising = True
+        if turn.metrics is not None:
+            turn.metrics.speech_end = self._wall(speech_end_media)
+            turn.metrics.eos_decided = time.monotonic()
+        if self._stt_queue is not None:
+            self._stt_queue.put_nowait(None)
+
+    async def _run_stt(self, turn: int, queue: asyncio.Queue[np.ndarray | None]) -> None:
+        """Feed the turn's audio to STT (batched per wake-up), then finalise."""
+        loop, executor, stream = self._loop, self.runtime.executor, self._stt
+        try:
+            while True:
+                pieces = [await queue.get()]
+                while not queue.empty():
+                    pieces.append(queue.get_nowait())
+                audio = [p for p in pieces if p is not None]
+                if audio:
+                    partial = await loop.run_in_executor(
+                        executor, stream.feed, np.concatenate(audio)
+                    )
+                    if partial is not None:
+                        self.post(ev.SttPartial(turn, partial.text))
+                if None in pieces:
+                    break
+            started = time.monotonic()
+            final = await loop.run_in_executor(executor, stream.finalise)
+            self.post(ev.SttFinal(turn, final.text, time.monotonic() - started))
+        except SttError as exc:
+            self.post(ev.StageError("stt_failure", "stt", str(exc), turn=turn))
+
+    def _on_partial(self, event: ev.SttPartial) -> None:
+        turn = self._turn
+        if turn is None or turn.id != event.turn:
+            return
+        turn.partial = event.text
+        turn.words = len(event.text.split())
+        if turn.words:
+            self._disarm("false_resume")
+        if turn.barge_in and self._reply is not None and self._barge_in_ready(turn):
+            self._barge_in(turn)
+
+    def _on_final(self, event: ev.SttFinal) -> None:
+        turn = self._turn
+        if turn is None or turn.id != event.turn:
+            return
+        self._turn = None
+        self._stt_queue = None
+        self._stt_task = None
+        if not self.life.live:
+            return
+        text = (self._pending_user + event.text).strip()
+        self._pending_user = ""
+        metrics = turn.metrics
+        if metrics is not None:
+            metrics.stt_final = time.monotonic()
+            metrics.stt_finalise_s = event.finalise_s
+        self._note("caller_final", turn=turn.id, text=event.text)
+        self.log.info("caller_said", turn=turn.id, text=event.text)
+        if not text:
+            if self._interrupted is not None:
+                self._resume("no words")
+            elif turn.speech_s >= MIN_UNDERSTOOD_SPEECH and self.life.live:
+                self._note("not_understood", turn=turn.id)
+                self._say(self.settings.turn.not_understood)
+            else:
+                self._arm_attention()
+            return
+        self._commit_interrupted()
+        if self._reply is not None:
+            # A barge-in that never cut the reply (min_words not reached):
+            # the caller's words take over now.
+            self._interrupt_reply(self._reply, turn.started_media)
+            self._commit_interrupted()
+        self.messages.append(Message("user", text))
+        self._start_llm_reply(metrics)
+
+    # -- barge-in ----------------------------------------------------------------------
+
+    def _barge_in(self, turn: _Turn) -> None:
+        reply = self._reply
+        if reply is None:
+            return
+        turn.barge_in = False
+        self._interrupt_reply(reply, turn.started_media)
+
+    def _interrupt_reply(self, reply: _Reply, onset: float) -> None:
+        flushed = self.media.flush()
+        record = BargeIn(reply.id, onset, time.monotonic(), flushed)
+        self._cancel_reply(reply)
+        self._reply = None
+        self.barge_ins.append(record)
+        self._interrupted = (reply, record)
+        self._note("barge_in", reply=reply.id, flushed_frames=flushed)
+        self.log.info("barge_in", reply=reply.id, flushed_frames=flushed)
+        self._go(CallState.LISTENING, "barge-in")
+
+    def _cancel_reply(self, reply: _Reply) -> None:
+        for task in reply.tasks():
+            task.cancel()
+        reply.tools_pending.clear()
+        self._disarm("filler")
+
+    def _heard(self, reply: _Reply) -> tuple[str, str | None]:
+        heard, cut = reply.voicing.heard(reply.text)
+        return reply.prefix + heard, cut
+
+    def _commit_interrupted(self) -> None:
+        """The interruption was real: keep exactly what the caller heard."""
+        if self._interrupted is None:
+            return
+        reply, record = self._interrupted
+        self._interrupted = None
+        self._disarm("false_resume")
+        heard, cut = self._heard(reply)
+        record.heard = heard
+        record.generated = reply.prefix + reply.text
+        self._note("heard", reply=reply.id, heard=heard, generated=record.generated, cut=cut)
+        # Earlier LLM steps (text before a tool call) are already in the conversation.
+        said = heard[reply.step_start :] if reply.kind == "llm" else heard
+        if said.strip():
+            self.messages.append(Message("assistant", said))
+
+    def _resume(self, why: str) -> None:
+        """A false barge-in: go on from where the agent was cut off."""
+        if self._interrupted is None:
+            return
+        reply, record = self._interrupted
+        self._interrupted = None
+        record.false = True
+        tag = reply.voicing.last_sent
+        start = 0
+        if tag is not None:
+            start = tag.partial[0] if tag.partial is not None else tag.heard_end
+        rest = reply.text[start:]
+        heard_before = reply.prefix + reply.text[:start]
+        self._note("false_barge_in", reply=reply.id, why=why, resume_from=start)
+        self.log.info("false_barge_in", reply=reply.id, resume_chars=len(rest.strip()))
+        if rest.strip():
+            record.resumed = True
+            self._say(rest.lstrip(), prefix=heard_before)
+        elif heard_before.strip():
+            self.messages.append(Message("assistant", heard_before))
+            self._arm_attention()
+
+    # -- replies: LLM, tools, TTS, frames -----------------------------------------------
+
+    def _new_reply(self, kind: str, metrics: TurnMetrics | None) -> _Reply:
+        self._reply_ids += 1
+        reply = _Reply(
+            self._reply_ids,
+            Voicing(self._reply_ids, self.media.sample_rate, self.media.frame_samples),
+            kind,
+            metrics=metrics,
+        )
+        self._reply = reply
+        reply.tts_task = self._spawn(self._run_tts(reply))
+        return reply
+
+    def _say(self, text: str, *, prefix: str = "", then_hangup: bool = False) -> None:
+        """Speak fixed text (greeting, prompts, recovery phrases, resumed replies)."""
+        if self._reply is not None:
+            self._cancel_reply(self._reply)
+        reply = self._new_reply("fixed", None)
+        reply.prefix = prefix
+        reply.then_hangup = then_hangup
+        reply.text = text
+        self._queue_clauses(reply, text, final=True)
+        if self.life.state not in (CallState.GREETING, CallState.ENDING):
+            self._go(CallState.SPEAKING, "say")
+
+    def _start_llm_reply(self, metrics: TurnMetrics | None) -> None:
+        if self._reply is not None:
+            self._cancel_reply(self._reply)
+        reply = self._new_reply("llm", metrics)
+        if self.life.state != CallState.GREETING:
+            self._go(CallState.THINKING, "caller turn ended")
+        self._start_llm_step(reply)
+
+    def _start_llm_step(self, reply: _Reply, tools: bool = True) -> None:
+        reply.llm_done = False
+        reply.step_start = len(reply.text)
+        if reply.metrics is not None and not reply.metrics.llm_start:
+            reply.metrics.llm_start = time.monotonic()
+        specs = [t.spec for t in self.agent.tools] if tools else []
+        reply.llm_task = self._spawn(self._run_llm(reply.id, list(self.messages), specs))
+
+    async def _run_llm(self, reply: int, messages: list[Message], tools: list[Any]) -> None:
+        cfg = self.settings.llm
+        options = LlmOptions(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+        try:
+            stream = self.llm.stream(messages, tools, options)
+            timeout = cfg.first_token_timeout
+            iterator = aiter(stream)
+            while True:
+                try:
+                    async with asyncio.timeout(timeout):
+                        item = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise LlmTimeout(f"no data from the model within {timeout:g} s") from None
+                timeout = cfg.idle_timeout
+                if isinstance(item, Token):
+                    self.post(ev.LlmToken(reply, item.text))
+                elif isinstance(item, ToolCalls):
+                    self.post(ev.LlmToolCalls(reply, item.calls))
+                elif isinstance(item, Done):
+                    break
+            self.post(ev.LlmDone(reply))
+        except LlmTimeout as exc:
+            self.post(ev.StageError("llm_timeout", "llm", str(exc), reply=reply))
+        except LlmError as exc:
+            kind = "auth_failure" if exc.status in (401, 403) else "llm_error"
+            self.post(ev.StageError(kind, "llm", str(exc), reply=reply))
+
+    def _current(self, reply_id: int) -> _Reply | None:
+        reply = self._reply
+        return reply if reply is not None and reply.id == reply_id else None
+
+    def _on_token(self, event: ev.LlmToken) -> None:
+        reply = self._current(event.reply)
+        if reply is None:
+            return
+        if reply.metrics is not None and not reply.metrics.llm_first_token:
+            reply.metrics.llm_first_token = time.monotonic()
+        reply.text += event.text
+        for clause in reply.clauses.push(event.text):
+            self._queue_clause(reply, clause)
+
+    def _queue_clauses(self, reply: _Reply, text: str, final: bool) -> None:
+        for clause in reply.clauses.push(text):
+            self._queue_clause(reply, clause)
+        if final:
+            rest = reply.clauses.flush()
+            if rest:
+                self._queue_clause(reply, rest)
+            reply.tts_queue.put_nowait(None)
+
+    def _queue_clause(self, reply: _Reply, clause: str) -> None:
+        offset = reply.clause_start
+        reply.clause_start += len(clause)
+        if clause.strip():
+            reply.tts_pending += 1
+            reply.tts_queue.put_nowait((offset, clause))
+
+    async def _run_tts(self, reply: _Reply) -> None:
+        """Synthesise the reply's clauses in order, in the executor."""
+        tts, loop = self.runtime.tts, self._loop
+        voice = self.settings.tts.voice if tts.name == "espeak-ng" else None
+        while True:
+            item = await reply.tts_queue.get()
+            if item is None:
+                break
+            offset, clause = item
+            started = time.monotonic()
+            try:
+                chunks = await loop.run_in_executor(
+                    self.runtime.executor, _synthesize, tts, clause, voice
+                )
+            except TtsError as exc:
+                self.post(ev.StageError("tts_failure", "tts", str(exc), reply=reply.id))
+                chunks = ()
+            self.post(
+                ev.TtsAudio(reply.id, offset, chunks, tts.sample_rate, time.monotonic() - started)
+            )
+        self.post(ev.TtsDone(reply.id))
+
+    def _on_tts_audio(self, event: ev.TtsAudio) -> None:
+        reply = self._current(event.reply)
+        if reply is None:
+            return
+        reply.tts_pending -= 1
+        if reply.metrics is not None and not reply.metrics.tts_first_audio_s:
+            reply.metrics.tts_first_audio_s = event.synth_s
+        frames = reply.voicing.add(event.chunks, event.sample_rate, event.offset)
+        self._play(reply, frames)
+
+    def _play(self, reply: _Reply, frames: list[tuple[np.ndarray, FrameTag]]) -> None:
+        if not frames:
+            return
+        if self.life.state == CallState.THINKING:
+            self._go(CallState.SPEAKING, "first audio")
+        self.media.rephase()
+        for pcm, tag in frames:
+            self.media.play(pcm, tag)
+
+    def _on_tts_done(self, event: ev.TtsDone) -> None:
+        reply = self._current(event.reply)
+        if reply is None:
+            return
+        reply.finished_framing = True
+        self._play(reply, reply.voicing.finish())
+        self._maybe_finished(reply)
+
+    def _on_frame_sent(self, tag: object) -> None:
+        if not isinstance(tag, FrameTag):
+            return
+        reply = self._reply
+        if reply is not None and reply.id == tag.reply:
+            reply.voicing.sent(tag)
+            if not reply.first_frame_seen:
+                reply.first_frame_seen = True
+                self._first_frame(reply)
+            self._maybe_finished(reply)
+        elif self._interrupted is not None and self._interrupted[0].id == tag.reply:
+            # A frame already in the clock's batch when we flushed: it was heard.
+            self._interrupted[0].voicing.sent(tag)
+
+    def _first_frame(self, reply: _Reply) -> None:
+        metrics = reply.metrics
+        if metrics is None or not metrics.speech_end:
+            return
+        metrics.first_frame_sent = time.monotonic()
+        self.turns.append(metrics)
+        summary = metrics.summary()
+        self._note("turn_latency", turn=metrics.turn, **summary)
+        self.log.info("turn_latency", turn=metrics.turn, **summary)
+
+    def _maybe_finished(self, reply: _Reply) -> None:
+        if not (
+            reply.llm_done
+            and not reply.tools_pending
+            and reply.finished_framing
+            and reply.voicing.all_sent
+        ):
+            return
+        self._reply = None
+        text = reply.prefix + reply.text
+        # An LLM reply's earlier steps are already in the conversation (with
+        # their tool calls); fixed text (greeting, prompts) is kept whole.
+        said = reply.text[reply.step_start :] if reply.kind == "llm" else text
+        if said.strip():
+            self.messages.append(Message("assistant", said))
+        self._note("agent_said", reply=reply.id, text=text)
+        self.log.info("agent_said", reply=reply.id, text=text)
+        if reply.then_hangup or self.life.state == CallState.ENDING:
+            self._hangup("agent")
+            return
+        if self.life.live:
+            self._go(CallState.LISTENING, "reply finished")
+            self._arm_attention()
+
+    def _on_llm_done(self, event: ev.LlmDone) -> None:
+        reply = self._current(event.reply)
+        if reply is None:
+            return
+        if reply.tools_pending:
+            return  # the tool loop goes on; the step's tokens are kept
+        reply.llm_done = True
+        reply.llm_task = None
+        self._queue_clauses(reply, "", final=True)
+
+    # -- tools ------------------------------------------------------------------------------
+
+    def _on_tool_calls(self, event: ev.LlmToolCalls) -> None:
+        reply = self._current(event.reply)
+        if reply is None:
+            return
+        step_text = reply.text[reply.step_start :]
+        self.messages.append(Message("assistant", step_text or None, tool_calls=list(event.calls)))
+        reply.tool_calls_made += len(event.calls)
+        for call in event.calls:
+            self._note("tool_call", reply=reply.id, name=call.name, arguments=call.arguments)
+            tool = self.agent.tool(call.name)
+            reply.tools_pending[call.id] = self._spawn(self._run_tool(reply.id, call, tool))
+        fillers = self.settings.fillers
+        if fillers.enabled and event.calls:
+            self._arm("filler", fillers.after)
+
+    async def _run_tool(self, reply: int, call: ToolCall, tool: Tool | None) -> None:
+        started = time.monotonic()
+        if tool is None:
+            self.post(
+                ev.ToolResult(reply, call, f"unknown tool {call.name}", 0.0, error="unknown tool")
+            )
+            return
+        timeout = tool.timeout or self.settings.tool_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                if tool.is_async:
+                    value = await tool.handler(call.arguments)
+                else:
+                    value = await asyncio.to_thread(tool.handler, call.arguments)
+            content, actions = tool_output(value)
+            self.post(
+                ev.ToolResult(reply, call, content, time.monotonic() - started, actions=actions)
+            )
+        except TimeoutError:
+            self.post(
+                ev.ToolResult(
+                    reply, call, "The tool timed out.", timeout, error="tool_timeout"
+                )
+            )
+        except Exception as exc:
+            self.post(
+                ev.ToolResult(
+                    reply, call, f"The tool failed: {exc}", time.monotonic() - started,
+                    error="tool_error",
+                )
+            )
+
+    def _on_tool_result(self, event: ev.ToolResult) -> None:
+        reply = self._current(event.reply)
+        if reply is None or event.call.id not in reply.tools_pending:
+            return
+        del reply.tools_pending[event.call.id]
+        reply.tool_results.append(event)
+        self._note(
+            "tool_result",
+            name=event.call.name,
+            content=event.content,
+            duration_s=round(event.duration_s, 4),
+            error=event.error,
+        )
+        if event.error:
+            self.log.warning("tool_failed", tool=event.call.name, error=event.error)
+        if reply.tools_pending:
+            return
+        self._disarm("filler")
+        for result in reply.tool_results:
+            self.messages.append(
+                Message("tool", result.content, tool_call_id=result.call.id, name=result.call.name)
+            )
+        reply.tool_results = []
+        within = reply.tool_calls_made < self.settings.llm.max_tool_calls
+        self._start_llm_step(reply, tools=within)
+
+    # -- timers, errors, ending --------------------------------------------------------------
+
+    def _arm_attention(self) -> None:
+        turn = self.settings.turn
+        if self._on_hold or not self.life.live:
+            return
+        if not self._attention_given and turn.attention_timeout > 0:
+            self._arm("attention", turn.attention_timeout)
+        elif self._attention_given and turn.inactivity_timeout > 0:
+            self._arm("attention", turn.inactivity_timeout)
+
+    def _on_timer(self, name: str) -> None:
+        if name == "eos":
+            turn = self._turn
+            if turn is not None and not turn.finalising and not self._detector.speaking:
+                last = self._detector.last_speech_end or turn.started_media
+                self._end_turn(turn, last)
+        elif name == "false_resume":
+            turn = self._turn
+            if turn is not None and turn.words == 0 and not self._detector.speaking:
+                self._abandon_turn(turn)
+                self._resume("no words within the window")
+        elif name == "attention":
+            if self._turn is not None or self._reply is not None or not self.life.live:
+                return
+            if not self._attention_given:
+                self._attention_given = True
+                self._note("attention_prompt")
+                self._say(self.settings.turn.attention_prompt)
+            else:
+                self._note("inactivity_hangup")
+                self._end_call(self.settings.turn.goodbye, "caller silent")
+        elif name == "filler":
+            reply = self._reply
+            if reply is None or not reply.tools_pending or reply.filler_said:
+                return
+            phrases = self._filler_phrases(reply)
+            if phrases:
+                reply.filler_said = True
+                phrase = phrases[(reply.id - 1) % len(phrases)]
+                self._note("filler", phrase=phrase)
+                self._speak_into(reply, phrase + " ")
+
+    def _filler_phrases(self, reply: _Reply) -> list[str]:
+        for task_id in reply.tools_pending:
+            call = next(
+                (c for m in self.messages for c in m.tool_calls if c.id == task_id), None
+            )
+            tool = self.agent.tool(call.name) if call is not None else None
+            if tool is not None and tool.fillers:
+                return tool.fillers
+        return self.settings.fillers.phrases
+
+    def _speak_into(self, reply: _Reply, text: str) -> None:
+        """Voice extra text inside the running reply (a filler while a tool works)."""
+        reply.text += text
+        for clause in reply.clauses.push(text):
+            self._queue_clause(reply, clause)
+        rest = reply.clauses.flush()
+        if rest:
+            self._queue_clause(reply, rest)
+        reply.step_start = len(reply.text)
+
+    def _abandon_turn(self, turn: _Turn) -> None:
+        self._turn = None
+        if self._stt_queue is not None:
+            self._stt_queue.put_nowait(None)  # the final arrives for a dead turn: ignored
+        self._stt_queue = None
+
+    def _on_error(self, event: ev.StageError) -> None:
+        self._note("error", kind=event.kind, stage=event.stage, error=event.error)
+        self.log.warning("stage_error", kind=event.kind, stage=event.stage, error=event.error)
+        if event.stage == "stt":
+            turn = self._turn
+            if turn is not None and turn.id == event.turn:
+                self._turn = None
+                self._stt_queue = None
+                self._say(self.settings.turn.not_understood)
+            return
+        reply = self._current(event.reply) if event.reply is not None else None
+        if reply is None:
+            return
+        if event.stage == "llm":
+            self._cancel_reply(reply)
+            self._reply = None
+            if event.kind == "auth_failure":
+                self._end_call(TROUBLE_PHRASE, "llm auth failure")
+            else:
+                self._say(TROUBLE_PHRASE)
+
+    def _end_call(self, goodbye: str | None, reason: str) -> None:
+        """Say goodbye (if any), then hang up."""
+        self.end_reason = reason
+        self._disarm("attention")
+        if goodbye:
+            self._say(goodbye, then_hangup=True)
+            self._go(CallState.ENDING, reason)
+        else:
+            self._hangup(reason)
+
+    def _hangup(self, reason: str) -> None:
+        self.end_reason = self.end_reason or reason
+        self._go(CallState.ENDING, reason)
+        self.call.hangup()
+
+
+def _synthesize(tts: TtsBackend, text: str, voice: str | None) -> tuple[TtsChunk, ...]:
+    """All chunks of one clause (runs in the executor)."""
+    return tuple(tts.synthesize(text, voice))

@@ -1,0 +1,173 @@
+"""Everything that can reach a call actor's inbox, as typed events.
+
+Producers (the media plane, the SIP layer, the VAD batcher and the child
+tasks for STT, LLM, TTS and tools) only ever *post* these; the actor handles
+them one at a time, in arrival order, and is the only code that changes the
+call's state. Events from child work carry the id of the turn or reply they
+belong to, so a late result from cancelled work is recognised and ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mediaserver.pipeline.llm.base import ToolCall
+from mediaserver.pipeline.tts.base import TtsChunk
+
+
+@dataclass(frozen=True)
+class AudioIn:
+    """A decoded caller frame from the jitter buffer (gap: concealed loss)."""
+
+    pcm: np.ndarray
+    media_time: float
+    gap: bool
+
+
+@dataclass(frozen=True)
+class DtmfIn:
+    """A digit from RFC 4733 or SIP INFO."""
+
+    digit: str
+    duration_ms: int
+
+
+@dataclass(frozen=True)
+class CallHangup:
+    """The call ended on the SIP side (BYE, CANCEL, timeout)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class HoldChanged:
+    """The caller put the call on hold or took it off."""
+
+    on_hold: bool
+
+
+@dataclass(frozen=True)
+class VadProb:
+    """A speech probability for the 32 ms chunk ending at `media_time`."""
+
+    media_time: float
+    prob: float
+
+
+@dataclass(frozen=True)
+class SttPartial:
+    """An interim transcript of turn `turn`."""
+
+    turn: int
+    text: str
+
+
+@dataclass(frozen=True)
+class SttFinal:
+    """The final transcript of turn `turn`."""
+
+    turn: int
+    text: str
+    finalise_s: float
+
+
+@dataclass(frozen=True)
+class LlmToken:
+    """Assistant text from the model for reply `reply`."""
+
+    reply: int
+    text: str
+
+
+@dataclass(frozen=True)
+class LlmToolCalls:
+    """The model asks for tool calls in reply `reply`."""
+
+    reply: int
+    calls: tuple[ToolCall, ...]
+
+
+@dataclass(frozen=True)
+class LlmDone:
+    """The model's stream for reply `reply` ended."""
+
+    reply: int
+
+
+@dataclass(frozen=True)
+class TtsAudio:
+    """Synthesised audio of one clause of reply `reply` (text offsets in the reply)."""
+
+    reply: int
+    offset: int
+    chunks: tuple[TtsChunk, ...]
+    sample_rate: int
+    synth_s: float
+
+
+@dataclass(frozen=True)
+class TtsDone:
+    """Every clause queued for reply `reply` so far is synthesised."""
+
+    reply: int
+
+
+@dataclass(frozen=True)
+class FrameSent:
+    """A tagged outbound frame left on the wire."""
+
+    tag: Any
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """A tool finished (or failed: `error` set) for reply `reply`."""
+
+    reply: int
+    call: ToolCall
+    content: str
+    duration_s: float
+    error: str | None = None
+    actions: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class Timer:
+    """A named timer of the actor fired; `generation` drops stale ones."""
+
+    name: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class StageError:
+    """A stage failed; `kind` is one of DESIGN.md's error kinds."""
+
+    kind: str
+    stage: str
+    error: str
+    reply: int | None = None
+    turn: int | None = None
+
+
+Event = (
+    AudioIn
+    | DtmfIn
+    | CallHangup
+    | HoldChanged
+    | VadProb
+    | SttPartial
+    | SttFinal
+    | LlmToken
+    | LlmToolCalls
+    | LlmDone
+    | TtsAudio
+    | TtsDone
+    | FrameSent
+    | ToolResult
+    | Timer
+    | StageError
+)

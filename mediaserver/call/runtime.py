@@ -1,0 +1,74 @@
+"""The process-wide part of the pipeline: models loaded once, shared by every call.
+
+One bounded executor runs all CPU-bound inference (VAD batches, STT decoding,
+TTS synthesis), so a burst of calls queues work instead of starting threads
+without limit; the event loop only moves packets and events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import structlog
+
+from mediaserver.call.spec import AgentSpec
+from mediaserver.pipeline.llm import ScriptedConfig, ScriptedReply, load_llm
+from mediaserver.pipeline.llm.base import LlmBackend
+from mediaserver.pipeline.settings import LlmSettings, PipelineSettings
+from mediaserver.pipeline.stt import load_stt
+from mediaserver.pipeline.stt.base import SttBackend
+from mediaserver.pipeline.tts import load_tts
+from mediaserver.pipeline.tts.base import TtsBackend
+from mediaserver.pipeline.vad.silero import SileroModel, VadBatcher
+
+log = structlog.get_logger("mediaserver.call.runtime")
+
+
+class PipelineRuntime:
+    """Loaded models, the executor and the VAD batcher.
+
+    Raises:
+        ModelLoadError: a model could not be loaded (one line naming backend and path).
+    """
+
+    def __init__(
+        self, settings: PipelineSettings, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        self.settings = settings
+        self.executor = ThreadPoolExecutor(
+            max_workers=settings.executor_threads, thread_name_prefix="inference"
+        )
+        self.vad_model = SileroModel(settings.vad.model)
+        self.vad = VadBatcher(self.vad_model, self.executor, settings.vad, loop)
+        self.stt: SttBackend = load_stt(settings.stt)
+        self.tts: TtsBackend = load_tts(settings.tts)
+        self._llms: dict[tuple[str, str], LlmBackend] = {}
+        log.info(
+            "pipeline_loaded",
+            stt=self.stt.name,
+            tts=self.tts.name,
+            llm=settings.llm.backend,
+            threads=settings.executor_threads,
+        )
+
+    def llm_for(self, agent: AgentSpec, settings: LlmSettings | None = None) -> LlmBackend:
+        """The LLM backend for `agent` (one per agent and backend, reused across calls)."""
+        settings = settings or agent.settings.llm
+        key = (agent.name, settings.model_dump_json())
+        backend = self._llms.get(key)
+        if backend is None:
+            scripted = ScriptedConfig(
+                replies=[ScriptedReply(list(r.match), r.reply) for r in agent.replies],
+                fallback=agent.fallback,
+            )
+            backend = self._llms[key] = load_llm(settings, scripted)
+        return backend
+
+    async def aclose(self) -> None:
+        """Close LLM connections and release the models and threads."""
+        for backend in self._llms.values():
+            await backend.aclose()
+        self.stt.close()
+        self.tts.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
