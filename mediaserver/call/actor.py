@@ -22,12 +22,11 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
 
-from mediaserver.apps.base import CallControl
 from mediaserver.call import events as ev
 from mediaserver.call.lifecycle import CallState, Lifecycle
 from mediaserver.call.runtime import PipelineRuntime
@@ -51,6 +50,9 @@ from mediaserver.pipeline.stt.hints import hints_for
 from mediaserver.pipeline.tts.base import TtsBackend, TtsChunk, TtsError
 from mediaserver.pipeline.tts.clauses import ClauseAggregator
 from mediaserver.pipeline.vad.detector import SpeechDetector, SpeechStarted, SpeechStopped
+
+if TYPE_CHECKING:
+    from mediaserver.apps.base import CallControl
 
 log = structlog.get_logger("mediaserver.call.actor")
 
@@ -217,8 +219,16 @@ class CallActor:
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = self._loop.create_task(coro)
         self._children.add(task)
-        task.add_done_callback(self._children.discard)
+        task.add_done_callback(self._child_done)
         return task
+
+    def _child_done(self, task: asyncio.Task[Any]) -> None:
+        self._children.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A bug in child work: make it visible instead of a silent stall.
+            exc = task.exception()
+            self.log.error("child_task_failed", task=task.get_coro().__qualname__, error=repr(exc))
+            self._note("error", kind="internal", stage="child", error=repr(exc))
 
     def _arm(self, name: str, delay: float) -> None:
         gen = self._timers.get(name, 0) + 1
@@ -467,7 +477,7 @@ class CallActor:
                     )
                     if partial is not None:
                         self.post(ev.SttPartial(turn, partial.text))
-                if None in pieces:
+                if any(p is None for p in pieces):
                     break
             started = time.monotonic()
             final = await loop.run_in_executor(executor, stream.finalise)

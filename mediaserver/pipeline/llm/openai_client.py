@@ -285,6 +285,7 @@ class OpenAiBackend(LlmBackend):
         done = False
         calls: dict[int, _PendingCall] = {}
         decoder = SseDecoder()
+        responded = False  # headers arrived: a later httpx error means a cut stream
         try:
             async with contextlib.AsyncExitStack() as stack:
                 try:
@@ -296,8 +297,24 @@ class OpenAiBackend(LlmBackend):
                         )
                 except TimeoutError:
                     raise LlmTimeout(f"no response within {self.first_token_timeout:g} s") from None
+                responded = True
                 if response.status_code >= 400:
                     await self._raise_for_status(response, loop.time() + self.idle_timeout)
+                if response.headers.get("content-type", "").startswith("application/json"):
+                    # A server that ignored "stream": true sent one whole completion.
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            whole = await response.aread()
+                    except TimeoutError:
+                        raise LlmTimeout(
+                            f"no reply within {self.first_token_timeout:g} s"
+                        ) from None
+                    for item in self._whole(whole, calls):
+                        if isinstance(item, Token):
+                            yield item
+                        else:
+                            finish = item
+                    done = True
                 chunks = response.aiter_bytes()
                 while not done:
                     if finish is not None:
@@ -339,7 +356,7 @@ class OpenAiBackend(LlmBackend):
         except httpx.TimeoutException as exc:
             raise LlmTimeout(f"LLM request timed out: {exc!r}") from exc
         except httpx.HTTPError as exc:
-            what = "stream ended early" if started else "LLM connection failed"
+            what = "stream ended early" if responded else "LLM connection failed"
             raise LlmError(f"{what}: {exc!r}") from exc
         if not done and finish is None:
             raise LlmError("stream ended early: no [DONE] or finish_reason")
@@ -387,6 +404,26 @@ class OpenAiBackend(LlmBackend):
             reason = choice.get("finish_reason")
             if reason:
                 yield str(reason)
+
+    def _whole(self, body: bytes, calls: dict[int, _PendingCall]) -> Iterator[Token | str]:
+        """A non-streamed chat.completion read as one big delta."""
+        try:
+            data = json.loads(body)
+            choice = data["choices"][0]
+            message = choice.get("message") or {}
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise LlmError(f"bad completion from the LLM: {body[:200]!r}") from exc
+        delta = {
+            "content": message.get("content"),
+            "tool_calls": [
+                {"index": n, **call} for n, call in enumerate(message.get("tool_calls") or [])
+            ],
+        }
+        chunk = {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        for item in self._chunk(SseEvent(json.dumps(chunk)), calls):
+            if item != "delta":
+                yield item
+        yield str(choice.get("finish_reason") or "stop")
 
     @staticmethod
     def _decode_calls(calls: dict[int, _PendingCall]) -> tuple[ToolCall, ...]:

@@ -256,7 +256,10 @@ class ScriptedBackend(LlmBackend):
         for n, word in enumerate(words):
             if _stem(word) in name_stems:
                 start = n + 1
-        arguments, missing = _fill(best.parameters, words, start, request.answers)
+        # Free text does not start with words that only named the tool
+        # ("weather forecast for new york" -> city "new york").
+        tool_words = name_stems | {_stem(w) for w in words_of(best.description)}
+        arguments, missing = _fill(best.parameters, words, start, request.answers, tool_words)
         if missing is not None:
             return f"What is the {_spaced(missing)}?"
         self._calls += 1
@@ -279,7 +282,11 @@ def _kind(name: str, schema: dict[str, Any]) -> str:
 
 
 def _fill(
-    parameters: dict[str, Any], words: list[str], start: int, answers: dict[str, str]
+    parameters: dict[str, Any],
+    words: list[str],
+    start: int,
+    answers: dict[str, str],
+    tool_words: frozenset[str] | set[str] = frozenset(),
 ) -> tuple[dict[str, Any], str | None]:
     """Arguments from the utterance, and the first required parameter left empty."""
     props: dict[str, Any] = parameters.get("properties") or {}
@@ -303,7 +310,7 @@ def _fill(
         for name, schema in props.items():
             if kinds[name] != kind or name in args:
                 continue
-            value = _extract(kind, name, schema or {}, words, start, used)
+            value = _extract(kind, name, schema or {}, words, start, used, tool_words)
             if value is not None:
                 args[name] = value
     missing = next((r for r in required if r not in args), None)
@@ -318,7 +325,13 @@ def _value(kind: str, name: str, schema: dict[str, Any], words: list[str], raw: 
 
 
 def _extract(
-    kind: str, name: str, schema: dict[str, Any], words: list[str], start: int, used: list[bool]
+    kind: str,
+    name: str,
+    schema: dict[str, Any],
+    words: list[str],
+    start: int,
+    used: list[bool],
+    tool_words: frozenset[str] | set[str] = frozenset(),
 ) -> Any:
     """One parameter value from the free words of the utterance; marks its words used."""
 
@@ -373,7 +386,7 @@ def _extract(
         return True if mentioned else None
     if kind == "text":
         rest = [w for n, w in enumerate(words) if n >= start and not used[n]]
-        while rest and rest[0] in STOPWORDS:
+        while rest and (rest[0] in STOPWORDS or _stem(rest[0]) in tool_words):
             rest.pop(0)
         if not rest:
             return None

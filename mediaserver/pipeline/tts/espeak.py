@@ -52,7 +52,6 @@ espeakCHARS_UTF8 = 1
 espeakENDPAUSE = 0x1000
 espeakRATE = 1
 EE_OK = 0
-EE_NOT_FOUND = 2
 espeakEVENT_LIST_TERMINATED = 0
 espeakEVENT_WORD = 1
 
@@ -149,7 +148,7 @@ class _Engine:
         self._voice: str | None = None
         self._rate: int | None = None
         self._catalogue: dict[str, str] | None = None
-        self._languages: list[str] = []
+        self._listed: list[str] = []
 
     # -- callback (runs inside espeak_Synth, on the synthesising thread)
 
@@ -181,7 +180,7 @@ class _Engine:
         if self._catalogue is None:
             by_language: dict[str, tuple[int, str]] = {}
             names: dict[str, str] = {}
-            primary: list[str] = []
+            listed: list[str] = []
             voices = self.lib.espeak_ListVoices(None)
             i = 0
             while voices and voices[i]:
@@ -194,9 +193,9 @@ class _Engine:
                 names[identifier.rsplit("/", 1)[-1].lower()] = identifier
                 if voice.name:
                     names[voice.name.decode("utf-8", "replace").lower()] = identifier
-                for rank, (priority, language) in enumerate(_languages(voice.languages)):
-                    if rank == 0:
-                        primary.append(language)
+                listed.append(identifier.rsplit("/", 1)[-1].lower())
+                for priority, language in _languages(voice.languages):
+                    listed.append(language)
                     best = by_language.get(language)
                     if best is None or priority < best[0]:
                         by_language[language] = (priority, identifier)
@@ -204,12 +203,12 @@ class _Engine:
             # ("en") and display names win when they collide with one.
             self._catalogue = {lang: ident for lang, (_, ident) in by_language.items()}
             self._catalogue.update(names)
-            self._languages = sorted(set(primary))
+            self._listed = sorted(set(listed))
         return self._catalogue
 
     def languages(self) -> list[str]:
         self.catalogue()
-        return list(self._languages)
+        return list(self._listed)
 
     def select(self, voice: str, rate: int) -> None:
         """Make `voice` and `rate` current (cheap when they already are)."""
@@ -226,7 +225,7 @@ class _Engine:
                 ):
                     raise TtsError(f"espeak-ng: unknown voice {voice!r}")
             self._voice = voice
-            self._rate = None  # re-apply: some espeak versions reset it with the voice
+            self._rate = None  # re-apply: a voice file may set its own speed
         if rate != self._rate:
             if self.lib.espeak_SetParameter(espeakRATE, rate, 0) != EE_OK:
                 raise TtsError(f"espeak-ng: cannot set rate {rate}")
@@ -411,7 +410,9 @@ def word_chunks(text: str, pcm: np.ndarray, sample_rate: int, words: list[_Word]
     an emoji's second word points at the space after it); several events in
     one token make one chunk. A chunk runs from its word's start in the audio
     to the next word's start, so the chunks' audio concatenates to `pcm`; a word
-    espeak gave no event is voiced by the chunk before it (its span covers it).
+    espeak gave no event is voiced by the chunk before it (its span covers it;
+    this happens after French elisions, where espeak's positions lag: "n'est-ce
+    pas" is one chunk).
     Audio before the first word is a chunk with start == end == 0.
     """
     total = len(pcm)
@@ -506,7 +507,10 @@ class EspeakBackend(TtsBackend):
         """Yield the audio of `text`, one chunk per word, in text order.
 
         The whole text is synthesised at the first `next()` (a clause takes
-        a few ms), with the library lock held only meanwhile.
+        a few ms), with the library lock held only meanwhile. espeak-ng keeps
+        wave-generator state from one synthesis to the next, so the same text
+        can come out a few samples longer or shorter (well under 1 %)
+        depending on what was synthesised before.
 
         Args:
             text: The text (normally one clause); plain text, not SSML.
@@ -522,6 +526,6 @@ class EspeakBackend(TtsBackend):
         yield from word_chunks(text, pcm, self.sample_rate, words)
 
     def voices(self) -> list[str]:
-        """Language codes of the installed voices ("en-us", "en-gb", "fr", ...)."""
+        """Voice file names and language codes of the installed voices ("en-us", "en-gb", "fr")."""
         with _LOCK:
             return self._engine.languages()

@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import pytest
@@ -104,7 +105,9 @@ class FakeOpenAi:
         try:
             while await self._one(reader, writer):
                 pass
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            # CancelledError: our own teardown; ending quietly keeps asyncio's
+            # stream callback from logging the cancelled handler as an error.
             pass
         finally:
             writer.close()
@@ -121,11 +124,11 @@ class FakeOpenAi:
         raw = await reader.readexactly(int(headers.get("content-length", "0")))
         self.requests.append(Seen(method, path, headers, json.loads(raw) if raw else None))
         reply = self.replies.pop(0)
-        if reply.status != 200:
+        if reply.status != 200 or isinstance(reply.body, bytes):
             assert isinstance(reply.body, bytes)
             extra = "".join(f"{k}: {v}\r\n" for k, v in reply.headers.items())
             writer.write(
-                f"HTTP/1.1 {reply.status} Error\r\nContent-Type: application/json\r\n"
+                f"HTTP/1.1 {reply.status} {HTTPStatus(reply.status).phrase}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(reply.body)}\r\n{extra}\r\n".encode()
                 + reply.body
             )
@@ -188,7 +191,9 @@ def text_stream(*pieces: str) -> list[bytes | Sleep | Cut | Stall]:
     return out
 
 
-def tool_delta(index: int, *, id: str | None = None, name: str | None = None, args: str = "") -> dict[str, Any]:
+def tool_delta(
+    index: int, *, id: str | None = None, name: str | None = None, args: str = ""
+) -> dict[str, Any]:
     call: dict[str, Any] = {"index": index, "function": {"arguments": args}}
     if id is not None:
         call["id"] = id
@@ -205,7 +210,11 @@ def run(body: Callable[[], Awaitable[None]], timeout: float = 5.0) -> None:
     asyncio.run(main())
 
 
-async def collect(backend: OpenAiBackend, messages: list[Message] | None = None, tools: list[ToolSpec] | None = None) -> list[LlmEvent]:
+async def collect(
+    backend: OpenAiBackend,
+    messages: list[Message] | None = None,
+    tools: list[ToolSpec] | None = None,
+) -> list[LlmEvent]:
     out: list[LlmEvent] = []
     async for event in backend.stream(messages or [Message("user", "hi")], tools or []):
         out.append(event)
@@ -230,13 +239,21 @@ WEATHER = ToolSpec(
 
 def test_text_streaming() -> None:
     async def body() -> None:
-        async with FakeOpenAi(Reply(body=text_stream("Hello", " there", ",", " caller."))) as server:
+        async with FakeOpenAi(
+            Reply(body=text_stream("Hello", " there", ",", " caller."))
+        ) as server:
             backend = backend_for(server)
             try:
                 events = await collect(backend)
             finally:
                 await backend.aclose()
-        assert events == [Token("Hello"), Token(" there"), Token(","), Token(" caller."), Done("stop")]
+        assert events == [
+            Token("Hello"),
+            Token(" there"),
+            Token(","),
+            Token(" caller."),
+            Done("stop"),
+        ]
 
     run(body)
 
@@ -244,11 +261,17 @@ def test_text_streaming() -> None:
 def test_request_body_and_headers() -> None:
     async def body() -> None:
         async with FakeOpenAi(Reply(body=text_stream("ok"))) as server:
-            backend = OpenAiBackend(server.url + "/", "sk-secret", "my-model", temperature=0.3, max_tokens=50)
+            backend = OpenAiBackend(
+                server.url + "/", "sk-secret", "my-model", temperature=0.3, max_tokens=50
+            )
             messages = [
                 Message("system", "Be brief."),
                 Message("user", "Weather in Paris?"),
-                Message("assistant", None, tool_calls=[ToolCall("call_9", "get_weather", {"city": "Paris"})]),
+                Message(
+                    "assistant",
+                    None,
+                    tool_calls=[ToolCall("call_9", "get_weather", {"city": "Paris"})],
+                ),
                 Message("tool", '{"temp": 20}', tool_call_id="call_9", name="get_weather"),
             ]
             try:
@@ -268,7 +291,10 @@ def test_request_body_and_headers() -> None:
             "temperature": 0.3,
             "max_tokens": 50,
         }
-        assert seen.body["messages"][2]["tool_calls"][0]["function"]["arguments"] == '{"city": "Paris"}'
+        assert (
+            seen.body["messages"][2]["tool_calls"][0]["function"]["arguments"]
+            == '{"city": "Paris"}'
+        )
 
     run(body)
 
@@ -326,13 +352,21 @@ def test_tool_calls_split_and_interleaved() -> None:
 def test_text_then_tool_call_and_sse_variants() -> None:
     """CRLF line ends, comments, an `event:` field, multi-line data, bytes split anywhere."""
     event = json.dumps(
-        {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m",
-         "choices": [{"index": 0, "delta": {"content": "Sure"}, "finish_reason": None}]}
+        {
+            "id": "x",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"content": "Sure"}, "finish_reason": None}],
+        }
     )
     # the same JSON object spread over two data lines (joined with "\n", still valid JSON)
-    head, tail = event[: len(event) // 2], event[len(event) // 2 :]
+    cut = event.index(' "choices"')
+    head, tail = event[:cut], event[cut:]
     multiline = f": keep-alive\r\nevent: message\r\ndata: {head}\r\ndata: {tail}\r\n\r\n".encode()
-    calls = chunk(tool_delta(0, id="call_1", name="get_weather", args='{"city": "Oslo"}')).replace(b"\n", b"\r\n")
+    calls = chunk(tool_delta(0, id="call_1", name="get_weather", args='{"city": "Oslo"}')).replace(
+        b"\n", b"\r\n"
+    )
     finish = chunk({}, "tool_calls")
     raw = multiline + calls + finish + b"data: [DONE]\r\n\r\n"
     # split at every few bytes, including between \r and \n
@@ -374,7 +408,7 @@ def test_bad_tool_arguments() -> None:
 
 
 def test_stream_cut_midway() -> None:
-    stream = text_stream("Hello", " there")[:2] + [Cut()]
+    stream = [*text_stream("Hello", " there")[:2], Cut()]
 
     async def body() -> None:
         async with FakeOpenAi(Reply(body=stream)) as server:
@@ -420,11 +454,18 @@ def test_finish_without_done_is_complete() -> None:
 
 
 def error_body(message: str, type_: str, code: str | None) -> bytes:
-    return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}).encode()
+    return json.dumps(
+        {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    ).encode()
 
 
 def test_http_401() -> None:
-    reply = Reply(401, body=error_body("Incorrect API key provided: sk-test.", "invalid_request_error", "invalid_api_key"))
+    reply = Reply(
+        401,
+        body=error_body(
+            "Incorrect API key provided: sk-test.", "invalid_request_error", "invalid_api_key"
+        ),
+    )
 
     async def body() -> None:
         async with FakeOpenAi(reply) as server:
@@ -443,7 +484,11 @@ def test_http_401() -> None:
 
 @pytest.mark.parametrize("status", [429, 503])
 def test_http_retry_after(status: int) -> None:
-    reply = Reply(status, {"Retry-After": "2"}, error_body("Rate limit reached", "requests", "rate_limit_exceeded"))
+    reply = Reply(
+        status,
+        {"Retry-After": "2"},
+        error_body("Rate limit reached", "requests", "rate_limit_exceeded"),
+    )
 
     async def body() -> None:
         async with FakeOpenAi(reply) as server:
@@ -501,7 +546,7 @@ def test_first_token_timeout() -> None:
 
 
 def test_idle_timeout() -> None:
-    stream = text_stream("Hello")[:2] + [Stall()]
+    stream = [*text_stream("Hello")[:2], Stall()]
 
     async def body() -> None:
         async with FakeOpenAi(Reply(body=stream)) as server:
@@ -519,7 +564,7 @@ def test_idle_timeout() -> None:
 
 
 def test_cancel_closes_connection() -> None:
-    stream = text_stream("Hello")[:2] + [Stall()]
+    stream = [*text_stream("Hello")[:2], Stall()]
 
     async def body() -> None:
         async with FakeOpenAi(Reply(body=stream)) as server:
@@ -561,13 +606,56 @@ def test_shared_client_reused_across_requests() -> None:
     import httpx
 
     async def body() -> None:
-        async with FakeOpenAi(Reply(body=text_stream("one")), Reply(body=text_stream("two"))) as server:
-            async with httpx.AsyncClient() as client:
-                backend = OpenAiBackend(server.url, None, "m", client=client)
-                assert await collect(backend) == [Token("one"), Done("stop")]
-                assert await collect(backend) == [Token("two"), Done("stop")]
-                await backend.aclose()  # not ours: must leave the client open
-                assert not client.is_closed
+        async with (
+            FakeOpenAi(Reply(body=text_stream("one")), Reply(body=text_stream("two"))) as server,
+            httpx.AsyncClient() as client,
+        ):
+            backend = OpenAiBackend(server.url, None, "m", client=client)
+            assert await collect(backend) == [Token("one"), Done("stop")]
+            assert await collect(backend) == [Token("two"), Done("stop")]
+            await backend.aclose()  # not ours: must leave the client open
+            assert not client.is_closed
+
+    run(body)
+
+
+def test_server_ignoring_stream_flag() -> None:
+    completion = {
+        "id": "chatcmpl-2",
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "Checking.",
+                    "tool_calls": [
+                        {
+                            "id": "call_7",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'},
+                        }
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+    }
+
+    async def body() -> None:
+        async with FakeOpenAi(Reply(200, body=json.dumps(completion).encode())) as server:
+            backend = backend_for(server)
+            try:
+                events = await collect(backend, tools=[WEATHER])
+            finally:
+                await backend.aclose()
+        assert events == [
+            Token("Checking."),
+            ToolCalls((ToolCall("call_7", "get_weather", {"city": "Rome"}),)),
+            Done("tool_calls"),
+        ]
 
     run(body)
 
@@ -580,7 +668,11 @@ def test_sse_decoder_byte_by_byte() -> None:
     decoder = SseDecoder()
     events = [e for i in range(len(raw)) for e in decoder.feed(raw[i : i + 1])]
     events += list(decoder.close())
-    assert [(e.event, e.data) for e in events] == [("update", "a\nb"), ("message", "c"), ("message", "tail")]
+    assert [(e.event, e.data) for e in events] == [
+        ("update", "a\nb"),
+        ("message", "c"),
+        ("message", "tail"),
+    ]
 
 
 # ---------------------------------------------------------------- settings
@@ -588,7 +680,14 @@ def test_sse_decoder_byte_by_byte() -> None:
 
 def test_from_settings_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_LLM_KEY", "sk-from-env")
-    settings = LlmSettings(backend="openai", base_url="http://127.0.0.1:9/v1", api_key="env:TEST_LLM_KEY", model="m", temperature=0.5, first_token_timeout=3)
+    settings = LlmSettings(
+        backend="openai",
+        base_url="http://127.0.0.1:9/v1",
+        api_key="env:TEST_LLM_KEY",
+        model="m",
+        temperature=0.5,
+        first_token_timeout=3,
+    )
     backend = from_settings(settings)
     assert backend._headers()["Authorization"] == "Bearer sk-from-env"
     assert backend.url == "http://127.0.0.1:9/v1/chat/completions"

@@ -1,0 +1,76 @@
+"""Text-to-speech backends, the clause aggregator, and `load_tts`.
+
+Backends import their engines lazily, so an optional backend that is not
+installed only fails (with `ModelLoadError`) when it is configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from mediaserver.pipeline.settings import TtsSettings
+from mediaserver.pipeline.stt.base import ModelLoadError
+from mediaserver.pipeline.tts.base import TtsBackend, TtsChunk, TtsError
+from mediaserver.pipeline.tts.clauses import ClauseAggregator
+
+__all__ = [
+    "BACKENDS",
+    "ClauseAggregator",
+    "ModelLoadError",
+    "TtsBackend",
+    "TtsChunk",
+    "TtsError",
+    "load_tts",
+]
+
+
+def _espeak(settings: TtsSettings) -> TtsBackend:
+    from mediaserver.pipeline.tts.espeak import EspeakBackend
+
+    return EspeakBackend(voice=settings.voice, rate=settings.rate)
+
+
+def _piper(settings: TtsSettings) -> TtsBackend:
+    from mediaserver.pipeline.tts.piper import PiperBackend
+
+    return PiperBackend(Path(settings.voice).expanduser())
+
+
+#: Backend name (`TtsSettings.backend`) -> factory.
+BACKENDS: dict[str, Callable[[TtsSettings], TtsBackend]] = {
+    "espeak-ng": _espeak,
+    "piper": _piper,
+}
+
+
+def load_tts(settings: TtsSettings) -> TtsBackend:
+    """Load the TTS backend `settings` names (blocking: libraries and models load here).
+
+    `settings.fallback_voice` is not used here: it is the voice the caller
+    passes to `synthesize` when synthesis with the default one fails.
+
+    Args:
+        settings: The pipeline's `tts` settings (espeak-ng: `voice` is a voice
+            name and `rate` words per minute; piper: `voice` is the .onnx path).
+
+    Returns:
+        The loaded backend.
+
+    Raises:
+        ModelLoadError: Unknown backend name, library or package missing, or
+            voice unloadable (the message names the backend and the path).
+    """
+    factory = BACKENDS.get(settings.backend)
+    if factory is None:
+        raise ModelLoadError(
+            f"tts: unknown backend {settings.backend!r} (known: {', '.join(sorted(BACKENDS))})"
+        )
+    try:
+        return factory(settings)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{settings.backend}: cannot load voice {settings.voice}: {exc}"
+        ) from exc

@@ -1,0 +1,239 @@
+"""A live call actor on real loopback RTP, with a scripted caller on the other end.
+
+The caller is a real RTP endpoint: it sends 20 ms PCMU packets without pause
+(silence when it has nothing to say, as phones do) and keeps every packet the
+agent sends with its arrival time. The actor gets the real VAD, STT and TTS
+through a `PipelineRuntime`; only the SIP side is replaced by `FakeCall`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mediaserver.call.actor import CallActor
+from mediaserver.call.runtime import PipelineRuntime
+from mediaserver.call.spec import AgentSpec, Reply, Tool
+from mediaserver.codecs.g711 import ulaw_decode, ulaw_encode
+from mediaserver.media.clock import MediaClock
+from mediaserver.media.rtp import RtpPacket
+from mediaserver.media.session import MediaSettings, RtpSession
+from mediaserver.pipeline.llm.base import ToolSpec
+from mediaserver.pipeline.settings import PipelineSettings
+from mediaserver.sip.sdp import NegotiatedMedia, RtpMap
+from tests.peers import read_wav_mono, speech_wav
+
+FRAME = 0.02
+
+
+@dataclass
+class FakeCall:
+    """The SIP side of the call, as the actor sees it."""
+
+    call_id: str = "actor-test"
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    media_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    digits: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    runtime: Any = None
+    agent: Any = None
+    actor: Any = None
+    hangups: int = 0
+    media: Any = None
+
+    def ring(self) -> None:
+        pass
+
+    def answer(self) -> None:
+        pass
+
+    def hangup(self) -> None:
+        self.hangups += 1
+        self.ended.set()
+
+
+class Caller:
+    """The far end: sends continuous PCMU, records what the agent sends."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.target: tuple[str, int] | None = None
+        self._audio: list[np.ndarray] = []
+        self.received: list[tuple[float, RtpPacket]] = []
+        #: loop time of each speech segment's first and last sent frame.
+        self.spoke: list[tuple[float, float]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._seq = 0
+        self._ts = 0
+
+    def start(self, target: tuple[str, int]) -> None:
+        self.target = target
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.sock.fileno(), self._read)
+        self._task = loop.create_task(self._send_loop())
+
+    def _read(self) -> None:
+        now = asyncio.get_running_loop().time()
+        while True:
+            try:
+                data = self.sock.recv(2048)
+            except BlockingIOError:
+                return
+            with contextlib.suppress(Exception):
+                self.received.append((now, RtpPacket.parse(data)))
+
+    async def say(self, pcm: np.ndarray) -> tuple[float, float]:
+        """Queue 8 kHz speech and wait until its last frame is sent; (start, end) times."""
+        frames = [pcm[i : i + 160] for i in range(0, len(pcm), 160)]
+        frames = [np.pad(f, (0, 160 - len(f))) for f in frames]
+        self._audio.extend(frames)
+        self._marks = [len(self._audio) - len(frames), len(self._audio)]
+        self._first_sent: float | None = None
+        while self._audio:
+            await asyncio.sleep(FRAME)
+        start = self._first_sent or 0.0
+        end = asyncio.get_running_loop().time()
+        self.spoke.append((start, end))
+        return start, end
+
+    async def _send_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        n = 0
+        silence = np.zeros(160, dtype=np.int16)
+        while True:
+            n += 1
+            await asyncio.sleep(max(0.0, t0 + n * FRAME - loop.time()))
+            if self._audio:
+                frame = self._audio.pop(0)
+                if getattr(self, "_first_sent", 0.0) is None:
+                    self._first_sent = loop.time()
+            else:
+                frame = silence
+            pkt = RtpPacket(payload_type=0, sequence=self._seq, timestamp=self._ts,
+                            ssrc=0x1234, payload=ulaw_encode(frame).tobytes())
+            self._seq = (self._seq + 1) & 0xFFFF
+            self._ts = (self._ts + 160) & 0xFFFFFFFF
+            assert self.target is not None
+            with contextlib.suppress(OSError):
+                self.sock.sendto(pkt.serialise(), self.target)
+
+    def agent_audio(self, since: float = 0.0, until: float = float("inf")) -> np.ndarray:
+        """What the agent sent in a time window, decoded, packets in arrival order."""
+        parts = [ulaw_decode(p.payload) for t, p in self.received if since <= t < until]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
+
+    def arrivals(self) -> list[float]:
+        return [t for t, _ in self.received]
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
+def speech(text: str, folder: Path, pad_seconds: float = 0.0) -> np.ndarray:
+    """`text` spoken by espeak-ng at 8 kHz (via the test peers' helper)."""
+    pcm, rate = read_wav_mono(speech_wav(text, folder, pad_seconds=pad_seconds))
+    assert rate == 8000
+    return pcm
+
+
+def weather_agent(settings: PipelineSettings, greeting: str | None = None) -> AgentSpec:
+    """A small agent with one tool, as the tests and the demo use it."""
+
+    def get_weather(args: dict[str, Any]) -> str:
+        return f"It is sunny in {args['city']} today."
+
+    tool = Tool(
+        ToolSpec(
+            "get_weather",
+            "Tell the weather forecast for a city.",
+            {
+                "type": "object",
+                "properties": {
+                    "city": {"type": "string", "enum": ["paris", "london", "berlin"]},
+                },
+                "required": ["city"],
+            },
+        ),
+        get_weather,
+    )
+    return AgentSpec(
+        name="weather",
+        greeting=greeting or "Hello, this is the weather line.",
+        tools=[tool],
+        hints=["what is the weather in", "tell me a story", "stop", "thank you", "hello"],
+        replies=[
+            Reply(
+                ("story",),
+                "Once upon a time there was a small robot who lived in a lighthouse by "
+                "the sea, and every night it counted the ships that passed, one by one, "
+                "until the morning came and the fishermen went home to sleep.",
+            )
+        ],
+        settings=settings,
+    )
+
+
+@contextlib.asynccontextmanager
+async def live_actor(agent: AgentSpec, runtime: PipelineRuntime) -> AsyncIterator[
+    tuple[CallActor, Caller, RtpSession, asyncio.Task[None]]
+]:
+    """Start an actor on a real RTP session talking to a `Caller`."""
+    loop = asyncio.get_running_loop()
+    caller = Caller()
+    clock = MediaClock(loop)
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind(("127.0.0.1", 0))
+    rtp.setblocking(False)
+    media = NegotiatedMedia(
+        codec=RtpMap(0, "PCMU", 8000),
+        dtmf=None,
+        remote_address="127.0.0.1",
+        remote_port=caller.port,
+        direction="sendrecv",
+        remote_direction="sendrecv",
+        on_hold=False,
+        ptime=20,
+        rtcp_mux=True,
+    )
+    session = RtpSession(rtp, None, media, clock, MediaSettings(), loop.time())
+    call = FakeCall(runtime=runtime, agent=agent)
+    actor = CallActor(call, session, agent, runtime)
+    caller.start(rtp.getsockname())
+    task = loop.create_task(actor.run())
+    try:
+        yield actor, caller, session, task
+    finally:
+        if not task.done():
+            call.ended.set()
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(task, 5)
+        await caller.stop()
+        session.close()
+        rtp.close()
+
+
+async def wait_for(predicate: Any, timeout: float, step: float = 0.02) -> bool:
+    """Poll `predicate()` until true or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(step)
+    return bool(predicate())

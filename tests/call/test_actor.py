@@ -1,0 +1,131 @@
+"""The call actor driven by caller audio over real RTP, with the real VAD, STT and TTS.
+
+The LLM is the scripted engine (offline, deterministic); every other stage is
+the embedded default: silero VAD on onnxruntime, pocketsphinx, espeak-ng.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mediaserver.call.lifecycle import CallState
+from mediaserver.call.runtime import PipelineRuntime
+from mediaserver.call.voicing import FrameTag
+from mediaserver.pipeline.settings import PipelineSettings
+from tests.call.harness import live_actor, speech, wait_for, weather_agent
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def settings(**turn: Any) -> PipelineSettings:
+    return PipelineSettings.model_validate(
+        {
+            "stt": {"pool_size": 1},
+            "turn": {"end_of_speech_timeout": 0.5, "attention_timeout": 0, **turn},
+        }
+    )
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_greets_answers_a_question_with_a_tool_and_keeps_the_conversation(
+    tmp_path: Path,
+) -> None:
+    question = speech("what is the weather in paris", tmp_path)
+
+    async def main() -> None:
+        runtime = PipelineRuntime(settings())
+        agent = weather_agent(runtime.settings)
+        try:
+            async with live_actor(agent, runtime) as (actor, caller, session, task):
+                # The agent speaks first: the greeting reaches the caller.
+                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+                greeting_packets = len(caller.received)
+                assert greeting_packets > 20
+                assert actor.messages[1].content == "Hello, this is the weather line."
+
+                _, spoke_end = await caller.say(question)
+                assert await wait_for(lambda: len(actor.turns) == 1, 10)
+                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+                roles = [m.role for m in actor.messages]
+                assert roles == ["system", "assistant", "user", "assistant", "tool", "assistant"]
+                user = actor.messages[2].content or ""
+                assert "weather" in user and "paris" in user
+                call = actor.messages[3].tool_calls[0]
+                assert call.name == "get_weather" and call.arguments == {"city": "paris"}
+                assert actor.messages[4].content == "It is sunny in paris today."
+                assert "sunny in paris" in (actor.messages[5].content or "")
+                # The answer was sent on the wire after the question ended.
+                answer = caller.agent_audio(since=spoke_end)
+                assert len(answer) > 8000  # more than a second of speech
+                metrics = actor.turns[0].summary()
+                assert metrics["voice_to_voice_ms"] > metrics["endpointing_ms"] >= 400
+                assert not actor.life.refused
+        finally:
+            await runtime.aclose()
+
+    run(main())
+
+
+def test_barge_in_flushes_cancels_and_keeps_only_what_was_heard(tmp_path: Path) -> None:
+    story = speech("tell me a story", tmp_path)
+    interruption = speech("stop stop stop", tmp_path)
+
+    async def main() -> None:
+        cfg = settings()
+        runtime = PipelineRuntime(cfg)
+        agent = weather_agent(cfg, greeting="Hi.")
+        try:
+            async with live_actor(agent, runtime) as (actor, caller, session, task):
+                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+                await caller.say(story)
+                assert await wait_for(lambda: actor.life.state == CallState.SPEAKING, 10)
+                reply = actor._reply
+                assert reply is not None and reply.kind == "llm"
+                await asyncio.sleep(1.5)  # the story is being told
+                sent: list[object] = []
+                session_on_sent = session.on_sent
+                assert session_on_sent is not None
+
+                def spy(tag: object) -> None:
+                    sent.append((asyncio.get_running_loop().time(), tag))
+                    session_on_sent(tag)
+
+                session.on_sent = spy
+                await caller.say(interruption)
+                assert await wait_for(lambda: bool(actor.barge_ins), 5)
+                barge = actor.barge_ins[0]
+                assert barge.flushed_frames > 0
+                # Nothing of the reply left after the decision, but what was
+                # already in this tick's batch (one frame at most).
+                after = [
+                    t for t, tag in sent
+                    if isinstance(tag, FrameTag) and tag.reply == reply.id and t > barge.decided
+                ]
+                assert len(after) <= 1
+                assert all(t.done() for t in reply.tasks())
+                # The caller's words end the interruption; the conversation keeps
+                # exactly the text voiced by the frames that were sent.
+                assert await wait_for(
+                    lambda: any(m.role == "user" and "stop" in (m.content or "")
+                                for m in actor.messages), 10)
+                heard, _ = reply.voicing.heard(reply.text)
+                kept = [m.content for m in actor.messages if m.role == "assistant"]
+                assert heard in kept
+                assert barge.heard == heard and heard != reply.text
+                assert reply.text.startswith(heard.rstrip("—").rsplit(" ", 1)[0])
+                frames_of_reply = [
+                    p for _, p in caller.received if p.payload_type == 0
+                ]
+                assert frames_of_reply
+                assert reply.voicing.frames_sent == reply.voicing.last_sent.index + 1  # type: ignore[union-attr]
+        finally:
+            await runtime.aclose()
+
+    run(main())
