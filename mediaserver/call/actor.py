@@ -227,7 +227,7 @@ class CallActor:
         if not task.cancelled() and task.exception() is not None:
             # A bug in child work: make it visible instead of a silent stall.
             exc = task.exception()
-            self.log.error("child_task_failed", task=task.get_coro().__qualname__, error=repr(exc))
+            self.log.error("child_task_failed", task=task.get_name(), error=repr(exc))
             self._note("error", kind="internal", stage="child", error=repr(exc))
 
     def _arm(self, name: str, delay: float) -> None:

@@ -190,10 +190,18 @@ def weather_agent(settings: PipelineSettings, greeting: str | None = None) -> Ag
     )
 
 
+@dataclass
+class Live:
+    """A running actor, its caller and its RTP session."""
+
+    actor: CallActor
+    caller: Caller
+    session: RtpSession
+    call: FakeCall
+
+
 @contextlib.asynccontextmanager
-async def live_actor(agent: AgentSpec, runtime: PipelineRuntime) -> AsyncIterator[
-    tuple[CallActor, Caller, RtpSession, asyncio.Task[None]]
-]:
+async def live_actor(agent: AgentSpec, runtime: PipelineRuntime) -> AsyncIterator[Live]:
     """Start an actor on a real RTP session talking to a `Caller`."""
     loop = asyncio.get_running_loop()
     caller = Caller()
@@ -218,7 +226,7 @@ async def live_actor(agent: AgentSpec, runtime: PipelineRuntime) -> AsyncIterato
     caller.start(rtp.getsockname())
     task = loop.create_task(actor.run())
     try:
-        yield actor, caller, session, task
+        yield Live(actor, caller, session, call)
     finally:
         if not task.done():
             call.ended.set()

@@ -43,7 +43,8 @@ def test_greets_answers_a_question_with_a_tool_and_keeps_the_conversation(
         runtime = PipelineRuntime(settings())
         agent = weather_agent(runtime.settings)
         try:
-            async with live_actor(agent, runtime) as (actor, caller, session, task):
+            async with live_actor(agent, runtime) as live:
+                actor, caller = live.actor, live.caller
                 # The agent speaks first: the greeting reaches the caller.
                 assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
                 greeting_packets = len(caller.received)
@@ -82,7 +83,8 @@ def test_barge_in_flushes_cancels_and_keeps_only_what_was_heard(tmp_path: Path) 
         runtime = PipelineRuntime(cfg)
         agent = weather_agent(cfg, greeting="Hi.")
         try:
-            async with live_actor(agent, runtime) as (actor, caller, session, task):
+            async with live_actor(agent, runtime) as live:
+                actor, caller, session = live.actor, live.caller, live.session
                 assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
                 await caller.say(story)
                 assert await wait_for(lambda: actor.life.state == CallState.SPEAKING, 10)
