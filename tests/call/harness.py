@@ -26,7 +26,7 @@ from mediaserver.codecs.g711 import ulaw_decode, ulaw_encode
 from mediaserver.media.clock import MediaClock
 from mediaserver.media.rtp import RtpPacket
 from mediaserver.media.session import MediaSettings, RtpSession
-from mediaserver.pipeline.llm.base import ToolSpec
+from mediaserver.pipeline.llm.base import LlmBackend, ToolSpec
 from mediaserver.pipeline.settings import PipelineSettings
 from mediaserver.sip.sdp import NegotiatedMedia, RtpMap
 from tests.peers import read_wav_mono, speech_wav
@@ -201,7 +201,9 @@ class Live:
 
 
 @contextlib.asynccontextmanager
-async def live_actor(agent: AgentSpec, runtime: PipelineRuntime) -> AsyncIterator[Live]:
+async def live_actor(
+    agent: AgentSpec, runtime: PipelineRuntime, llm: LlmBackend | None = None
+) -> AsyncIterator[Live]:
     """Start an actor on a real RTP session talking to a `Caller`."""
     loop = asyncio.get_running_loop()
     caller = Caller()
@@ -222,7 +224,7 @@ async def live_actor(agent: AgentSpec, runtime: PipelineRuntime) -> AsyncIterato
     )
     session = RtpSession(rtp, None, media, clock, MediaSettings(), loop.time())
     call = FakeCall(runtime=runtime, agent=agent)
-    actor = CallActor(call, session, agent, runtime)
+    actor = CallActor(call, session, agent, runtime, llm=llm)
     caller.start(rtp.getsockname())
     task = loop.create_task(actor.run())
     try:

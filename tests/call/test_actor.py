@@ -15,6 +15,7 @@ import pytest
 from mediaserver.call.lifecycle import CallState
 from mediaserver.call.runtime import PipelineRuntime
 from mediaserver.call.voicing import FrameTag
+from mediaserver.pipeline.llm import ScriptedBackend, ScriptedConfig, ScriptedReply
 from mediaserver.pipeline.settings import PipelineSettings
 from tests.call.harness import live_actor, speech, wait_for, weather_agent
 
@@ -74,7 +75,10 @@ def test_greets_answers_a_question_with_a_tool_and_keeps_the_conversation(
     run(main())
 
 
-def test_barge_in_flushes_cancels_and_keeps_only_what_was_heard(tmp_path: Path) -> None:
+@pytest.mark.parametrize("token_delay", [0.0, 0.08], ids=["fast-llm", "streaming-llm"])
+def test_barge_in_flushes_cancels_and_keeps_only_what_was_heard(
+    tmp_path: Path, token_delay: float
+) -> None:
     story = speech("tell me a story", tmp_path)
     interruption = speech("stop stop stop", tmp_path)
 
@@ -82,8 +86,14 @@ def test_barge_in_flushes_cancels_and_keeps_only_what_was_heard(tmp_path: Path) 
         cfg = settings()
         runtime = PipelineRuntime(cfg)
         agent = weather_agent(cfg, greeting="Hi.")
+        llm = ScriptedBackend(
+            ScriptedConfig(
+                [ScriptedReply(list(r.match), r.reply) for r in agent.replies],
+                token_delay=token_delay,
+            )
+        )
         try:
-            async with live_actor(agent, runtime) as live:
+            async with live_actor(agent, runtime, llm) as live:
                 actor, caller, session = live.actor, live.caller, live.session
                 assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
                 await caller.say(story)
@@ -112,6 +122,10 @@ def test_barge_in_flushes_cancels_and_keeps_only_what_was_heard(tmp_path: Path) 
                 ]
                 assert len(after) <= 1
                 assert all(t.done() for t in reply.tasks())
+                if token_delay:
+                    # The model was still streaming the story: cancelled in-process.
+                    assert reply.llm_task is not None and reply.llm_task.cancelled()
+                    assert not reply.llm_done
                 # The caller's words end the interruption; the conversation keeps
                 # exactly the text voiced by the frames that were sent.
                 assert await wait_for(
@@ -127,6 +141,85 @@ def test_barge_in_flushes_cancels_and_keeps_only_what_was_heard(tmp_path: Path) 
                 ]
                 assert frames_of_reply
                 assert reply.voicing.frames_sent == reply.voicing.last_sent.index + 1  # type: ignore[union-attr]
+        finally:
+            await runtime.aclose()
+
+    run(main())
+
+
+def test_false_barge_in_resumes_where_the_agent_stopped(tmp_path: Path) -> None:
+    story = speech("tell me a story", tmp_path)
+    backchannel = speech("mmm hmm", tmp_path)  # voice, but no words for the grammar
+
+    async def main() -> None:
+        cfg = settings()
+        runtime = PipelineRuntime(cfg)
+        agent = weather_agent(cfg, greeting="Hi.")
+        try:
+            async with live_actor(agent, runtime) as live:
+                actor, caller = live.actor, live.caller
+                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+                await caller.say(story)
+                assert await wait_for(lambda: actor.life.state == CallState.SPEAKING, 10)
+                told = actor._reply
+                assert told is not None
+                await asyncio.sleep(1.5)
+                await caller.say(backchannel)
+                assert await wait_for(lambda: bool(actor.barge_ins), 5)
+                assert await wait_for(lambda: actor.barge_ins[0].resumed, 5)
+                barge = actor.barge_ins[0]
+                assert barge.false
+                # The agent goes on from the word it was cut in, to the end.
+                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 20)
+                said = [m.content for m in actor.messages if m.role == "assistant"]
+                assert said[-1] == told.text
+                users = [m.content for m in actor.messages if m.role == "user"]
+                assert users == ["tell me a story"]  # the backchannel is not a turn
+        finally:
+            await runtime.aclose()
+
+    run(main())
+
+
+def test_unintelligible_speech_gets_the_recovery_phrase(tmp_path: Path) -> None:
+    mumble = speech("mmm hmm", tmp_path)
+
+    async def main() -> None:
+        cfg = settings()
+        runtime = PipelineRuntime(cfg)
+        agent = weather_agent(cfg, greeting="Hi.")
+        try:
+            async with live_actor(agent, runtime) as live:
+                actor, caller = live.actor, live.caller
+                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+                await caller.say(mumble)
+                assert await wait_for(
+                    lambda: any(e["event"] == "not_understood" for e in actor.timeline), 5
+                )
+                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+                assert actor.messages[-1].content == cfg.turn.not_understood
+        finally:
+            await runtime.aclose()
+
+    run(main())
+
+
+def test_silent_caller_gets_a_prompt_then_a_polite_hangup() -> None:
+    async def main() -> None:
+        cfg = settings(attention_timeout=0.5, inactivity_timeout=0.5)
+        runtime = PipelineRuntime(cfg)
+        agent = weather_agent(cfg, greeting="Hi.")
+        try:
+            async with live_actor(agent, runtime) as live:
+                actor = live.actor
+                assert await wait_for(lambda: live.call.hangups == 1, 15)
+                assert await wait_for(lambda: actor.life.state == CallState.ENDED, 5)
+                events = [e["event"] for e in actor.timeline]
+                assert events.index("attention_prompt") < events.index("inactivity_hangup")
+                said = [m.content for m in actor.messages if m.role == "assistant"]
+                assert said == ["Hi.", cfg.turn.attention_prompt, cfg.turn.goodbye]
+                assert actor.end_reason == "caller silent"
+                assert not actor.life.refused
         finally:
             await runtime.aclose()
 
