@@ -154,6 +154,24 @@ def test_malformed_flood_does_not_disturb_a_call(start_server, sipp) -> None:  #
         ("sip:\n  listen:\n    - {transport: tls, port: 5061}\n", "tls.cert"),
         ("routes:\n  p: {app: playback, file: nowhere.wav}\n", "routes.p"),
         ("media:\n  codecs: [PCMU, AMR]\n", "media"),
+        ("pipeline:\n  turn: {end_of_speech_timeout: 0.1}\n", "pipeline.turn.end_of_speech_timeout"),
+        (
+            "routes:\n  a: {app: agent, agent: {pipeline: {vad: {threshold: 2}}}}\n",
+            "routes.a.agent.pipeline.vad.threshold",
+        ),
+        (
+            "routes:\n  a: {app: agent, agent: {tools: [{name: t, function: 'no_such:f'}]}}\n",
+            "routes.a.agent.tools.0.function",
+        ),
+        # A model that fails to load: one line naming the backend and the path.
+        (
+            "pipeline: {vad: {model: /nonexistent/vad.onnx}}\nroutes: {a: {app: agent}}\n",
+            "silero: VAD model file not found: /nonexistent/vad.onnx",
+        ),
+        (
+            "pipeline: {stt: {model: /nonexistent/sphinx}}\nroutes: {a: {app: agent}}\n",
+            "pocketsphinx",
+        ),
     ],
 )
 def test_broken_config_is_one_line_naming_the_key(tmp_path: Path, yaml_text: str, key: str) -> None:
