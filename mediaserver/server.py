@@ -24,7 +24,7 @@ from mediaserver.apps.agent import agent_from_config
 from mediaserver.call.events import HoldChanged
 from mediaserver.call.runtime import PipelineRuntime
 from mediaserver.call.spec import AgentSpec
-from mediaserver.config import Config
+from mediaserver.config import Config, ConfigError
 from mediaserver.media.clock import MediaClock
 from mediaserver.media.ports import PortPool
 from mediaserver.media.session import MediaSettings, RtpSession
@@ -115,6 +115,12 @@ class SipServer:
                 self.agents[user] = agent_from_config(user, route.agent, self.config.pipeline)
         if self.agents and self.runtime is None:
             self.runtime = PipelineRuntime(self.config.pipeline)
+        for user, agent in self.agents.items():
+            assert self.runtime is not None
+            try:
+                self.runtime.llm_for(agent)  # e.g. a missing API key fails now, not mid-call
+            except ValueError as exc:
+                raise ConfigError(f"routes.{user}.agent: {exc}") from None
 
     async def start(self) -> None:
         """Bind every listener and build the core."""

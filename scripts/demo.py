@@ -13,9 +13,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import wave
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +33,7 @@ from tests.peers import (  # noqa: E402  (needs the repo root on sys.path)
     read_wav_mono,
     run_baresip,
     run_sipp,
+    speech_wav,
     which,
 )
 
@@ -68,6 +71,17 @@ def demo_config(duration: int, ring: int) -> dict[str, Any]:
             "shutdown": {"drain_timeout": 5},
         },
     )
+
+
+def write_wav(path: Path, pcm: np.ndarray, rate: int = 8000) -> Path:
+    """A mono 16-bit WAV for baresip to play."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(pcm.astype("<i2").tobytes())
+    return path
 
 
 def main() -> int:
@@ -163,7 +177,35 @@ def main() -> int:
             print(f"[echo] call FAILED\n{echo_call.describe()}")
             failures.append("echo call was not established")
 
-        # 3. sipp's built-in uac: INVITE, 200, ACK, 1 s pause, BYE.
+        # 3. The AI agent: baresip asks the weather line a question and should hear
+        # the answer its tool gives (pocketsphinx -> scripted LLM -> espeak-ng).
+        uri = server.uri("weather")
+        print(f"\n[agent] baresip dials {uri} and asks: what is the weather in paris")
+        question, _ = read_wav_mono(speech_wav("what is the weather in paris", workdir / "q"))
+        pause = np.zeros(8000 * 5, dtype=np.int16)
+        caller_wav = write_wav(
+            workdir / "agent-caller.wav", np.concatenate([pause, question, pause])
+        )
+        agent_call = run_baresip(uri, workdir / "agent", seconds=25, source_wav=caller_wav)
+        log_text = server.log_text()
+        heard_question = "text='what is the weather in paris'" in log_text
+        answered = "text='It is sunny in paris today.'" in log_text
+        latency = [line for line in log_text.splitlines() if "turn_latency" in line]
+        if agent_call.established:
+            print(f"[agent] the server heard the question: {'yes' if heard_question else 'NO'}")
+            print(f"[agent] the agent answered 'It is sunny in paris today.': "
+                  f"{'yes' if answered else 'NO'}")
+            if latency:
+                print(f"[agent] {latency[-1].split('turn_latency', 1)[1].strip()}")
+            if agent_call.heard_wav is not None:
+                print(f"[agent] what baresip heard: {agent_call.heard_wav}")
+            if not (heard_question and answered):
+                failures.append("the agent did not answer the weather question")
+        else:
+            print(f"[agent] call FAILED\n{agent_call.describe()}")
+            failures.append("agent call was not established")
+
+        # 4. sipp's built-in uac: INVITE, 200, ACK, 1 s pause, BYE.
         print(f"\n[sipp] built-in uac scenario to {server.target} (caller hangs up after 1 s)")
         result = run_sipp(
             ["-sn", "uac", "-s", "hold", "-d", "1000", server.target],
@@ -203,7 +245,7 @@ def main() -> int:
     if failures:
         print("\nDEMO FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1
-    print("\ndemo OK: baresip and sipp calls completed")
+    print("\ndemo OK: baresip, agent and sipp calls completed")
     return 0
 
 

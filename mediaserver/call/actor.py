@@ -175,7 +175,7 @@ class CallActor:
         self.runtime = runtime
         self.settings = agent.settings
         self.llm = llm or runtime.llm_for(agent)
-        self.log = log.bind(call=call.call_id, agent=agent.name)
+        self.log = log.bind(call_id=call.call_id, agent=agent.name)
         self.inbox: asyncio.Queue[ev.Event] = asyncio.Queue()
         self.life = Lifecycle()
         self.messages: list[Message] = [Message("system", agent.system_prompt)]
