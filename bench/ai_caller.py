@@ -570,6 +570,8 @@ class Caller(asyncio.DatagramProtocol):
             record["error"] = "agent had already stopped before the onset"
         else:
             record["stop_ms"] = round((last_before - onset) * 1000, 2)
+        record["onset"] = onset
+        record["last_packet"] = last_before
         record["stop_utterance_s"] = round(stop_end - onset, 3)
         # Whatever the agent says after "stop" (e.g. a reply): let it finish.
         after_stop = await self.first_after(call, stop_end, 3.0)

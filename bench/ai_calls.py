@@ -50,7 +50,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from media_loadgen import proc_cpu_seconds  # noqa: E402
+from media_loadgen import proc_cpu_seconds, proc_rss_mb  # noqa: E402
 from sip_cps import git_commit  # noqa: E402
 from turn_latency import (  # noqa: E402  (bench/ must be on sys.path first)
     log,
@@ -89,6 +89,9 @@ class Step:
     greeting_s_max: float | None = None
     call_errors: list[str] = field(default_factory=list)
     server_alive: bool = True
+    stt_pool_size: int = 0
+    server_rss_mb_idle: float | None = None
+    server_rss_mb_end: float | None = None
     wall_s: float = 0.0
 
 
@@ -108,9 +111,12 @@ def run_step(
     started = time.monotonic()
     server: ServerProcess | None = None
     try:
+        pool = args.stt_pool if args.stt_pool is not None else n
+        step.stt_pool_size = pool
         server, _ = start_server(
-            folder / "server", args.eos, args.executor_threads, n + 10, args.python
+            folder / "server", args.eos, args.executor_threads, n + 10, args.python, pool
         )
+        step.server_rss_mb_idle = proc_rss_mb(server.pid)
         cpu0, t0 = proc_cpu_seconds(server.pid), time.monotonic()
         timeout = 30 + n / args.setup_rate + args.stagger + turns * (6 + args.stagger) + n * 0.5
         extra = [
@@ -127,6 +133,7 @@ def run_step(
         ]
         result, _ = run_caller(args.python, server, wavs, folder, extra, timeout)
         cpu1, t1 = proc_cpu_seconds(server.pid), time.monotonic()
+        step.server_rss_mb_end = proc_rss_mb(server.pid)
         step.server_alive = server.running()
         if cpu0 is not None and cpu1 is not None:
             step.server_cpu_cores_whole_step = round((cpu1 - cpu0) / (t1 - t0), 3)
@@ -189,6 +196,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ratio", type=float, default=1.5, help="pass: p95 <= ratio x single")
     parser.add_argument("--eos", type=float, default=0.25, help="end_of_speech_timeout s (0.25)")
     parser.add_argument("--executor-threads", type=int, default=2, help="pipeline threads (2)")
+    parser.add_argument(
+        "--stt-pool",
+        type=int,
+        default=None,
+        help="pipeline.stt.pool_size (default: N, one decoder per call made at start-up;"
+        " decoders made on demand mid-call stall the server, see docs/benchmarks.md)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json-out", help="also write the JSON report here")
     parser.add_argument("--workdir", help="keep server logs and caller output here")
@@ -272,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             "setup_rate": args.setup_rate,
             "end_of_speech_timeout_s": args.eos,
             "executor_threads": args.executor_threads,
+            "stt_pool_size": args.stt_pool if args.stt_pool is not None else "N (per step)",
             "llm": "scripted",
             "pass_rule": f"all calls up, every turn answered, p95 voice-to-voice <= {args.ratio}"
             " x the single-call p95 (caller-measured)",

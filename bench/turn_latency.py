@@ -97,7 +97,12 @@ def log(message: str) -> None:
 
 
 def agent_config(
-    port: int, rtp: tuple[int, int], eos: float, executor_threads: int, max_calls: int
+    port: int,
+    rtp: tuple[int, int],
+    eos: float,
+    executor_threads: int,
+    max_calls: int,
+    stt_pool: int = 1,
 ) -> dict[str, Any]:
     """The server config: one UDP listener, the weather agent, JSON logs at info."""
     return {
@@ -109,7 +114,7 @@ def agent_config(
         "logging": {"level": "info", "format": "json"},
         "shutdown": {"drain_timeout": 2},
         "pipeline": {
-            "stt": {"pool_size": 1},
+            "stt": {"pool_size": stt_pool},
             "turn": {"end_of_speech_timeout": eos},
             "llm": {"backend": "scripted"},
             "executor_threads": executor_threads,
@@ -194,11 +199,16 @@ def server_events(server: ServerProcess, name: str) -> list[dict[str, Any]]:
 
 
 def start_server(
-    folder: Path, eos: float, executor_threads: int, max_calls: int, python: str
+    folder: Path,
+    eos: float,
+    executor_threads: int,
+    max_calls: int,
+    python: str,
+    stt_pool: int = 1,
 ) -> tuple[ServerProcess, tuple[int, int]]:
     """A fresh server with the agent route; wait until it answers OPTIONS."""
     rtp = free_rtp_range(2 * max_calls + 20)
-    config = agent_config(free_port(), rtp, eos, executor_threads, max_calls)
+    config = agent_config(free_port(), rtp, eos, executor_threads, max_calls, stt_pool)
     server = ServerProcess(config, folder, command=[python, "-m", "mediaserver", "run"])
     server.start()
     server.wait_ready(timeout=60)
@@ -262,6 +272,35 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def barge_in_decisions(caller: dict[str, Any], barge: list[dict[str, Any]]) -> dict[str, Any]:
+    """Onset -> the server's ``barge_in`` log line (its wall-clock timestamp), and that line ->
+    the last agent packet: where the barge-in stop time goes (log timestamps: 1 us, same clock).
+    """
+    trials = (caller.get("calls") or [{}])[0].get("barge_ins", [])
+    decided: list[float] = []
+    drained: list[float] = []
+    for trial in trials:
+        onset, last = trial.get("onset"), trial.get("last_packet")
+        if onset is None:
+            continue
+        # The first barge_in line logged after this trial's onset.
+        for line in barge:
+            try:
+                at = datetime.fromisoformat(str(line["timestamp"]).replace("Z", "+00:00"))
+            except (KeyError, ValueError):
+                continue
+            ts = at.timestamp()
+            if ts >= onset:
+                decided.append((ts - onset) * 1000)
+                if last is not None:
+                    drained.append((last - ts) * 1000)
+                break
+    return {
+        "onset_to_server_barge_in": stats(decided),
+        "server_barge_in_to_last_packet": stats(drained),
     }
 
 
@@ -338,6 +377,7 @@ def summarise(
         "greeting_s": call.get("greeting_s"),
         "call_error": call.get("error"),
         "caller_ticker_late_ticks": caller.get("ticker_late_ticks"),
+        "caller_ticker_late_ms_max": caller.get("ticker_late_ms_max"),
     }
 
 
@@ -396,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         lines = server_events(server, "turn_latency")
         barge = server_events(server, "barge_in")
         report = summarise(args, caller, lines, len(barge))
+        report["barge_in_server_decision_ms"] = barge_in_decisions(caller, barge)
     except KeyboardInterrupt as exc:
         error = f"interrupted ({exc})"
     except (ServerNotReady, OSError, RuntimeError, ValueError) as exc:

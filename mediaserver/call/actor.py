@@ -146,6 +146,8 @@ class _Reply:
     tools_pending: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     tool_results: list[ev.ToolResult] = field(default_factory=list)
     tool_calls_made: int = 0
+    #: The current LLM step asked for tools and its stream has not ended yet.
+    step_has_tools: bool = False
     filler_said: bool = False
     finished_framing: bool = False
     then_hangup: bool = False
@@ -522,6 +524,10 @@ class CallActor:
             else:
                 self._arm_attention()
             return
+        if self._reply is not None and not self.settings.barge_in.enabled:
+            # No interrupting: the caller's words wait until the agent has finished.
+            self._pending_user = text + " "
+            return
         self._commit_interrupted()
         if self._reply is not None:
             # A barge-in that never cut the reply (min_words not reached):
@@ -793,16 +799,27 @@ class CallActor:
         if reply.then_hangup or self.life.state == CallState.ENDING:
             self._hangup("agent")
             return
-        if self.life.live:
-            self._go(CallState.LISTENING, "reply finished")
+        if not self.life.live:
+            return
+        self._go(CallState.LISTENING, "reply finished")
+        waiting = self._pending_user.strip()
+        if waiting and self._turn is None:
+            self._pending_user = ""
+            self.messages.append(Message("user", waiting))
+            self._start_llm_reply(None)
+        else:
             self._arm_attention()
 
     def _on_llm_done(self, event: ev.LlmDone) -> None:
         reply = self._current(event.reply)
         if reply is None:
             return
-        if reply.tools_pending:
-            return  # the tool loop goes on; the step's tokens are kept
+        if reply.step_has_tools:
+            # This step asked for tools: the next step starts once they are all back.
+            reply.step_has_tools = False
+            if not reply.tools_pending:
+                self._after_tools(reply)
+            return
         reply.llm_done = True
         reply.llm_task = None
         self._queue_clauses(reply, "", final=True)
@@ -816,6 +833,7 @@ class CallActor:
         step_text = reply.text[reply.step_start :]
         self.messages.append(Message("assistant", step_text or None, tool_calls=list(event.calls)))
         reply.tool_calls_made += len(event.calls)
+        reply.step_has_tools = True
         for call in event.calls:
             self._note("tool_call", reply=reply.id, name=call.name, arguments=call.arguments)
             tool = self.agent.tool(call.name)
@@ -871,8 +889,12 @@ class CallActor:
         )
         if event.error:
             self.log.warning("tool_failed", tool=event.call.name, error=event.error)
-        if reply.tools_pending:
-            return
+        if reply.tools_pending or reply.step_has_tools:
+            return  # more results to come, or the step's stream has not ended yet
+        self._after_tools(reply)
+
+    def _after_tools(self, reply: _Reply) -> None:
+        """Every tool of the step is back: feed the results to the model again."""
         self._disarm("filler")
         for result in reply.tool_results:
             self.messages.append(
