@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"config error: {exc}", file=sys.stderr)
             return 2
         configure(config.logging.level, config.logging.format)
-        from mediaserver.pipeline.stt.base import ModelLoadError
+        from mediaserver.pipeline.errors import ModelLoadError
         from mediaserver.server import serve
 
         try:

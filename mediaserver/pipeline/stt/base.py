@@ -18,16 +18,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mediaserver.pipeline.errors import ModelLoadError
+
+__all__ = [
+    "STT_RATE",
+    "ModelLoadError",
+    "SttBackend",
+    "SttError",
+    "SttHints",
+    "SttStream",
+    "Transcript",
+]
+
 #: The rate every STT stream is fed at (pocketsphinx's and whisper's models).
 STT_RATE = 16000
 
 
 class SttError(Exception):
     """Recognition failed (classified as `stt_failure` by the call actor)."""
-
-
-class ModelLoadError(Exception):
-    """A backend could not load its model; the message names backend and path."""
 
 
 @dataclass(frozen=True)

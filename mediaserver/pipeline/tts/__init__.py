@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from mediaserver.pipeline.errors import ModelLoadError
 from mediaserver.pipeline.settings import TtsSettings
-from mediaserver.pipeline.stt.base import ModelLoadError
 from mediaserver.pipeline.tts.base import TtsBackend, TtsChunk, TtsError
 from mediaserver.pipeline.tts.clauses import ClauseAggregator
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mediaserver.pipeline.stt.base import ModelLoadError
+from mediaserver.pipeline.errors import ModelLoadError
 from mediaserver.pipeline.tts.base import TtsBackend, TtsChunk, TtsError
 
 __all__ = ["EspeakBackend", "word_chunks"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mediaserver.pipeline.stt.base import ModelLoadError
+from mediaserver.pipeline.errors import ModelLoadError
 from mediaserver.pipeline.tts.base import TtsBackend, TtsChunk, TtsError
 
 __all__ = ["PiperBackend"]

@@ -33,8 +33,8 @@ import onnxruntime  # type: ignore[import-untyped]
 import structlog
 
 from mediaserver.codecs.base import PcmArray, as_mono_int16
+from mediaserver.pipeline.errors import ModelLoadError
 from mediaserver.pipeline.settings import VadSettings
-from mediaserver.pipeline.stt.base import ModelLoadError
 
 __all__ = [
     "CHUNK_SAMPLES",
