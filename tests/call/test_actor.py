@@ -224,3 +224,46 @@ def test_silent_caller_gets_a_prompt_then_a_polite_hangup() -> None:
             await runtime.aclose()
 
     run(main())
+
+
+def test_slow_tool_gets_a_filler_then_its_answer(tmp_path: Path) -> None:
+    question = speech("what is the weather in paris", tmp_path)
+
+    async def main() -> None:
+        cfg = PipelineSettings.model_validate(
+            {
+                "stt": {"pool_size": 1},
+                "turn": {"end_of_speech_timeout": 0.5, "attention_timeout": 0},
+                "fillers": {"after": 0.3, "phrases": ["Let me check."]},
+            }
+        )
+        runtime = PipelineRuntime(cfg)
+        agent = weather_agent(cfg, greeting="Hi.")
+
+        async def slow_weather(args: dict[str, Any]) -> str:
+            await asyncio.sleep(1.5)
+            return f"It is raining in {args['city']}."
+
+        agent.tools[0].handler = slow_weather
+        try:
+            async with live_actor(agent, runtime) as live:
+                actor, caller = live.actor, live.caller
+                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+                await caller.say(question)
+                assert await wait_for(
+                    lambda: any(e["event"] == "filler" for e in actor.timeline), 10
+                )
+
+                def said() -> list[str]:
+                    return [e["text"] for e in actor.timeline if e["event"] == "agent_said"]
+
+                assert await wait_for(lambda: len(said()) == 2, 15)
+                assert said()[-1] == "Let me check. It is raining in paris."
+                events = [e["event"] for e in actor.timeline]
+                assert events.index("filler") < events.index("tool_result")
+                assert actor.messages[-1].content == "It is raining in paris."
+                assert actor.messages[-1].role == "assistant"
+        finally:
+            await runtime.aclose()
+
+    run(main())
