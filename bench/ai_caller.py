@@ -42,6 +42,7 @@ import itertools
 import json
 import os
 import random
+import resource
 import socket
 import sys
 import time
@@ -584,6 +585,7 @@ class Caller(asyncio.DatagramProtocol):
         self.marks[name] = {
             "mono": time.monotonic(),
             "server_cpu_s": proc_cpu_seconds(self.args.server_pid),
+            "caller_cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
         }
 
 

@@ -18,6 +18,12 @@ set up, every turn is answered, and its p95 voice-to-voice is <= ``--ratio``
 (1.5) x the baseline's p95. A failing step is tried once more; the ramp stops
 when it fails twice.
 
+``pipeline.stt.pool_size`` is N by default (``--stt-pool``): one pocketsphinx
+decoder per call, made at start-up, so none is made mid-call (a decoder takes
+~0.2 s to make, on the inference executor the VAD also uses; with a pool of 1
+a 10-call step once stalled for ~2 s, see docs/benchmarks.md). Each decoder
+costs ~91 MB RSS.
+
 Server CPU: utime + stime from /proc/PID/stat, between the moment every call
 has been greeted and the moment every call has finished its turns (the turn
 window), and over the whole step; ``server_cpu_cores`` = CPU seconds / wall
@@ -27,7 +33,8 @@ own), so it can use more than one core; the machine has 2, shared with the
 caller. One JSON object on stdout, progress on stderr. From the repository
 root::
 
-    .venv/bin/python bench/ai_calls.py --steps 1,10,20,30,40,50,60
+    .venv/bin/python bench/ai_calls.py                  # steps 1,20,40,60, ~2.5 min
+    .venv/bin/python bench/ai_calls.py --steps 1,80,100 # further up the ramp
 """
 
 from __future__ import annotations
@@ -84,6 +91,7 @@ class Step:
     server_split_ms_p95: dict[str, float | None] = field(default_factory=dict)
     server_cpu_cores: float | None = None
     server_cpu_cores_whole_step: float | None = None
+    caller_cpu_cores: float | None = None
     window_s: float | None = None
     calls_per_core: float | None = None
     greeting_s_max: float | None = None
@@ -160,6 +168,10 @@ def run_step(
         if wall > 0:
             step.window_s = round(wall, 2)
             step.server_cpu_cores = round((end["server_cpu_s"] - start["server_cpu_s"]) / wall, 3)
+            if end.get("caller_cpu_s") is not None and start.get("caller_cpu_s") is not None:
+                step.caller_cpu_cores = round(
+                    (end["caller_cpu_s"] - start["caller_cpu_s"]) / wall, 3
+                )
     if step.server_cpu_cores:
         step.calls_per_core = round(n / step.server_cpu_cores, 1)
     p95 = step.v2v_ms.get("p95")
@@ -187,7 +199,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
-        "--steps", default="1,10,20,30,40,50,60", help="N per step; the first is the baseline"
+        "--steps", default="1,20,40,60", help="N per step; the first is the baseline (1,20,40,60)"
     )
     parser.add_argument("--turns", type=int, default=3, help="turns per call (3)")
     parser.add_argument("--baseline-turns", type=int, default=8, help="turns of the 1st step (8)")
@@ -200,8 +212,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--stt-pool",
         type=int,
         default=None,
-        help="pipeline.stt.pool_size (default: N, one decoder per call made at start-up;"
-        " decoders made on demand mid-call stall the server, see docs/benchmarks.md)",
+        help="pipeline.stt.pool_size (default: N, one decoder per call made at start-up,"
+        " none made mid-call; see docs/benchmarks.md)",
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json-out", help="also write the JSON report here")
@@ -250,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"  N={n}: {step.established} up, {step.turns_answered}/"
                     f"{step.turns_requested} turns, v2v p50/p95 {step.v2v_ms.get('p50')}/"
                     f"{step.v2v_ms.get('p95')} ms (x{step.p95_ratio_to_single}), server "
-                    f"{step.server_cpu_cores} cores -> {step.calls_per_core} calls/core"
+                    f"{step.server_cpu_cores} cores -> {step.calls_per_core} calls/core, "
+                    f"caller {step.caller_cpu_cores} cores"
                     + ("" if step.passed else f"  FAIL: {step.reason}")
                 )
                 if step.passed:
