@@ -118,7 +118,7 @@ class SipServer:
         for user, agent in self.agents.items():
             assert self.runtime is not None
             try:
-                self.runtime.llm_for(agent)  # e.g. a missing API key fails now, not mid-call
+                self.runtime.prepare(agent)  # e.g. a missing API key fails now, not mid-call
             except ValueError as exc:
                 raise ConfigError(f"routes.{user}.agent: {exc}") from None
 

@@ -46,7 +46,6 @@ from mediaserver.pipeline.llm.base import (
     ToolCalls,
 )
 from mediaserver.pipeline.stt.base import STT_RATE, SttError, SttStream
-from mediaserver.pipeline.stt.hints import hints_for
 from mediaserver.pipeline.tts.base import TtsBackend, TtsChunk, TtsError
 from mediaserver.pipeline.tts.clauses import ClauseAggregator
 from mediaserver.pipeline.vad.detector import SpeechDetector, SpeechStarted, SpeechStopped
@@ -192,8 +191,7 @@ class CallActor:
         self._preroll: deque[tuple[float, np.ndarray]] = deque()
         self._detector = SpeechDetector(self.settings.vad)
         self._vad = runtime.vad.open(lambda t, p: self.post(ev.VadProb(t, p)))
-        hints = hints_for(agent.hints, [t.spec.parameters for t in agent.tools])
-        self._stt: SttStream = runtime.stt.open(hints)
+        self._stt: SttStream = runtime.stt.open(runtime.hints(agent))
         self._stt_queue: asyncio.Queue[np.ndarray | None] | None = None
         self._stt_task: asyncio.Task[None] | None = None
         self._turn: _Turn | None = None

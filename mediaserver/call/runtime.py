@@ -17,7 +17,8 @@ from mediaserver.pipeline.llm import ScriptedConfig, ScriptedReply, load_llm
 from mediaserver.pipeline.llm.base import LlmBackend
 from mediaserver.pipeline.settings import LlmSettings, PipelineSettings
 from mediaserver.pipeline.stt import load_stt
-from mediaserver.pipeline.stt.base import SttBackend
+from mediaserver.pipeline.stt.base import SttBackend, SttHints
+from mediaserver.pipeline.stt.hints import hints_for
 from mediaserver.pipeline.tts import load_tts
 from mediaserver.pipeline.tts.base import TtsBackend
 from mediaserver.pipeline.vad.silero import SileroModel, VadBatcher
@@ -39,8 +40,11 @@ class PipelineRuntime:
         self.executor = ThreadPoolExecutor(
             max_workers=settings.executor_threads, thread_name_prefix="inference"
         )
+        # VAD gets its own thread: it is on every call's critical path (barge-in,
+        # end of turn) and must never queue behind a long STT or TTS job.
+        self.vad_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
         self.vad_model = SileroModel(settings.vad.model)
-        self.vad = VadBatcher(self.vad_model, self.executor, settings.vad, loop)
+        self.vad = VadBatcher(self.vad_model, self.vad_executor, settings.vad, loop)
         self.stt: SttBackend = load_stt(settings.stt)
         self.tts: TtsBackend = load_tts(settings.tts)
         self._llms: dict[tuple[str, str], LlmBackend] = {}
@@ -51,6 +55,20 @@ class PipelineRuntime:
             llm=settings.llm.backend,
             threads=settings.executor_threads,
         )
+
+    @staticmethod
+    def hints(agent: AgentSpec) -> SttHints:
+        """The STT bias of `agent`: its hints and its tools' argument types."""
+        return hints_for(agent.hints, [t.spec.parameters for t in agent.tools])
+
+    def prepare(self, agent: AgentSpec) -> None:
+        """Load what `agent`'s calls need (decoders, its LLM) before calls arrive.
+
+        Raises:
+            ValueError: the agent's LLM settings are unusable (e.g. a missing API key).
+        """
+        self.stt.prepare(self.hints(agent))
+        self.llm_for(agent)
 
     def llm_for(self, agent: AgentSpec, settings: LlmSettings | None = None) -> LlmBackend:
         """The LLM backend for `agent` (one per agent and backend, reused across calls)."""
@@ -72,3 +90,4 @@ class PipelineRuntime:
         self.stt.close()
         self.tts.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.vad_executor.shutdown(wait=False, cancel_futures=True)

@@ -91,5 +91,8 @@ class SttBackend(ABC):
     def open(self, hints: SttHints) -> SttStream:
         """A new stream biased by `hints`; cheap (no decoder is held until audio arrives)."""
 
+    def prepare(self, hints: SttHints) -> None:  # noqa: B027 - optional hook
+        """Get ready for streams with `hints` (e.g. make decoders) before calls arrive."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the model."""

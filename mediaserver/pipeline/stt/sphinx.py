@@ -158,6 +158,11 @@ class PocketSphinxBackend(SttBackend):
             self.decoders_created += 1
         return _Decoder(decoder)
 
+    def prepare(self, hints: SttHints) -> None:
+        """Build the grammar for `hints` now, so the first call does not pay for it."""
+        if hints.phrases or hints.words:
+            self.grammar(hints)
+
     def acquire(self) -> _Decoder:
         """Take a free decoder from the pool, creating one when none is free."""
         with self._lock:
