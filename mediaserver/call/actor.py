@@ -49,6 +49,7 @@ from mediaserver.pipeline.stt.base import STT_RATE, SttError, SttStream
 from mediaserver.pipeline.tts.base import TtsBackend, TtsChunk, TtsError
 from mediaserver.pipeline.tts.clauses import ClauseAggregator
 from mediaserver.pipeline.vad.detector import SpeechDetector, SpeechStarted, SpeechStopped
+from mediaserver.pipeline.vad.onset import OnsetDetector
 
 if TYPE_CHECKING:
     from mediaserver.apps.base import CallControl
@@ -98,7 +99,7 @@ class TurnMetrics:
 
 @dataclass
 class BargeIn:
-    """One interruption of the agent."""
+    """One interruption of the agent (`decided`: when its audio stopped)."""
 
     reply: int
     onset_media: float
@@ -152,6 +153,9 @@ class _Reply:
     then_hangup: bool = False
     metrics: TurnMetrics | None = None
     first_frame_seen: bool = False
+    #: Audio stopped by the fast onset test, waiting for silero to confirm.
+    paused_at: float | None = None
+    paused_frames: int = 0
 
     def tasks(self) -> list[asyncio.Task[None]]:
         out = [t for t in (self.llm_task, self.tts_task) if t is not None]
@@ -190,6 +194,7 @@ class CallActor:
         self._in_rs = Resampler(media.sample_rate, STT_RATE)
         self._preroll: deque[tuple[float, np.ndarray]] = deque()
         self._detector = SpeechDetector(self.settings.vad)
+        self._onset = OnsetDetector(media.sample_rate)
         self._vad = runtime.vad.open(lambda t, p: self.post(ev.VadProb(t, p)))
         self._stt: SttStream = runtime.stt.open(runtime.hints(agent))
         self._stt_queue: asyncio.Queue[np.ndarray | None] | None = None
@@ -262,6 +267,7 @@ class CallActor:
         media = self.media
         media.on_audio = lambda pcm, t, gap: self.post(ev.AudioIn(pcm, t, gap))
         media.on_sent = lambda tag: self.post(ev.FrameSent(tag))
+        media.on_arrival = self._on_arrival
         watchers = [self._spawn(self._watch_hangup()), self._spawn(self._watch_digits())]
         self._note("answered", agent=self.agent.name)
         try:
@@ -277,6 +283,7 @@ class CallActor:
         finally:
             media.on_audio = None
             media.on_sent = None
+            media.on_arrival = None
             for task in watchers:
                 task.cancel()
             self._shutdown()
@@ -323,6 +330,8 @@ class CallActor:
                 self._on_audio(event)
             case ev.VadProb():
                 self._on_vad(event)
+            case ev.SpeechOnset():
+                self._on_onset(event)
             case ev.FrameSent():
                 self._on_frame_sent(event.tag)
             case ev.SttPartial():
@@ -537,6 +546,52 @@ class CallActor:
 
     # -- barge-in ----------------------------------------------------------------------
 
+    def _fast_pause_armed(self) -> bool:
+        cfg = self.settings.barge_in
+        reply = self._reply
+        return (
+            cfg.enabled
+            and cfg.fast_pause
+            and cfg.min_speech == 0
+            and cfg.min_words == 0
+            and reply is not None
+            and reply.paused_at is None
+            and self._turn is None
+            and self.life.state in (CallState.SPEAKING, CallState.GREETING)
+        )
+
+    def _on_arrival(self, pcm: np.ndarray) -> None:
+        """Arriving caller audio (before the jitter buffer): the fast onset test.
+
+        Runs in the media plane's reader; it only reads actor state and posts.
+        """
+        if not self._fast_pause_armed():
+            self._onset.reset()
+            return
+        if self._onset.update(pcm):
+            self.post(ev.SpeechOnset(time.monotonic()))
+
+    def _on_onset(self, event: ev.SpeechOnset) -> None:
+        """Maybe someone started talking: stop the agent's audio now, keep the reply."""
+        reply = self._reply
+        if reply is None or not self._fast_pause_armed():
+            return
+        reply.paused_frames = self.media.flush()
+        reply.paused_at = time.monotonic()
+        self._note("barge_in_pause", reply=reply.id, flushed_frames=reply.paused_frames)
+        self._arm("confirm", self.settings.barge_in.confirm_window)
+
+    def _resume_paused(self) -> None:
+        """Silero did not confirm speech: play on from the word the pause cut."""
+        reply = self._reply
+        if reply is None or reply.paused_at is None:
+            return
+        reply.paused_at = None
+        reply.paused_frames = 0
+        frames = reply.voicing.replay()
+        self._note("barge_in_unpause", reply=reply.id, frames=len(frames))
+        self._play(reply, frames)
+
     def _barge_in(self, turn: _Turn) -> None:
         reply = self._reply
         if reply is None:
@@ -545,8 +600,10 @@ class CallActor:
         self._interrupt_reply(reply, turn.started_media)
 
     def _interrupt_reply(self, reply: _Reply, onset: float) -> None:
-        flushed = self.media.flush()
-        record = BargeIn(reply.id, onset, time.monotonic(), flushed)
+        flushed = self.media.flush() + reply.paused_frames
+        self._disarm("confirm")
+        stopped = reply.paused_at if reply.paused_at is not None else time.monotonic()
+        record = BargeIn(reply.id, onset, stopped, flushed)
         self._cancel_reply(reply)
         self._reply = None
         self.barge_ins.append(record)
@@ -737,8 +794,8 @@ class CallActor:
         self._play(reply, frames)
 
     def _play(self, reply: _Reply, frames: list[tuple[np.ndarray, FrameTag]]) -> None:
-        if not frames:
-            return
+        if not frames or reply.paused_at is not None:
+            return  # while paused the frames wait in the voicing (see _resume_paused)
         if self.life.state == CallState.THINKING:
             self._go(CallState.SPEAKING, "first audio")
         self.media.rephase()
@@ -919,6 +976,9 @@ class CallActor:
             if turn is not None and not turn.finalising and not self._detector.speaking:
                 last = self._detector.last_speech_end or turn.started_media
                 self._end_turn(turn, last)
+        elif name == "confirm":
+            if self._turn is None and not self._detector.speaking:
+                self._resume_paused()
         elif name == "false_resume":
             turn = self._turn
             if turn is not None and turn.words == 0 and not self._detector.speaking:

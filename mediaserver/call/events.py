@@ -50,6 +50,13 @@ class HoldChanged:
 
 
 @dataclass(frozen=True)
+class SpeechOnset:
+    """The fast onset test fired on arriving caller audio (at monotonic `at`)."""
+
+    at: float
+
+
+@dataclass(frozen=True)
 class VadProb:
     """A speech probability for the 32 ms chunk ending at `media_time`."""
 
@@ -158,6 +165,7 @@ Event = (
     | DtmfIn
     | CallHangup
     | HoldChanged
+    | SpeechOnset
     | VadProb
     | SttPartial
     | SttFinal

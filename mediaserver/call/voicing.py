@@ -55,6 +55,8 @@ class Voicing:
         self.frames_made = 0
         self.frames_sent = 0
         self.last_sent: FrameTag | None = None
+        #: Every frame made, kept so a paused reply can resume mid-word.
+        self.frames: list[tuple[np.ndarray, FrameTag]] = []
 
     # -- making frames --------------------------------------------------------------
 
@@ -109,6 +111,7 @@ class Voicing:
                     FrameTag(self.reply, self.frames_made, self._done_end, partial),
                 )
             )
+            self.frames.append(out[-1])
             self.frames_made += 1
             self._pending = self._pending[n:]
             self._base = frame_end
@@ -124,8 +127,24 @@ class Voicing:
 
     @property
     def all_sent(self) -> bool:
-        """Every frame made so far is on the wire."""
-        return self.frames_sent >= self.frames_made
+        """Every frame made so far is on the wire (the newest one was sent)."""
+        if self.frames_made == 0:
+            return True
+        return self.last_sent is not None and self.last_sent.index >= self.frames_made - 1
+
+    def replay(self) -> list[tuple[np.ndarray, FrameTag]]:
+        """The frames to play to resume after a pause: from the start of the word
+        the caller heard only part of (or from the first frame not sent)."""
+        tag = self.last_sent
+        if tag is None:
+            return list(self.frames)
+        start = tag.index + 1
+        if tag.partial is not None:
+            start = next(
+                (i for i, (_, t) in enumerate(self.frames) if t.partial == tag.partial),
+                start,
+            )
+        return self.frames[start:]
 
     def heard(self, text: str) -> tuple[str, str | None]:
         """The part of `text` the caller heard, and the word cut mid-way (if any).

@@ -73,6 +73,13 @@ class BargeInSettings(_Strict):
     #: Resume the interrupted reply when the interruption brings no words in this
     #: many seconds after the caller stops (0: never resume).
     false_resume_window: float = Field(1.0, ge=0)
+    #: Pause the agent at the first sign of caller speech (a fast onset test on
+    #: arriving audio), before silero confirms it: the agent stops talking in
+    #: 20-60 ms instead of ~200. Only with min_speech and min_words at 0.
+    fast_pause: bool = True
+    #: Seconds silero has to confirm speech after a fast pause; without it the
+    #: agent resumes from the word it was in.
+    confirm_window: float = Field(0.3, gt=0, le=2.0)
 
 
 class SttSettings(_Strict):

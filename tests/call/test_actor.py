@@ -10,6 +10,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from mediaserver.call.lifecycle import CallState
@@ -263,6 +264,69 @@ def test_slow_tool_gets_a_filler_then_its_answer(tmp_path: Path) -> None:
                 assert events.index("filler") < events.index("tool_result")
                 assert actor.messages[-1].content == "It is raining in paris."
                 assert actor.messages[-1].role == "assistant"
+        finally:
+            await runtime.aclose()
+
+    run(main())
+
+
+def test_a_noise_burst_pauses_the_agent_which_then_resumes_mid_word(tmp_path: Path) -> None:
+    story = speech("tell me a story", tmp_path)
+    # 80 ms of loud white noise: the fast onset test fires, silero does not confirm.
+    burst = (np.random.default_rng(7).standard_normal(640) * 6000).astype(np.int16)
+
+    async def main() -> None:
+        cfg = settings()
+        runtime = PipelineRuntime(cfg)
+        agent = weather_agent(cfg, greeting="Hi.")
+        try:
+            async with live_actor(agent, runtime) as live:
+                actor, caller = live.actor, live.caller
+                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+                await caller.say(story)
+                assert await wait_for(lambda: actor.life.state == CallState.SPEAKING, 10)
+                told = actor._reply
+                assert told is not None
+                await asyncio.sleep(1.0)
+                await caller.say(burst)
+                assert await wait_for(
+                    lambda: any(e["event"] == "barge_in_unpause" for e in actor.timeline), 5
+                )
+                events = [e["event"] for e in actor.timeline]
+                assert events.index("barge_in_pause") < events.index("barge_in_unpause")
+                assert not actor.barge_ins  # never confirmed
+                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 20)
+                said = [m.content for m in actor.messages if m.role == "assistant"]
+                assert said[-1] == told.text
+        finally:
+            await runtime.aclose()
+
+    run(main())
+
+
+def test_speech_pauses_the_agent_before_silero_confirms(tmp_path: Path) -> None:
+    story = speech("tell me a story", tmp_path)
+    interruption = speech("stop stop stop", tmp_path)
+
+    async def main() -> None:
+        cfg = settings()
+        runtime = PipelineRuntime(cfg)
+        agent = weather_agent(cfg, greeting="Hi.")
+        try:
+            async with live_actor(agent, runtime) as live:
+                actor, caller = live.actor, live.caller
+                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+                await caller.say(story)
+                assert await wait_for(lambda: actor.life.state == CallState.SPEAKING, 10)
+                await asyncio.sleep(1.0)
+                await caller.say(interruption)
+                assert await wait_for(lambda: bool(actor.barge_ins), 5)
+                events = [e["event"] for e in actor.timeline]
+                pause = events.index("barge_in_pause")
+                # The audio stopped on the fast test; silero's speech start confirmed it.
+                assert pause < events.index("barge_in")
+                assert pause < len(events) - 1 - events[::-1].index("speech_start")
+                assert actor.barge_ins[0].flushed_frames > 0
         finally:
             await runtime.aclose()
 
