@@ -268,6 +268,7 @@ class CallActor:
         media.on_audio = lambda pcm, t, gap: self.post(ev.AudioIn(pcm, t, gap))
         media.on_sent = lambda tag: self.post(ev.FrameSent(tag))
         media.on_arrival = self._on_arrival
+        media.jitter.eager = self.settings.eager_jitter
         watchers = [self._spawn(self._watch_hangup()), self._spawn(self._watch_digits())]
         self._note("answered", agent=self.agent.name)
         try:

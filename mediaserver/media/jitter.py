@@ -161,6 +161,7 @@ class JitterBuffer:
         max_packets: int | None = None,
         max_jump: float = 1.0,
         max_seq_jump: int = 100,
+        eager: bool = False,
     ) -> None:
         """Create an empty buffer.
 
@@ -175,12 +176,17 @@ class JitterBuffer:
             max_jump: Timestamp jump, in seconds beyond what the sequence
                 numbers predict, treated as a discontinuity.
             max_seq_jump: Sequence number jump treated as a discontinuity.
+            eager: Release a packet as soon as everything before it is out,
+                instead of at its due time; only holes wait (up to `window`).
+                For listeners that want audio as early as possible (the AI
+                pipeline's VAD and STT); may be switched at any time.
         """
         if clock_rate <= 0 or frame_samples <= 0 or window < 0:
             raise ValueError("clock_rate and frame_samples must be positive, window >= 0")
         self.clock_rate = clock_rate
         self.frame_samples = frame_samples
         self.window = window
+        self.eager = eager
         if max_packets is None:
             max_packets = round(window * clock_rate / frame_samples) * 4 + 16
         self.max_packets = max(1, max_packets)
@@ -512,7 +518,7 @@ class JitterBuffer:
             return False
         slot = self._buffer.get(self._next_seq)
         if slot is not None:
-            if now < self._due(slot.timestamp):
+            if not self.eager and now < self._due(slot.timestamp):
                 return False
             del self._buffer[slot.seq]
             self._next_seq += 1

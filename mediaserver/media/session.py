@@ -177,6 +177,8 @@ class RtpSession:
         #: media order): for the barge-in onset detector, which must not wait.
         self.on_arrival: Callable[[np.ndarray], None] | None = None
         self._peek_decoder: Codec | None = None
+        # Audio released between ticks (eager jitter buffer), for the recorder.
+        self._delivered: list[np.ndarray] = []
         self._recorder: StereoRecorder | None = None
         if settings.record_path is not None:
             self._recorder = StereoRecorder(settings.record_path, self.sample_rate)
@@ -352,6 +354,9 @@ class RtpSession:
                     self._digit(event.digit, event.duration_ms)
             return
         self.jitter.push(packet, now)
+        if self.jitter.eager:
+            # In-order audio goes to the listener now, not at the next tick.
+            self._deliver(now)
         if self.on_arrival is not None:
             self._peek(packet.payload)
 
@@ -398,12 +403,16 @@ class RtpSession:
 
     def on_tick(self, now: float, late: float) -> None:
         """Called by the media clock every 20 ms (see the module docstring)."""
-        caller = self._deliver(now)
+        self._deliver(now)
         sent = self._send_next(now)
         if self._recorder is not None:
-            self._recorder.add(0, caller)
+            caller = self._delivered
+            self._recorder.add(
+                0, np.concatenate(caller) if len(caller) > 1 else (caller[0] if caller else None)
+            )
             self._recorder.add(1, sent)
             self._recorder.tick(self.frame_samples)
+        self._delivered = []
         for event in self.dtmf_in.flush(now):
             self._digit(event.digit, event.duration_ms)
         if now >= self._next_rtcp:
@@ -413,9 +422,9 @@ class RtpSession:
             self._next_inactivity_check = now + INACTIVITY_CHECK
             self._check_inactivity(now)
 
-    def _deliver(self, now: float) -> np.ndarray | None:
-        """Pop due frames, decode, hand them to `on_audio`; return this tick's audio."""
-        out: list[np.ndarray] = []
+    def _deliver(self, now: float) -> None:
+        """Pop due frames, decode, hand them to `on_audio` (and keep them for the
+        recorder until the tick; an eager jitter buffer also releases on arrival)."""
         for frame in self.jitter.pop(now):
             if frame.payload is None:
                 # Concealment by silence; the frame is marked so VAD/STT know.
@@ -427,12 +436,10 @@ class RtpSession:
                 except CodecError:
                     self.stats.decode_errors += 1
                     continue
-            out.append(pcm)
+            if self._recorder is not None:
+                self._delivered.append(pcm)
             if self.on_audio is not None:
                 self.on_audio(pcm, frame.media_time, frame.gap)
-        if not out:
-            return None
-        return out[0] if len(out) == 1 else np.concatenate(out)
 
     def _send_next(self, now: float) -> np.ndarray | None:
         """Send this tick's packet (DTMF first, then audio); return the audio sent."""

@@ -142,6 +142,10 @@ class PipelineSettings(_Strict):
     tts: TtsSettings = Field(default_factory=TtsSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
     fillers: FillerSettings = Field(default_factory=FillerSettings)
+    #: Hand caller audio to VAD/STT as soon as it is in order, instead of on the
+    #: jitter buffer's playout schedule (`media.jitter_window` later); only a
+    #: missing packet is waited for. Saves the window on every turn and barge-in.
+    eager_jitter: bool = True
     #: Threads for CPU-bound inference (STT, TTS, VAD) shared by all calls.
     executor_threads: int = Field(2, ge=1, le=64)
     #: Seconds a tool may run before it is abandoned (tool_timeout).

@@ -9,15 +9,15 @@ answer.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import wave
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mediaserver.codecs.resample import resample
-from mediaserver.pipeline.tts.espeak import EspeakBackend
-from tests.peers import best_alignment, read_wav_mono, speech_wav
+from tests.peers import REPO_ROOT, best_alignment, read_wav_mono, speech_wav
 
 AGENT: dict[str, Any] = {
     "app": "agent",
@@ -52,10 +52,36 @@ def _write_wav(path: Path, pcm: np.ndarray, rate: int = 8000) -> Path:
     return path
 
 
-def _tts_8k(text: str) -> np.ndarray:
-    tts = EspeakBackend()
+_REFERENCE = """
+import sys
+import numpy as np
+from mediaserver.codecs.resample import resample
+from mediaserver.pipeline.tts.espeak import EspeakBackend
+tts = EspeakBackend()
+out = {}
+for i, text in enumerate(sys.argv[2:]):
     pcm = np.concatenate([c.pcm for c in tts.synthesize(text)])
-    return resample(pcm, tts.sample_rate, 8000)
+    out[f"a{i}"] = resample(pcm, tts.sample_rate, 8000)
+np.savez(sys.argv[1], **out)
+"""
+
+
+def _tts_8k(folder: Path, *texts: str) -> list[np.ndarray]:
+    """espeak-ng's audio of `texts`, synthesised in order in a fresh process.
+
+    libespeak-ng keeps state from one synthesis to the next (the same text
+    comes out a few samples longer or shorter), so the reference is made the
+    way the server made it: a new process saying the same things in order.
+    """
+    path = folder / "reference.npz"
+    subprocess.run(
+        [sys.executable, "-c", _REFERENCE, str(path), *texts],
+        check=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+    )
+    with np.load(path) as data:
+        return [data[f"a{i}"] for i in range(len(texts))]
 
 
 def test_baresip_asks_and_hears_the_right_answer(start_server, baresip, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -80,9 +106,15 @@ def test_baresip_asks_and_hears_the_right_answer(start_server, baresip, tmp_path
 
     # baresip records the packets it receives (the agent sends nothing between
     # replies), so the recording is the greeting followed by the answer.
-    greeting_at, greeting = best_alignment(_tts_8k("Hello, this is the weather line."), heard)
-    answer_at, right = best_alignment(_tts_8k("It is sunny in paris today."), heard)
-    _, wrong = best_alignment(_tts_8k("It is raining in london today."), heard)
+    said_greeting, said_answer, wrong_answer = _tts_8k(
+        tmp_path,
+        "Hello, this is the weather line.",
+        "It is sunny in paris today.",
+        "It is raining in london today.",
+    )
+    greeting_at, greeting = best_alignment(said_greeting, heard)
+    answer_at, right = best_alignment(said_answer, heard)
+    _, wrong = best_alignment(wrong_answer, heard)
     print(f"correlation: greeting {greeting:.3f}, right {right:.3f}, wrong {wrong:.3f}")
     assert greeting >= 0.8, greeting
     assert right >= 0.8, (right, wrong)

@@ -644,3 +644,36 @@ def test_invalid_arguments() -> None:
         JitterBuffer(clock_rate=0)
     with pytest.raises(ValueError):
         JitterBuffer(window=-1)
+
+
+# ---------------------------------------------------------------- eager mode
+
+
+def test_eager_releases_in_order_packets_on_arrival() -> None:
+    jb = JitterBuffer(eager=True)
+    jb.push(packet(0), 10.0)
+    (frame,) = jb.pop(10.0)  # no window to wait
+    assert index(frame) == 0 and frame.media_time == 0.0
+    jb.push(packet(1), 10.02)
+    assert [index(f) for f in jb.pop(10.02)] == [1]
+
+
+def test_eager_still_waits_for_a_hole_and_reorders() -> None:
+    jb = JitterBuffer(eager=True)
+    arrivals = [(k * PTIME, packet(k)) for k in range(10)]
+    arrivals[3] = (3 * PTIME + 0.030, packet(3))  # overtaken by 4: the hole waits
+    out = simulate(jb, arrivals)
+    assert [index(f) for f in frames_of(out)] == list(range(10))
+    assert jb.stats()["reordered"] == 1 and jb.stats()["lost"] == 0
+    # Packet 4 waited for 3; the in-order ones left at their arrival tick.
+    released = {index(f): t for t, f in out}
+    assert released[2] == pytest.approx(2 * PTIME, abs=TICK)
+    assert released[4] >= 3 * PTIME + 0.030 - 1e-9
+
+
+def test_eager_gives_up_on_a_lost_packet_after_the_window() -> None:
+    jb = JitterBuffer(eager=True)
+    arrivals = [(k * PTIME, packet(k)) for k in range(8) if k != 3]
+    frames = frames_of(simulate(jb, arrivals))
+    assert [None if f.gap else index(f) for f in frames] == [0, 1, 2, None, 4, 5, 6, 7]
+    assert_timeline(frames)
