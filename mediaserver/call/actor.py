@@ -195,6 +195,7 @@ class CallActor:
         self._preroll: deque[tuple[float, np.ndarray]] = deque()
         self._detector = SpeechDetector(self.settings.vad)
         self._onset = OnsetDetector(media.sample_rate)
+        self._confident_end: float | None = None
         self._vad = runtime.vad.open(lambda t, p: self.post(ev.VadProb(t, p)))
         self._stt: SttStream = runtime.stt.open(runtime.hints(agent))
         self._stt_queue: asyncio.Queue[np.ndarray | None] | None = None
@@ -393,6 +394,8 @@ class CallActor:
         return media_time + (self._media_offset or 0.0)
 
     def _on_vad(self, event: ev.VadProb) -> None:
+        if event.prob >= self.settings.vad.threshold:
+            self._confident_end = event.media_time
         change = self._detector.update(event.media_time, event.prob)
         if isinstance(change, SpeechStarted):
             self._on_speech_start(change.media_time)
@@ -406,10 +409,29 @@ class CallActor:
             if turn.barge_in and self._reply is not None and self._barge_in_ready(turn):
                 self._barge_in(turn)
             return
-        last = self._detector.last_speech_end
+        last = self._speech_end(turn)
+        if turn.finalising:
+            return
         eos = self.settings.turn.end_of_speech_timeout
-        if not turn.finalising and last is not None and event.media_time - last >= eos:
+        if event.media_time - last >= eos:
             self._end_turn(turn, last)
+        else:
+            # Decide on time, not at the next 32 ms chunk: media time maps to the
+            # wall clock by when its audio arrived (re-armed with every chunk).
+            self._arm("eos", max(0.0, self._wall(last) + eos - time.monotonic()))
+
+    def _speech_end(self, turn: _Turn) -> float:
+        """Media time the caller's speech ended: the last confident speech chunk.
+
+        The hysteresis keeps "speaking" through the weaker chunks of a fading
+        word (down to neg_threshold); counting the silence from the last chunk
+        at or above the threshold ends the turn one chunk sooner, as measured
+        on espeak-ng speech.
+        """
+        last = self._confident_end
+        if last is None or last < turn.started_media:
+            return self._detector.last_speech_end or turn.started_media
+        return last
 
     def _on_speech_start(self, onset: float) -> None:
         self._disarm("eos")
@@ -975,8 +997,7 @@ class CallActor:
         if name == "eos":
             turn = self._turn
             if turn is not None and not turn.finalising and not self._detector.speaking:
-                last = self._detector.last_speech_end or turn.started_media
-                self._end_turn(turn, last)
+                self._end_turn(turn, self._speech_end(turn))
         elif name == "confirm":
             if self._turn is None and not self._detector.speaking:
                 self._resume_paused()
