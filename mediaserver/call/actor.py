@@ -588,10 +588,7 @@ class CallActor:
 
         Runs in the media plane's reader; it only reads actor state and posts.
         """
-        if not self._fast_pause_armed():
-            self._onset.reset()
-            return
-        if self._onset.update(pcm):
+        if self._onset.update(pcm, armed=self._fast_pause_armed()):
             self.post(ev.SpeechOnset(time.monotonic()))
 
     def _on_onset(self, event: ev.SpeechOnset) -> None:
@@ -602,6 +599,7 @@ class CallActor:
         reply.paused_frames = self.media.flush()
         reply.paused_at = time.monotonic()
         self._note("barge_in_pause", reply=reply.id, flushed_frames=reply.paused_frames)
+        self.log.info("barge_in_pause", reply=reply.id, flushed_frames=reply.paused_frames)
         self._arm("confirm", self.settings.barge_in.confirm_window)
 
     def _resume_paused(self) -> None:
@@ -613,6 +611,7 @@ class CallActor:
         reply.paused_frames = 0
         frames = reply.voicing.replay()
         self._note("barge_in_unpause", reply=reply.id, frames=len(frames))
+        self.log.info("barge_in_unpause", reply=reply.id, frames=len(frames))
         self._play(reply, frames)
 
     def _barge_in(self, turn: _Turn) -> None:

@@ -66,8 +66,13 @@ class OnsetDetector:
         self._run = 0
         self._carry = np.zeros(0, dtype=np.int16)
 
-    def update(self, pcm: np.ndarray) -> bool:
-        """Feed arriving audio; True when an onset completes in it."""
+    def update(self, pcm: np.ndarray, armed: bool = True) -> bool:
+        """Feed arriving audio; True when an onset completes in it.
+
+        Call it with every packet, `armed` only while an onset matters (the
+        agent is talking): the noise floor is learned all the time, the
+        webrtcvad test runs only when armed.
+        """
         if len(self._carry):
             pcm = np.concatenate([self._carry, pcm])
         n = self.frame
@@ -76,22 +81,33 @@ class OnsetDetector:
         onset = False
         for start in range(0, usable, n):
             frame = pcm[start : start + n]
-            if self._speech_like(frame):
+            if armed and self._speech_like(frame):
                 self._run += 1
                 if self._run == self.frames_needed:
                     onset = True
             else:
                 self._run = 0
+                if not armed:
+                    self._track(frame)
         return onset
 
-    def _speech_like(self, frame: np.ndarray) -> bool:
+    @staticmethod
+    def _level(frame: np.ndarray) -> float:
         power = float(np.mean(frame.astype(np.float64) ** 2)) / (32768.0**2)
-        level = 10 * math.log10(power) if power > 1e-12 else -120.0
-        loud = level >= self.min_db and level >= self.floor_db + self.margin_db
-        if not loud:
-            # Track the floor on quiet frames only: slow up, fast down.
-            weight = 0.02 if level > self.floor_db else 0.3
-            self.floor_db += weight * (level - self.floor_db)
+        return 10 * math.log10(power) if power > 1e-12 else -120.0
+
+    def _track(self, frame: np.ndarray) -> float:
+        """Follow the noise floor: down fast, up slowly (a steady noise becomes
+        the floor within about two seconds, a word does not)."""
+        level = self._level(frame)
+        weight = 0.3 if level < self.floor_db else 0.005
+        self.floor_db += weight * (level - self.floor_db)
+        return level
+
+    def _speech_like(self, frame: np.ndarray) -> bool:
+        floor = self.floor_db
+        level = self._track(frame)
+        if level < self.min_db or level < floor + self.margin_db:
             return False
         if self._vad is None:
             return True
