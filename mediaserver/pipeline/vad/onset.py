@@ -52,14 +52,17 @@ class OnsetDetector:
         self.floor_db = -70.0
         self._run = 0
         self._carry = np.zeros(0, dtype=np.int16)
+        self.mode = mode
+        self._armed = False
+        self._webrtcvad: Any = None
         self._vad: Any = None
         if sample_rate in _WEBRTC_RATES:
             try:
                 import webrtcvad  # type: ignore[import-untyped]
             except ImportError:
-                self._vad = None  # energy alone (webrtcvad is an optional extra)
+                pass  # energy alone (webrtcvad is an optional extra)
             else:
-                self._vad = webrtcvad.Vad(mode)
+                self._webrtcvad = webrtcvad
 
     def reset(self) -> None:
         """Forget the current run (keep the learned noise floor)."""
@@ -78,6 +81,12 @@ class OnsetDetector:
         n = self.frame
         usable = len(pcm) - len(pcm) % n
         self._carry = pcm[usable:]
+        if armed and not self._armed and self._webrtcvad is not None:
+            # A fresh webrtcvad each time the agent starts talking: its models
+            # adapt to what they hear, and measured onsets of the same word then
+            # came 20 or 120 ms late depending on what it had heard before.
+            self._vad = self._webrtcvad.Vad(self.mode)
+        self._armed = armed
         onset = False
         for start in range(0, usable, n):
             frame = pcm[start : start + n]
