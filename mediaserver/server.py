@@ -86,8 +86,9 @@ class _AppCall:
 class SipServer:
     """One server process: listeners, the UAS core, and the calls' apps."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, agents: dict[str, AgentSpec] | None = None) -> None:
         self.config = config
+        self._preset_agents = dict(agents or {})
         self.transports = Transports(self._on_message)
         self.ua: UserAgent
         self.ports: PortPool
@@ -111,7 +112,9 @@ class SipServer:
             ModelLoadError: a model failed to load (one line naming backend and path).
         """
         for user, route in self.config.routes.items():
-            if route.app == "agent" and route.agent is not None:
+            if user in self._preset_agents:
+                self.agents[user] = self._preset_agents[user]  # a Python agent (AgentBase)
+            elif route.app == "agent" and route.agent is not None:
                 self.agents[user] = agent_from_config(user, route.agent, self.config.pipeline)
         if self.agents and self.runtime is None:
             self.runtime = PipelineRuntime(self.config.pipeline)
@@ -395,9 +398,13 @@ def gc_thresholds() -> tuple[int, int, int]:
     return a, b, c
 
 
-async def serve(config: Config) -> int:
-    """Run until SIGTERM (drain, then stop) or SIGINT (hang up and stop)."""
-    server = SipServer(config)
+async def serve(config: Config, agents: dict[str, AgentSpec] | None = None) -> int:
+    """Run until SIGTERM (drain, then stop) or SIGINT (hang up and stop).
+
+    `agents` are built agents (e.g. from `AgentBase`) by route user; they take
+    the place of the config's inline agent of the same route.
+    """
+    server = SipServer(config, agents)
     await server.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -85,11 +85,11 @@ def _keywords(func: Callable[..., Any]) -> ToolHandler:
     """Call `func(**arguments)`, keeping coroutine functions awaitable."""
     if inspect.iscoroutinefunction(func):
 
-        async def call_async(args: dict[str, Any]) -> Any:
+        async def call_async(args: dict[str, Any], raw: dict[str, Any]) -> Any:
             return await func(**args)
 
         return call_async
-    return lambda args: func(**args)
+    return lambda args, raw: func(**args)
 
 
 class _Blank(dict[str, Any]):
@@ -100,4 +100,4 @@ class _Blank(dict[str, Any]):
 def _template(text: str) -> ToolHandler:
     """A data tool: the reply template filled with the arguments (missing ones blank)."""
     formatter = string.Formatter()
-    return lambda args: formatter.vformat(text, (), _Blank(args))
+    return lambda args, raw: formatter.vformat(text, (), _Blank(args))

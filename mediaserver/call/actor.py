@@ -63,6 +63,8 @@ MIN_UNDERSTOOD_SPEECH = 0.3
 #: Wall-clock margin after end_of_speech_timeout, for callers whose RTP stops
 #: during silence (DTX): media time then stops too.
 EOS_WALL_MARGIN = 0.25
+#: A failed tool's result, as the model sees it (and the scripted engine says it).
+TOOL_FAILED = "Sorry, I could not do that just now."
 #: Said when the model fails and there is nothing better to say.
 TROUBLE_PHRASE = "Sorry, I am having trouble answering right now."
 
@@ -178,7 +180,8 @@ class CallActor:
         self.media = media
         self.agent = agent
         self.runtime = runtime
-        self.settings = agent.settings
+        # A copy: tool actions may change it for this call only.
+        self.settings = agent.settings.model_copy(deep=True)
         self.llm = llm or runtime.llm_for(agent)
         self.log = log.bind(call_id=call.call_id, agent=agent.name)
         self.inbox: asyncio.Queue[ev.Event] = asyncio.Queue()
@@ -190,6 +193,11 @@ class CallActor:
         self.barge_ins: list[BargeIn] = []
         self.digits: list[str] = []
         self.end_reason = ""
+        #: Call data tools can read and change (SignalWire's global_data).
+        self.global_data: dict[str, Any] = dict(agent.global_data)
+        self.metadata: dict[str, Any] = {}
+        self.disabled_tools: set[str] = set()
+        self._stopped = False
         self._loop = asyncio.get_running_loop()
         self._in_rs = Resampler(media.sample_rate, STT_RATE)
         self._preroll: deque[tuple[float, np.ndarray]] = deque()
@@ -565,6 +573,9 @@ class CallActor:
             self._interrupt_reply(self._reply, turn.started_media)
             self._commit_interrupted()
         self.messages.append(Message("user", text))
+        if self._stopped:
+            self._arm_attention()
+            return
         self._start_llm_reply(metrics)
 
     # -- barge-in ----------------------------------------------------------------------
@@ -721,7 +732,11 @@ class CallActor:
         reply.step_start = len(reply.text)
         if reply.metrics is not None and not reply.metrics.llm_start:
             reply.metrics.llm_start = time.monotonic()
-        specs = [t.spec for t in self.agent.tools] if tools else []
+        specs = (
+            [t.spec for t in self.agent.tools if t.spec.name not in self.disabled_tools]
+            if tools
+            else []
+        )
         reply.llm_task = self._spawn(self._run_llm(reply.id, list(self.messages), specs))
 
     async def _run_llm(self, reply: int, messages: list[Message], tools: list[Any]) -> None:
@@ -928,26 +943,34 @@ class CallActor:
             return
         timeout = tool.timeout or self.settings.tool_timeout
         try:
+            raw = {
+                "function": call.name,
+                "argument": {"parsed": [call.arguments]},
+                "call_id": self.call.call_id,
+                "global_data": dict(self.global_data),
+                "meta_data": dict(self.metadata),
+            }
             async with asyncio.timeout(timeout):
                 if tool.is_async:
-                    value = await tool.handler(call.arguments)
+                    value = await tool.handler(call.arguments, raw)
                 else:
-                    value = await asyncio.to_thread(tool.handler, call.arguments)
+                    value = await asyncio.to_thread(tool.handler, call.arguments, raw)
             content, actions = tool_output(value)
             self.post(
                 ev.ToolResult(reply, call, content, time.monotonic() - started, actions=actions)
             )
         except TimeoutError:
             self.post(
-                ev.ToolResult(
-                    reply, call, "The tool timed out.", timeout, error="tool_timeout"
-                )
+                ev.ToolResult(reply, call, "The tool timed out.", timeout, error="tool_timeout")
             )
         except Exception as exc:
             self.post(
                 ev.ToolResult(
-                    reply, call, f"The tool failed: {exc}", time.monotonic() - started,
-                    error="tool_error",
+                    reply,
+                    call,
+                    TOOL_FAILED,
+                    time.monotonic() - started,
+                    error=f"tool_error: {exc!r}",
                 )
             )
 
@@ -966,9 +989,55 @@ class CallActor:
         )
         if event.error:
             self.log.warning("tool_failed", tool=event.call.name, error=event.error)
+        for action in event.actions:
+            self._action(reply, action)
         if reply.tools_pending or reply.step_has_tools:
             return  # more results to come, or the step's stream has not ended yet
         self._after_tools(reply)
+
+    def _action(self, reply: _Reply, action: Any) -> None:
+        """Carry out one action of a tool result (SignalWire's action names)."""
+        if not isinstance(action, dict) or len(action) != 1:
+            self._note("action_ignored", action=repr(action))
+            return
+        ((name, data),) = action.items()
+        self._note("action", name=name, data=data)
+        if name == "say":
+            self._speak_into(reply, f"{data} ")
+        elif name == "hangup":
+            reply.then_hangup = True
+        elif name == "stop":
+            self._stopped = True
+        elif name == "toggle_functions":
+            for toggle in data or []:
+                if toggle.get("active", True):
+                    self.disabled_tools.discard(toggle.get("function"))
+                else:
+                    self.disabled_tools.add(toggle.get("function"))
+        elif name == "set_global_data":
+            self.global_data.update(data or {})
+        elif name == "unset_global_data":
+            for key in data or []:
+                self.global_data.pop(key, None)
+        elif name == "set_meta_data":
+            self.metadata.update(data or {})
+        elif name == "end_of_speech_timeout":
+            self.settings.turn.end_of_speech_timeout = max(0.25, float(data) / 1000)
+        elif name == "send_dtmf":
+            for digit in str(data):
+                self.media.send_dtmf(digit)
+        elif name == "user_input":
+            self._pending_user = f"{data} "
+        elif name == "wait_for_user":
+            pass  # the agent waits for the caller after every reply anyway
+        elif name == "transfer":
+            # Not built yet (REFER / B2BUA bridging): DESIGN's transfer_failure
+            # recovery, tell the caller and go on.
+            self._note("error", kind="transfer_failure", stage="tool", error="not supported")
+            self._speak_into(reply, "Sorry, I could not transfer your call. ")
+        else:
+            self.log.warning("action_unsupported", action=name)
+            self._note("action_unsupported", name=name)
 
     def _after_tools(self, reply: _Reply) -> None:
         """Every tool of the step is back: feed the results to the model again."""
@@ -1028,9 +1097,7 @@ class CallActor:
 
     def _filler_phrases(self, reply: _Reply) -> list[str]:
         for task_id in reply.tools_pending:
-            call = next(
-                (c for m in self.messages for c in m.tool_calls if c.id == task_id), None
-            )
+            call = next((c for m in self.messages for c in m.tool_calls if c.id == task_id), None)
             tool = self.agent.tool(call.name) if call is not None else None
             if tool is not None and tool.fillers:
                 return tool.fillers

@@ -18,7 +18,7 @@ from mediaserver.pipeline.llm.base import LlmBackend
 from mediaserver.pipeline.settings import LlmSettings, PipelineSettings
 from mediaserver.pipeline.stt import load_stt
 from mediaserver.pipeline.stt.base import SttBackend, SttHints
-from mediaserver.pipeline.stt.hints import hints_for
+from mediaserver.pipeline.stt.hints import hints_for, phrase_for_name
 from mediaserver.pipeline.tts import load_tts
 from mediaserver.pipeline.tts.base import TtsBackend
 from mediaserver.pipeline.vad.silero import SileroModel, VadBatcher
@@ -59,7 +59,9 @@ class PipelineRuntime:
     @staticmethod
     def hints(agent: AgentSpec) -> SttHints:
         """The STT bias of `agent`: its hints and its tools' argument types."""
-        return hints_for(agent.hints, [t.spec.parameters for t in agent.tools])
+        # Tool names are what callers ask for ("check order"): phrases too.
+        names = [phrase_for_name(t.spec.name) for t in agent.tools]
+        return hints_for([*agent.hints, *names], [t.spec.parameters for t in agent.tools])
 
     def prepare(self, agent: AgentSpec) -> None:
         """Load what `agent`'s calls need (decoders, its LLM) before calls arrive.

@@ -15,10 +15,12 @@ from typing import Any
 from mediaserver.pipeline.llm.base import ToolSpec
 from mediaserver.pipeline.settings import PipelineSettings
 
-#: A tool handler: called with the decoded arguments; may be sync or async.
-#: Returns text for the model, a dict (sent as JSON), None, or an object with a
-#: `to_tool_output() -> tuple[str, tuple[Any, ...]]` method (response + actions).
-ToolHandler = Callable[[dict[str, Any]], Any | Awaitable[Any]]
+#: A tool handler: called with the decoded arguments and the call's context
+#: (SignalWire's raw_data: function, argument, call_id, global_data); may be
+#: sync or async. Returns text for the model, a dict (sent as JSON), None, or
+#: an object with `to_tool_output() -> tuple[str, tuple[Any, ...]]` (response
+#: and actions).
+ToolHandler = Callable[[dict[str, Any], dict[str, Any]], Any | Awaitable[Any]]
 
 
 @dataclass
@@ -62,6 +64,8 @@ class AgentSpec:
     #: Said by the scripted engine when nothing matches.
     fallback: str = "I'm sorry, I can't help with that."
     settings: PipelineSettings = field(default_factory=PipelineSettings)
+    #: Data every call of this agent starts with (tools may change their copy).
+    global_data: dict[str, Any] = field(default_factory=dict)
 
     def tool(self, name: str) -> Tool | None:
         """The tool called `name`, if any."""

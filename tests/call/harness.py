@@ -156,7 +156,7 @@ def speech(text: str, folder: Path, pad_seconds: float = 0.0) -> np.ndarray:
 def weather_agent(settings: PipelineSettings, greeting: str | None = None) -> AgentSpec:
     """A small agent with one tool, as the tests and the demo use it."""
 
-    def get_weather(args: dict[str, Any]) -> str:
+    def get_weather(args: dict[str, Any], raw: dict[str, Any]) -> str:
         return f"It is sunny in {args['city']} today."
 
     tool = Tool(

@@ -241,7 +241,7 @@ def test_slow_tool_gets_a_filler_then_its_answer(tmp_path: Path) -> None:
         runtime = PipelineRuntime(cfg)
         agent = weather_agent(cfg, greeting="Hi.")
 
-        async def slow_weather(args: dict[str, Any]) -> str:
+        async def slow_weather(args: dict[str, Any], raw: dict[str, Any]) -> str:
             await asyncio.sleep(1.5)
             return f"It is raining in {args['city']}."
 

@@ -44,6 +44,12 @@ _BOOLEAN_WORDS = ("yes", "no")
 _SPELLED = re.compile(
     r"(?:^|[^a-z])(id|ids|code|number|numbers|letters?|reference|ref)(?:$|[^a-z])"
 )
+# Only these add the spoken letters too: with all 26 letters in the grammar,
+# pocketsphinx hears letters everywhere ("check order five" came out as
+# "q k r u i u"), so a plain "ID" or "number" gets digits alone.
+_LETTERED = re.compile(
+    r"(?:^|[^a-z])(code|letters?|reference|ref|alphanumeric|spell\w*)(?:$|[^a-z])"
+)
 _SPLIT_NAME = re.compile(r"[_\-\s.]+|(?<=[a-z0-9])(?=[A-Z])")
 
 
@@ -91,7 +97,9 @@ def _vocabulary(name: str, schema: Mapping[str, Any], phrases: list[str], words:
         words.extend(_BOOLEAN_WORDS)
     if "string" in kinds and _is_spelled(name, schema):
         words.extend(DIGIT_WORDS)
-        words.extend(LETTER_WORDS)
+        text = f"{phrase_for_name(name)} {schema.get('description', '')}".lower()
+        if _LETTERED.search(text):
+            words.extend(LETTER_WORDS)
     items = schema.get("items")
     if isinstance(items, Mapping):
         _vocabulary(name, items, phrases, words)

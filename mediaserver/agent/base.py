@@ -1,0 +1,550 @@
+"""`AgentBase`: write an agent in Python the way the SignalWire Agents SDK does.
+
+    from mediaserver import AgentBase, SwaigFunctionResult
+
+    class SupportAgent(AgentBase):
+        def __init__(self):
+            super().__init__(name="Support Agent", route="/support")
+            self.prompt_add_section("Instructions", body="Greet the caller...")
+            self.add_language("English", "en-US", "rime.spore:mistv2")
+
+        @AgentBase.tool(name="check_order")
+        def check_order(self, order_id: str):
+            \"\"\"Check the status of a customer order.
+
+            Args:
+                order_id: The order ID to look up
+            \"\"\"
+            return SwaigFunctionResult(f"Order {order_id}: shipped, ETA April 2nd")
+
+    SupportAgent().run()
+
+The agent is a description (prompt, voice, params, tools); `to_spec()` turns
+it into the `AgentSpec` the call actor runs, and `run()` starts the whole
+server with the agent at `sip:<last route segment>@HOST`. Everything runs
+in-process and offline by default (pocketsphinx, the scripted engine,
+espeak-ng); `set_params({"llm_backend": "openai", ...})` or a server config
+picks real models.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from mediaserver.agent.result import SwaigFunctionResult, coerce_result
+from mediaserver.agent.schema import infer_schema, validate
+from mediaserver.agent.voices import LocalVoice, local_voice
+from mediaserver.call.spec import AgentSpec, Tool, ToolHandler
+from mediaserver.pipeline.llm.base import ToolSpec
+from mediaserver.pipeline.settings import PipelineSettings
+
+log = structlog.get_logger("mediaserver.agent")
+
+_TOOL_ATTR = "_mediaserver_tool"
+
+
+@dataclass
+class _ToolOptions:
+    name: str | None
+    description: str | None
+    parameters: dict[str, Any] | None
+    fillers: list[str] | None
+    timeout: float | None
+    extra: dict[str, Any]
+
+
+@dataclass
+class _Section:
+    title: str
+    body: str = ""
+    bullets: list[str] = field(default_factory=list)
+    numbered: bool = False
+    numbered_bullets: bool = False
+    subsections: list[_Section] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Language:
+    """One `add_language` entry, with the local voice it maps to."""
+
+    name: str
+    code: str
+    voice: str
+    engine: str | None
+    model: str | None
+    local: LocalVoice
+    speech_fillers: tuple[str, ...] = ()
+    function_fillers: tuple[str, ...] = ()
+
+
+class _ToolDecorator:
+    """`@AgentBase.tool(...)` in a class body, or `@agent.tool(...)` on an instance."""
+
+    def __get__(self, obj: AgentBase | None, owner: type | None = None) -> Callable[..., Any]:
+        def tool(
+            name: str | None = None,
+            description: str | None = None,
+            parameters: dict[str, Any] | None = None,
+            fillers: list[str] | dict[str, list[str]] | None = None,
+            timeout: float | None = None,
+            **extra: Any,
+        ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+            def mark(func: Callable[..., Any]) -> Callable[..., Any]:
+                options = _ToolOptions(
+                    name, description, parameters, _filler_list(fillers), timeout, extra
+                )
+                setattr(func, _TOOL_ATTR, options)
+                if obj is not None:
+                    obj._add_tool(func, options)
+                return func
+
+            return mark
+
+        return tool
+
+
+def _filler_list(fillers: list[str] | dict[str, list[str]] | None) -> list[str] | None:
+    if fillers is None:
+        return None
+    if isinstance(fillers, dict):  # the SDK's {"en-US": [...]} form
+        return [phrase for phrases in fillers.values() for phrase in phrases]
+    return list(fillers)
+
+
+#: set_params keys -> (pipeline path, scale); scale turns the SDK's ms into seconds.
+_PARAMS: dict[str, tuple[str, float]] = {
+    "end_of_speech_timeout": ("turn.end_of_speech_timeout", 0.001),
+    "attention_timeout": ("turn.attention_timeout", 0.001),
+    "inactivity_timeout": ("turn.inactivity_timeout", 0.001),
+    "barge_min_words": ("barge_in.min_words", 1),
+    "barge_min_speech": ("barge_in.min_speech", 0.001),
+    "temperature": ("llm.temperature", 1),
+    "max_tokens": ("llm.max_tokens", 1),
+    "ai_model": ("llm.model", 1),
+    "llm_backend": ("llm.backend", 1),
+    "llm_base_url": ("llm.base_url", 1),
+    "llm_api_key": ("llm.api_key", 1),
+    "stt_backend": ("stt.backend", 1),
+    "tts_backend": ("tts.backend", 1),
+}
+#: Keys understood elsewhere (not pipeline settings).
+_OTHER_PARAMS = {"static_greeting", "enable_barge", "barge_in"}
+
+
+class AgentBase:
+    """An AI agent answering calls (see the module docstring).
+
+    Args:
+        name: display name (logs, the call record).
+        route: e.g. "/support"; its last segment is the SIP user
+            (`sip:support@HOST`). "/" uses the name, slugged.
+        host: SIP listen address (env `HOST`, default 127.0.0.1).
+        port: SIP listen port, UDP and TCP (env `PORT` or `SIP_PORT`, default 5060).
+        config: a server config file for everything else (media ports, pipeline,
+            logging); env `MEDIASERVER_CONFIG` when not given.
+        **kwargs: other SDK keywords (basic_auth, use_pom, ...) are accepted and
+            logged once, so SDK programs run unchanged.
+    """
+
+    tool = _ToolDecorator()
+
+    def __init__(
+        self,
+        name: str,
+        route: str = "/",
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        config: str | Path | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.name = name
+        self.route = route
+        self.host = host or os.environ.get("HOST") or "127.0.0.1"
+        env_port = os.environ.get("PORT") or os.environ.get("SIP_PORT")
+        self.port = int(port if port is not None else (env_port or 5060))
+        self.config_path = config or os.environ.get("MEDIASERVER_CONFIG") or None
+        self._sections: list[_Section] = []
+        self._prompt_text: str | None = None
+        self._post_prompt: str | None = None
+        self._languages: list[Language] = []
+        self._hints: list[str] = []
+        self._pronunciations: list[tuple[str, str, bool]] = []
+        self._params: dict[str, Any] = {}
+        self._global_data: dict[str, Any] = {}
+        self._tools: dict[str, Tool] = {}
+        self._logged: set[str] = set()
+        if kwargs:
+            log.info("agent_options_ignored", agent=name, options=sorted(kwargs))
+        # Tools declared with @AgentBase.tool in the class (and its bases).
+        for klass in reversed(type(self).__mro__):
+            for attr, value in vars(klass).items():
+                options = getattr(value, _TOOL_ATTR, None)
+                if isinstance(options, _ToolOptions):
+                    self._add_tool(getattr(self, attr), options)
+
+    # -- routing ---------------------------------------------------------------------
+
+    @property
+    def sip_user(self) -> str:
+        """The Request-URI user that reaches this agent."""
+        segment = self.route.strip("/").split("/")[-1]
+        return segment or re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or "agent"
+
+    # -- prompt ----------------------------------------------------------------------
+
+    def prompt_add_section(
+        self,
+        title: str,
+        body: str = "",
+        bullets: list[str] | None = None,
+        numbered: bool = False,
+        numbered_bullets: bool = False,
+        subsections: list[dict[str, Any]] | None = None,
+    ) -> AgentBase:
+        """Add a titled section to the system prompt."""
+        section = _Section(title, body, list(bullets or []), numbered, numbered_bullets)
+        for sub in subsections or []:
+            section.subsections.append(
+                _Section(sub.get("title", ""), sub.get("body", ""), list(sub.get("bullets", [])))
+            )
+        self._sections.append(section)
+        return self
+
+    def prompt_add_to_section(
+        self,
+        title: str,
+        body: str | None = None,
+        bullet: str | None = None,
+        bullets: list[str] | None = None,
+    ) -> AgentBase:
+        """Append text or bullets to a section (created if missing)."""
+        section = self._section(title)
+        if body:
+            section.body = f"{section.body}\n\n{body}" if section.body else body
+        if bullet:
+            section.bullets.append(bullet)
+        section.bullets.extend(bullets or [])
+        return self
+
+    def prompt_add_subsection(
+        self, parent_title: str, title: str, body: str = "", bullets: list[str] | None = None
+    ) -> AgentBase:
+        """Add a subsection under `parent_title` (created if missing)."""
+        self._section(parent_title).subsections.append(_Section(title, body, list(bullets or [])))
+        return self
+
+    def prompt_has_section(self, title: str) -> bool:
+        """Whether a section called `title` exists."""
+        return any(s.title == title for s in self._sections)
+
+    def set_prompt_text(self, text: str) -> AgentBase:
+        """Use `text` as the whole system prompt (instead of sections)."""
+        self._prompt_text = text
+        return self
+
+    def set_post_prompt(self, text: str) -> AgentBase:
+        """The prompt for the post-call summary."""
+        self._post_prompt = text
+        return self
+
+    def _section(self, title: str) -> _Section:
+        for section in self._sections:
+            if section.title == title:
+                return section
+        section = _Section(title)
+        self._sections.append(section)
+        return section
+
+    def get_prompt(self) -> str:
+        """The system prompt, rendered as markdown."""
+        if self._prompt_text is not None:
+            return self._prompt_text
+        parts: list[str] = []
+        for i, section in enumerate(self._sections, 1):
+            parts.append(_render(section, 2, f"{i}. " if section.numbered else ""))
+        return "\n\n".join(parts).strip()
+
+    # -- voice, hints, params, data ----------------------------------------------------------
+
+    def add_language(
+        self,
+        name: str,
+        code: str,
+        voice: str,
+        speech_fillers: list[str] | None = None,
+        function_fillers: list[str] | None = None,
+        engine: str | None = None,
+        model: str | None = None,
+    ) -> AgentBase:
+        """Add a language; `voice` may be "engine.voice:model" (e.g. "rime.spore:mistv2").
+
+        Cloud voices map onto a local TTS voice (see `mediaserver.agent.voices`);
+        an unknown voice falls back by language, never an error.
+        """
+        parsed_engine, voice_name, parsed_model = _parse_voice(voice)
+        engine = engine or parsed_engine
+        model = model or parsed_model
+        local = local_voice(code, voice_name, engine)
+        log.info(
+            "agent_voice",
+            agent=self.name,
+            language=code,
+            voice=voice,
+            local_backend=local.backend,
+            local_voice=local.voice,
+            why=local.reason,
+        )
+        self._languages.append(
+            Language(
+                name,
+                code,
+                voice_name,
+                engine,
+                model,
+                local,
+                tuple(speech_fillers or ()),
+                tuple(function_fillers or ()),
+            )
+        )
+        return self
+
+    def add_hint(self, hint: str) -> AgentBase:
+        """A word or phrase callers are likely to say (STT bias)."""
+        self._hints.append(hint)
+        return self
+
+    def add_hints(self, hints: list[str]) -> AgentBase:
+        """Several hints."""
+        self._hints.extend(hints)
+        return self
+
+    def add_pronunciation(
+        self, replace: str, with_text: str, ignore_case: bool = False
+    ) -> AgentBase:
+        """Say `with_text` wherever the agent's text has `replace`."""
+        self._pronunciations.append((replace, with_text, ignore_case))
+        return self
+
+    def set_param(self, key: str, value: Any) -> AgentBase:
+        """One AI parameter (see `set_params`)."""
+        self._params[key] = value
+        return self
+
+    def set_params(self, params: dict[str, Any]) -> AgentBase:
+        """AI parameters, mapped onto the pipeline's settings.
+
+        Known: end_of_speech_timeout, attention_timeout, inactivity_timeout
+        (milliseconds, as in the SDK), barge_min_words, barge_min_speech (ms),
+        enable_barge / barge_in (false turns barge-in off), temperature,
+        max_tokens, ai_model, static_greeting, and llm_backend, llm_base_url,
+        llm_api_key, stt_backend, tts_backend. Others are logged once and ignored.
+        """
+        self._params.update(params)
+        return self
+
+    def set_global_data(self, data: dict[str, Any]) -> AgentBase:
+        """Data every call starts with."""
+        self._global_data = dict(data)
+        return self
+
+    def update_global_data(self, data: dict[str, Any]) -> AgentBase:
+        """Merge into the data every call starts with."""
+        self._global_data.update(data)
+        return self
+
+    # -- tools ------------------------------------------------------------------------------
+
+    def define_tool(
+        self,
+        name: str,
+        description: str,
+        parameters: dict[str, Any],
+        handler: Callable[..., Any],
+        fillers: list[str] | dict[str, list[str]] | None = None,
+        timeout: float | None = None,
+        **extra: Any,
+    ) -> AgentBase:
+        """Add a tool with an explicit schema.
+
+        `parameters` is either a JSON object schema or the SDK's properties map
+        (`{"order_id": {"type": "string", ...}}`). The handler is either typed,
+        `handler(order_id=..., raw_data=...)`, or the SDK's legacy
+        `handler(args, raw_data)`.
+        """
+        options = _ToolOptions(name, description, parameters, _filler_list(fillers), timeout, extra)
+        self._add_tool(handler, options)
+        return self
+
+    def _add_tool(self, func: Callable[..., Any], options: _ToolOptions) -> None:
+        description, inferred = infer_schema(func)
+        if _is_legacy(func):
+            # handler(args, raw_data): the schema can only come from `parameters`.
+            inferred = {"type": "object", "properties": {}}
+        name = options.name or func.__name__
+        schema = _object_schema(options.parameters) if options.parameters else inferred
+        if name in self._tools:
+            raise ValueError(f"agent {self.name!r}: two tools named {name!r}")
+        self._tools[name] = Tool(
+            ToolSpec(name, options.description or description or name, schema),
+            _wrap_handler(func, name, schema),
+            fillers=list(options.fillers or []),
+            timeout=options.timeout,
+        )
+
+    @property
+    def tools(self) -> dict[str, Tool]:
+        """The agent's tools by name."""
+        return dict(self._tools)
+
+    # -- building and running --------------------------------------------------------------------
+
+    def pipeline_settings(self, base: PipelineSettings | None = None) -> PipelineSettings:
+        """`base` (default settings when None) with this agent's params and voice applied."""
+        data = (base or PipelineSettings()).model_dump()
+        for key, value in self._params.items():
+            if key in _PARAMS:
+                path, scale = _PARAMS[key]
+                section, attr = path.split(".")
+                data[section][attr] = value * scale if scale != 1 else value
+            elif key in ("enable_barge", "barge_in"):
+                data["barge_in"]["enabled"] = _truthy(value)
+            elif key not in _OTHER_PARAMS:
+                self._log_once(f"param:{key}", "agent_param_unknown", param=key)
+        if data["turn"]["end_of_speech_timeout"] < 0.25:
+            data["turn"]["end_of_speech_timeout"] = 0.25
+        if self._languages:
+            local = self._languages[0].local
+            data["tts"]["backend"], data["tts"]["voice"] = local.backend, local.voice
+            fillers = self._languages[0].function_fillers
+            if fillers:
+                data["fillers"]["phrases"] = list(fillers)
+        return PipelineSettings.model_validate(data)
+
+    def greeting(self, settings: PipelineSettings) -> str | None:
+        """What the agent says first: `static_greeting`, else the model decides;
+        the offline scripted engine cannot, so it gets a plain hello."""
+        static = self._params.get("static_greeting")
+        if static:
+            return str(static)
+        if settings.llm.backend == "scripted":
+            return f"Hello, this is {self.name}. How can I help you?"
+        return None
+
+    def to_spec(self, base: PipelineSettings | None = None) -> AgentSpec:
+        """The `AgentSpec` the call actor runs."""
+        settings = self.pipeline_settings(base)
+        return AgentSpec(
+            name=self.name,
+            system_prompt=self.get_prompt() or f"You are {self.name}, a voice assistant.",
+            greeting=self.greeting(settings),
+            tools=list(self._tools.values()),
+            hints=list(self._hints),
+            settings=settings,
+            global_data=copy.deepcopy(self._global_data),
+        )
+
+    def run(self, host: str | None = None, port: int | None = None) -> None:
+        """Start the whole server with this agent and block until SIGINT/SIGTERM."""
+        from mediaserver.agent.server import AgentServer
+
+        server = AgentServer(
+            host or self.host, port if port is not None else self.port, config=self.config_path
+        )
+        server.register(self)
+        server.run()
+
+    def _log_once(self, once: str, event: str, **fields: Any) -> None:
+        if once not in self._logged:
+            self._logged.add(once)
+            log.warning(event, agent=self.name, **fields)
+
+
+def _render(section: _Section, level: int, prefix: str = "") -> str:
+    lines = [f"{'#' * level} {prefix}{section.title}".rstrip()]
+    if section.body:
+        lines += ["", section.body.strip()]
+    if section.bullets:
+        lines.append("")
+        for i, bullet in enumerate(section.bullets, 1):
+            lines.append(f"{i}. {bullet}" if section.numbered_bullets else f"- {bullet}")
+    for sub in section.subsections:
+        lines += ["", _render(sub, level + 1)]
+    return "\n".join(lines)
+
+
+def _parse_voice(voice: str) -> tuple[str | None, str, str | None]:
+    """Split "engine.voice:model": "rime.spore:mistv2" -> ("rime", "spore", "mistv2")."""
+    model = None
+    if ":" in voice:
+        voice, model = voice.split(":", 1)
+    engine = None
+    if "." in voice:
+        engine, voice = voice.split(".", 1)
+    return engine, voice, model
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "false", "no", "off", "0")
+    return bool(value)
+
+
+def _object_schema(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Accept a full object schema or the SDK's bare properties map."""
+    if parameters.get("type") == "object" or "properties" in parameters:
+        return {"type": "object", **parameters}
+    return {"type": "object", "properties": dict(parameters)}
+
+
+def _is_legacy(func: Callable[..., Any]) -> bool:
+    """The SDK's old `handler(args, raw_data)` style."""
+    names = [n for n in inspect.signature(func).parameters if n not in ("self", "cls")]
+    return names == ["args", "raw_data"]
+
+
+def _wrap_handler(func: Callable[..., Any], name: str, schema: dict[str, Any]) -> ToolHandler:
+    """Validate arguments, call the handler its way, coerce what it returns.
+
+    Handler styles: typed `func(order_id=..., raw_data=...)` (raw_data only if
+    declared), or the SDK's legacy `func(args, raw_data)`.
+    """
+    params = [
+        p
+        for p in inspect.signature(func).parameters.values()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    names = [p.name for p in params]
+    legacy = _is_legacy(func)
+    wants_raw = "raw_data" in names
+    accepts_any = any(p.kind == p.VAR_KEYWORD for p in inspect.signature(func).parameters.values())
+
+    def call(args: dict[str, Any], raw: dict[str, Any]) -> Any:
+        checked = validate(schema, args)
+        if legacy:
+            return func(checked, raw)
+        kwargs = {k: v for k, v in checked.items() if accepts_any or k in names}
+        if wants_raw:
+            kwargs["raw_data"] = raw
+        return func(**kwargs)
+
+    if inspect.iscoroutinefunction(func):
+
+        async def call_async(args: dict[str, Any], raw: dict[str, Any]) -> SwaigFunctionResult:
+            return coerce_result(await call(args, raw))
+
+        return call_async
+
+    def call_sync(args: dict[str, Any], raw: dict[str, Any]) -> SwaigFunctionResult:
+        return coerce_result(call(args, raw))
+
+    return call_sync

@@ -1,0 +1,177 @@
+"""AgentBase as an SDK user writes it: prompt, languages, params, tools, results."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from mediaserver import AgentBase, FunctionResult, SwaigFunctionResult
+from mediaserver.agent import AgentServer
+from mediaserver.agent.result import coerce_result
+from mediaserver.agent.schema import ToolArgumentError
+from mediaserver.agent.voices import local_voice
+
+
+class ShopAgent(AgentBase):
+    def __init__(self) -> None:
+        super().__init__(name="Shop Agent", route="/shop/main", basic_auth=("u", "p"))
+        self.prompt_add_section("Role", body="You sell hats.", bullets=["Be brief", "Be kind"])
+        self.prompt_add_section("Steps", numbered=True, numbered_bullets=True,
+                                bullets=["Greet", "Help"])
+        self.prompt_add_to_section("Role", bullet="Never lie")
+        self.prompt_add_subsection("Role", "Tone", body="Warm.")
+        self.add_language("English", "en-US", "elevenlabs.rachel", function_fillers=["Hm."])
+        self.add_hints(["hat", "cap"])
+        self.set_params({"end_of_speech_timeout": 500, "temperature": 0.3, "mystery": 1})
+        self.set_global_data({"shop": "north"})
+
+    @AgentBase.tool(name="price", fillers=["Let me look."])
+    def price(self, item: str, quantity: int = 1, raw_data: dict | None = None) -> Any:
+        """Price of an item.
+
+        Args:
+            item: what to price
+            quantity: how many
+        """
+        shop = (raw_data or {}).get("global_data", {}).get("shop")
+        return SwaigFunctionResult(f"{quantity} {item} cost 5 dollars at {shop}").say("Sure.")
+
+    @AgentBase.tool()
+    def legacy(self, args, raw_data):  # type: ignore[no-untyped-def]
+        """The SDK's old handler style."""
+        return {"response": f"got {args}", "action": [{"hangup": True}]}
+
+
+def test_prompt_renders_as_markdown() -> None:
+    prompt = ShopAgent().get_prompt()
+    assert prompt == (
+        "## Role\n\nYou sell hats.\n\n- Be brief\n- Be kind\n- Never lie\n\n### Tone\n\nWarm."
+        "\n\n## 2. Steps\n\n1. Greet\n2. Help"
+    )
+    agent = AgentBase(name="x")
+    agent.set_prompt_text("Just this.")
+    assert agent.get_prompt() == "Just this."
+
+
+def test_route_voice_params_and_spec() -> None:
+    agent = ShopAgent()
+    assert agent.sip_user == "main"
+    spec = agent.to_spec()
+    assert spec.name == "Shop Agent"
+    assert spec.settings.turn.end_of_speech_timeout == 0.5
+    assert spec.settings.llm.temperature == 0.3
+    assert spec.settings.tts.voice == "en-us+f3"
+    assert spec.settings.fillers.phrases == ["Hm."]
+    assert spec.hints == ["hat", "cap"]
+    assert spec.global_data == {"shop": "north"}
+    assert spec.greeting == "Hello, this is Shop Agent. How can I help you?"
+    assert [t.spec.name for t in spec.tools] == ["legacy", "price"] or [
+        t.spec.name for t in spec.tools
+    ] == ["price", "legacy"]
+    price = agent.tools["price"]
+    assert price.fillers == ["Let me look."]
+    assert price.spec.parameters["required"] == ["item"]
+
+
+@pytest.mark.parametrize(
+    ("code", "voice", "engine", "expected"),
+    [
+        ("en-US", "spore", "rime", "en-us+m3"),
+        ("en-GB", "en-GB-Neural2-F", None, "en-gb+f3"),
+        ("es-US", "unknown", "azure", "es-419"),
+        ("xx-YY", "whatever", None, "en-us"),
+    ],
+)
+def test_cloud_voices_map_to_a_local_voice(
+    code: str, voice: str, engine: str | None, expected: str
+) -> None:
+    assert local_voice(code, voice, engine).voice == expected
+
+
+def test_typed_tool_is_validated_called_and_coerced() -> None:
+    tool = ShopAgent().tools["price"]
+    raw = {"global_data": {"shop": "north"}}
+    result = tool.handler({"item": "hat", "quantity": "2"}, raw)
+    assert result.to_dict() == {
+        "response": "2 hat cost 5 dollars at north",
+        "action": [{"say": "Sure."}],
+    }
+    with pytest.raises(ToolArgumentError, match="item: required"):
+        tool.handler({"quantity": 2}, raw)
+
+
+def test_legacy_handler_gets_args_and_raw_data() -> None:
+    result = ShopAgent().tools["legacy"].handler({"a": 1}, {"call_id": "c"})
+    assert result.to_dict() == {"response": "got {'a': 1}", "action": [{"hangup": True}]}
+
+
+def test_define_tool_and_async_handlers() -> None:
+    agent = AgentBase(name="a")
+
+    async def lookup(city: str) -> str:
+        return f"sunny in {city}"
+
+    agent.define_tool("weather", "Weather for a city.", {"city": {"type": "string"}}, lookup)
+    tool = agent.tools["weather"]
+    assert tool.is_async
+    assert tool.spec.parameters == {"type": "object", "properties": {"city": {"type": "string"}}}
+    result = asyncio.run(tool.handler({"city": "Oslo"}, {}))
+    assert result.response == "sunny in Oslo"
+    with pytest.raises(ValueError, match="two tools"):
+        agent.define_tool("weather", "again", {}, lookup)
+
+
+def test_instance_decorator() -> None:
+    agent = AgentBase(name="a")
+
+    @agent.tool(name="ping")
+    def ping() -> str:
+        """Answer pong."""
+        return "pong"
+
+    assert agent.tools["ping"].spec.description == "Answer pong."
+    assert agent.tools["ping"].handler({}, {}).response == "pong"
+
+
+def test_result_actions_and_coercion() -> None:
+    result = (
+        FunctionResult("ok", post_process=True)
+        .say("hi")
+        .update_global_data({"a": 1})
+        .remove_global_data("b")
+        .toggle_functions([{"function": "x", "active": False}])
+        .set_end_of_speech_timeout(400)
+        .send_dtmf("12")
+        .hangup()
+    )
+    assert json.loads(json.dumps(result.to_dict())) == {
+        "response": "ok",
+        "post_process": True,
+        "action": [
+            {"say": "hi"},
+            {"set_global_data": {"a": 1}},
+            {"unset_global_data": ["b"]},
+            {"toggle_functions": [{"function": "x", "active": False}]},
+            {"end_of_speech_timeout": 400},
+            {"send_dtmf": "12"},
+            {"hangup": True},
+        ],
+    }
+    assert coerce_result(None).response == ""
+    assert coerce_result("text").response == "text"
+    assert coerce_result({"a": 1}).response == '{"a": 1}'
+    assert coerce_result(7).response == "7"
+
+
+def test_two_agents_on_one_route_is_an_error() -> None:
+    server = AgentServer()
+    server.register(ShopAgent())
+    with pytest.raises(ValueError, match="route /main"):
+        server.register(ShopAgent())
+    server.register(AgentBase(name="Other", route="/other"))
+    config = server.config()
+    assert config.routes["main"].app == "agent" and config.routes["other"].app == "agent"
+    assert set(server.specs(config)) == {"main", "other"}
