@@ -1,8 +1,15 @@
-"""`mediaserver` command line: `mediaserver run CONFIG`."""
+"""`mediaserver` command line.
+
+    mediaserver run conf/mediaserver.yaml            a server config
+    mediaserver run examples/support_agent.py        a Python agent program
+    mediaserver run agent.py --config server.yaml    ... with a server config
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import runpy
 import sys
 
 import uvloop
@@ -15,13 +22,25 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mediaserver` console script."""
     parser = argparse.ArgumentParser(prog="mediaserver")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the server with a YAML config")
-    run.add_argument("config", help="path to the YAML config (see conf/mediaserver.yaml)")
+    run = sub.add_parser("run", help="run a server config, or a Python agent program")
+    run.add_argument(
+        "target", help="a YAML server config (see conf/mediaserver.yaml) or an agent .py file"
+    )
+    run.add_argument(
+        "--config", help="with an agent .py: the server config for media, models and logging"
+    )
     args = parser.parse_args(argv)
 
+    if args.command == "run" and args.target.endswith(".py"):
+        if args.config:
+            os.environ["MEDIASERVER_CONFIG"] = args.config
+        # The program builds its agents and calls run(); it owns the process.
+        sys.argv = [args.target]
+        runpy.run_path(args.target, run_name="__main__")
+        return 0
     if args.command == "run":
         try:
-            config = load_config(args.config)
+            config = load_config(args.target)
         except ConfigError as exc:
             print(f"config error: {exc}", file=sys.stderr)
             return 2

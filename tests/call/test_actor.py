@@ -331,3 +331,45 @@ def test_speech_pauses_the_agent_before_silero_confirms(tmp_path: Path) -> None:
             await runtime.aclose()
 
     run(main())
+
+
+def test_tool_actions_say_toggle_data_and_hangup(tmp_path: Path) -> None:
+    question = speech("what is the weather in paris", tmp_path)
+
+    async def main() -> None:
+        from mediaserver.agent.result import SwaigFunctionResult
+
+        cfg = settings()
+        runtime = PipelineRuntime(cfg)
+        agent = weather_agent(cfg, greeting="Hi.")
+        agent.global_data = {"visits": 1}
+
+        def forecast(args: dict[str, Any], raw: dict[str, Any]) -> SwaigFunctionResult:
+            seen = raw["global_data"]["visits"]
+            return (
+                SwaigFunctionResult(f"Rain in {args['city']}, visit {seen}.")
+                .say("Bring an umbrella.")
+                .update_global_data({"visits": seen + 1, "city": args["city"]})
+                .toggle_functions([{"function": "get_weather", "active": False}])
+                .hangup()
+            )
+
+        agent.tools[0].handler = forecast
+        try:
+            async with live_actor(agent, runtime) as live:
+                actor = live.actor
+                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+                await live.caller.say(question)
+                # say is heard, the reply is spoken, then the call ends with a hangup.
+                assert await wait_for(lambda: live.call.hangups == 1, 20)
+                said = [e["text"] for e in actor.timeline if e["event"] == "agent_said"]
+                assert said[-1] == "Bring an umbrella. Rain in paris, visit 1."
+                assert actor.global_data == {"visits": 2, "city": "paris"}
+                assert actor.disabled_tools == {"get_weather"}
+                actions = [e["name"] for e in actor.timeline if e["event"] == "action"]
+                assert actions == ["say", "set_global_data", "toggle_functions", "hangup"]
+                assert actor.end_reason == "agent"
+        finally:
+            await runtime.aclose()
+
+    run(main())
