@@ -11,11 +11,15 @@ import argparse
 import os
 import runpy
 import sys
+from typing import TYPE_CHECKING
 
 import uvloop
 
 from mediaserver.config import ConfigError, load_config
 from mediaserver.observability.logging import configure
+
+if TYPE_CHECKING:
+    from mediaserver.agent.base import AgentBase
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    if args.command == "run" and args.target.endswith((".yaml", ".yml")):
+        agent = _yaml_agent(args.target)
+        if agent is not None:
+            agent.config_path = args.config or agent.config_path
+            agent.run()
+            return 0
     if args.command == "run" and args.target.endswith(".py"):
         if args.config:
             os.environ["MEDIASERVER_CONFIG"] = args.config
@@ -60,3 +70,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cannot start: {exc}", file=sys.stderr)
             return 1
     return 2
+
+
+def _yaml_agent(path: str) -> AgentBase | None:
+    """The agent a YAML file declares, or None when it is a server config."""
+    import yaml
+
+    from mediaserver.agent.yaml_agent import is_agent_file, load_agent
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError):
+        return None  # load_config reports it, naming the file
+    if not is_agent_file(data):
+        return None
+    try:
+        return load_agent(path)
+    except ConfigError as exc:
+        print(f"agent error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

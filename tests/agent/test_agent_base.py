@@ -19,8 +19,9 @@ class ShopAgent(AgentBase):
     def __init__(self) -> None:
         super().__init__(name="Shop Agent", route="/shop/main", basic_auth=("u", "p"))
         self.prompt_add_section("Role", body="You sell hats.", bullets=["Be brief", "Be kind"])
-        self.prompt_add_section("Steps", numbered=True, numbered_bullets=True,
-                                bullets=["Greet", "Help"])
+        self.prompt_add_section(
+            "Steps", numbered=True, numbered_bullets=True, bullets=["Greet", "Help"]
+        )
         self.prompt_add_to_section("Role", bullet="Never lie")
         self.prompt_add_subsection("Role", "Tone", body="Warm.")
         self.add_language("English", "en-US", "elevenlabs.rachel", function_fillers=["Hm."])

@@ -75,7 +75,15 @@ def test_every_supported_hint() -> None:
     assert "raw_data" not in props and "self" not in props and "kwargs" not in props
     # Optional[X], X | None and defaults are not required.
     assert schema["required"] == [
-        "name", "count", "price", "urgent", "tags", "scores", "extra", "options", "size"
+        "name",
+        "count",
+        "price",
+        "urgent",
+        "tags",
+        "scores",
+        "extra",
+        "options",
+        "size",
     ]
 
 

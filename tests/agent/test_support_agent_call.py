@@ -1,4 +1,4 @@
-"""examples/support_agent.py answers a real SIP call: its tool's answer is heard.
+"""examples/support_agent.py (and .yaml) answers a real SIP call: its tool's answer is heard.
 
 The program runs unchanged (`mediaserver run examples/support_agent.py`, the
 SIP port from PORT, media ports and models from a server config); baresip
@@ -16,6 +16,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.peers import (
     REPO_ROOT,
@@ -59,7 +60,8 @@ def _reference(folder: Path, voice: str, *texts: str) -> list[np.ndarray]:
         return [data[f"a{i}"] for i in range(len(texts))]
 
 
-def test_support_agent_answers_an_order_question(baresip, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("program", ["support_agent.py", "support_agent.yaml"])
+def test_support_agent_answers_an_order_question(baresip, tmp_path: Path, program: str) -> None:  # type: ignore[no-untyped-def]
     config = server_config(
         pipeline={"stt": {"pool_size": 1}, "turn": {"end_of_speech_timeout": 0.5}}
     )
@@ -71,7 +73,7 @@ def test_support_agent_answers_an_order_question(baresip, tmp_path: Path) -> Non
             "-m",
             "mediaserver",
             "run",
-            str(REPO_ROOT / "examples" / "support_agent.py"),
+            str(REPO_ROOT / "examples" / program),
             "--config",
         ],
         env={"PORT": str(config["sip"]["listen"][0]["port"])},
