@@ -451,7 +451,17 @@ class AgentBase:
             hints=list(self._hints),
             settings=settings,
             global_data=copy.deepcopy(self._global_data),
+            post_prompt=self._post_prompt,
+            on_summary=self.on_summary if self._post_prompt else None,
         )
+
+    def on_summary(self, summary: Any, raw_data: dict[str, Any] | None = None) -> None:
+        """Called after each call with the model's answer to `set_post_prompt`.
+
+        Override it (sync or async). `summary` is the parsed JSON when the
+        answer is JSON, else the text; `raw_data` has the call id, the
+        conversation, the timeline, global data and why the call ended.
+        """
 
     def run(self, host: str | None = None, port: int | None = None) -> None:
         """Start the whole server with this agent and block until SIGINT/SIGTERM."""

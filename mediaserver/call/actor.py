@@ -19,6 +19,9 @@ Ordering and cancellation rules, enforced here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
+import json
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -297,6 +300,43 @@ class CallActor:
             for task in watchers:
                 task.cancel()
             self._shutdown()
+        await self._post_call()
+
+    async def _post_call(self) -> None:
+        """The agent's post-call summary: ask the model, hand the answer over."""
+        agent = self.agent
+        if not agent.post_prompt or agent.on_summary is None:
+            return
+        raw_data: dict[str, Any] = {
+            "call_id": self.call.call_id,
+            "agent": agent.name,
+            "end_reason": self.end_reason,
+            "messages": [m.to_openai() for m in self.messages],
+            "timeline": list(self.timeline),
+            "global_data": dict(self.global_data),
+            "metadata": dict(self.metadata),
+            "digits": "".join(self.digits),
+        }
+        text = ""
+        try:
+            async with asyncio.timeout(self.settings.llm.first_token_timeout + 20):
+                ask = [*self.messages, Message("user", agent.post_prompt)]
+                async for item in self.llm.stream(ask, []):
+                    if isinstance(item, Token):
+                        text += item.text
+        except (LlmError, TimeoutError) as exc:
+            self.log.warning("summary_failed", error=str(exc))
+            raw_data["summary_error"] = str(exc)
+        summary: Any = text.strip()
+        with contextlib.suppress(ValueError):
+            summary = json.loads(summary)
+        try:
+            result = agent.on_summary(summary, raw_data)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            self.log.exception("on_summary_failed")
+        self._note("summary", summary=summary)
 
     async def _watch_hangup(self) -> None:
         await self.call.ended.wait()

@@ -66,6 +66,11 @@ class AgentSpec:
     settings: PipelineSettings = field(default_factory=PipelineSettings)
     #: Data every call of this agent starts with (tools may change their copy).
     global_data: dict[str, Any] = field(default_factory=dict)
+    #: After hangup the model is asked this about the call...
+    post_prompt: str | None = None
+    #: ...and its answer goes here, as on_summary(summary, raw_data) (sync or async;
+    #: summary is the parsed JSON when the answer is JSON, else the text).
+    on_summary: Callable[[Any, dict[str, Any]], Any] | None = None
 
     def tool(self, name: str) -> Tool | None:
         """The tool called `name`, if any."""

@@ -118,7 +118,8 @@ def test_barge_in_flushes_cancels_and_keeps_only_what_was_heard(
                 # Nothing of the reply left after the decision, but what was
                 # already in this tick's batch (one frame at most).
                 after = [
-                    t for t, tag in sent
+                    t
+                    for t, tag in sent
                     if isinstance(tag, FrameTag) and tag.reply == reply.id and t > barge.decided
                 ]
                 assert len(after) <= 1
@@ -130,16 +131,17 @@ def test_barge_in_flushes_cancels_and_keeps_only_what_was_heard(
                 # The caller's words end the interruption; the conversation keeps
                 # exactly the text voiced by the frames that were sent.
                 assert await wait_for(
-                    lambda: any(m.role == "user" and "stop" in (m.content or "")
-                                for m in actor.messages), 10)
+                    lambda: any(
+                        m.role == "user" and "stop" in (m.content or "") for m in actor.messages
+                    ),
+                    10,
+                )
                 heard, _ = reply.voicing.heard(reply.text)
                 kept = [m.content for m in actor.messages if m.role == "assistant"]
                 assert heard in kept
                 assert barge.heard == heard and heard != reply.text
                 assert reply.text.startswith(heard.rstrip("—").rsplit(" ", 1)[0])
-                frames_of_reply = [
-                    p for _, p in caller.received if p.payload_type == 0
-                ]
+                frames_of_reply = [p for _, p in caller.received if p.payload_type == 0]
                 assert frames_of_reply
                 assert reply.voicing.frames_sent == reply.voicing.last_sent.index + 1  # type: ignore[union-attr]
         finally:
@@ -189,6 +191,8 @@ def test_unintelligible_speech_gets_the_recovery_phrase(tmp_path: Path) -> None:
         cfg = settings()
         runtime = PipelineRuntime(cfg)
         agent = weather_agent(cfg, greeting="Hi.")
+        # Only the question's words: a hum matches none of them ("hello" it would).
+        agent.hints = ["what is the weather in"]
         try:
             async with live_actor(agent, runtime) as live:
                 actor, caller = live.actor, live.caller
@@ -369,6 +373,80 @@ def test_tool_actions_say_toggle_data_and_hangup(tmp_path: Path) -> None:
                 actions = [e["name"] for e in actor.timeline if e["event"] == "action"]
                 assert actions == ["say", "set_global_data", "toggle_functions", "hangup"]
                 assert actor.end_reason == "agent"
+        finally:
+            await runtime.aclose()
+
+    run(main())
+
+
+def test_a_tool_that_raises_gets_a_recovery_phrase_and_the_call_goes_on(tmp_path: Path) -> None:
+    question = speech("what is the weather in paris", tmp_path)
+
+    async def main() -> None:
+        from mediaserver.call.actor import TOOL_FAILED
+
+        cfg = settings()
+        runtime = PipelineRuntime(cfg)
+        agent = weather_agent(cfg, greeting="Hi.")
+
+        def broken(args: dict[str, Any], raw: dict[str, Any]) -> str:
+            raise RuntimeError("database down")
+
+        agent.tools[0].handler = broken
+        try:
+            async with live_actor(agent, runtime) as live:
+                actor = live.actor
+                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+                await live.caller.say(question)
+                assert await wait_for(
+                    lambda: any(e["event"] == "tool_result" for e in actor.timeline), 10
+                )
+                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+                result = next(e for e in actor.timeline if e["event"] == "tool_result")
+                assert (
+                    result["error"].startswith("tool_error") and "database down" in result["error"]
+                )
+                said = [e["text"] for e in actor.timeline if e["event"] == "agent_said"]
+                assert said[-1] == TOOL_FAILED
+                # The call goes on: the next question is answered again.
+                agent.tools[0].handler = lambda args, raw: "Sunny."
+                await live.caller.say(question)
+                assert await wait_for(
+                    lambda: (
+                        [e["text"] for e in actor.timeline if e["event"] == "agent_said"][-1]
+                        == "Sunny."
+                    ),
+                    10,
+                )
+                assert live.call.hangups == 0
+        finally:
+            await runtime.aclose()
+
+    run(main())
+
+
+def test_post_call_summary_reaches_on_summary() -> None:
+    async def main() -> None:
+        cfg = settings(attention_timeout=0.3, inactivity_timeout=0.3)
+        runtime = PipelineRuntime(cfg)
+        agent = weather_agent(cfg, greeting="Hi.")
+        got: list[tuple[Any, dict[str, Any]]] = []
+
+        async def on_summary(summary: Any, raw_data: dict[str, Any]) -> None:
+            got.append((summary, raw_data))
+
+        agent.post_prompt = "Summarise the call."
+        agent.on_summary = on_summary
+        try:
+            async with live_actor(agent, runtime) as live:
+                assert await wait_for(lambda: bool(got), 20)
+                summary, raw = got[0]
+                # The scripted engine answers the post prompt like any question.
+                assert summary == agent.fallback
+                assert raw["end_reason"] == "caller silent"
+                assert raw["messages"][1] == {"role": "assistant", "content": "Hi."}
+                assert any(e["event"] == "inactivity_hangup" for e in raw["timeline"])
+                assert live.call.hangups == 1
         finally:
             await runtime.aclose()
 
