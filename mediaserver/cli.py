@@ -1,8 +1,8 @@
 """`mediaserver` command line.
 
-    mediaserver run conf/mediaserver.yaml            a server config
-    mediaserver run examples/support_agent.py        a Python agent program
-    mediaserver run agent.py --config server.yaml    ... with a server config
+mediaserver run conf/mediaserver.yaml            a server config
+mediaserver run examples/support_agent.py        a Python agent program
+mediaserver run agent.py --config server.yaml    ... with a server config
 """
 
 from __future__ import annotations
@@ -33,7 +33,22 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--config", help="with an agent .py: the server config for media, models and logging"
     )
+    call = sub.add_parser("call", help="place a test call and print what the agent said")
+    call.add_argument("uri", help="e.g. sip:support@127.0.0.1:5060")
+    what = call.add_mutually_exclusive_group()
+    what.add_argument("--say", help="say this (espeak-ng) after the greeting")
+    what.add_argument("--play", help="play this WAV after the greeting")
+    call.add_argument("--record", help="write what the agent said to this WAV")
+    call.add_argument("--dtmf", help="then press these keys (RFC 4733)")
+    call.add_argument("--timeout", type=float, default=30.0, help="seconds for the whole call")
+    demo = sub.add_parser("demo", help="run the support agent and call it, printing the turns")
+    demo.add_argument("--say", default="check order four two", help="what the caller says")
     args = parser.parse_args(argv)
+
+    if args.command == "call":
+        return _call(args)
+    if args.command == "demo":
+        return _demo(args.say)
 
     if args.command == "run" and args.target.endswith((".yaml", ".yml")):
         agent = _yaml_agent(args.target)
@@ -90,3 +105,110 @@ def _yaml_agent(path: str) -> AgentBase | None:
     except ConfigError as exc:
         print(f"agent error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _call(args: argparse.Namespace) -> int:
+    """`mediaserver call`: 0 when the call was answered, 1 otherwise."""
+    import asyncio
+    from pathlib import Path
+
+    from mediaserver.dialer import place_call, print_report
+
+    configure("warning", "console")
+    try:
+        report = asyncio.run(
+            place_call(
+                args.uri,
+                say=args.say,
+                play=Path(args.play) if args.play else None,
+                dtmf=args.dtmf,
+                record=Path(args.record) if args.record else None,
+                timeout=args.timeout,
+            )
+        )
+    except ValueError as exc:
+        print(f"call error: {exc}", file=sys.stderr)
+        return 2
+    print_report(report)
+    return 0 if report is not None and report.answered else 1
+
+
+def _demo(say: str) -> int:
+    """`mediaserver demo`: examples/support_agent.py on free local ports, one call to it."""
+    import asyncio
+    import json
+    import signal
+    import socket
+    import subprocess
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from mediaserver.dialer import place_call, print_report
+
+    program = Path(__file__).resolve().parent.parent / "examples" / "support_agent.py"
+    if not program.is_file():
+        print(f"demo error: {program} not found (run from a source checkout)", file=sys.stderr)
+        return 2
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    work = Path(tempfile.mkdtemp(prefix="mediaserver-demo-"))
+    config = work / "server.yaml"
+    config.write_text(
+        "media: {port_min: 47000, port_max: 47999}\n"
+        "logging: {format: json}\n"
+        "pipeline: {stt: {pool_size: 1}, turn: {end_of_speech_timeout: 0.5}}\n"
+    )
+    log_path = work / "server.log"
+    report = None
+    print(f"starting {program.name} on sip:support@127.0.0.1:{port} (log: {log_path})")
+    with log_path.open("wb") as log_file:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mediaserver", "run", str(program), "--config", str(config)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PORT": str(port), "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while b'"ready"' not in log_path.read_bytes():
+                if server.poll() is not None or time.monotonic() > deadline:
+                    print(log_path.read_text(errors="replace")[-2000:], file=sys.stderr)
+                    print("demo error: the agent did not start", file=sys.stderr)
+                    return 1
+                time.sleep(0.1)
+            print(f'calling it; the caller will say: "{say}"\n')
+            report = asyncio.run(place_call(f"sip:support@127.0.0.1:{port}", say=say, timeout=30))
+            print_report(report)
+            time.sleep(0.5)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    print("\nthe conversation, as the server saw it:")
+    for line in log_path.read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("event") == "agent_said":
+            print(f"  agent:  {event['text']}")
+        elif event.get("event") == "caller_said":
+            print(f"  caller: {event['text']}")
+        elif event.get("event") == "turn_latency":
+            parts = ", ".join(
+                f"{k.removesuffix('_ms')} {event[k]:.0f} ms"
+                for k in (
+                    "voice_to_voice_ms",
+                    "endpointing_ms",
+                    "stt_finalise_ms",
+                    "llm_first_token_ms",
+                    "tts_first_audio_ms",
+                    "overhead_ms",
+                )
+            )
+            print(f"          ({parts})")
+    return 0 if report is not None and report.answered else 1

@@ -1,0 +1,422 @@
+"""`mediaserver call`: a SIP/RTP test dialer that says something and tells what it heard.
+
+    mediaserver call sip:support@127.0.0.1:5060 --say "check order four two"
+
+It places one call over UDP (INVITE with PCMU and telephone-event, ACK, BYE),
+sends continuous 20 ms RTP like a phone (silence when it has nothing to say),
+waits for the agent's greeting to end, says its line (espeak-ng in-process, or
+a WAV), presses DTMF keys if asked, waits for the answer, hangs up, and prints
+what it heard, turn by turn, through the embedded STT, with timings: call
+setup, first audio, and the reply delay after its own speech ended.
+
+Every wait is bounded (`--timeout`); it talks only to the address in the URI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import socket
+import time
+import uuid
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mediaserver.codecs.g711 import ulaw_decode, ulaw_encode
+from mediaserver.codecs.resample import resample
+from mediaserver.media.dtmf import DtmfSender
+from mediaserver.media.rtp import RtpError, RtpPacket
+from mediaserver.sip.errors import SipParseError
+from mediaserver.sip.message import Request, Response, parse_message
+from mediaserver.sip.uri import parse_uri
+
+FRAME = 0.02
+SAMPLES = 160
+#: Agent audio counts as finished after this much silence from it.
+QUIET = 0.8
+#: A new talk spurt of the agent starts after a gap this long.
+SPURT_GAP = 0.3
+
+
+@dataclass
+class CallReport:
+    """What happened on the call (also printed by `print_report`)."""
+
+    uri: str
+    answered: bool = False
+    status: int | None = None
+    setup_ms: float | None = None
+    first_audio_ms: float | None = None
+    said_at: tuple[float, float] | None = None
+    reply_delay_ms: float | None = None
+    heard: list[tuple[float, float, str]] = field(default_factory=list)
+    ended_by: str = ""
+    error: str | None = None
+    recording: Path | None = None
+
+
+class _Dialer(asyncio.DatagramProtocol):
+    """One call: SIP on one socket, RTP on another."""
+
+    def __init__(self, uri: str, local_host: str) -> None:
+        self.uri = uri
+        target = parse_uri(uri)
+        if not target.is_sip or not target.host:
+            raise ValueError(f"not a sip: URI: {uri}")
+        self.remote = target.host_port()
+        self.local_host = local_host
+        self.call_id = uuid.uuid4().hex
+        self.tag = uuid.uuid4().hex[:10]
+        self.cseq = 1
+        self.responses: asyncio.Queue[Response] = asyncio.Queue()
+        self.remote_bye = asyncio.Event()
+        self.transport: asyncio.DatagramTransport | None = None
+        self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rtp.bind((local_host, 0))
+        self.rtp.setblocking(False)
+        self.rtp_port = self.rtp.getsockname()[1]
+        self.media_target: tuple[str, int] | None = None
+        self.received: list[tuple[float, np.ndarray]] = []
+        self.to_header = f"<{uri}>"
+        self.contact = uri
+        self.local_port = 0
+
+    # -- SIP ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a datagram endpoint's
+        self.local_port = transport.get_extra_info("sockname")[1]
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        try:
+            message = parse_message(data)
+        except SipParseError:
+            return
+        if isinstance(message, Response):
+            self.responses.put_nowait(message)
+        elif isinstance(message, Request):
+            if message.method == "BYE":
+                self.remote_bye.set()
+            if message.method != "ACK":
+                self._send(message.response(200).encode())
+
+    def _send(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.sendto(data, self.remote)
+
+    def request(self, method: str, body: bytes = b"", cseq: int | None = None) -> bytes:
+        branch = "z9hG4bK" + uuid.uuid4().hex[:16]
+        ruri = self.contact if method in ("ACK", "BYE") else self.uri
+        lines = [
+            f"{method} {ruri} SIP/2.0",
+            f"Via: SIP/2.0/UDP {self.local_host}:{self.local_port};branch={branch};rport",
+            "Max-Forwards: 70",
+            f"From: <sip:dialer@{self.local_host}>;tag={self.tag}",
+            f"To: {self.to_header}",
+            f"Call-ID: {self.call_id}",
+            f"CSeq: {cseq if cseq is not None else self.cseq} {method}",
+            f"Contact: <sip:dialer@{self.local_host}:{self.local_port}>",
+            "User-Agent: mediaserver-call",
+        ]
+        if body:
+            lines.append("Content-Type: application/sdp")
+        lines.append(f"Content-Length: {len(body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+    def offer(self) -> bytes:
+        session = random.randint(1, 2**31)
+        return (
+            f"v=0\r\no=- {session} 1 IN IP4 {self.local_host}\r\ns=-\r\n"
+            f"c=IN IP4 {self.local_host}\r\nt=0 0\r\n"
+            f"m=audio {self.rtp_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+            "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\n"
+            "a=sendrecv\r\n"
+        ).encode()
+
+    async def invite(self, deadline: float) -> Response | None:
+        """INVITE (retransmitted on T1 doubling) until a final response or the deadline."""
+        data = self.request("INVITE", self.offer())
+        interval, next_send = 0.5, 0.0
+        loop = asyncio.get_running_loop()
+        while loop.time() < deadline:
+            if loop.time() >= next_send:
+                self._send(data)
+                next_send = loop.time() + interval
+                interval = min(interval * 2, 4.0)
+            try:
+                response = await asyncio.wait_for(self.responses.get(), 0.05)
+            except TimeoutError:
+                continue
+            if response.status >= 200:
+                to = response.headers.get("to")
+                if to:
+                    self.to_header = to
+                contact = response.headers.get("contact")
+                if contact:
+                    match = re.search(r"<([^>]+)>", contact)
+                    self.contact = match.group(1) if match else contact.strip()
+                if response.status < 300:
+                    self._send(self.request("ACK", cseq=self.cseq))
+                    self.media_target = _sdp_target(response.body)
+                else:
+                    self._send(self.request("ACK", cseq=self.cseq))
+                return response
+            next_send = max(next_send, loop.time() + 1.0)  # provisional: wait longer
+        return None
+
+    async def bye(self) -> None:
+        self.cseq += 1
+        data = self.request("BYE")
+        for _ in range(4):
+            self._send(data)
+            try:
+                while True:
+                    response = await asyncio.wait_for(self.responses.get(), 0.5)
+                    if response.status >= 200:
+                        return
+            except TimeoutError:
+                continue
+
+    # -- RTP ------------------------------------------------------------------------------
+
+    def read_rtp(self) -> None:
+        now = time.monotonic()
+        while True:
+            try:
+                data = self.rtp.recv(2048)
+            except BlockingIOError:
+                return
+            try:
+                packet = RtpPacket.parse(data)
+            except RtpError:
+                continue
+            if packet.payload_type == 0:
+                self.received.append((now, ulaw_decode(packet.payload)))
+
+
+def _sdp_target(body: bytes) -> tuple[str, int] | None:
+    text = body.decode("latin-1")
+    address = re.search(r"^c=IN IP4 (\S+)", text, re.M)
+    port = re.search(r"^m=audio (\d+)", text, re.M)
+    if not address or not port:
+        return None
+    return address.group(1), int(port.group(1))
+
+
+class _Sender:
+    """Continuous 20 ms PCMU (silence between utterances) and RFC 4733 digits."""
+
+    def __init__(self, dialer: _Dialer) -> None:
+        self.dialer = dialer
+        self.queue: list[np.ndarray] = []
+        self.dtmf: list[tuple[float, bytes, bool, int]] = []
+        self.seq = random.getrandbits(16)
+        self.ts = random.getrandbits(32)
+        self.ssrc = random.getrandbits(32)
+        self.last_speech_sent: float | None = None
+        self.first_speech_sent: float | None = None
+
+    def say(self, pcm: np.ndarray) -> None:
+        pcm = np.concatenate([pcm, np.zeros((-len(pcm)) % SAMPLES, dtype=np.int16)])
+        self.queue.extend(pcm.reshape(-1, SAMPLES))
+
+    def press(self, digits: str) -> None:
+        sender = DtmfSender(101, 8000)
+        start = time.monotonic()
+        for i, digit in enumerate(digits):
+            ts = (self.ts + int((0.3 * i + 0.1) * 8000)) & 0xFFFFFFFF
+            for pkt in sender.packets(digit, ts, 120):
+                self.dtmf.append((start + 0.3 * i + pkt.send_offset, pkt.payload, pkt.marker, ts))
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        n = 0
+        silence = np.zeros(SAMPLES, dtype=np.int16)
+        while True:
+            n += 1
+            await asyncio.sleep(max(0.0, start + n * FRAME - loop.time()))
+            target = self.dialer.media_target
+            if target is None:
+                continue
+            now = time.monotonic()
+            while self.dtmf and self.dtmf[0][0] <= now:
+                _, payload, marker, ts = self.dtmf.pop(0)
+                self._send(101, payload, marker, ts, target)
+            if self.queue:
+                frame = self.queue.pop(0)
+                if self.first_speech_sent is None:
+                    self.first_speech_sent = now
+                if not self.queue:
+                    self.last_speech_sent = now
+            else:
+                frame = silence
+            self._send(0, ulaw_encode(frame).tobytes(), False, self.ts, target)
+            self.ts = (self.ts + SAMPLES) & 0xFFFFFFFF
+
+    def _send(
+        self, pt: int, payload: bytes, marker: bool, ts: int, target: tuple[str, int]
+    ) -> None:
+        packet = RtpPacket(pt, self.seq, ts, self.ssrc, payload, marker)
+        self.seq = (self.seq + 1) & 0xFFFF
+        with contextlib.suppress(OSError):
+            self.dialer.rtp.sendto(packet.serialise(), target)
+
+
+async def _agent_quiet(dialer: _Dialer, since: float, quiet: float, limit: float) -> None:
+    """Wait until the agent has sent audio after `since` and then paused for `quiet` s."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and not dialer.remote_bye.is_set():
+        heard = [t for t, _ in dialer.received if t >= since]
+        if heard and time.monotonic() - heard[-1] >= quiet:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def place_call(
+    uri: str,
+    *,
+    say: str | None = None,
+    play: Path | None = None,
+    dtmf: str | None = None,
+    record: Path | None = None,
+    timeout: float = 30.0,
+    local_host: str = "127.0.0.1",
+) -> CallReport:
+    """Place the call (see the module docstring); never waits longer than `timeout`."""
+    report = CallReport(uri)
+    loop = asyncio.get_running_loop()
+    dialer = _Dialer(uri, local_host)
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: dialer, local_addr=(local_host, 0)
+    )
+    loop.add_reader(dialer.rtp.fileno(), dialer.read_rtp)
+    sender = _Sender(dialer)
+    sending = loop.create_task(sender.run())
+    deadline = loop.time() + timeout
+    started = time.monotonic()
+    try:
+        response = await dialer.invite(min(deadline, loop.time() + 32))
+        if response is None:
+            report.error = "no final response to INVITE"
+            return report
+        report.status = response.status
+        if response.status >= 300:
+            report.error = f"call rejected: {response.status} {response.reason}"
+            return report
+        report.answered = True
+        answered = time.monotonic()
+        report.setup_ms = (answered - started) * 1000
+
+        def budget() -> float:
+            return max(0.0, deadline - loop.time())
+        # The agent speaks first: let the greeting finish.
+        await _agent_quiet(dialer, answered, QUIET, min(10.0, budget()))
+        if dialer.received:
+            report.first_audio_ms = (dialer.received[0][0] - answered) * 1000
+        audio = _utterance(say, play)
+        if audio is not None and not dialer.remote_bye.is_set():
+            sender.say(audio)
+            while sender.queue and budget() > 0 and not dialer.remote_bye.is_set():
+                await asyncio.sleep(FRAME)
+            if sender.first_speech_sent and sender.last_speech_sent:
+                report.said_at = (sender.first_speech_sent, sender.last_speech_sent)
+        if dtmf and not dialer.remote_bye.is_set():
+            sender.press(dtmf)
+            await asyncio.sleep(min(0.3 * len(dtmf) + 0.3, budget()))
+        mark = time.monotonic()
+        await _agent_quiet(dialer, mark, 1.5, budget())
+        if report.said_at is not None:
+            after = [t for t, _ in dialer.received if t > report.said_at[1]]
+            if after:
+                report.reply_delay_ms = (after[0] - report.said_at[1]) * 1000
+        report.ended_by = "remote" if dialer.remote_bye.is_set() else "us"
+        if not dialer.remote_bye.is_set():
+            await dialer.bye()
+        return report
+    finally:
+        sending.cancel()
+        loop.remove_reader(dialer.rtp.fileno())
+        dialer.rtp.close()
+        transport.close()
+        report.heard = _transcribe(dialer.received, started)
+        if record is not None and dialer.received:
+            _write_wav(record, np.concatenate([pcm for _, pcm in dialer.received]))
+            report.recording = record
+
+
+def _utterance(say: str | None, play: Path | None) -> np.ndarray | None:
+    if play is not None:
+        with wave.open(str(play), "rb") as wav:
+            pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+            if wav.getnchannels() > 1:
+                pcm = pcm.reshape(-1, wav.getnchannels())[:, 0]
+            return resample(pcm, wav.getframerate(), 8000)
+    if say:
+        from mediaserver.pipeline.tts.espeak import EspeakBackend
+
+        tts = EspeakBackend()
+        pcm = np.concatenate([chunk.pcm for chunk in tts.synthesize(say)])
+        return resample(pcm, tts.sample_rate, 8000)
+    return None
+
+
+def _transcribe(
+    received: list[tuple[float, np.ndarray]], origin: float
+) -> list[tuple[float, float, str]]:
+    """The agent's talk spurts (by arrival gaps) through pocketsphinx's open vocabulary."""
+    if not received:
+        return []
+    from mediaserver.pipeline.settings import SttSettings
+    from mediaserver.pipeline.stt import load_stt
+    from mediaserver.pipeline.stt.base import SttHints
+
+    stt = load_stt(SttSettings(pool_size=1))
+    spurts: list[list[tuple[float, np.ndarray]]] = [[received[0]]]
+    for item in received[1:]:
+        if item[0] - spurts[-1][-1][0] > SPURT_GAP:
+            spurts.append([])
+        spurts[-1].append(item)
+    out = []
+    try:
+        for spurt in spurts:
+            pcm = resample(np.concatenate([p for _, p in spurt]), 8000, 16000)
+            stream = stt.open(SttHints())
+            stream.feed(pcm)
+            text = stream.finalise().text
+            out.append((spurt[0][0] - origin, spurt[-1][0] - origin, text))
+    finally:
+        stt.close()
+    return out
+
+
+def _write_wav(path: Path, pcm: np.ndarray) -> None:
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(pcm.astype("<i2").tobytes())
+
+
+def print_report(report: CallReport) -> None:
+    """The call, as a person would want to read it."""
+    print(f"call {report.uri}")
+    if not report.answered:
+        print(f"  not answered: {report.error}")
+        return
+    print(f"  answered in {report.setup_ms:.0f} ms")
+    if report.first_audio_ms is not None:
+        print(f"  first audio {report.first_audio_ms:.0f} ms after the answer")
+    for start, end, text in report.heard:
+        print(f"  [{start:6.2f}-{end:6.2f} s] agent: {text or '(nothing recognised)'}")
+    if report.reply_delay_ms is not None:
+        print(f"  reply began {report.reply_delay_ms:.0f} ms after we stopped talking")
+    if report.recording is not None:
+        print(f"  recording: {report.recording}")
+    print(f"  hung up by {report.ended_by}")
