@@ -21,7 +21,7 @@ import structlog
 
 from mediaserver.apps import APPS
 from mediaserver.apps.agent import agent_from_config
-from mediaserver.call.events import HoldChanged
+from mediaserver.call.events import HoldChanged, TransferResult
 from mediaserver.call.runtime import PipelineRuntime
 from mediaserver.call.spec import AgentSpec
 from mediaserver.config import Config, ConfigError
@@ -40,6 +40,7 @@ from mediaserver.sip.ua import (
     Dropped,
     DtmfInfo,
     Event,
+    TransferOutcome,
     UaConfig,
     UserAgent,
 )
@@ -81,6 +82,9 @@ class _AppCall:
 
     def hangup(self) -> None:
         self.server.command(lambda now: self.server.ua.hangup(self.call, now))
+
+    def transfer(self, target: str) -> None:
+        self.server.command(lambda now: self.server.ua.refer(self.call, target, now))
 
 
 class SipServer:
@@ -229,6 +233,17 @@ class SipServer:
                     self._open_media(event.call)
             elif isinstance(event, CallEnded):
                 self._end_app(event)
+            elif isinstance(event, TransferOutcome):
+                log.info(
+                    "transfer_outcome",
+                    call=event.call.id,
+                    ok=event.ok,
+                    status=event.status,
+                    reason=event.reason,
+                )
+                app = self.apps.get(event.call.id)
+                if app is not None and app.actor is not None:
+                    app.actor.post(TransferResult(event.ok, event.status, event.reason))
             elif isinstance(event, DtmfInfo):
                 self._digit(event.call, event.digit, event.duration_ms, "info")
             elif isinstance(event, Dropped):

@@ -45,6 +45,10 @@ class CallControl(Protocol):
     def hangup(self) -> None:
         """End the call from our side."""
 
+    def transfer(self, target: str) -> None:
+        """Ask the caller's side to call `target` instead (REFER); the outcome is
+        posted to the call's actor as a `TransferResult`."""
+
 
 async def ring_and_answer(call: CallControl, route: Route) -> None:
     """Send 180 Ringing for `route.ring` seconds (if any), then answer."""

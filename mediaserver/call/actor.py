@@ -68,6 +68,10 @@ MIN_UNDERSTOOD_SPEECH = 0.3
 EOS_WALL_MARGIN = 0.25
 #: A failed tool's result, as the model sees it (and the scripted engine says it).
 TOOL_FAILED = "Sorry, I could not do that just now."
+#: Said when a transfer fails (DESIGN's transfer_failure recovery).
+TRANSFER_FAILED = "Sorry, I could not transfer your call."
+#: Seconds to wait for the outcome of a REFER.
+TRANSFER_TIMEOUT = 30.0
 #: Said when the model fails and there is nothing better to say.
 TROUBLE_PHRASE = "Sorry, I am having trouble answering right now."
 
@@ -156,6 +160,8 @@ class _Reply:
     filler_said: bool = False
     finished_framing: bool = False
     then_hangup: bool = False
+    #: Transfer the caller here once this reply has been said.
+    then_transfer: str | None = None
     metrics: TurnMetrics | None = None
     first_frame_seen: bool = False
     #: Audio stopped by the fast onset test, waiting for silero to confirm.
@@ -201,6 +207,7 @@ class CallActor:
         self.metadata: dict[str, Any] = {}
         self.disabled_tools: set[str] = set()
         self._stopped = False
+        self._transfer_dest: str | None = None
         self._loop = asyncio.get_running_loop()
         self._in_rs = Resampler(media.sample_rate, STT_RATE)
         self._preroll: deque[tuple[float, np.ndarray]] = deque()
@@ -406,6 +413,8 @@ class CallActor:
                     self._on_timer(event.name)
             case ev.StageError():
                 self._on_error(event)
+            case ev.TransferResult():
+                self._on_transfer(event)
             case ev.DtmfIn():
                 self.digits.append(event.digit)
                 self._note("dtmf", digit=event.digit)
@@ -931,6 +940,8 @@ class CallActor:
         if reply.then_hangup or self.life.state == CallState.ENDING:
             self._hangup("agent")
             return
+        if reply.then_transfer:
+            self._start_transfer(reply.then_transfer)
         if not self.life.live:
             return
         self._go(CallState.LISTENING, "reply finished")
@@ -1071,13 +1082,40 @@ class CallActor:
         elif name == "wait_for_user":
             pass  # the agent waits for the caller after every reply anyway
         elif name == "transfer":
-            # Not built yet (REFER / B2BUA bridging): DESIGN's transfer_failure
-            # recovery, tell the caller and go on.
-            self._note("error", kind="transfer_failure", stage="tool", error="not supported")
-            self._speak_into(reply, "Sorry, I could not transfer your call. ")
+            # After the reply is said (the caller hears "transferring you"), REFER.
+            dest = data.get("dest") if isinstance(data, dict) else data
+            reply.then_transfer = str(dest)
         else:
             self.log.warning("action_unsupported", action=name)
             self._note("action_unsupported", name=name)
+
+    def _start_transfer(self, dest: str) -> None:
+        self._note("transfer", dest=dest)
+        self.log.info("transfer", dest=dest)
+        self._transfer_dest = dest
+        self.call.transfer(dest)
+        # Some phones never send the final NOTIFY: do not wait for ever.
+        self._arm("transfer", TRANSFER_TIMEOUT)
+
+    def _on_transfer(self, event: ev.TransferResult) -> None:
+        self._disarm("transfer")
+        dest, self._transfer_dest = self._transfer_dest, None
+        if dest is None:
+            return
+        if event.ok:
+            self._note("transferred", dest=dest, status=event.status)
+            self._hangup("transferred")
+            return
+        # DESIGN's transfer_failure: tell the caller and go on.
+        self._note(
+            "error",
+            kind="transfer_failure",
+            stage="sip",
+            error=f"{event.status} {event.reason}",
+        )
+        self.log.warning("transfer_failed", dest=dest, status=event.status, reason=event.reason)
+        if self.life.live and self._reply is None:
+            self._say(TRANSFER_FAILED)
 
     def _after_tools(self, reply: _Reply) -> None:
         """Every tool of the step is back: feed the results to the model again."""
@@ -1106,6 +1144,8 @@ class CallActor:
             turn = self._turn
             if turn is not None and not turn.finalising and not self._detector.speaking:
                 self._end_turn(turn, self._speech_end(turn))
+        elif name == "transfer":
+            self._on_transfer(ev.TransferResult(False, 408, "no final NOTIFY"))
         elif name == "confirm":
             if self._turn is None and not self._detector.speaking:
                 self._resume_paused()

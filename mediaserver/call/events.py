@@ -57,6 +57,15 @@ class SpeechOnset:
 
 
 @dataclass(frozen=True)
+class TransferResult:
+    """How the transfer we asked for (REFER) ended."""
+
+    ok: bool
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class VadProb:
     """A speech probability for the 32 ms chunk ending at `media_time`."""
 
@@ -165,6 +174,7 @@ Event = (
     | DtmfIn
     | CallHangup
     | HoldChanged
+    | TransferResult
     | SpeechOnset
     | VadProb
     | SttPartial

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -69,7 +70,8 @@ from mediaserver.sip.transaction import (
     new_branch,
 )
 
-ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO")
+ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO", "NOTIFY")
+_SIPFRAG = re.compile(rb"^SIP/2\.0\s+(\d{3})\s*([^\r\n]*)")
 SUPPORTED_EXTENSIONS = ("timer",)
 ACCEPTED_BODIES = ("application/sdp",)
 DTMF_BODIES = ("application/dtmf-relay", "application/dtmf")
@@ -136,6 +138,9 @@ class Call:
     local_ack: tuple[ClientTransaction, Send] | None = None
     bye_pending: str | None = None
     bye_tx: ClientTransaction | None = None
+    #: Our REFER in flight or awaiting its final NOTIFY (RFC 3515).
+    refer_tx: ClientTransaction | None = None
+    refer_open: bool = False
     answered_at: float | None = None
     end_reason: str = ""
 
@@ -193,7 +198,28 @@ class Dropped:
     status: int | None = None
 
 
-Event = Send | CallIncoming | CallConfirmed | CallMediaChanged | CallEnded | DtmfInfo | Dropped
+@dataclass(frozen=True)
+class TransferOutcome:
+    """How a REFER we sent ended (RFC 3515): `ok` once the transferee's new call
+    was answered (a NOTIFY with a 2xx sipfrag), else the status that failed it
+    (the REFER's own error response, or the sipfrag's final status)."""
+
+    call: Call
+    ok: bool
+    status: int
+    reason: str
+
+
+Event = (
+    Send
+    | CallIncoming
+    | CallConfirmed
+    | CallMediaChanged
+    | CallEnded
+    | DtmfInfo
+    | TransferOutcome
+    | Dropped
+)
 
 
 @dataclass
@@ -533,9 +559,51 @@ class UserAgent:
             return self._on_options(req, tx, now)
         if method == "INFO":
             return self._on_info(call, req, tx, now)
+        if method == "NOTIFY":
+            return self._on_notify(call, req, tx, now)
         if method in ("INVITE", "UPDATE"):
             return self._on_refresh(call, req, tx, now)
         return self._respond(tx, req, 405, now, headers=[("Allow", ", ".join(ALLOWED_METHODS))])
+
+    def _on_notify(
+        self, call: Call, req: Request, tx: ServerTransaction | None, now: float
+    ) -> list[Event]:
+        """Progress of our REFER (RFC 3515 section 2.4.5): a message/sipfrag status line."""
+        event = (req.headers.get("Event") or "").split(";")[0].strip().lower()
+        if event != "refer" or not call.refer_open:
+            return self._respond(tx, req, 489, now, "Bad Event")
+        events = self._respond(tx, req, 200, now)
+        match = _SIPFRAG.match(req.body.lstrip())
+        if match is None:
+            return events
+        status = int(match.group(1))
+        if status < 200:
+            return events
+        call.refer_open = False
+        reason = match.group(2).decode("latin-1", "replace").strip()
+        events.append(TransferOutcome(call, status < 300, status, reason))
+        return events
+
+    def refer(self, call: Call, target: str, now: float) -> list[Event]:
+        """Ask the caller to call `target` instead (REFER with Refer-To, RFC 3515).
+
+        The outcome comes as a `TransferOutcome` event: from the REFER's error
+        response, or from the NOTIFY that reports the new call's final status.
+        """
+        if call.state is not CallState.CONFIRMED or call.refer_open:
+            return [TransferOutcome(call, False, 491, "no transfer possible now")]
+        assert call.dialog is not None
+        call.refer_open = True
+        _, events = self._send_request(
+            call,
+            "REFER",
+            now,
+            headers=[
+                ("Refer-To", f"<{target}>"),
+                ("Referred-By", f"<{call.dialog.local.uri}>"),
+            ],
+        )
+        return events
 
     def _on_info(
         self, call: Call, req: Request, tx: ServerTransaction | None, now: float
@@ -639,6 +707,12 @@ class UserAgent:
             return []
         if tx is call.bye_tx:
             return self._end(call, call.end_reason or "local BYE", "local")
+        if tx is call.refer_tx:
+            call.refer_tx = None
+            if resp.status >= 300:
+                call.refer_open = False
+                return [TransferOutcome(call, False, resp.status, resp.reason)]
+            return []  # 202 Accepted: the NOTIFYs tell how it goes
         if call.local_ack is not None and call.local_ack[0] is tx and resp.status < 300:
             return [call.local_ack[1]]  # the peer re-sent its 2xx: our ACK was lost
         if tx is call.local_pending:
@@ -663,6 +737,10 @@ class UserAgent:
         call = self._call_for_client(tx)
         if call is None:
             return []
+        if tx is call.refer_tx:
+            # The transferee never answered our REFER: the transfer failed, not the call.
+            call.refer_tx, call.refer_open = None, False
+            return [TransferOutcome(call, False, 408, "REFER timed out")]
         # A BYE or refresh that times out means the peer is gone (network partition).
         call.end_reason = f"timer {out.timer} on {tx.request.method}"
         return self._end(call, call.end_reason, "timeout")
@@ -677,17 +755,27 @@ class UserAgent:
 
     # -- our requests -----------------------------------------------------------------
 
-    def _send_request(self, call: Call, method: str, now: float) -> tuple[Request, list[Event]]:
+    def _send_request(
+        self,
+        call: Call,
+        method: str,
+        now: float,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> tuple[Request, list[Event]]:
         assert call.dialog is not None
         transport = call.source.transport
         host, port = self.config.local[transport]
         via = f"SIP/2.0/{transport.upper()} {_hostport(host, port)};branch={new_branch()};rport"
         req = call.dialog.create_request(method, via=via, contact=self._contact(call))
         req.headers.add("User-Agent", self.config.user_agent)
+        for name, value in headers or []:
+            req.headers.add(name, value)
         target = self._target(call)
         tx, outs = self.tx.send_request(req, target, now)
         if method == "BYE":
             call.bye_tx = tx
+        elif method == "REFER":
+            call.refer_tx = tx
         elif method in ("INVITE", "UPDATE"):
             call.local_pending = tx
         return req, self._dispatch(outs, now)

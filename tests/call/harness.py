@@ -47,6 +47,7 @@ class FakeCall:
     actor: Any = None
     hangups: int = 0
     media: Any = None
+    transfers: list[str] = field(default_factory=list)
 
     def ring(self) -> None:
         pass
@@ -57,6 +58,9 @@ class FakeCall:
     def hangup(self) -> None:
         self.hangups += 1
         self.ended.set()
+
+    def transfer(self, target: str) -> None:
+        self.transfers.append(target)
 
 
 class Caller:

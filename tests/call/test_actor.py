@@ -451,3 +451,54 @@ def test_post_call_summary_reaches_on_summary() -> None:
             await runtime.aclose()
 
     run(main())
+
+
+@pytest.mark.parametrize("accepted", [True, False], ids=["transferred", "declined"])
+def test_connect_transfers_after_the_reply_and_recovers_when_declined(
+    tmp_path: Path, accepted: bool
+) -> None:
+    question = speech("what is the weather in paris", tmp_path)
+
+    async def main() -> None:
+        from mediaserver.agent.result import SwaigFunctionResult
+        from mediaserver.call import events as ev
+        from mediaserver.call.actor import TRANSFER_FAILED
+
+        cfg = settings()
+        runtime = PipelineRuntime(cfg)
+        agent = weather_agent(cfg, greeting="Hi.")
+        agent.tools[0].handler = lambda args, raw: SwaigFunctionResult("Transferring you.").connect(
+            "sip:desk@127.0.0.1:5099"
+        )
+        try:
+            async with live_actor(agent, runtime) as live:
+                actor = live.actor
+                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+                await live.caller.say(question)
+                # REFER only once "Transferring you." has been said.
+                assert await wait_for(
+                    lambda: live.call.transfers == ["sip:desk@127.0.0.1:5099"], 10
+                )
+                said = [e["text"] for e in actor.timeline if e["event"] == "agent_said"]
+                assert said[-1] == "Transferring you."
+                actor.post(ev.TransferResult(accepted, 200 if accepted else 603, "Decline"))
+                if accepted:
+                    assert await wait_for(lambda: live.call.hangups == 1, 5)
+                    assert actor.end_reason == "transferred"
+                else:
+                    assert await wait_for(
+                        lambda: (
+                            [e.get("text") for e in actor.timeline if e["event"] == "agent_said"][
+                                -1
+                            ]
+                            == TRANSFER_FAILED
+                        ),
+                        10,
+                    )
+                    errors = [e for e in actor.timeline if e["event"] == "error"]
+                    assert errors[-1]["kind"] == "transfer_failure"
+                    assert live.call.hangups == 0
+        finally:
+            await runtime.aclose()
+
+    run(main())

@@ -19,6 +19,7 @@ from mediaserver.sip.ua import (
     Dropped,
     DtmfInfo,
     Event,
+    TransferOutcome,
     UaConfig,
     UserAgent,
 )
@@ -483,3 +484,57 @@ def test_core_never_raises_on_mangled_input(base: str, cuts: list[tuple[int, byt
     ua.receive(data, PEER, 1.0)
     for now in (1.5, 5.0, 40.0, 100.0):
         ua.tick(now)
+
+
+def _refer(ua: UserAgent) -> tuple[object, str, Request]:
+    call, tag = establish(ua)
+    events = ua.refer(call, "sip:desk@127.0.0.1:5099", 1.0)  # type: ignore[arg-type]
+    (refer,) = sent(events)
+    assert isinstance(refer, Request) and refer.method == "REFER"
+    assert refer.headers.get("Refer-To") == "<sip:desk@127.0.0.1:5099>"
+    assert refer.headers.get("Referred-By")
+    return call, tag, refer
+
+
+def _notify(tag: str, cseq: int, frag: str, event: str = "refer") -> bytes:
+    return request(
+        "NOTIFY",
+        cseq=cseq,
+        branch=f"z9hG4bK-n{cseq}",
+        to_tag=tag,
+        extra=f"Event: {event}\nSubscription-State: active",
+        body=frag,
+        ctype="message/sipfrag",
+    )
+
+
+def test_refer_accepted_and_the_notify_reports_the_outcome() -> None:
+    ua, _ = make_ua()
+    _call, tag, refer = _refer(ua)
+    events = ua.receive(refer.response(202).encode(), PEER, 1.1)
+    assert not [e for e in events if isinstance(e, TransferOutcome)]
+    events = ua.receive(_notify(tag, 2, "SIP/2.0 100 Trying\r\n"), PEER, 1.2)
+    assert statuses(events) == [200]
+    assert not [e for e in events if isinstance(e, TransferOutcome)]
+    events = ua.receive(_notify(tag, 3, "SIP/2.0 200 OK\r\n"), PEER, 2.0)
+    assert statuses(events) == [200]
+    (outcome,) = [e for e in events if isinstance(e, TransferOutcome)]
+    assert outcome.ok and outcome.status == 200
+    # A NOTIFY for an event we did not subscribe to is refused.
+    events = ua.receive(_notify(tag, 4, "x", event="presence"), PEER, 2.1)
+    assert statuses(events) == [489]
+
+
+def test_refer_declined_or_failed_is_an_outcome() -> None:
+    ua, _ = make_ua()
+    _call, _tag, refer = _refer(ua)
+    events = ua.receive(refer.response(603).encode(), PEER, 1.1)
+    (outcome,) = [e for e in events if isinstance(e, TransferOutcome)]
+    assert not outcome.ok and outcome.status == 603
+    ua2, _ = make_ua()
+    _call, tag, refer = _refer(ua2)
+    ua2.receive(refer.response(202).encode(), PEER, 1.1)
+    events = ua2.receive(_notify(tag, 2, "SIP/2.0 486 Busy Here\r\n"), PEER, 1.5)
+    (outcome,) = [e for e in events if isinstance(e, TransferOutcome)]
+    assert not outcome.ok and outcome.status == 486 and outcome.reason == "Busy Here"
+    assert ua2.active_calls == 1  # a failed transfer leaves the call up

@@ -1,0 +1,60 @@
+"""Transfer on a live call: the agent's tool returns connect(URI), the server sends
+REFER, baresip (the caller) calls the weather desk (a second mediaserver), and the
+NOTIFY with 200 ends the agent's leg."""
+
+from __future__ import annotations
+
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from tests.peers import REPO_ROOT, ServerProcess, read_wav_mono, server_config, speech_wav
+
+
+def test_connect_sends_refer_and_the_caller_reaches_the_desk(
+    start_server, baresip, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    desk = start_server(routes={"desk": {"app": "hold", "duration": 3}})
+    config = server_config(
+        pipeline={"stt": {"pool_size": 1}, "turn": {"end_of_speech_timeout": 0.5}}
+    )
+    front = ServerProcess(
+        config,
+        tmp_path / "front",
+        command=[
+            sys.executable,
+            "-m",
+            "mediaserver",
+            "run",
+            str(REPO_ROOT / "tests" / "agent" / "transfer_agent.py"),
+            "--config",
+        ],
+        env={
+            "PORT": str(config["sip"]["listen"][0]["port"]),
+            "WEATHER_DESK_URI": desk.uri("desk"),
+        },
+    )
+    front.start()
+    try:
+        front.wait_ready(timeout=30)
+        question, _ = read_wav_mono(speech_wav("what is the weather in paris", tmp_path / "q"))
+        pause = np.zeros(8000 * 5, dtype=np.int16)
+        source = tmp_path / "caller.wav"
+        with wave.open(str(source), "wb") as wav:
+            wav.setnchannels(1)
+            wav.setsampwidth(2)
+            wav.setframerate(8000)
+            wav.writeframes(np.concatenate([pause, question, pause, pause]).astype("<i2").tobytes())
+        result = baresip(front.uri("desk"), seconds=25, source_wav=source)
+        log = front.log_text()
+        assert "Transferring you to the weather desk." in log, front.log_tail()
+        front.wait_log("transfer_outcome", timeout=10)
+        assert "ok=True" in front.log_text().split("transfer_outcome", 1)[1].splitlines()[0]
+        # The caller's new call reached the desk.
+        desk.wait_log("call_incoming", timeout=10)
+        assert "user=desk" in desk.log_text()
+        assert result.established, result.describe()
+    finally:
+        front.stop()

@@ -1,0 +1,27 @@
+"""An agent that transfers weather questions to a weather desk (WEATHER_DESK_URI).
+
+Used by the transfer tests; its caller asks "what is the weather in paris",
+a phrase pocketsphinx recognises reliably from espeak-ng over G.711.
+"""
+
+import os
+
+from mediaserver import AgentBase, SwaigFunctionResult
+
+
+class FrontDesk(AgentBase):
+    def __init__(self) -> None:
+        super().__init__(name="Front Desk", route="/desk")
+        self.prompt_add_section("Instructions", body="Transfer weather questions.")
+        self.add_hints(["what is the weather in paris"])
+
+    @AgentBase.tool(name="weather_desk")
+    def weather_desk(self) -> SwaigFunctionResult:
+        """Transfer the caller to the weather desk."""
+        return SwaigFunctionResult("Transferring you to the weather desk.").connect(
+            os.environ["WEATHER_DESK_URI"]
+        )
+
+
+if __name__ == "__main__":
+    FrontDesk().run()
