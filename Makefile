@@ -9,6 +9,7 @@ setup:
 
 demo: setup
 	$(PY) scripts/demo.py
+	$(VENV)/bin/mediaserver demo
 
 test: setup
 	bash scripts/test.sh
