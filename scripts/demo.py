@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import wave
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from tests.peers import (  # noqa: E402  (needs the repo root on sys.path)
     run_sipp,
     speech_wav,
     which,
+    write_wav,
 )
 
 HOLD_SECONDS = 4
@@ -71,17 +71,6 @@ def demo_config(duration: int, ring: int) -> dict[str, Any]:
             "shutdown": {"drain_timeout": 5},
         },
     )
-
-
-def write_wav(path: Path, pcm: np.ndarray, rate: int = 8000) -> Path:
-    """A mono 16-bit WAV for baresip to play."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(pcm.astype("<i2").tobytes())
-    return path
 
 
 def main() -> int:

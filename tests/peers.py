@@ -1351,6 +1351,17 @@ def best_alignment(reference: np.ndarray, heard: np.ndarray) -> tuple[int, float
     return lag, float(np.dot(seg, r) / denom) if denom else 0.0
 
 
+def write_wav(path: Path, pcm: np.ndarray, rate: int = 8000) -> Path:
+    """A mono 16-bit WAV (e.g. for baresip to play); returns `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(np.asarray(pcm).astype("<i2").tobytes())
+    return path
+
+
 def read_wav_mono(path: Path) -> tuple[np.ndarray, int]:
     """The first channel of a 16-bit WAV and its rate."""
     with wave.open(str(path), "rb") as wav:

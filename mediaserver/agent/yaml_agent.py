@@ -26,8 +26,6 @@ the key: `agent.yaml:14: tools.0.parameters: Input should be a valid dictionary`
 
 from __future__ import annotations
 
-import importlib
-import string
 import urllib.parse
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mediaserver.agent.base import AgentBase
+from mediaserver.agent.targets import fill, import_callable
 from mediaserver.config import ConfigError
 
 
@@ -220,25 +219,10 @@ def _build(spec: AgentFile, path: Path) -> AgentBase:
     return agent
 
 
-class _Blank(dict[str, Any]):
-    def __missing__(self, key: str) -> str:
-        return ""
-
-
-def _fill(template: str, values: dict[str, Any]) -> str:
-    return string.Formatter().vformat(template, (), _Blank(values))
-
-
 def _handler(tool: ToolEntry, where: str) -> Any:
     """A legacy-style handler(args, raw_data) for the tool."""
     if tool.function is not None:
-        module_name, _, attr = tool.function.partition(":")
-        try:
-            target: Any = importlib.import_module(module_name)
-            for part in attr.split("."):
-                target = getattr(target, part)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"{where}.function: cannot import {tool.function}: {exc}") from None
+        target = import_callable(tool.function, f"{where}.function")
 
         def call_function(args: dict[str, Any], raw_data: dict[str, Any]) -> Any:
             return target(**args)
@@ -249,7 +233,7 @@ def _handler(tool: ToolEntry, where: str) -> Any:
     if request is None:
 
         def fill_template(args: dict[str, Any], raw_data: dict[str, Any]) -> str:
-            return _fill(template, args)
+            return fill(template, args)
 
         return fill_template
 
@@ -257,7 +241,7 @@ def _handler(tool: ToolEntry, where: str) -> Any:
         import httpx
 
         quoted = {k: urllib.parse.quote(str(v), safe="") for k, v in args.items()}
-        url = _fill(request.url, quoted)
+        url = fill(request.url, quoted)
         with httpx.Client(timeout=request.timeout) as client:
             if request.method == "GET":
                 reply = client.get(url, headers=request.headers)
@@ -266,6 +250,6 @@ def _handler(tool: ToolEntry, where: str) -> Any:
         reply.raise_for_status()
         body = reply.json() if "json" in reply.headers.get("content-type", "") else {}
         values = {**args, **(body if isinstance(body, dict) else {"result": body})}
-        return _fill(template, values)
+        return fill(template, values)
 
     return call_http

@@ -6,12 +6,10 @@ Also turns a route's inline `agent:` config into the actor's `AgentSpec`
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import string
-from collections.abc import Callable
 from typing import Any
 
+from mediaserver.agent.targets import fill, import_callable
 from mediaserver.apps.base import CallControl, answer_and_wait_media
 from mediaserver.call.actor import CallActor
 from mediaserver.call.spec import AgentSpec, Reply, Tool, ToolHandler
@@ -67,22 +65,10 @@ def agent_from_config(user: str, cfg: AgentConfig, pipeline: PipelineSettings) -
 
 def _handler(tool: ToolConfig, where: str) -> ToolHandler:
     if tool.response is not None:
-        return _template(tool.response)
+        template = tool.response
+        return lambda args, raw: fill(template, args)
     assert tool.function is not None
-    module_name, _, attr = tool.function.partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"{where}.function: cannot import {tool.function}: {exc}") from None
-    if not callable(target):
-        raise ConfigError(f"{where}.function: {tool.function} is not callable")
-    return _keywords(target)
-
-
-def _keywords(func: Callable[..., Any]) -> ToolHandler:
-    """Call `func(**arguments)`, keeping coroutine functions awaitable."""
+    func = import_callable(tool.function, f"{where}.function")
     if inspect.iscoroutinefunction(func):
 
         async def call_async(args: dict[str, Any], raw: dict[str, Any]) -> Any:
@@ -90,14 +76,3 @@ def _keywords(func: Callable[..., Any]) -> ToolHandler:
 
         return call_async
     return lambda args, raw: func(**args)
-
-
-class _Blank(dict[str, Any]):
-    def __missing__(self, key: str) -> str:
-        return ""
-
-
-def _template(text: str) -> ToolHandler:
-    """A data tool: the reply template filled with the arguments (missing ones blank)."""
-    formatter = string.Formatter()
-    return lambda args, raw: formatter.vformat(text, (), _Blank(args))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from tests.peers import (
     read_wav_mono,
     server_config,
     speech_wav,
+    write_wav,
 )
 
 _REFERENCE = """
@@ -83,12 +83,7 @@ def test_support_agent_answers_an_order_question(baresip, tmp_path: Path, progra
         server.wait_ready(timeout=30)
         question, _ = read_wav_mono(speech_wav("check order four two", tmp_path / "q"))
         pause = np.zeros(8000 * 5, dtype=np.int16)
-        source = tmp_path / "caller.wav"
-        with wave.open(str(source), "wb") as wav:
-            wav.setnchannels(1)
-            wav.setsampwidth(2)
-            wav.setframerate(8000)
-            wav.writeframes(np.concatenate([pause, question, pause]).astype("<i2").tobytes())
+        source = write_wav(tmp_path / "caller.wav", np.concatenate([pause, question, pause]))
         result = baresip(server.uri("support"), seconds=25, source_wav=source)
         assert result.established, result.describe()
         assert result.heard_wav is not None, result.describe()

@@ -5,12 +5,18 @@ NOTIFY with 200 ends the agent's leg."""
 from __future__ import annotations
 
 import sys
-import wave
 from pathlib import Path
 
 import numpy as np
 
-from tests.peers import REPO_ROOT, ServerProcess, read_wav_mono, server_config, speech_wav
+from tests.peers import (
+    REPO_ROOT,
+    ServerProcess,
+    read_wav_mono,
+    server_config,
+    speech_wav,
+    write_wav,
+)
 
 
 def test_connect_sends_refer_and_the_caller_reaches_the_desk(
@@ -41,12 +47,7 @@ def test_connect_sends_refer_and_the_caller_reaches_the_desk(
         front.wait_ready(timeout=30)
         question, _ = read_wav_mono(speech_wav("what is the weather in paris", tmp_path / "q"))
         pause = np.zeros(8000 * 5, dtype=np.int16)
-        source = tmp_path / "caller.wav"
-        with wave.open(str(source), "wb") as wav:
-            wav.setnchannels(1)
-            wav.setsampwidth(2)
-            wav.setframerate(8000)
-            wav.writeframes(np.concatenate([pause, question, pause, pause]).astype("<i2").tobytes())
+        source = write_wav(tmp_path / "caller.wav", np.concatenate([pause, question, pause, pause]))
         result = baresip(front.uri("desk"), seconds=25, source_wav=source)
         log = front.log_text()
         assert "Transferring you to the weather desk." in log, front.log_tail()

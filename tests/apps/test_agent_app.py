@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import wave
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tests.peers import REPO_ROOT, best_alignment, read_wav_mono, speech_wav
+from tests.peers import REPO_ROOT, best_alignment, read_wav_mono, speech_wav, write_wav
 
 AGENT: dict[str, Any] = {
     "app": "agent",
@@ -41,15 +40,6 @@ AGENT: dict[str, Any] = {
         ],
     },
 }
-
-
-def _write_wav(path: Path, pcm: np.ndarray, rate: int = 8000) -> Path:
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(pcm.astype("<i2").tobytes())
-    return path
 
 
 _REFERENCE = """
@@ -92,7 +82,7 @@ def test_baresip_asks_and_hears_the_right_answer(start_server, baresip, tmp_path
     question, rate = read_wav_mono(speech_wav("what is the weather in paris", tmp_path / "q"))
     assert rate == 8000
     silence = np.zeros(8000 * 4, dtype=np.int16)
-    source = _write_wav(
+    source = write_wav(
         tmp_path / "caller.wav", np.concatenate([silence, question, silence, silence])
     )
     result = baresip(server.uri("weather"), seconds=25, source_wav=source)
