@@ -24,7 +24,6 @@ import inspect
 import json
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,6 +31,7 @@ import structlog
 
 from mediaserver.call import events as ev
 from mediaserver.call.lifecycle import CallState, Lifecycle
+from mediaserver.call.records import AgentReply, BargeIn, Turn, TurnMetrics
 from mediaserver.call.runtime import PipelineRuntime
 from mediaserver.call.spec import AgentSpec, Tool, tool_output
 from mediaserver.call.voicing import FrameTag, Voicing
@@ -50,7 +50,6 @@ from mediaserver.pipeline.llm.base import (
 )
 from mediaserver.pipeline.stt.base import STT_RATE, SttError, SttStream
 from mediaserver.pipeline.tts.base import TtsBackend, TtsChunk, TtsError
-from mediaserver.pipeline.tts.clauses import ClauseAggregator
 from mediaserver.pipeline.vad.detector import SpeechDetector, SpeechStarted, SpeechStopped
 from mediaserver.pipeline.vad.onset import OnsetDetector
 
@@ -74,103 +73,6 @@ TRANSFER_FAILED = "Sorry, I could not transfer your call."
 TRANSFER_TIMEOUT = 30.0
 #: Said when the model fails and there is nothing better to say.
 TROUBLE_PHRASE = "Sorry, I am having trouble answering right now."
-
-
-@dataclass
-class TurnMetrics:
-    """Per-turn latency (wall-clock seconds, `time.monotonic`)."""
-
-    turn: int
-    speech_end: float = 0.0
-    eos_decided: float = 0.0
-    stt_final: float = 0.0
-    stt_finalise_s: float = 0.0
-    llm_start: float = 0.0
-    llm_first_token: float = 0.0
-    tts_first_audio_s: float = 0.0
-    first_frame_sent: float = 0.0
-
-    def summary(self) -> dict[str, float]:
-        """The split of voice-to-voice latency (milliseconds)."""
-        v2v = self.first_frame_sent - self.speech_end
-        eos = self.eos_decided - self.speech_end
-        llm = self.llm_first_token - self.llm_start if self.llm_first_token else 0.0
-        parts = {
-            "voice_to_voice_ms": v2v,
-            "endpointing_ms": eos,
-            "stt_finalise_ms": self.stt_finalise_s,
-            "llm_first_token_ms": llm,
-            "tts_first_audio_ms": self.tts_first_audio_s,
-        }
-        parts["overhead_ms"] = v2v - eos - self.stt_finalise_s - llm - self.tts_first_audio_s
-        return {k: round(v * 1000, 2) for k, v in parts.items()}
-
-
-@dataclass
-class BargeIn:
-    """One interruption of the agent (`decided`: when its audio stopped)."""
-
-    reply: int
-    onset_media: float
-    decided: float
-    flushed_frames: int
-    heard: str = ""
-    generated: str = ""
-    false: bool = False
-    resumed: bool = False
-
-
-@dataclass
-class _Turn:
-    """The caller's current turn."""
-
-    id: int
-    started_media: float
-    barge_in: bool = False
-    words: int = 0
-    partial: str = ""
-    finalising: bool = False
-    speech_s: float = 0.0
-    metrics: TurnMetrics | None = None
-
-
-@dataclass
-class _Reply:
-    """One agent reply: LLM steps, tool calls, clauses, frames."""
-
-    id: int
-    voicing: Voicing
-    kind: str  # "llm" or "fixed"
-    text: str = ""
-    #: Heard text of an interrupted reply this one resumes.
-    prefix: str = ""
-    step_start: int = 0
-    clauses: ClauseAggregator = field(default_factory=ClauseAggregator)
-    clause_start: int = 0
-    llm_task: asyncio.Task[None] | None = None
-    llm_done: bool = True
-    tts_task: asyncio.Task[None] | None = None
-    tts_queue: asyncio.Queue[tuple[int, str] | None] = field(default_factory=asyncio.Queue)
-    tts_pending: int = 0
-    tools_pending: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    tool_results: list[ev.ToolResult] = field(default_factory=list)
-    tool_calls_made: int = 0
-    #: The current LLM step asked for tools and its stream has not ended yet.
-    step_has_tools: bool = False
-    filler_said: bool = False
-    finished_framing: bool = False
-    then_hangup: bool = False
-    #: Transfer the caller here once this reply has been said.
-    then_transfer: str | None = None
-    metrics: TurnMetrics | None = None
-    first_frame_seen: bool = False
-    #: Audio stopped by the fast onset test, waiting for silero to confirm.
-    paused_at: float | None = None
-    paused_frames: int = 0
-
-    def tasks(self) -> list[asyncio.Task[None]]:
-        out = [t for t in (self.llm_task, self.tts_task) if t is not None]
-        return out + list(self.tools_pending.values())
 
 
 class CallActor:
@@ -218,11 +120,11 @@ class CallActor:
         self._stt: SttStream = runtime.stt.open(runtime.hints(agent))
         self._stt_queue: asyncio.Queue[np.ndarray | None] | None = None
         self._stt_task: asyncio.Task[None] | None = None
-        self._turn: _Turn | None = None
+        self._turn: Turn | None = None
         self._turn_ids = 0
-        self._reply: _Reply | None = None
+        self._reply: AgentReply | None = None
         self._reply_ids = 0
-        self._interrupted: tuple[_Reply, BargeIn] | None = None
+        self._interrupted: tuple[AgentReply, BargeIn] | None = None
         self._pending_user: str = ""
         self._timers: dict[str, int] = {}
         self._handles: dict[str, asyncio.TimerHandle] = {}
@@ -477,7 +379,7 @@ class CallActor:
             # wall clock by when its audio arrived (re-armed with every chunk).
             self._arm("eos", max(0.0, self._wall(last) + eos - time.monotonic()))
 
-    def _speech_end(self, turn: _Turn) -> float:
+    def _speech_end(self, turn: Turn) -> float:
         """Media time the caller's speech ended: the last confident speech chunk.
 
         The hysteresis keeps "speaking" through the weaker chunks of a fading
@@ -529,7 +431,7 @@ class CallActor:
 
     def _begin_turn(self, onset: float, barge_in: bool) -> None:
         self._turn_ids += 1
-        turn = self._turn = _Turn(self._turn_ids, onset, barge_in=barge_in)
+        turn = self._turn = Turn(self._turn_ids, onset, barge_in=barge_in)
         turn.metrics = TurnMetrics(turn.id)
         queue: asyncio.Queue[np.ndarray | None] = asyncio.Queue()
         self._stt_queue = queue
@@ -538,11 +440,11 @@ class CallActor:
                 queue.put_nowait(pcm)
         self._stt_task = self._spawn(self._run_stt(turn.id, queue))
 
-    def _barge_in_ready(self, turn: _Turn) -> bool:
+    def _barge_in_ready(self, turn: Turn) -> bool:
         cfg = self.settings.barge_in
         return turn.speech_s >= cfg.min_speech and turn.words >= cfg.min_words
 
-    def _end_turn(self, turn: _Turn, speech_end_media: float) -> None:
+    def _end_turn(self, turn: Turn, speech_end_media: float) -> None:
         self._disarm("eos")
         turn.finalising = True
         if turn.metrics is not None:
@@ -674,14 +576,14 @@ class CallActor:
         self.log.info("barge_in_unpause", reply=reply.id, frames=len(frames))
         self._play(reply, frames)
 
-    def _barge_in(self, turn: _Turn) -> None:
+    def _barge_in(self, turn: Turn) -> None:
         reply = self._reply
         if reply is None:
             return
         turn.barge_in = False
         self._interrupt_reply(reply, turn.started_media)
 
-    def _interrupt_reply(self, reply: _Reply, onset: float) -> None:
+    def _interrupt_reply(self, reply: AgentReply, onset: float) -> None:
         flushed = self.media.flush() + reply.paused_frames
         self._disarm("confirm")
         stopped = reply.paused_at if reply.paused_at is not None else time.monotonic()
@@ -694,13 +596,13 @@ class CallActor:
         self.log.info("barge_in", reply=reply.id, flushed_frames=flushed)
         self._go(CallState.LISTENING, "barge-in")
 
-    def _cancel_reply(self, reply: _Reply) -> None:
+    def _cancel_reply(self, reply: AgentReply) -> None:
         for task in reply.tasks():
             task.cancel()
         reply.tools_pending.clear()
         self._disarm("filler")
 
-    def _heard(self, reply: _Reply) -> tuple[str, str | None]:
+    def _heard(self, reply: AgentReply) -> tuple[str, str | None]:
         heard, cut = reply.voicing.heard(reply.text)
         return reply.prefix + heard, cut
 
@@ -744,9 +646,9 @@ class CallActor:
 
     # -- replies: LLM, tools, TTS, frames -----------------------------------------------
 
-    def _new_reply(self, kind: str, metrics: TurnMetrics | None) -> _Reply:
+    def _new_reply(self, kind: str, metrics: TurnMetrics | None) -> AgentReply:
         self._reply_ids += 1
-        reply = _Reply(
+        reply = AgentReply(
             self._reply_ids,
             Voicing(self._reply_ids, self.media.sample_rate, self.media.frame_samples),
             kind,
@@ -776,7 +678,7 @@ class CallActor:
             self._go(CallState.THINKING, "caller turn ended")
         self._start_llm_step(reply)
 
-    def _start_llm_step(self, reply: _Reply, tools: bool = True) -> None:
+    def _start_llm_step(self, reply: AgentReply, tools: bool = True) -> None:
         reply.llm_done = False
         reply.step_start = len(reply.text)
         if reply.metrics is not None and not reply.metrics.llm_start:
@@ -817,7 +719,7 @@ class CallActor:
             kind = "auth_failure" if exc.status in (401, 403) else "llm_error"
             self.post(ev.StageError(kind, "llm", str(exc), reply=reply))
 
-    def _current(self, reply_id: int) -> _Reply | None:
+    def _current(self, reply_id: int) -> AgentReply | None:
         reply = self._reply
         return reply if reply is not None and reply.id == reply_id else None
 
@@ -831,7 +733,7 @@ class CallActor:
         for clause in reply.clauses.push(event.text):
             self._queue_clause(reply, clause)
 
-    def _queue_clauses(self, reply: _Reply, text: str, final: bool) -> None:
+    def _queue_clauses(self, reply: AgentReply, text: str, final: bool) -> None:
         for clause in reply.clauses.push(text):
             self._queue_clause(reply, clause)
         if final:
@@ -840,14 +742,14 @@ class CallActor:
                 self._queue_clause(reply, rest)
             reply.tts_queue.put_nowait(None)
 
-    def _queue_clause(self, reply: _Reply, clause: str) -> None:
+    def _queue_clause(self, reply: AgentReply, clause: str) -> None:
         offset = reply.clause_start
         reply.clause_start += len(clause)
         if clause.strip():
             reply.tts_pending += 1
             reply.tts_queue.put_nowait((offset, clause))
 
-    async def _run_tts(self, reply: _Reply) -> None:
+    async def _run_tts(self, reply: AgentReply) -> None:
         """Synthesise the reply's clauses in order, in the executor."""
         tts, loop = self.runtime.tts, self._loop
         voice = self.settings.tts.voice if tts.name == "espeak-ng" else None
@@ -879,7 +781,7 @@ class CallActor:
         frames = reply.voicing.add(event.chunks, event.sample_rate, event.offset)
         self._play(reply, frames)
 
-    def _play(self, reply: _Reply, frames: list[tuple[np.ndarray, FrameTag]]) -> None:
+    def _play(self, reply: AgentReply, frames: list[tuple[np.ndarray, FrameTag]]) -> None:
         if not frames or reply.paused_at is not None:
             return  # while paused the frames wait in the voicing (see _resume_paused)
         if self.life.state == CallState.THINKING:
@@ -910,7 +812,7 @@ class CallActor:
             # A frame already in the clock's batch when we flushed: it was heard.
             self._interrupted[0].voicing.sent(tag)
 
-    def _first_frame(self, reply: _Reply) -> None:
+    def _first_frame(self, reply: AgentReply) -> None:
         metrics = reply.metrics
         if metrics is None or not metrics.speech_end:
             return
@@ -920,7 +822,7 @@ class CallActor:
         self._note("turn_latency", turn=metrics.turn, **summary)
         self.log.info("turn_latency", turn=metrics.turn, **summary)
 
-    def _maybe_finished(self, reply: _Reply) -> None:
+    def _maybe_finished(self, reply: AgentReply) -> None:
         if not (
             reply.llm_done
             and not reply.tools_pending
@@ -1046,7 +948,7 @@ class CallActor:
             return  # more results to come, or the step's stream has not ended yet
         self._after_tools(reply)
 
-    def _action(self, reply: _Reply, action: Any) -> None:
+    def _action(self, reply: AgentReply, action: Any) -> None:
         """Carry out one action of a tool result (SignalWire's action names)."""
         if not isinstance(action, dict) or len(action) != 1:
             self._note("action_ignored", action=repr(action))
@@ -1117,7 +1019,7 @@ class CallActor:
         if self.life.live and self._reply is None:
             self._say(TRANSFER_FAILED)
 
-    def _after_tools(self, reply: _Reply) -> None:
+    def _after_tools(self, reply: AgentReply) -> None:
         """Every tool of the step is back: feed the results to the model again."""
         self._disarm("filler")
         for result in reply.tool_results:
@@ -1175,7 +1077,7 @@ class CallActor:
                 self._note("filler", phrase=phrase)
                 self._speak_into(reply, phrase + " ")
 
-    def _filler_phrases(self, reply: _Reply) -> list[str]:
+    def _filler_phrases(self, reply: AgentReply) -> list[str]:
         for task_id in reply.tools_pending:
             call = next((c for m in self.messages for c in m.tool_calls if c.id == task_id), None)
             tool = self.agent.tool(call.name) if call is not None else None
@@ -1183,7 +1085,7 @@ class CallActor:
                 return tool.fillers
         return self.settings.fillers.phrases
 
-    def _speak_into(self, reply: _Reply, text: str) -> None:
+    def _speak_into(self, reply: AgentReply, text: str) -> None:
         """Voice extra text inside the running reply (a filler while a tool works)."""
         reply.text += text
         for clause in reply.clauses.push(text):
@@ -1193,7 +1095,7 @@ class CallActor:
             self._queue_clause(reply, rest)
         reply.step_start = len(reply.text)
 
-    def _abandon_turn(self, turn: _Turn) -> None:
+    def _abandon_turn(self, turn: Turn) -> None:
         self._turn = None
         if self._stt_queue is not None:
             self._stt_queue.put_nowait(None)  # the final arrives for a dead turn: ignored

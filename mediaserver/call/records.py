@@ -1,0 +1,111 @@
+"""What the call actor keeps about turns, replies and interruptions.
+
+Plain records, mutated only by `CallActor` (one owner per call); kept apart so
+the actor module holds behaviour and this one the shapes it works on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from mediaserver.call import events as ev
+from mediaserver.call.voicing import Voicing
+from mediaserver.pipeline.tts.clauses import ClauseAggregator
+
+
+@dataclass
+class TurnMetrics:
+    """Per-turn latency (wall-clock seconds, `time.monotonic`)."""
+
+    turn: int
+    speech_end: float = 0.0
+    eos_decided: float = 0.0
+    stt_final: float = 0.0
+    stt_finalise_s: float = 0.0
+    llm_start: float = 0.0
+    llm_first_token: float = 0.0
+    tts_first_audio_s: float = 0.0
+    first_frame_sent: float = 0.0
+
+    def summary(self) -> dict[str, float]:
+        """The split of voice-to-voice latency (milliseconds)."""
+        v2v = self.first_frame_sent - self.speech_end
+        eos = self.eos_decided - self.speech_end
+        llm = self.llm_first_token - self.llm_start if self.llm_first_token else 0.0
+        parts = {
+            "voice_to_voice_ms": v2v,
+            "endpointing_ms": eos,
+            "stt_finalise_ms": self.stt_finalise_s,
+            "llm_first_token_ms": llm,
+            "tts_first_audio_ms": self.tts_first_audio_s,
+        }
+        parts["overhead_ms"] = v2v - eos - self.stt_finalise_s - llm - self.tts_first_audio_s
+        return {k: round(v * 1000, 2) for k, v in parts.items()}
+
+
+@dataclass
+class BargeIn:
+    """One interruption of the agent (`decided`: when its audio stopped)."""
+
+    reply: int
+    onset_media: float
+    decided: float
+    flushed_frames: int
+    heard: str = ""
+    generated: str = ""
+    false: bool = False
+    resumed: bool = False
+
+
+@dataclass
+class Turn:
+    """The caller's current turn."""
+
+    id: int
+    started_media: float
+    barge_in: bool = False
+    words: int = 0
+    partial: str = ""
+    finalising: bool = False
+    speech_s: float = 0.0
+    metrics: TurnMetrics | None = None
+
+
+@dataclass
+class AgentReply:
+    """One agent reply: LLM steps, tool calls, clauses, frames."""
+
+    id: int
+    voicing: Voicing
+    kind: str  # "llm" or "fixed"
+    text: str = ""
+    #: Heard text of an interrupted reply this one resumes.
+    prefix: str = ""
+    step_start: int = 0
+    clauses: ClauseAggregator = field(default_factory=ClauseAggregator)
+    clause_start: int = 0
+    llm_task: asyncio.Task[None] | None = None
+    llm_done: bool = True
+    tts_task: asyncio.Task[None] | None = None
+    tts_queue: asyncio.Queue[tuple[int, str] | None] = field(default_factory=asyncio.Queue)
+    tts_pending: int = 0
+    tools_pending: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    tool_results: list[ev.ToolResult] = field(default_factory=list)
+    tool_calls_made: int = 0
+    #: The current LLM step asked for tools and its stream has not ended yet.
+    step_has_tools: bool = False
+    filler_said: bool = False
+    finished_framing: bool = False
+    then_hangup: bool = False
+    #: Transfer the caller here once this reply has been said.
+    then_transfer: str | None = None
+    metrics: TurnMetrics | None = None
+    first_frame_seen: bool = False
+    #: Audio stopped by the fast onset test, waiting for silero to confirm.
+    paused_at: float | None = None
+    paused_frames: int = 0
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        out = [t for t in (self.llm_task, self.tts_task) if t is not None]
+        return out + list(self.tools_pending.values())
