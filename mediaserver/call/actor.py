@@ -69,6 +69,8 @@ EOS_WALL_MARGIN = 0.25
 TOOL_FAILED = "Sorry, I could not do that just now."
 #: Said when a transfer fails (DESIGN's transfer_failure recovery).
 TRANSFER_FAILED = "Sorry, I could not transfer your call."
+#: Said when a tool's hold ends.
+HOLD_ENDED = "Thank you for holding."
 #: Seconds to wait for the outcome of a REFER.
 TRANSFER_TIMEOUT = 30.0
 #: Said when the model fails and there is nothing better to say.
@@ -110,6 +112,7 @@ class CallActor:
         self.disabled_tools: set[str] = set()
         self._stopped = False
         self._transfer_dest: str | None = None
+        self._holding = False
         self._loop = asyncio.get_running_loop()
         self._in_rs = Resampler(media.sample_rate, STT_RATE)
         self._preroll: deque[tuple[float, np.ndarray]] = deque()
@@ -398,6 +401,8 @@ class CallActor:
         self._disarm("attention")
         self._attention_given = False
         self._note("speech_start", media_time=round(onset, 3))
+        if self._holding:
+            return  # on hold (a tool's hold action): the caller waits
         turn = self._turn
         if turn is not None and not turn.finalising:
             return  # the caller goes on after a short pause: same turn
@@ -844,6 +849,8 @@ class CallActor:
             return
         if reply.then_transfer:
             self._start_transfer(reply.then_transfer)
+        elif reply.then_hold:
+            self._hold(reply.then_hold)
         if not self.life.live:
             return
         self._go(CallState.LISTENING, "reply finished")
@@ -981,6 +988,8 @@ class CallActor:
                 self.media.send_dtmf(digit)
         elif name == "user_input":
             self._pending_user = f"{data} "
+        elif name == "hold":
+            reply.then_hold = max(1.0, float(data or 300))
         elif name == "wait_for_user":
             pass  # the agent waits for the caller after every reply anyway
         elif name == "transfer":
@@ -990,6 +999,13 @@ class CallActor:
         else:
             self.log.warning("action_unsupported", action=name)
             self._note("action_unsupported", name=name)
+
+    def _hold(self, seconds: float) -> None:
+        """A tool put the caller on hold: no turns (silence) until the time is up."""
+        self._holding = True
+        self._disarm("attention")
+        self._note("hold_started", seconds=seconds)
+        self._arm("hold", seconds)
 
     def _start_transfer(self, dest: str) -> None:
         self._note("transfer", dest=dest)
@@ -1034,7 +1050,7 @@ class CallActor:
 
     def _arm_attention(self) -> None:
         turn = self.settings.turn
-        if self._on_hold or not self.life.live:
+        if self._on_hold or self._holding or not self.life.live:
             return
         if not self._attention_given and turn.attention_timeout > 0:
             self._arm("attention", turn.attention_timeout)
@@ -1048,6 +1064,11 @@ class CallActor:
                 self._end_turn(turn, self._speech_end(turn))
         elif name == "transfer":
             self._on_transfer(ev.TransferResult(False, 408, "no final NOTIFY"))
+        elif name == "hold":
+            self._holding = False
+            self._note("hold_ended")
+            if self.life.live:
+                self._say(HOLD_ENDED)
         elif name == "confirm":
             if self._turn is None and not self._detector.speaking:
                 self._resume_paused()

@@ -100,6 +100,8 @@ class AgentReply:
     then_hangup: bool = False
     #: Transfer the caller here once this reply has been said.
     then_transfer: str | None = None
+    #: Put the caller on hold for this many seconds once this reply has been said.
+    then_hold: float | None = None
     metrics: TurnMetrics | None = None
     first_frame_seen: bool = False
     #: Audio stopped by the fast onset test, waiting for silero to confirm.

@@ -502,3 +502,36 @@ def test_connect_transfers_after_the_reply_and_recovers_when_declined(
             await runtime.aclose()
 
     run(main())
+
+
+def test_hold_action_ignores_the_caller_then_resumes(tmp_path: Path) -> None:
+    question = speech("what is the weather in paris", tmp_path)
+
+    async def main() -> None:
+        from mediaserver.agent.result import SwaigFunctionResult
+        from mediaserver.call.actor import HOLD_ENDED
+
+        cfg = settings()
+        runtime = PipelineRuntime(cfg)
+        agent = weather_agent(cfg, greeting="Hi.")
+        agent.tools[0].handler = lambda args, raw: SwaigFunctionResult("Please hold.").hold(3)
+        try:
+            async with live_actor(agent, runtime) as live:
+                actor = live.actor
+
+                def said() -> list[str]:
+                    return [e["text"] for e in actor.timeline if e["event"] == "agent_said"]
+
+                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+                await live.caller.say(question)
+                assert await wait_for(lambda: said()[-1:] == ["Please hold."], 10)
+                users = len([m for m in actor.messages if m.role == "user"])
+                await live.caller.say(question)  # while on hold: not a turn
+                assert await wait_for(lambda: said()[-1] == HOLD_ENDED, 10)
+                assert len([m for m in actor.messages if m.role == "user"]) == users
+                events = [e["event"] for e in actor.timeline]
+                assert events.index("hold_started") < events.index("hold_ended")
+        finally:
+            await runtime.aclose()
+
+    run(main())
