@@ -1,7 +1,9 @@
-"""An agent that transfers weather questions to a weather desk (WEATHER_DESK_URI).
+"""An agent for the live action tests: weather questions get the action named by
+the ACTION variable, "transfer" to a weather desk (WEATHER_DESK_URI, the default)
+or "hangup".
 
-Used by the transfer tests; its caller asks "what is the weather in paris",
-a phrase pocketsphinx recognises reliably from espeak-ng over G.711.
+Its caller asks "what is the weather in paris", a phrase pocketsphinx recognises
+reliably from espeak-ng over G.711.
 """
 
 import os
@@ -18,6 +20,8 @@ class FrontDesk(AgentBase):
     @AgentBase.tool(name="weather_desk")
     def weather_desk(self) -> SwaigFunctionResult:
         """Transfer the caller to the weather desk."""
+        if os.environ.get("ACTION") == "hangup":
+            return SwaigFunctionResult("It is sunny. Goodbye.").hangup()
         return SwaigFunctionResult("Transferring you to the weather desk.").connect(
             os.environ["WEATHER_DESK_URI"]
         )
