@@ -23,6 +23,7 @@ import contextlib
 import inspect
 import json
 import time
+import wave
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ from mediaserver.call.records import AgentReply, BargeIn, Turn, TurnMetrics
 from mediaserver.call.runtime import PipelineRuntime
 from mediaserver.call.spec import AgentSpec, Tool, tool_output
 from mediaserver.call.voicing import FrameTag, Voicing
-from mediaserver.codecs.resample import Resampler
+from mediaserver.codecs.resample import Resampler, resample
 from mediaserver.media.session import RtpSession
 from mediaserver.pipeline.llm.base import (
     Done,
@@ -990,6 +991,10 @@ class CallActor:
             self._pending_user = f"{data} "
         elif name == "hold":
             reply.then_hold = max(1.0, float(data or 300))
+        elif name == "playback_bg":
+            self._background(data.get("file") if isinstance(data, dict) else data)
+        elif name == "stop_playback_bg":
+            self.media.play_background(None)
         elif name == "wait_for_user":
             pass  # the agent waits for the caller after every reply anyway
         elif name == "transfer":
@@ -999,6 +1004,22 @@ class CallActor:
         else:
             self.log.warning("action_unsupported", action=name)
             self._note("action_unsupported", name=name)
+
+    def _background(self, path: object) -> None:
+        """Mix a WAV (any rate, mono or stereo) under the conversation."""
+        try:
+            with wave.open(str(path), "rb") as wav:
+                pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+                if wav.getnchannels() > 1:
+                    pcm = pcm.reshape(-1, wav.getnchannels()).mean(axis=1).astype(np.int16)
+                rate = wav.getframerate()
+        except (OSError, EOFError, wave.Error) as exc:
+            self._note("error", kind="media_failure", stage="playback", error=str(exc))
+            self.log.warning("background_file_failed", file=str(path), error=str(exc))
+            return
+        self._note("background_file", file=str(path))
+        self.media.rephase()
+        self.media.play_background(resample(pcm, rate, self.media.sample_rate))
 
     def _hold(self, seconds: float) -> None:
         """A tool put the caller on hold: no turns (silence) until the time is up."""

@@ -177,6 +177,8 @@ class RtpSession:
         #: media order): for the barge-in onset detector, which must not wait.
         self.on_arrival: Callable[[np.ndarray], None] | None = None
         self._peek_decoder: Codec | None = None
+        self._background: np.ndarray | None = None
+        self._background_pos = 0
         # Audio released between ticks (eager jitter buffer), for the recorder.
         self._delivered: list[np.ndarray] = []
         self._recorder: StereoRecorder | None = None
@@ -210,6 +212,23 @@ class RtpSession:
             padding = np.zeros(n - len(self._carry), dtype=np.int16)
             self._out.append(_Outbound(np.concatenate([self._carry, padding]), tag))
             self._carry = _EMPTY
+
+    def play_background(self, pcm: np.ndarray | None) -> None:
+        """Mix `pcm` (int16 at `sample_rate`, played once) under whatever is sent,
+        and send it alone while nothing else is queued; None stops it."""
+        self._background = None if pcm is None or not len(pcm) else np.asarray(pcm, np.int16)
+        self._background_pos = 0
+
+    def _mix_background(self, frame: np.ndarray) -> np.ndarray:
+        assert self._background is not None
+        start = self._background_pos
+        chunk = self._background[start : start + len(frame)]
+        self._background_pos = start + len(frame)
+        if self._background_pos >= len(self._background):
+            self._background = None  # played once
+        mixed = frame.astype(np.int32)
+        mixed[: len(chunk)] += chunk
+        return np.clip(mixed, -32768, 32767).astype(np.int16)
 
     def rephase(self) -> None:
         """Before a talk spurt that starts after silence: send its first frame at the
@@ -455,9 +474,14 @@ class RtpSession:
             self._talkspurt = True
             return None
         if not self._out:
-            self._talkspurt = True
-            return None
-        item = self._out.popleft()
+            if self._background is None:
+                self._talkspurt = True
+                return None
+            item = _Outbound(np.zeros(self.frame_samples, dtype=np.int16), None)
+        else:
+            item = self._out.popleft()
+        if self._background is not None:
+            item = _Outbound(self._mix_background(item.pcm), item.tag)
         marker, self._talkspurt = self._talkspurt, False
         if self._batch_key is not None:
             # G.711: coded together with the rest of this clock slot, then sent.

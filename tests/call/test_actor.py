@@ -535,3 +535,40 @@ def test_hold_action_ignores_the_caller_then_resumes(tmp_path: Path) -> None:
             await runtime.aclose()
 
     run(main())
+
+
+def test_background_file_action_is_mixed_into_the_call(tmp_path: Path) -> None:
+    from tests.peers import write_wav
+
+    question = speech("what is the weather in paris", tmp_path)
+    music = write_wav(tmp_path / "music.wav", np.full(16000 * 2, 3000, np.int16), rate=16000)
+
+    async def main() -> None:
+        from mediaserver.agent.result import SwaigFunctionResult
+
+        cfg = settings()
+        runtime = PipelineRuntime(cfg)
+        agent = weather_agent(cfg, greeting="Hi.")
+        agent.tools[0].handler = lambda args, raw: SwaigFunctionResult(
+            "Here is some music."
+        ).play_background_file(str(music))
+        try:
+            async with live_actor(agent, runtime) as live:
+                actor, caller = live.actor, live.caller
+                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+                await caller.say(question)
+                assert await wait_for(
+                    lambda: any(e["event"] == "background_file" for e in actor.timeline), 10
+                )
+                assert await wait_for(lambda: live.session._background is None, 10)
+                # Two seconds of a steady level reached the caller (8 kHz after resampling).
+                levels = [
+                    int(np.median(caller.agent_audio(since=t, until=t + 0.001)))
+                    for t in caller.arrivals()
+                ]
+                steady = sum(1 for lv in levels if abs(lv - 3000) < 150)
+                assert steady >= 50
+        finally:
+            await runtime.aclose()
+
+    run(main())

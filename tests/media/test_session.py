@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
+import pytest
 
 from mediaserver.codecs.g711 import ulaw_encode
 from mediaserver.media.clock import MediaClock
@@ -276,3 +277,28 @@ def test_clock_spreads_sessions_over_slots() -> None:
         return ticks
 
     asyncio.run(main())
+
+
+def test_background_plays_alone_and_under_queued_audio() -> None:
+    from mediaserver.codecs.g711 import ulaw_decode
+
+    async def body(session: RtpSession, peer: Peer, record: dict[str, Any]) -> None:
+        hum = np.full(160 * 6, 1000, dtype=np.int16)
+        session.play_background(hum)  # 6 frames, nothing else queued
+        await asyncio.sleep(0.08)
+        session.play(np.full(160 * 2, 2000, dtype=np.int16), tag="speech")
+        await asyncio.sleep(0.2)
+        record["packets"] = peer.received()
+
+    rec = run(body)
+    levels = [int(np.median(ulaw_decode(p.payload))) for p in rec["packets"]]
+    # Background alone, then mixed under the two queued frames, then it ends (played once).
+    def count(level: int) -> int:
+        return sum(1 for lv in levels if lv == pytest.approx(level, rel=0.05))
+
+    assert levels[0] == pytest.approx(1000, rel=0.05)
+    assert count(3000) >= 1  # mixed
+    assert count(1000) + count(3000) == 6  # every background frame, once
+    assert count(2000) + count(3000) == 2  # every speech frame
+    assert len(levels) == count(1000) + count(2000) + count(3000)
+    assert rec["sent"] == ["speech", "speech"]
