@@ -413,6 +413,8 @@ def print_report(report: CallReport) -> None:
     print(f"  answered in {report.setup_ms:.0f} ms")
     if report.first_audio_ms is not None:
         print(f"  first audio {report.first_audio_ms:.0f} ms after the answer")
+    if report.heard:
+        print("  what it heard (pocketsphinx, open vocabulary: a rough transcript):")
     for start, end, text in report.heard:
         print(f"  [{start:6.2f}-{end:6.2f} s] agent: {text or '(nothing recognised)'}")
     if report.reply_delay_ms is not None:
