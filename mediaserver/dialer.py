@@ -21,7 +21,6 @@ import re
 import socket
 import time
 import uuid
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from mediaserver.codecs.g711 import ulaw_decode, ulaw_encode
 from mediaserver.codecs.resample import resample
 from mediaserver.media.dtmf import DtmfSender
 from mediaserver.media.rtp import RtpError, RtpPacket
+from mediaserver.media.wavfile import load_wav, write_wav
 from mediaserver.sip.errors import SipParseError
 from mediaserver.sip.message import Request, Response, parse_message
 from mediaserver.sip.uri import parse_uri
@@ -347,17 +347,13 @@ async def place_call(
         transport.close()
         report.heard = _transcribe(dialer.received, started)
         if record is not None and dialer.received:
-            _write_wav(record, np.concatenate([pcm for _, pcm in dialer.received]))
+            write_wav(record, np.concatenate([pcm for _, pcm in dialer.received]), 8000)
             report.recording = record
 
 
 def _utterance(say: str | None, play: Path | None) -> np.ndarray | None:
     if play is not None:
-        with wave.open(str(play), "rb") as wav:
-            pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
-            if wav.getnchannels() > 1:
-                pcm = pcm.reshape(-1, wav.getnchannels())[:, 0]
-            return resample(pcm, wav.getframerate(), 8000)
+        return load_wav(play, 8000)
     if say:
         from mediaserver.pipeline.tts.espeak import EspeakBackend
 
@@ -394,14 +390,6 @@ def _transcribe(
     finally:
         stt.close()
     return out
-
-
-def _write_wav(path: Path, pcm: np.ndarray) -> None:
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(8000)
-        wav.writeframes(pcm.astype("<i2").tobytes())
 
 
 def print_report(report: CallReport) -> None:

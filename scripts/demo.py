@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -26,15 +25,14 @@ from tests.peers import (  # noqa: E402  (needs the repo root on sys.path)
     ServerNotReady,
     ServerProcess,
     best_alignment,
+    caller_wav,
     deep_merge,
     free_port,
     free_rtp_range,
     read_wav_mono,
     run_baresip,
     run_sipp,
-    speech_wav,
     which,
-    write_wav,
 )
 
 HOLD_SECONDS = 4
@@ -170,12 +168,8 @@ def main() -> int:
         # the answer its tool gives (pocketsphinx -> scripted LLM -> espeak-ng).
         uri = server.uri("weather")
         print(f"\n[agent] baresip dials {uri} and asks: what is the weather in paris")
-        question, _ = read_wav_mono(speech_wav("what is the weather in paris", workdir / "q"))
-        pause = np.zeros(8000 * 5, dtype=np.int16)
-        caller_wav = write_wav(
-            workdir / "agent-caller.wav", np.concatenate([pause, question, pause])
-        )
-        agent_call = run_baresip(uri, workdir / "agent", seconds=25, source_wav=caller_wav)
+        source = caller_wav("what is the weather in paris", workdir / "agent-caller")
+        agent_call = run_baresip(uri, workdir / "agent", seconds=25, source_wav=source)
         log_text = server.log_text()
         heard_question = "text='what is the weather in paris'" in log_text
         answered = "text='It is sunny in paris today.'" in log_text

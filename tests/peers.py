@@ -1362,6 +1362,53 @@ def write_wav(path: Path, pcm: np.ndarray, rate: int = 8000) -> Path:
     return path
 
 
+def caller_wav(text: str, folder: Path, *, lead: float = 5.0, tail: float = 5.0) -> Path:
+    """What a caller plays into an agent: `lead` s of silence (the greeting), `text`
+    spoken by espeak-ng at 8 kHz, then `tail` s of silence (the answer)."""
+    question, _ = read_wav_mono(speech_wav(text, folder / "speech"))
+    lead_pcm = np.zeros(round(8000 * lead), dtype=np.int16)
+    tail_pcm = np.zeros(round(8000 * tail), dtype=np.int16)
+    return write_wav(folder / "caller.wav", np.concatenate([lead_pcm, question, tail_pcm]))
+
+
+_ESPEAK_REFERENCE = """
+import sys
+import numpy as np
+from mediaserver.codecs.resample import resample
+from mediaserver.pipeline.tts.clauses import ClauseAggregator
+from mediaserver.pipeline.tts.espeak import EspeakBackend
+tts = EspeakBackend()
+out = {}
+for i, text in enumerate(sys.argv[3:]):
+    # Clause by clause, as the agent speaks a reply.
+    clauses = ClauseAggregator()
+    parts = clauses.push(text) + [clauses.flush() or ""]
+    pcm = np.concatenate(
+        [c.pcm for part in parts if part.strip() for c in tts.synthesize(part, sys.argv[2])]
+    )
+    out[f"a{i}"] = resample(pcm, tts.sample_rate, 8000)
+np.savez(sys.argv[1], **out)
+"""
+
+
+def agent_speech(folder: Path, *texts: str, voice: str = "en-us") -> list[np.ndarray]:
+    """What an agent with espeak-ng `voice` sounds like saying `texts`, at 8 kHz.
+
+    Made in order in a fresh process: libespeak-ng keeps state from one
+    synthesis to the next (the same text comes out a few samples longer or
+    shorter), so the reference is made the way the server made it.
+    """
+    path = folder / "reference.npz"
+    subprocess.run(
+        [sys.executable, "-c", _ESPEAK_REFERENCE, str(path), voice, *texts],
+        check=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+    )
+    with np.load(path) as data:
+        return [data[f"a{i}"] for i in range(len(texts))]
+
+
 def read_wav_mono(path: Path) -> tuple[np.ndarray, int]:
     """The first channel of a 16-bit WAV and its rate."""
     with wave.open(str(path), "rb") as wav:

@@ -3,29 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import wave
-from pathlib import Path
-
-import numpy as np
 
 from mediaserver.apps.base import CallControl, answer_and_wait_media
-from mediaserver.codecs.resample import Resampler
 from mediaserver.config import Route
-
-
-def load_wav(path: Path, rate: int) -> np.ndarray:
-    """Read a 16-bit WAV as mono int16 at `rate` Hz (channels averaged)."""
-    with wave.open(str(path), "rb") as wav:
-        if wav.getsampwidth() != 2:
-            raise ValueError(f"{path}: only 16-bit PCM WAV is supported")
-        channels, source_rate = wav.getnchannels(), wav.getframerate()
-        data = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
-    if channels > 1:
-        data = data.reshape(-1, channels).mean(axis=1).astype(np.int16)
-    if source_rate == rate:
-        return data.astype(np.int16)
-    resampler = Resampler(source_rate, rate)
-    return np.concatenate([resampler.process(data), resampler.flush()]).astype(np.int16)
+from mediaserver.media.wavfile import load_wav
 
 
 async def run_playback(call: CallControl, route: Route) -> None:

@@ -36,8 +36,9 @@ from mediaserver.call.records import AgentReply, BargeIn, Turn, TurnMetrics
 from mediaserver.call.runtime import PipelineRuntime
 from mediaserver.call.spec import AgentSpec, Tool, tool_output
 from mediaserver.call.voicing import FrameTag, Voicing
-from mediaserver.codecs.resample import Resampler, resample
+from mediaserver.codecs.resample import Resampler
 from mediaserver.media.session import RtpSession
+from mediaserver.media.wavfile import load_wav
 from mediaserver.pipeline.llm.base import (
     Done,
     LlmBackend,
@@ -1008,18 +1009,14 @@ class CallActor:
     def _background(self, path: object) -> None:
         """Mix a WAV (any rate, mono or stereo) under the conversation."""
         try:
-            with wave.open(str(path), "rb") as wav:
-                pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
-                if wav.getnchannels() > 1:
-                    pcm = pcm.reshape(-1, wav.getnchannels()).mean(axis=1).astype(np.int16)
-                rate = wav.getframerate()
-        except (OSError, EOFError, wave.Error) as exc:
+            pcm = load_wav(str(path), self.media.sample_rate)
+        except (OSError, EOFError, ValueError, wave.Error) as exc:
             self._note("error", kind="media_failure", stage="playback", error=str(exc))
             self.log.warning("background_file_failed", file=str(path), error=str(exc))
             return
         self._note("background_file", file=str(path))
         self.media.rephase()
-        self.media.play_background(resample(pcm, rate, self.media.sample_rate))
+        self.media.play_background(pcm)
 
     def _hold(self, seconds: float) -> None:
         """A tool put the caller on hold: no turns (silence) until the time is up."""

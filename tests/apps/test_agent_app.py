@@ -9,14 +9,10 @@ answer.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from tests.peers import REPO_ROOT, best_alignment, read_wav_mono, speech_wav, write_wav
+from tests.peers import agent_speech, best_alignment, caller_wav, read_wav_mono
 
 AGENT: dict[str, Any] = {
     "app": "agent",
@@ -42,49 +38,14 @@ AGENT: dict[str, Any] = {
 }
 
 
-_REFERENCE = """
-import sys
-import numpy as np
-from mediaserver.codecs.resample import resample
-from mediaserver.pipeline.tts.espeak import EspeakBackend
-tts = EspeakBackend()
-out = {}
-for i, text in enumerate(sys.argv[2:]):
-    pcm = np.concatenate([c.pcm for c in tts.synthesize(text)])
-    out[f"a{i}"] = resample(pcm, tts.sample_rate, 8000)
-np.savez(sys.argv[1], **out)
-"""
-
-
-def _tts_8k(folder: Path, *texts: str) -> list[np.ndarray]:
-    """espeak-ng's audio of `texts`, synthesised in order in a fresh process.
-
-    libespeak-ng keeps state from one synthesis to the next (the same text
-    comes out a few samples longer or shorter), so the reference is made the
-    way the server made it: a new process saying the same things in order.
-    """
-    path = folder / "reference.npz"
-    subprocess.run(
-        [sys.executable, "-c", _REFERENCE, str(path), *texts],
-        check=True,
-        timeout=60,
-        cwd=REPO_ROOT,
-    )
-    with np.load(path) as data:
-        return [data[f"a{i}"] for i in range(len(texts))]
-
-
 def test_baresip_asks_and_hears_the_right_answer(start_server, baresip, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     server = start_server(
         routes={"weather": AGENT},
         pipeline={"stt": {"pool_size": 1}, "turn": {"end_of_speech_timeout": 0.5}},
     )
-    question, rate = read_wav_mono(speech_wav("what is the weather in paris", tmp_path / "q"))
+    source = caller_wav("what is the weather in paris", tmp_path, lead=4, tail=8)
+    _, rate = read_wav_mono(source)
     assert rate == 8000
-    silence = np.zeros(8000 * 4, dtype=np.int16)
-    source = write_wav(
-        tmp_path / "caller.wav", np.concatenate([silence, question, silence, silence])
-    )
     result = baresip(server.uri("weather"), seconds=25, source_wav=source)
     assert result.established, result.describe()
     assert result.heard_wav is not None, result.describe()
@@ -96,7 +57,7 @@ def test_baresip_asks_and_hears_the_right_answer(start_server, baresip, tmp_path
 
     # baresip records the packets it receives (the agent sends nothing between
     # replies), so the recording is the greeting followed by the answer.
-    said_greeting, said_answer, wrong_answer = _tts_8k(
+    said_greeting, said_answer, wrong_answer = agent_speech(
         tmp_path,
         "Hello, this is the weather line.",
         "It is sunny in paris today.",
