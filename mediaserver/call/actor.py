@@ -64,9 +64,6 @@ log = structlog.get_logger("mediaserver.call.actor")
 PREROLL = 0.3
 #: Speech shorter than this that STT cannot read is ignored (a cough, a click).
 MIN_UNDERSTOOD_SPEECH = 0.3
-#: Wall-clock margin after end_of_speech_timeout, for callers whose RTP stops
-#: during silence (DTX): media time then stops too.
-EOS_WALL_MARGIN = 0.25
 #: A failed tool's result, as the model sees it (and the scripted engine says it).
 TOOL_FAILED = "Sorry, I could not do that just now."
 #: Said when a transfer fails (DESIGN's transfer_failure recovery).
@@ -191,9 +188,8 @@ class CallActor:
     async def run(self) -> None:
         """Answered call in, ended call out."""
         media = self.media
-        media.on_audio = lambda pcm, t, gap: self.post(ev.AudioIn(pcm, t, gap))
+        media.on_audio = self._media_audio
         media.on_sent = lambda tag: self.post(ev.FrameSent(tag))
-        media.on_arrival = self._on_arrival
         media.jitter.eager = self.settings.eager_jitter
         watchers = [self._spawn(self._watch_hangup()), self._spawn(self._watch_digits())]
         self._note("answered", agent=self.agent.name)
@@ -210,7 +206,6 @@ class CallActor:
         finally:
             media.on_audio = None
             media.on_sent = None
-            media.on_arrival = None
             for task in watchers:
                 task.cancel()
             self._shutdown()
@@ -430,8 +425,6 @@ class CallActor:
         turn = self._turn
         if turn is None:
             return
-        # Media time stops when the caller's RTP stops (DTX): a wall-clock backstop.
-        self._arm("eos", self.settings.turn.end_of_speech_timeout + EOS_WALL_MARGIN)
         window = self.settings.barge_in.false_resume_window
         if self._interrupted is not None and window > 0 and turn.words == 0:
             self._arm("false_resume", window)
@@ -552,13 +545,13 @@ class CallActor:
             and self.life.state in (CallState.SPEAKING, CallState.GREETING)
         )
 
-    def _on_arrival(self, pcm: np.ndarray) -> None:
-        """Arriving caller audio (before the jitter buffer): the fast onset test.
-
-        Runs in the media plane's reader; it only reads actor state and posts.
-        """
+    def _media_audio(self, pcm: np.ndarray, media_time: float, gap: bool) -> None:
+        """Caller audio from the media plane (with the eager jitter buffer, as it
+        arrives). The fast onset test runs here, at once, because barge-in cannot
+        wait for the inbox; it only reads actor state and posts."""
         if self._onset.update(pcm, armed=self._fast_pause_armed()):
             self.post(ev.SpeechOnset(time.monotonic()))
+        self.post(ev.AudioIn(pcm, media_time, gap))
 
     def _on_onset(self, event: ev.SpeechOnset) -> None:
         """Maybe someone started talking: stop the agent's audio now, keep the reply."""

@@ -173,10 +173,6 @@ class RtpSession:
         self.on_dtmf: DigitHandler | None = None
         self.on_sent: Callable[[object], None] | None = None
         self.on_timeout: Callable[[], None] | None = None
-        #: Arriving audio, decoded, before the jitter buffer (arrival order, not
-        #: media order): for the barge-in onset detector, which must not wait.
-        self.on_arrival: Callable[[np.ndarray], None] | None = None
-        self._peek_decoder: Codec | None = None
         self._background: np.ndarray | None = None
         self._background_pos = 0
         # Audio released between ticks (eager jitter buffer), for the recorder.
@@ -280,7 +276,6 @@ class RtpSession:
         if media.codec != self.media.codec:
             self.codec = _codec_for(media)
             self.decoder = _codec_for(media)
-            self._peek_decoder = None
             self._batch_key = _batch_key(self.codec)
         self.payload_type = media.codec.payload_type
         self.dtmf_pt = media.dtmf.payload_type if media.dtmf else None
@@ -376,19 +371,6 @@ class RtpSession:
         if self.jitter.eager:
             # In-order audio goes to the listener now, not at the next tick.
             self._deliver(now)
-        if self.on_arrival is not None:
-            self._peek(packet.payload)
-
-    def _peek(self, payload: bytes) -> None:
-        """Decode an arriving frame for `on_arrival` (its own decoder: stateful codecs)."""
-        if self._peek_decoder is None:
-            self._peek_decoder = _codec_for(self.media)
-        try:
-            pcm = self._peek_decoder.decode(payload)
-        except CodecError:
-            return
-        if self.on_arrival is not None:
-            self.on_arrival(pcm)
 
     def _read_rtcp(self) -> None:
         assert self.rtcp_sock is not None

@@ -74,7 +74,7 @@ class BargeInSettings(_Strict):
     #: many seconds after the caller stops (0: never resume).
     false_resume_window: float = Field(1.0, ge=0)
     #: Pause the agent at the first sign of caller speech (a fast onset test on
-    #: arriving audio), before silero confirms it: the agent stops talking in
+    #: each delivered packet), before silero confirms it: the agent stops talking in
     #: 20-60 ms instead of ~200. Only with min_speech and min_words at 0.
     fast_pause: bool = True
     #: Seconds silero has to confirm speech after a fast pause; without it the

@@ -1,13 +1,13 @@
 """Fast speech-onset detection for barge-in, on audio as it arrives.
 
-Silero is the judge of speech, but it needs whole 32 ms chunks, sees the audio
-only after the jitter buffer (40 ms by default), and takes a chunk or more to
-rise on soft onsets such as the /s/ of "stop". Waiting for it costs about
-200 ms before the agent falls silent. This detector runs on every packet as it
-arrives, in 10 ms frames, and says "someone may be starting to talk" within
-20-60 ms: webrtcvad (when installed) and an energy test against a running noise
-floor must both agree for `frames_needed` frames in a row. A steady noise
-raises the floor, so it does not keep firing.
+Silero is the judge of speech, but it needs whole 32 ms chunks, waits for its
+batch, and takes a chunk or more to rise on soft onsets such as the /s/ of
+"stop". Waiting for it costs about 150 ms before the agent falls silent. This
+detector runs on every packet as the media plane delivers it (on arrival, with
+the AI listener's eager jitter buffer), in 10 ms frames, and says "someone may
+be starting to talk" within 20-60 ms: webrtcvad (when installed) and an
+energy test against a running noise floor must both agree for `frames_needed`
+frames in a row. A steady noise raises the floor, so it does not keep firing.
 
 It only *pauses* the agent; silero then confirms the interruption (cancel the
 reply) or not (resume where it stopped). See `CallActor`.
