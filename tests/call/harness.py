@@ -124,8 +124,13 @@ class Caller:
                     self._first_sent = loop.time()
             else:
                 frame = silence
-            pkt = RtpPacket(payload_type=0, sequence=self._seq, timestamp=self._ts,
-                            ssrc=0x1234, payload=ulaw_encode(frame).tobytes())
+            pkt = RtpPacket(
+                payload_type=0,
+                sequence=self._seq,
+                timestamp=self._ts,
+                ssrc=0x1234,
+                payload=ulaw_encode(frame).tobytes(),
+            )
             self._seq = (self._seq + 1) & 0xFFFF
             self._ts = (self._ts + 160) & 0xFFFFFFFF
             assert self.target is not None
@@ -241,6 +246,17 @@ async def live_actor(
         await caller.stop()
         session.close()
         rtp.close()
+
+
+@contextlib.asynccontextmanager
+async def agent_call(agent: AgentSpec, llm: LlmBackend | None = None) -> AsyncIterator[Live]:
+    """`live_actor` with a `PipelineRuntime` made from the agent's settings (closed after)."""
+    runtime = PipelineRuntime(agent.settings)
+    try:
+        async with live_actor(agent, runtime, llm) as live:
+            yield live
+    finally:
+        await runtime.aclose()
 
 
 async def wait_for(predicate: Any, timeout: float, step: float = 0.02) -> bool:

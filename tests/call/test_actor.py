@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 
 from mediaserver.call.lifecycle import CallState
-from mediaserver.call.runtime import PipelineRuntime
 from mediaserver.call.voicing import FrameTag
 from mediaserver.pipeline.llm import ScriptedBackend, ScriptedConfig, ScriptedReply
 from mediaserver.pipeline.settings import PipelineSettings
-from tests.call.harness import live_actor, speech, wait_for, weather_agent
+from tests.call.harness import agent_call, speech, wait_for, weather_agent
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -42,36 +41,33 @@ def test_greets_answers_a_question_with_a_tool_and_keeps_the_conversation(
     question = speech("what is the weather in paris", tmp_path)
 
     async def main() -> None:
-        runtime = PipelineRuntime(settings())
-        agent = weather_agent(runtime.settings)
-        try:
-            async with live_actor(agent, runtime) as live:
-                actor, caller = live.actor, live.caller
-                # The agent speaks first: the greeting reaches the caller.
-                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
-                greeting_packets = len(caller.received)
-                assert greeting_packets > 20
-                assert actor.messages[1].content == "Hello, this is the weather line."
+        cfg = settings()
+        agent = weather_agent(cfg)
+        async with agent_call(agent) as live:
+            actor, caller = live.actor, live.caller
+            # The agent speaks first: the greeting reaches the caller.
+            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+            greeting_packets = len(caller.received)
+            assert greeting_packets > 20
+            assert actor.messages[1].content == "Hello, this is the weather line."
 
-                _, spoke_end = await caller.say(question)
-                assert await wait_for(lambda: len(actor.turns) == 1, 10)
-                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
-                roles = [m.role for m in actor.messages]
-                assert roles == ["system", "assistant", "user", "assistant", "tool", "assistant"]
-                user = actor.messages[2].content or ""
-                assert "weather" in user and "paris" in user
-                call = actor.messages[3].tool_calls[0]
-                assert call.name == "get_weather" and call.arguments == {"city": "paris"}
-                assert actor.messages[4].content == "It is sunny in paris today."
-                assert "sunny in paris" in (actor.messages[5].content or "")
-                # The answer was sent on the wire after the question ended.
-                answer = caller.agent_audio(since=spoke_end)
-                assert len(answer) > 8000  # more than a second of speech
-                metrics = actor.turns[0].summary()
-                assert metrics["voice_to_voice_ms"] > metrics["endpointing_ms"] >= 400
-                assert not actor.life.refused
-        finally:
-            await runtime.aclose()
+            _, spoke_end = await caller.say(question)
+            assert await wait_for(lambda: len(actor.turns) == 1, 10)
+            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+            roles = [m.role for m in actor.messages]
+            assert roles == ["system", "assistant", "user", "assistant", "tool", "assistant"]
+            user = actor.messages[2].content or ""
+            assert "weather" in user and "paris" in user
+            call = actor.messages[3].tool_calls[0]
+            assert call.name == "get_weather" and call.arguments == {"city": "paris"}
+            assert actor.messages[4].content == "It is sunny in paris today."
+            assert "sunny in paris" in (actor.messages[5].content or "")
+            # The answer was sent on the wire after the question ended.
+            answer = caller.agent_audio(since=spoke_end)
+            assert len(answer) > 8000  # more than a second of speech
+            metrics = actor.turns[0].summary()
+            assert metrics["voice_to_voice_ms"] > metrics["endpointing_ms"] >= 400
+            assert not actor.life.refused
 
     run(main())
 
@@ -85,7 +81,6 @@ def test_barge_in_flushes_cancels_and_keeps_only_what_was_heard(
 
     async def main() -> None:
         cfg = settings()
-        runtime = PipelineRuntime(cfg)
         agent = weather_agent(cfg, greeting="Hi.")
         llm = ScriptedBackend(
             ScriptedConfig(
@@ -93,59 +88,56 @@ def test_barge_in_flushes_cancels_and_keeps_only_what_was_heard(
                 token_delay=token_delay,
             )
         )
-        try:
-            async with live_actor(agent, runtime, llm) as live:
-                actor, caller, session = live.actor, live.caller, live.session
-                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
-                await caller.say(story)
-                assert await wait_for(lambda: actor.life.state == CallState.SPEAKING, 10)
-                reply = actor._reply
-                assert reply is not None and reply.kind == "llm"
-                await asyncio.sleep(1.5)  # the story is being told
-                sent: list[object] = []
-                session_on_sent = session.on_sent
-                assert session_on_sent is not None
+        async with agent_call(agent, llm) as live:
+            actor, caller, session = live.actor, live.caller, live.session
+            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+            await caller.say(story)
+            assert await wait_for(lambda: actor.life.state == CallState.SPEAKING, 10)
+            reply = actor._reply
+            assert reply is not None and reply.kind == "llm"
+            await asyncio.sleep(1.5)  # the story is being told
+            sent: list[object] = []
+            session_on_sent = session.on_sent
+            assert session_on_sent is not None
 
-                def spy(tag: object) -> None:
-                    sent.append((asyncio.get_running_loop().time(), tag))
-                    session_on_sent(tag)
+            def spy(tag: object) -> None:
+                sent.append((asyncio.get_running_loop().time(), tag))
+                session_on_sent(tag)
 
-                session.on_sent = spy
-                await caller.say(interruption)
-                assert await wait_for(lambda: bool(actor.barge_ins), 5)
-                barge = actor.barge_ins[0]
-                assert barge.flushed_frames > 0
-                # Nothing of the reply left after the decision, but what was
-                # already in this tick's batch (one frame at most).
-                after = [
-                    t
-                    for t, tag in sent
-                    if isinstance(tag, FrameTag) and tag.reply == reply.id and t > barge.decided
-                ]
-                assert len(after) <= 1
-                assert all(t.done() for t in reply.tasks())
-                if token_delay:
-                    # The model was still streaming the story: cancelled in-process.
-                    assert reply.llm_task is not None and reply.llm_task.cancelled()
-                    assert not reply.llm_done
-                # The caller's words end the interruption; the conversation keeps
-                # exactly the text voiced by the frames that were sent.
-                assert await wait_for(
-                    lambda: any(
-                        m.role == "user" and "stop" in (m.content or "") for m in actor.messages
-                    ),
-                    10,
-                )
-                heard, _ = reply.voicing.heard(reply.text)
-                kept = [m.content for m in actor.messages if m.role == "assistant"]
-                assert heard in kept
-                assert barge.heard == heard and heard != reply.text
-                assert reply.text.startswith(heard.rstrip("—").rsplit(" ", 1)[0])
-                frames_of_reply = [p for _, p in caller.received if p.payload_type == 0]
-                assert frames_of_reply
-                assert reply.voicing.frames_sent == reply.voicing.last_sent.index + 1  # type: ignore[union-attr]
-        finally:
-            await runtime.aclose()
+            session.on_sent = spy
+            await caller.say(interruption)
+            assert await wait_for(lambda: bool(actor.barge_ins), 5)
+            barge = actor.barge_ins[0]
+            assert barge.flushed_frames > 0
+            # Nothing of the reply left after the decision, but what was
+            # already in this tick's batch (one frame at most).
+            after = [
+                t
+                for t, tag in sent
+                if isinstance(tag, FrameTag) and tag.reply == reply.id and t > barge.decided
+            ]
+            assert len(after) <= 1
+            assert all(t.done() for t in reply.tasks())
+            if token_delay:
+                # The model was still streaming the story: cancelled in-process.
+                assert reply.llm_task is not None and reply.llm_task.cancelled()
+                assert not reply.llm_done
+            # The caller's words end the interruption; the conversation keeps
+            # exactly the text voiced by the frames that were sent.
+            assert await wait_for(
+                lambda: any(
+                    m.role == "user" and "stop" in (m.content or "") for m in actor.messages
+                ),
+                10,
+            )
+            heard, _ = reply.voicing.heard(reply.text)
+            kept = [m.content for m in actor.messages if m.role == "assistant"]
+            assert heard in kept
+            assert barge.heard == heard and heard != reply.text
+            assert reply.text.startswith(heard.rstrip("—").rsplit(" ", 1)[0])
+            frames_of_reply = [p for _, p in caller.received if p.payload_type == 0]
+            assert frames_of_reply
+            assert reply.voicing.frames_sent == reply.voicing.last_sent.index + 1  # type: ignore[union-attr]
 
     run(main())
 
@@ -156,30 +148,26 @@ def test_false_barge_in_resumes_where_the_agent_stopped(tmp_path: Path) -> None:
 
     async def main() -> None:
         cfg = settings()
-        runtime = PipelineRuntime(cfg)
         agent = weather_agent(cfg, greeting="Hi.")
-        try:
-            async with live_actor(agent, runtime) as live:
-                actor, caller = live.actor, live.caller
-                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
-                await caller.say(story)
-                assert await wait_for(lambda: actor.life.state == CallState.SPEAKING, 10)
-                told = actor._reply
-                assert told is not None
-                await asyncio.sleep(1.5)
-                await caller.say(backchannel)
-                assert await wait_for(lambda: bool(actor.barge_ins), 5)
-                assert await wait_for(lambda: actor.barge_ins[0].resumed, 5)
-                barge = actor.barge_ins[0]
-                assert barge.false
-                # The agent goes on from the word it was cut in, to the end.
-                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 20)
-                said = [m.content for m in actor.messages if m.role == "assistant"]
-                assert said[-1] == told.text
-                users = [m.content for m in actor.messages if m.role == "user"]
-                assert users == ["tell me a story"]  # the backchannel is not a turn
-        finally:
-            await runtime.aclose()
+        async with agent_call(agent) as live:
+            actor, caller = live.actor, live.caller
+            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+            await caller.say(story)
+            assert await wait_for(lambda: actor.life.state == CallState.SPEAKING, 10)
+            told = actor._reply
+            assert told is not None
+            await asyncio.sleep(1.5)
+            await caller.say(backchannel)
+            assert await wait_for(lambda: bool(actor.barge_ins), 5)
+            assert await wait_for(lambda: actor.barge_ins[0].resumed, 5)
+            barge = actor.barge_ins[0]
+            assert barge.false
+            # The agent goes on from the word it was cut in, to the end.
+            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 20)
+            said = [m.content for m in actor.messages if m.role == "assistant"]
+            assert said[-1] == told.text
+            users = [m.content for m in actor.messages if m.role == "user"]
+            assert users == ["tell me a story"]  # the backchannel is not a turn
 
     run(main())
 
@@ -189,22 +177,18 @@ def test_unintelligible_speech_gets_the_recovery_phrase(tmp_path: Path) -> None:
 
     async def main() -> None:
         cfg = settings()
-        runtime = PipelineRuntime(cfg)
         agent = weather_agent(cfg, greeting="Hi.")
         # Only the question's words: a hum matches none of them ("hello" it would).
         agent.hints = ["what is the weather in"]
-        try:
-            async with live_actor(agent, runtime) as live:
-                actor, caller = live.actor, live.caller
-                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
-                await caller.say(mumble)
-                assert await wait_for(
-                    lambda: any(e["event"] == "not_understood" for e in actor.timeline), 5
-                )
-                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
-                assert actor.messages[-1].content == cfg.turn.not_understood
-        finally:
-            await runtime.aclose()
+        async with agent_call(agent) as live:
+            actor, caller = live.actor, live.caller
+            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+            await caller.say(mumble)
+            assert await wait_for(
+                lambda: any(e["event"] == "not_understood" for e in actor.timeline), 5
+            )
+            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+            assert actor.messages[-1].content == cfg.turn.not_understood
 
     run(main())
 
@@ -212,21 +196,17 @@ def test_unintelligible_speech_gets_the_recovery_phrase(tmp_path: Path) -> None:
 def test_silent_caller_gets_a_prompt_then_a_polite_hangup() -> None:
     async def main() -> None:
         cfg = settings(attention_timeout=0.5, inactivity_timeout=0.5)
-        runtime = PipelineRuntime(cfg)
         agent = weather_agent(cfg, greeting="Hi.")
-        try:
-            async with live_actor(agent, runtime) as live:
-                actor = live.actor
-                assert await wait_for(lambda: live.call.hangups == 1, 15)
-                assert await wait_for(lambda: actor.life.state == CallState.ENDED, 5)
-                events = [e["event"] for e in actor.timeline]
-                assert events.index("attention_prompt") < events.index("inactivity_hangup")
-                said = [m.content for m in actor.messages if m.role == "assistant"]
-                assert said == ["Hi.", cfg.turn.attention_prompt, cfg.turn.goodbye]
-                assert actor.end_reason == "caller silent"
-                assert not actor.life.refused
-        finally:
-            await runtime.aclose()
+        async with agent_call(agent) as live:
+            actor = live.actor
+            assert await wait_for(lambda: live.call.hangups == 1, 15)
+            assert await wait_for(lambda: actor.life.state == CallState.ENDED, 5)
+            events = [e["event"] for e in actor.timeline]
+            assert events.index("attention_prompt") < events.index("inactivity_hangup")
+            said = [m.content for m in actor.messages if m.role == "assistant"]
+            assert said == ["Hi.", cfg.turn.attention_prompt, cfg.turn.goodbye]
+            assert actor.end_reason == "caller silent"
+            assert not actor.life.refused
 
     run(main())
 
@@ -242,7 +222,6 @@ def test_slow_tool_gets_a_filler_then_its_answer(tmp_path: Path) -> None:
                 "fillers": {"after": 0.3, "phrases": ["Let me check."]},
             }
         )
-        runtime = PipelineRuntime(cfg)
         agent = weather_agent(cfg, greeting="Hi.")
 
         async def slow_weather(args: dict[str, Any], raw: dict[str, Any]) -> str:
@@ -250,26 +229,21 @@ def test_slow_tool_gets_a_filler_then_its_answer(tmp_path: Path) -> None:
             return f"It is raining in {args['city']}."
 
         agent.tools[0].handler = slow_weather
-        try:
-            async with live_actor(agent, runtime) as live:
-                actor, caller = live.actor, live.caller
-                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
-                await caller.say(question)
-                assert await wait_for(
-                    lambda: any(e["event"] == "filler" for e in actor.timeline), 10
-                )
+        async with agent_call(agent) as live:
+            actor, caller = live.actor, live.caller
+            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+            await caller.say(question)
+            assert await wait_for(lambda: any(e["event"] == "filler" for e in actor.timeline), 10)
 
-                def said() -> list[str]:
-                    return [e["text"] for e in actor.timeline if e["event"] == "agent_said"]
+            def said() -> list[str]:
+                return [e["text"] for e in actor.timeline if e["event"] == "agent_said"]
 
-                assert await wait_for(lambda: len(said()) == 2, 15)
-                assert said()[-1] == "Let me check. It is raining in paris."
-                events = [e["event"] for e in actor.timeline]
-                assert events.index("filler") < events.index("tool_result")
-                assert actor.messages[-1].content == "It is raining in paris."
-                assert actor.messages[-1].role == "assistant"
-        finally:
-            await runtime.aclose()
+            assert await wait_for(lambda: len(said()) == 2, 15)
+            assert said()[-1] == "Let me check. It is raining in paris."
+            events = [e["event"] for e in actor.timeline]
+            assert events.index("filler") < events.index("tool_result")
+            assert actor.messages[-1].content == "It is raining in paris."
+            assert actor.messages[-1].role == "assistant"
 
     run(main())
 
@@ -281,29 +255,25 @@ def test_a_noise_burst_pauses_the_agent_which_then_resumes_mid_word(tmp_path: Pa
 
     async def main() -> None:
         cfg = settings()
-        runtime = PipelineRuntime(cfg)
         agent = weather_agent(cfg, greeting="Hi.")
-        try:
-            async with live_actor(agent, runtime) as live:
-                actor, caller = live.actor, live.caller
-                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
-                await caller.say(story)
-                assert await wait_for(lambda: actor.life.state == CallState.SPEAKING, 10)
-                told = actor._reply
-                assert told is not None
-                await asyncio.sleep(1.0)
-                await caller.say(burst)
-                assert await wait_for(
-                    lambda: any(e["event"] == "barge_in_unpause" for e in actor.timeline), 5
-                )
-                events = [e["event"] for e in actor.timeline]
-                assert events.index("barge_in_pause") < events.index("barge_in_unpause")
-                assert not actor.barge_ins  # never confirmed
-                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 20)
-                said = [m.content for m in actor.messages if m.role == "assistant"]
-                assert said[-1] == told.text
-        finally:
-            await runtime.aclose()
+        async with agent_call(agent) as live:
+            actor, caller = live.actor, live.caller
+            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+            await caller.say(story)
+            assert await wait_for(lambda: actor.life.state == CallState.SPEAKING, 10)
+            told = actor._reply
+            assert told is not None
+            await asyncio.sleep(1.0)
+            await caller.say(burst)
+            assert await wait_for(
+                lambda: any(e["event"] == "barge_in_unpause" for e in actor.timeline), 5
+            )
+            events = [e["event"] for e in actor.timeline]
+            assert events.index("barge_in_pause") < events.index("barge_in_unpause")
+            assert not actor.barge_ins  # never confirmed
+            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 20)
+            said = [m.content for m in actor.messages if m.role == "assistant"]
+            assert said[-1] == told.text
 
     run(main())
 
@@ -314,25 +284,21 @@ def test_speech_pauses_the_agent_before_silero_confirms(tmp_path: Path) -> None:
 
     async def main() -> None:
         cfg = settings()
-        runtime = PipelineRuntime(cfg)
         agent = weather_agent(cfg, greeting="Hi.")
-        try:
-            async with live_actor(agent, runtime) as live:
-                actor, caller = live.actor, live.caller
-                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
-                await caller.say(story)
-                assert await wait_for(lambda: actor.life.state == CallState.SPEAKING, 10)
-                await asyncio.sleep(1.0)
-                await caller.say(interruption)
-                assert await wait_for(lambda: bool(actor.barge_ins), 5)
-                events = [e["event"] for e in actor.timeline]
-                pause = events.index("barge_in_pause")
-                # The audio stopped on the fast test; silero's speech start confirmed it.
-                assert pause < events.index("barge_in")
-                assert pause < len(events) - 1 - events[::-1].index("speech_start")
-                assert actor.barge_ins[0].flushed_frames > 0
-        finally:
-            await runtime.aclose()
+        async with agent_call(agent) as live:
+            actor, caller = live.actor, live.caller
+            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+            await caller.say(story)
+            assert await wait_for(lambda: actor.life.state == CallState.SPEAKING, 10)
+            await asyncio.sleep(1.0)
+            await caller.say(interruption)
+            assert await wait_for(lambda: bool(actor.barge_ins), 5)
+            events = [e["event"] for e in actor.timeline]
+            pause = events.index("barge_in_pause")
+            # The audio stopped on the fast test; silero's speech start confirmed it.
+            assert pause < events.index("barge_in")
+            assert pause < len(events) - 1 - events[::-1].index("speech_start")
+            assert actor.barge_ins[0].flushed_frames > 0
 
     run(main())
 
@@ -344,7 +310,6 @@ def test_tool_actions_say_toggle_data_and_hangup(tmp_path: Path) -> None:
         from mediaserver.agent.result import SwaigFunctionResult
 
         cfg = settings()
-        runtime = PipelineRuntime(cfg)
         agent = weather_agent(cfg, greeting="Hi.")
         agent.global_data = {"visits": 1}
 
@@ -359,22 +324,19 @@ def test_tool_actions_say_toggle_data_and_hangup(tmp_path: Path) -> None:
             )
 
         agent.tools[0].handler = forecast
-        try:
-            async with live_actor(agent, runtime) as live:
-                actor = live.actor
-                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
-                await live.caller.say(question)
-                # say is heard, the reply is spoken, then the call ends with a hangup.
-                assert await wait_for(lambda: live.call.hangups == 1, 20)
-                said = [e["text"] for e in actor.timeline if e["event"] == "agent_said"]
-                assert said[-1] == "Bring an umbrella. Rain in paris, visit 1."
-                assert actor.global_data == {"visits": 2, "city": "paris"}
-                assert actor.disabled_tools == {"get_weather"}
-                actions = [e["name"] for e in actor.timeline if e["event"] == "action"]
-                assert actions == ["say", "set_global_data", "toggle_functions", "hangup"]
-                assert actor.end_reason == "agent"
-        finally:
-            await runtime.aclose()
+        async with agent_call(agent) as live:
+            actor = live.actor
+            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+            await live.caller.say(question)
+            # say is heard, the reply is spoken, then the call ends with a hangup.
+            assert await wait_for(lambda: live.call.hangups == 1, 20)
+            said = [e["text"] for e in actor.timeline if e["event"] == "agent_said"]
+            assert said[-1] == "Bring an umbrella. Rain in paris, visit 1."
+            assert actor.global_data == {"visits": 2, "city": "paris"}
+            assert actor.disabled_tools == {"get_weather"}
+            actions = [e["name"] for e in actor.timeline if e["event"] == "action"]
+            assert actions == ["say", "set_global_data", "toggle_functions", "hangup"]
+            assert actor.end_reason == "agent"
 
     run(main())
 
@@ -386,41 +348,35 @@ def test_a_tool_that_raises_gets_a_recovery_phrase_and_the_call_goes_on(tmp_path
         from mediaserver.call.actor import TOOL_FAILED
 
         cfg = settings()
-        runtime = PipelineRuntime(cfg)
         agent = weather_agent(cfg, greeting="Hi.")
 
         def broken(args: dict[str, Any], raw: dict[str, Any]) -> str:
             raise RuntimeError("database down")
 
         agent.tools[0].handler = broken
-        try:
-            async with live_actor(agent, runtime) as live:
-                actor = live.actor
-                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
-                await live.caller.say(question)
-                assert await wait_for(
-                    lambda: any(e["event"] == "tool_result" for e in actor.timeline), 10
-                )
-                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
-                result = next(e for e in actor.timeline if e["event"] == "tool_result")
-                assert (
-                    result["error"].startswith("tool_error") and "database down" in result["error"]
-                )
-                said = [e["text"] for e in actor.timeline if e["event"] == "agent_said"]
-                assert said[-1] == TOOL_FAILED
-                # The call goes on: the next question is answered again.
-                agent.tools[0].handler = lambda args, raw: "Sunny."
-                await live.caller.say(question)
-                assert await wait_for(
-                    lambda: (
-                        [e["text"] for e in actor.timeline if e["event"] == "agent_said"][-1]
-                        == "Sunny."
-                    ),
-                    10,
-                )
-                assert live.call.hangups == 0
-        finally:
-            await runtime.aclose()
+        async with agent_call(agent) as live:
+            actor = live.actor
+            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+            await live.caller.say(question)
+            assert await wait_for(
+                lambda: any(e["event"] == "tool_result" for e in actor.timeline), 10
+            )
+            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+            result = next(e for e in actor.timeline if e["event"] == "tool_result")
+            assert result["error"].startswith("tool_error") and "database down" in result["error"]
+            said = [e["text"] for e in actor.timeline if e["event"] == "agent_said"]
+            assert said[-1] == TOOL_FAILED
+            # The call goes on: the next question is answered again.
+            agent.tools[0].handler = lambda args, raw: "Sunny."
+            await live.caller.say(question)
+            assert await wait_for(
+                lambda: (
+                    [e["text"] for e in actor.timeline if e["event"] == "agent_said"][-1]
+                    == "Sunny."
+                ),
+                10,
+            )
+            assert live.call.hangups == 0
 
     run(main())
 
@@ -428,7 +384,6 @@ def test_a_tool_that_raises_gets_a_recovery_phrase_and_the_call_goes_on(tmp_path
 def test_post_call_summary_reaches_on_summary() -> None:
     async def main() -> None:
         cfg = settings(attention_timeout=0.3, inactivity_timeout=0.3)
-        runtime = PipelineRuntime(cfg)
         agent = weather_agent(cfg, greeting="Hi.")
         got: list[tuple[Any, dict[str, Any]]] = []
 
@@ -437,18 +392,15 @@ def test_post_call_summary_reaches_on_summary() -> None:
 
         agent.post_prompt = "Summarise the call."
         agent.on_summary = on_summary
-        try:
-            async with live_actor(agent, runtime) as live:
-                assert await wait_for(lambda: bool(got), 20)
-                summary, raw = got[0]
-                # The scripted engine answers the post prompt like any question.
-                assert summary == agent.fallback
-                assert raw["end_reason"] == "caller silent"
-                assert raw["messages"][1] == {"role": "assistant", "content": "Hi."}
-                assert any(e["event"] == "inactivity_hangup" for e in raw["timeline"])
-                assert live.call.hangups == 1
-        finally:
-            await runtime.aclose()
+        async with agent_call(agent) as live:
+            assert await wait_for(lambda: bool(got), 20)
+            summary, raw = got[0]
+            # The scripted engine answers the post prompt like any question.
+            assert summary == agent.fallback
+            assert raw["end_reason"] == "caller silent"
+            assert raw["messages"][1] == {"role": "assistant", "content": "Hi."}
+            assert any(e["event"] == "inactivity_hangup" for e in raw["timeline"])
+            assert live.call.hangups == 1
 
     run(main())
 
@@ -465,41 +417,33 @@ def test_connect_transfers_after_the_reply_and_recovers_when_declined(
         from mediaserver.call.actor import TRANSFER_FAILED
 
         cfg = settings()
-        runtime = PipelineRuntime(cfg)
         agent = weather_agent(cfg, greeting="Hi.")
         agent.tools[0].handler = lambda args, raw: SwaigFunctionResult("Transferring you.").connect(
             "sip:desk@127.0.0.1:5099"
         )
-        try:
-            async with live_actor(agent, runtime) as live:
-                actor = live.actor
-                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
-                await live.caller.say(question)
-                # REFER only once "Transferring you." has been said.
+        async with agent_call(agent) as live:
+            actor = live.actor
+            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+            await live.caller.say(question)
+            # REFER only once "Transferring you." has been said.
+            assert await wait_for(lambda: live.call.transfers == ["sip:desk@127.0.0.1:5099"], 10)
+            said = [e["text"] for e in actor.timeline if e["event"] == "agent_said"]
+            assert said[-1] == "Transferring you."
+            actor.post(ev.TransferResult(accepted, 200 if accepted else 603, "Decline"))
+            if accepted:
+                assert await wait_for(lambda: live.call.hangups == 1, 5)
+                assert actor.end_reason == "transferred"
+            else:
                 assert await wait_for(
-                    lambda: live.call.transfers == ["sip:desk@127.0.0.1:5099"], 10
+                    lambda: (
+                        [e.get("text") for e in actor.timeline if e["event"] == "agent_said"][-1]
+                        == TRANSFER_FAILED
+                    ),
+                    10,
                 )
-                said = [e["text"] for e in actor.timeline if e["event"] == "agent_said"]
-                assert said[-1] == "Transferring you."
-                actor.post(ev.TransferResult(accepted, 200 if accepted else 603, "Decline"))
-                if accepted:
-                    assert await wait_for(lambda: live.call.hangups == 1, 5)
-                    assert actor.end_reason == "transferred"
-                else:
-                    assert await wait_for(
-                        lambda: (
-                            [e.get("text") for e in actor.timeline if e["event"] == "agent_said"][
-                                -1
-                            ]
-                            == TRANSFER_FAILED
-                        ),
-                        10,
-                    )
-                    errors = [e for e in actor.timeline if e["event"] == "error"]
-                    assert errors[-1]["kind"] == "transfer_failure"
-                    assert live.call.hangups == 0
-        finally:
-            await runtime.aclose()
+                errors = [e for e in actor.timeline if e["event"] == "error"]
+                assert errors[-1]["kind"] == "transfer_failure"
+                assert live.call.hangups == 0
 
     run(main())
 
@@ -512,27 +456,23 @@ def test_hold_action_ignores_the_caller_then_resumes(tmp_path: Path) -> None:
         from mediaserver.call.actor import HOLD_ENDED
 
         cfg = settings()
-        runtime = PipelineRuntime(cfg)
         agent = weather_agent(cfg, greeting="Hi.")
         agent.tools[0].handler = lambda args, raw: SwaigFunctionResult("Please hold.").hold(3)
-        try:
-            async with live_actor(agent, runtime) as live:
-                actor = live.actor
+        async with agent_call(agent) as live:
+            actor = live.actor
 
-                def said() -> list[str]:
-                    return [e["text"] for e in actor.timeline if e["event"] == "agent_said"]
+            def said() -> list[str]:
+                return [e["text"] for e in actor.timeline if e["event"] == "agent_said"]
 
-                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
-                await live.caller.say(question)
-                assert await wait_for(lambda: said()[-1:] == ["Please hold."], 10)
-                users = len([m for m in actor.messages if m.role == "user"])
-                await live.caller.say(question)  # while on hold: not a turn
-                assert await wait_for(lambda: said()[-1] == HOLD_ENDED, 10)
-                assert len([m for m in actor.messages if m.role == "user"]) == users
-                events = [e["event"] for e in actor.timeline]
-                assert events.index("hold_started") < events.index("hold_ended")
-        finally:
-            await runtime.aclose()
+            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+            await live.caller.say(question)
+            assert await wait_for(lambda: said()[-1:] == ["Please hold."], 10)
+            users = len([m for m in actor.messages if m.role == "user"])
+            await live.caller.say(question)  # while on hold: not a turn
+            assert await wait_for(lambda: said()[-1] == HOLD_ENDED, 10)
+            assert len([m for m in actor.messages if m.role == "user"]) == users
+            events = [e["event"] for e in actor.timeline]
+            assert events.index("hold_started") < events.index("hold_ended")
 
     run(main())
 
@@ -547,28 +487,24 @@ def test_background_file_action_is_mixed_into_the_call(tmp_path: Path) -> None:
         from mediaserver.agent.result import SwaigFunctionResult
 
         cfg = settings()
-        runtime = PipelineRuntime(cfg)
         agent = weather_agent(cfg, greeting="Hi.")
         agent.tools[0].handler = lambda args, raw: SwaigFunctionResult(
             "Here is some music."
         ).play_background_file(str(music))
-        try:
-            async with live_actor(agent, runtime) as live:
-                actor, caller = live.actor, live.caller
-                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
-                await caller.say(question)
-                assert await wait_for(
-                    lambda: any(e["event"] == "background_file" for e in actor.timeline), 10
-                )
-                assert await wait_for(lambda: live.session._background is None, 10)
-                # Two seconds of a steady level reached the caller (8 kHz after resampling).
-                levels = [
-                    int(np.median(caller.agent_audio(since=t, until=t + 0.001)))
-                    for t in caller.arrivals()
-                ]
-                steady = sum(1 for lv in levels if abs(lv - 3000) < 150)
-                assert steady >= 50
-        finally:
-            await runtime.aclose()
+        async with agent_call(agent) as live:
+            actor, caller = live.actor, live.caller
+            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+            await caller.say(question)
+            assert await wait_for(
+                lambda: any(e["event"] == "background_file" for e in actor.timeline), 10
+            )
+            assert await wait_for(lambda: live.session._background is None, 10)
+            # Two seconds of a steady level reached the caller (8 kHz after resampling).
+            levels = [
+                int(np.median(caller.agent_audio(since=t, until=t + 0.001)))
+                for t in caller.arrivals()
+            ]
+            steady = sum(1 for lv in levels if abs(lv - 3000) < 150)
+            assert steady >= 50
 
     run(main())
