@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from mediaserver.media.rtp import RtpPacket
 
@@ -92,8 +93,7 @@ _MAX_CONFIRM_GAP = 3
 _FRAME, _GAP, _GAP_LATE = 0, 1, 2
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):
     """One packet's worth of media, or the gap where a packet was lost.
 
     Attributes:
@@ -115,7 +115,7 @@ class Frame:
     duration: int
 
 
-@dataclass
+@dataclass(slots=True)
 class _Slot:
     seq: int  # extended sequence number
     timestamp: int  # unwrapped timestamp
@@ -123,7 +123,7 @@ class _Slot:
     packet: RtpPacket
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     packet: RtpPacket
     arrival: float
@@ -282,7 +282,7 @@ class JitterBuffer:
             now: The current time on the clock `push` is given.
         """
         out, self._ready = self._ready, []
-        while self._release_head(now, out):
+        while self._buffer and self._release_head(now, out):
             pass
         return out
 

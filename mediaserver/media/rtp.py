@@ -69,7 +69,7 @@ class RtpExtension:
     data: bytes = b""
 
 
-@dataclass
+@dataclass(slots=True)
 class RtpPacket:
     """One RTP packet (RFC 3550 section 5.1).
 
@@ -113,6 +113,10 @@ class RtpPacket:
         if len(data) < RTP_HEADER_SIZE:
             raise RtpError(f"RTP packet too short: {len(data)} bytes")
         first, second, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
+        if first == 0x80:
+            # The usual packet (no padding, extension or CSRC): this runs for every
+            # packet of every call, so skip the general path's work.
+            return cls(second & 0x7F, sequence, timestamp, ssrc, data[12:], second > 0x7F)
         version = first >> 6
         if version != RTP_VERSION:
             raise RtpError(f"RTP version {version}, expected {RTP_VERSION}")

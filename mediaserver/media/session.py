@@ -63,7 +63,7 @@ RTCP_INTERVAL = 5.0
 #: Seconds between inactivity checks (the timeout is coarse; checking every
 #: tick costs more than it buys).
 INACTIVITY_CHECK = 0.25
-#: Most datagrams read per socket wake-up, so one flooded call cannot starve others.
+#: Most RTCP datagrams read per socket wake-up, so one flooded call cannot starve others.
 READ_BURST = 64
 CNAME = f"mediaserver@{socket.gethostname()}"
 
@@ -108,7 +108,7 @@ class SessionStats:
     flushed_frames: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Outbound:
     pcm: np.ndarray
     tag: object | None
@@ -198,6 +198,9 @@ class RtpSession:
         """
         n = self.frame_samples
         pcm = np.asarray(pcm, dtype=np.int16)
+        if len(pcm) == n and not len(self._carry):
+            self._out.append(_Outbound(pcm, tag))  # one whole frame: the echo's case
+            return
         if len(self._carry):
             pcm = np.concatenate([self._carry, pcm])
         full = len(pcm) - len(pcm) % n
@@ -330,15 +333,17 @@ class RtpSession:
         return False
 
     def _read_rtp(self) -> None:
-        now = self._loop.time()
-        for _ in range(READ_BURST):
-            try:
-                data, addr = self.rtp_sock.recvfrom(2048)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return  # ICMP errors from our sends surface here; nothing to do
-            self._on_datagram(data, (str(addr[0]), int(addr[1])), now)
+        # One datagram per wake-up. Readiness is level-triggered, so a datagram
+        # still queued wakes us again on the next loop iteration; reading on to
+        # EAGAIN would cost a failed syscall and an exception for nearly every
+        # packet (an RTP socket rarely holds more than one), and one per wake-up
+        # is also the fairest share between calls when one is flooded.
+        try:
+            data, addr = self.rtp_sock.recvfrom(2048)
+        except OSError:
+            # A spurious wake-up, or an ICMP error from our sends: nothing to read.
+            return
+        self._on_datagram(data, addr, self._loop.time())
 
     def _on_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
         if self.media.rtcp_mux and is_rtcp(data):
@@ -413,7 +418,7 @@ class RtpSession:
             )
             self._recorder.add(1, sent)
             self._recorder.tick(self.frame_samples)
-        self._delivered = []
+            self._delivered = []
         for event in self.dtmf_in.flush(now):
             self._digit(event.digit, event.duration_ms)
         if now >= self._next_rtcp:
