@@ -1,4 +1,4 @@
-"""UAS dialogs (RFC 3261 section 12): identity, route set, CSeq rules, requests."""
+"""Dialogs (RFC 3261 section 12): identity, route set, CSeq rules, requests."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from mediaserver.sip.errors import SipParseError
 from mediaserver.sip.headers import Address
-from mediaserver.sip.message import Request
+from mediaserver.sip.message import Request, Response
 from mediaserver.sip.uri import Uri
 
 
@@ -18,10 +18,12 @@ def new_tag() -> str:
 
 @dataclass
 class Dialog:
-    """One dialog seen from the UAS side.
+    """One dialog, from our side of it.
 
-    The UAS's `local` address is the INVITE's To (plus our tag); `remote` is its
-    From. The route set is the INVITE's Record-Route in order (section 12.1.1).
+    As UAS, `local` is the INVITE's To (plus our tag) and `remote` its From; the
+    route set is the INVITE's Record-Route in order (section 12.1.1). As UAC,
+    `local` is our INVITE's From and `remote` the 2xx's To; the route set is the
+    2xx's Record-Route in reverse order (section 12.1.2).
     """
 
     call_id: str
@@ -66,6 +68,32 @@ class Dialog:
             secure=invite.ruri.scheme == "sips",
         )
 
+    @classmethod
+    def from_response(cls, invite: Request, response: Response) -> Dialog:
+        """Build the UAC dialog that the 2xx `response` to our `invite` creates.
+
+        Raises:
+            SipParseError: the 2xx has no To tag or no usable Contact.
+        """
+        remote = response.to
+        if not remote.tag:
+            raise SipParseError("2xx without a To tag")
+        contacts = response.contacts
+        if len(contacts) != 1:
+            raise SipParseError(f"2xx with {len(contacts)} Contacts, expected one")
+        local = invite.from_
+        return cls(
+            call_id=invite.call_id,
+            local_tag=local.tag or "",
+            remote_tag=remote.tag,
+            local=local,
+            remote=remote,
+            remote_target=contacts[0].uri,
+            route_set=list(reversed(response.addresses("Record-Route"))),
+            local_seq=invite.cseq.seq,
+            secure=invite.ruri.scheme == "sips",
+        )
+
     @property
     def key(self) -> tuple[str, str, str]:
         """Dialog id as (Call-ID, local tag, remote tag)."""
@@ -96,8 +124,8 @@ class Dialog:
     def create_request(self, method: str, *, via: str, contact: str | None = None) -> Request:
         """Build an in-dialog request (section 12.2.1.1) with a new local CSeq.
 
-        `via` is the complete top Via value (with a fresh branch). ACK for a 2xx
-        is not built here; as a UAS we never send one.
+        `via` is the complete top Via value (with a fresh branch). The ACK for a
+        2xx is not built here (it reuses the INVITE's CSeq number).
         """
         self.local_seq += 1
         uri = self.remote_target

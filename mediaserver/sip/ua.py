@@ -1,16 +1,19 @@
-"""The UAS core: requests in, responses and call events out. Sans-IO.
+"""The user-agent core: requests in, responses and call events out. Sans-IO.
 
 `UserAgent` sits on the transaction layer and owns every SIP call's signalling
 state: admission, OPTIONS, INVITE/re-INVITE/UPDATE offer-answer, CANCEL, BYE in
-both directions, INFO, session timers and draining. The asyncio shell feeds it
-datagrams and clock readings and carries out what it returns:
+both directions, INFO, REFER, session timers and draining. Calls come in (UAS)
+and, for a B2BUA bridge, go out (`dial`, UAC: INVITE with our offer, ACK for the
+2xx, CANCEL while it rings). The asyncio shell feeds it datagrams and clock
+readings and carries out what it returns:
 
 - `Send` outputs go on the wire;
 - call events (`CallIncoming`, `CallConfirmed`, `CallMediaChanged`,
   `CallEnded`, `DtmfInfo`) go to the application driving the call;
 - `Dropped` explains a message that got no answer, for the log.
 
-Applications answer back through `ring`, `answer`, `reject` and `hangup`.
+Applications answer back through `ring`, `answer`, `reject`, `hangup`, `refer`
+and `dial`.
 
 Order of checks for a new request follows RFC 3261 section 8.2: method (405),
 extensions (420), dialog membership (481), content type (415), Accept (406),
@@ -57,6 +60,7 @@ from mediaserver.sip.session_timer import (
 from mediaserver.sip.transaction import (
     AckReceived,
     ClientTransaction,
+    InviteClientTransaction,
     InviteServerTransaction,
     RequestReceived,
     ResponseReceived,
@@ -69,6 +73,7 @@ from mediaserver.sip.transaction import (
     TransactionTimeout,
     new_branch,
 )
+from mediaserver.sip.uri import parse_uri
 
 ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO", "NOTIFY")
 _SIPFRAG = re.compile(rb"^SIP/2\.0\s+(\d{3})\s*([^\r\n]*)")
@@ -88,8 +93,9 @@ class MediaProvider(Protocol):
 
 
 class CallState(Enum):
-    """Signalling state of one call, UAS side."""
+    """Signalling state of one call."""
 
+    DIALING = "dialing"  # our INVITE sent (outbound leg), no final response yet
     INCOMING = "incoming"  # INVITE received, no final response yet
     ANSWERED = "answered"  # 2xx sent, waiting for the ACK
     CONFIRMED = "confirmed"  # ACK received
@@ -112,7 +118,10 @@ class Call:
 
     id: str
     invite: Request
-    invite_tx: InviteServerTransaction
+    #: The INVITE's transaction: a server one for a call we answer, a client
+    #: one for a leg we dial (`outbound`).
+    invite_tx: InviteServerTransaction | InviteClientTransaction
+    #: Where the INVITE came from (inbound) or went to (outbound).
     source: Target
     user: str
     local_tag: str
@@ -143,6 +152,13 @@ class Call:
     refer_open: bool = False
     answered_at: float | None = None
     end_reason: str = ""
+    #: We dialed this leg (B2BUA); `user` is then our From user.
+    outbound: bool = False
+    #: Hung up while dialing before any provisional response: CANCEL once one
+    #: comes (RFC 3261 section 9.1 forbids it earlier).
+    cancel_pending: bool = False
+    #: The final status that ended an outbound leg before it was answered.
+    final_status: int | None = None
 
     @property
     def on_hold(self) -> bool:
@@ -208,6 +224,10 @@ class TransferOutcome:
     ok: bool
     status: int
     reason: str
+    #: The peer refused the REFER itself (an error response to it), as opposed
+    #: to accepting it and then failing to reach the target: the caller's side
+    #: will not transfer, so the call can be bridged instead.
+    refused: bool = False
 
 
 Event = (
@@ -287,6 +307,7 @@ class UserAgent:
         """Send 180 Ringing."""
         if call.state is not CallState.INCOMING:
             return []
+        assert isinstance(call.invite_tx, InviteServerTransaction)
         resp = self._dialog_response(call, 180)
         return self._dispatch(self.tx.send_response(call.invite_tx, resp, now), now)
 
@@ -294,6 +315,7 @@ class UserAgent:
         """Send the 2xx with our SDP and start its retransmission (section 13.3.1.4)."""
         if call.state is not CallState.INCOMING:
             return []
+        assert isinstance(call.invite_tx, InviteServerTransaction)
         resp = self._dialog_response(call, 200)
         resp.headers.add("Allow", ", ".join(ALLOWED_METHODS))
         resp.headers.add("Supported", ", ".join(SUPPORTED_EXTENSIONS))
@@ -324,12 +346,16 @@ class UserAgent:
         """Answer the INVITE with a final error and end the call."""
         if call.state is not CallState.INCOMING:
             return []
+        assert isinstance(call.invite_tx, InviteServerTransaction)
         resp = call.invite.response(status, reason, to_tag=call.local_tag)
         events = self._dispatch(self.tx.send_response(call.invite_tx, resp, now), now)
         return events + self._end(call, f"rejected {status}", "local")
 
     def hangup(self, call: Call, now: float, reason: str = "hangup") -> list[Event]:
-        """End the call from our side: an error answer before 2xx, BYE after."""
+        """End the call from our side: an error answer before 2xx (CANCEL for a leg
+        we dial), BYE after."""
+        if call.state is CallState.DIALING:
+            return self._cancel(call, now, reason)
         if call.state is CallState.INCOMING:
             return self.reject(call, 480, now, "Temporarily Unavailable")
         if call.state is CallState.ANSWERED:
@@ -605,6 +631,132 @@ class UserAgent:
         )
         return events
 
+    def dial(
+        self, target: str, user: str, now: float, *, display: str | None = None
+    ) -> tuple[Call | None, list[Event]]:
+        """Call `target` (a SIP URI) as UAC, for a B2BUA bridge; `user` is our From user.
+
+        The INVITE carries our offer. The leg is a `Call` with `outbound` set: a
+        2xx confirms it (`CallConfirmed`, after our ACK), an error or timeout ends
+        it (`CallEnded` with `final_status`), `hangup` CANCELs it while it rings.
+        Returns (None, []) when no media port is free.
+
+        Raises:
+            SipParseError: `target` is not a SIP URI.
+        """
+        uri = parse_uri(target)
+        if uri.scheme not in ("sip", "sips") or not uri.host:
+            raise SipParseError(f"cannot dial {target!r}: not a sip: URI with a host")
+        offer = self.media.allocate()
+        if offer is None:
+            return None, []
+        transport = (uri.params.get("transport") or "udp").lower()
+        if transport not in self.config.local:
+            transport = next(iter(self.config.local))
+        host, port = uri.host_port(5061 if uri.scheme == "sips" else 5060)
+        destination = Target(transport, host, port)
+        local_host, local_port = self.config.local[transport]
+        sdp = SdpSession(offer)
+        local_tag = new_tag()
+        req = Request(method="INVITE", uri=target)
+        req.headers.add(
+            "Via",
+            f"SIP/2.0/{transport.upper()} {_hostport(local_host, local_port)}"
+            f";branch={new_branch()};rport",
+        )
+        req.headers.add("Max-Forwards", "70")
+        name = f"{_quote(display)} " if display else ""
+        us = f"sip:{user}@{_hostport(local_host, local_port)}"
+        req.headers.add("From", f"{name}<{us}>;tag={local_tag}")
+        req.headers.add("To", f"<{target}>")
+        req.headers.add("Call-ID", f"{secrets.token_hex(12)}@{local_host}")
+        req.headers.add("CSeq", "1 INVITE")
+        tparam = "" if transport == "udp" else f";transport={transport}"
+        req.headers.add("Contact", f"<{us}{tparam}>")
+        req.headers.add("Allow", ", ".join(ALLOWED_METHODS))
+        req.headers.add("User-Agent", self.config.user_agent)
+        req.headers.add("Content-Type", "application/sdp")
+        req.body = sdp.offer().serialise()
+        tx, outs = self.tx.send_request(req, destination, now)
+        assert isinstance(tx, InviteClientTransaction)
+        call = Call(
+            id=secrets.token_hex(8),
+            invite=req,
+            invite_tx=tx,
+            source=destination,
+            user=user,
+            local_tag=local_tag,
+            offer=offer,
+            sdp=sdp,
+            created_at=now,
+            state=CallState.DIALING,
+            outbound=True,
+        )
+        self.calls[call.id] = call
+        self._by_invite[id(tx)] = call
+        return call, self._dispatch(outs, now)
+
+    def _cancel(self, call: Call, now: float, reason: str) -> list[Event]:
+        """Stop ringing a leg we dial (RFC 3261 section 9.1)."""
+        call.end_reason = call.end_reason or reason
+        tx = call.invite_tx
+        if tx.last_response is None:
+            call.cancel_pending = True  # no CANCEL before a provisional response
+            return []
+        call.state = CallState.ENDING
+        invite = call.invite
+        cancel = Request(method="CANCEL", uri=invite.uri)
+        cancel.headers.add("Via", invite.headers.get_list("Via")[0])
+        cancel.headers.add("Max-Forwards", "70")
+        for name in ("From", "To", "Call-ID"):
+            cancel.headers.add(name, invite.headers.get(name) or "")
+        cancel.headers.add("CSeq", f"{invite.cseq.seq} CANCEL")
+        _, outs = self.tx.send_request(cancel, call.source, now)
+        # If no final response ever comes, give up after 64*T1 (section 9.1).
+        call.expire_at = now + self.config.timers.timeout
+        self._schedule(call, call.expire_at)
+        return self._dispatch(outs, now)
+
+    def _on_dial_response(self, call: Call, resp: Response, now: float) -> list[Event]:
+        """A response to the INVITE of a leg we dial."""
+        status = resp.status
+        if status < 200:
+            if call.cancel_pending and call.state is CallState.DIALING:
+                call.cancel_pending = False
+                return self._cancel(call, now, call.end_reason)
+            return []
+        if status >= 300:
+            # The transaction has ACKed it already.
+            call.final_status = status
+            by = "local" if call.state is CallState.ENDING else "remote"
+            return self._end(call, f"{status} {resp.reason}", by)
+        if call.dialog is not None:
+            # The 2xx again (our ACK was lost, or a second fork): ACK it again.
+            return self._send_ack(call, resp, now) if call.dialog.remote_tag == resp.to.tag else []
+        try:
+            call.dialog = Dialog.from_response(call.invite, resp)
+        except SipParseError as exc:
+            call.final_status = 502
+            return self._end(call, f"unusable 2xx: {exc.reason}", "remote")
+        self._by_dialog[call.dialog.key] = call
+        call.answered_at = now
+        events = self._send_ack(call, resp, now)
+        cancelled = call.state is CallState.ENDING or call.cancel_pending
+        call.state = CallState.CONFIRMED
+        if cancelled:
+            # The answer crossed our CANCEL: the dialog exists, end it with BYE.
+            return events + self._send_bye(call, now, call.end_reason or "cancelled")
+        try:
+            if resp.content_type != "application/sdp" or not resp.body:
+                raise SdpError("2xx without an SDP answer")
+            call.media = call.sdp.accept_answer(SessionDescription.parse(resp.body))
+        except (SdpError, NegotiationError) as exc:
+            call.end_reason = f"bad SDP answer: {exc}"
+            call.final_status = 488
+            return events + self._send_bye(call, now, "bad answer")
+        events.append(CallConfirmed(call))
+        return events
+
     def _on_info(
         self, call: Call, req: Request, tx: ServerTransaction | None, now: float
     ) -> list[Event]:
@@ -702,6 +854,10 @@ class UserAgent:
     # -- responses to what we sent ---------------------------------------------------
 
     def _on_response(self, resp: Response, tx: ClientTransaction, now: float) -> list[Event]:
+        if isinstance(tx, InviteClientTransaction):
+            leg = self._by_invite.get(id(tx))
+            if leg is not None:
+                return self._on_dial_response(leg, resp, now)
         call = self._call_for_client(tx)
         if call is None or resp.status < 200:
             return []
@@ -711,7 +867,7 @@ class UserAgent:
             call.refer_tx = None
             if resp.status >= 300:
                 call.refer_open = False
-                return [TransferOutcome(call, False, resp.status, resp.reason)]
+                return [TransferOutcome(call, False, resp.status, resp.reason, refused=True)]
             return []  # 202 Accepted: the NOTIFYs tell how it goes
         if call.local_ack is not None and call.local_ack[0] is tx and resp.status < 300:
             return [call.local_ack[1]]  # the peer re-sent its 2xx: our ACK was lost
@@ -734,6 +890,10 @@ class UserAgent:
         if isinstance(tx, InviteServerTransaction):
             return []  # timer H: the non-2xx was not ACKed; the call already ended
         assert isinstance(tx, ClientTransaction)
+        leg = self._by_invite.get(id(tx))
+        if leg is not None and leg.state in (CallState.DIALING, CallState.ENDING):
+            leg.final_status = 408
+            return self._end(leg, "no answer to INVITE (timer B)", "timeout")
         call = self._call_for_client(tx)
         if call is None:
             return []
@@ -879,6 +1039,9 @@ class UserAgent:
             events.extend(self._send_refresh(call, now))
         if call.expire_at is not None and now >= call.expire_at:
             call.expire_at = None
+            if call.outbound and call.dialog is None:
+                call.final_status = call.final_status or 487
+                return self._end(call, call.end_reason or "cancelled", "local")
             if call.state is CallState.CONFIRMED:
                 call.end_reason = "session timer expired"
                 events.extend(self._send_bye(call, now, "session timer expired"))
@@ -936,6 +1099,10 @@ def _safe_tokens(msg: Message, name: str) -> list[str]:
         return msg.tokens(name)
     except SipParseError:
         return []
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _hostport(host: str, port: int) -> str:

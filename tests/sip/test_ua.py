@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mediaserver.sip.errors import SipParseError
 from mediaserver.sip.message import Request, Response, parse_message
 from mediaserver.sip.sdp import CODECS, MediaOffer
 from mediaserver.sip.session_timer import SessionTimerPolicy
@@ -531,10 +532,116 @@ def test_refer_declined_or_failed_is_an_outcome() -> None:
     events = ua.receive(refer.response(603).encode(), PEER, 1.1)
     (outcome,) = [e for e in events if isinstance(e, TransferOutcome)]
     assert not outcome.ok and outcome.status == 603
+    assert outcome.refused  # the REFER itself was refused: a bridge may stand in
     ua2, _ = make_ua()
     _call, tag, refer = _refer(ua2)
     ua2.receive(refer.response(202).encode(), PEER, 1.1)
     events = ua2.receive(_notify(tag, 2, "SIP/2.0 486 Busy Here\r\n"), PEER, 1.5)
     (outcome,) = [e for e in events if isinstance(e, TransferOutcome)]
     assert not outcome.ok and outcome.status == 486 and outcome.reason == "Busy Here"
+    assert not outcome.refused  # accepted, then the target failed
     assert ua2.active_calls == 1  # a failed transfer leaves the call up
+
+
+# -- outbound legs (B2BUA bridge) ------------------------------------------------------
+
+DESK = Target("udp", "127.0.0.1", 5099)
+
+
+def _dial(ua: UserAgent, now: float = 0.0) -> tuple[object, Request]:
+    leg, events = ua.dial("sip:desk@127.0.0.1:5099", "support", now, display="Support Agent")
+    assert leg is not None and leg.outbound and leg.state is CallState.DIALING
+    (invite,) = sent(events)
+    assert isinstance(invite, Request) and invite.method == "INVITE"
+    assert invite.ruri.user == "desk" and invite.from_.tag == leg.local_tag
+    assert invite.from_.display_name == "Support Agent" and invite.to.tag is None
+    assert invite.content_type == "application/sdp" and b"m=audio 40000" in invite.body
+    return leg, invite
+
+
+def _answer(invite: Request, status: int = 200, *, tag: str = "b1") -> bytes:
+    resp = invite.response(status, to_tag=tag)
+    if 200 <= status < 300:
+        resp.headers.add("Contact", "<sip:desk@127.0.0.1:5099>")
+        resp.headers.add("Record-Route", "<sip:127.0.0.1:5070;lr>")
+        resp.headers.add("Content-Type", "application/sdp")
+        resp.body = SDP.format(direction="sendrecv").replace("6000", "7000").encode()
+    return resp.encode()
+
+
+def test_dial_answered_acks_and_confirms_then_bye_either_way() -> None:
+    ua, media = make_ua()
+    leg, invite = _dial(ua)
+    assert not [e for e in ua.receive(_answer(invite, 180), DESK, 0.1) if isinstance(e, Send)]
+    events = ua.receive(_answer(invite), DESK, 0.2)
+    (ack,) = sent(events)
+    assert isinstance(ack, Request) and ack.method == "ACK" and ack.cseq.seq == invite.cseq.seq
+    assert ack.to.tag == "b1" and ack.headers.get("Route") == "<sip:127.0.0.1:5070;lr>"
+    assert [e for e in events if isinstance(e, CallConfirmed)]
+    assert leg.state is CallState.CONFIRMED  # type: ignore[attr-defined]
+    assert leg.media.remote_port == 7000  # type: ignore[attr-defined]
+    # A repeated 2xx (our ACK was lost) is ACKed again, with no second confirmation.
+    events = ua.receive(_answer(invite), DESK, 0.3)
+    assert [m.method for m in sent(events) if isinstance(m, Request)] == ["ACK"]
+    assert not [e for e in events if isinstance(e, CallConfirmed)]
+    # The callee hangs up: its BYE is in our dialog.
+    bye = (
+        "BYE sip:support@127.0.0.1:5060 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK-bye\r\n"
+        f"From: <sip:desk@127.0.0.1>;tag=b1\r\nTo: {invite.headers.get('From')}\r\n"
+        f"Call-ID: {invite.call_id}\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    events = ua.receive(bye, DESK, 1.0)
+    assert statuses(events) == [200]
+    (ended,) = [e for e in events if isinstance(e, CallEnded)]
+    assert ended.by == "remote" and ua.active_calls == 0 and media.released == [40000]
+
+
+def test_dial_refused_or_unanswered_ends_the_leg_with_its_status() -> None:
+    ua, media = make_ua()
+    leg, invite = _dial(ua)
+    events = ua.receive(_answer(invite, 486), DESK, 0.1)
+    (ack,) = sent(events)  # the transaction ACKs the error itself
+    assert isinstance(ack, Request) and ack.method == "ACK"
+    (ended,) = [e for e in events if isinstance(e, CallEnded)]
+    assert leg.final_status == 486 and ended.by == "remote"  # type: ignore[attr-defined]
+    assert media.released == [40000]
+    # Nobody answers at all: timer B (64*T1) ends it as a 408.
+    ua2, _ = make_ua()
+    leg2, _invite = _dial(ua2)
+    ended2: list[CallEnded] = []
+    for step in range(1, 80):
+        ended2 += [e for e in ua2.tick(step * 0.5) if isinstance(e, CallEnded)]
+    assert len(ended2) == 1 and leg2.final_status == 408  # type: ignore[attr-defined]
+
+
+def test_hangup_while_dialing_cancels_after_the_first_provisional() -> None:
+    ua, _ = make_ua()
+    leg, invite = _dial(ua)
+    assert ua.hangup(leg, 0.05, "caller left") == []  # type: ignore[arg-type]
+    events = ua.receive(_answer(invite, 100), DESK, 0.1)
+    (cancel,) = sent(events)
+    assert isinstance(cancel, Request) and cancel.method == "CANCEL"
+    assert cancel.top_via.branch == invite.top_via.branch and cancel.cseq.seq == invite.cseq.seq
+    events = ua.receive(_answer(invite, 487), DESK, 0.2)
+    (ended,) = [e for e in events if isinstance(e, CallEnded)]
+    assert ended.by == "local" and ended.reason == "caller left"
+
+
+def test_an_answer_crossing_our_cancel_is_acked_and_ended_with_bye() -> None:
+    ua, _ = make_ua()
+    leg, invite = _dial(ua)
+    ua.receive(_answer(invite, 180), DESK, 0.1)
+    (cancel,) = sent(ua.hangup(leg, 0.2))  # type: ignore[arg-type]
+    assert isinstance(cancel, Request) and cancel.method == "CANCEL"
+    events = ua.receive(_answer(invite), DESK, 0.3)
+    assert [m.method for m in sent(events) if isinstance(m, Request)] == ["ACK", "BYE"]
+    assert not [e for e in events if isinstance(e, CallConfirmed)]
+
+
+def test_dial_refuses_a_non_sip_target_and_reports_no_ports() -> None:
+    ua, media = make_ua()
+    with pytest.raises(SipParseError):
+        ua.dial("tel:+15551234", "support", 0.0)
+    media.free.clear()
+    assert ua.dial("sip:desk@127.0.0.1", "support", 0.0) == (None, [])
