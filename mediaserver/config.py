@@ -58,6 +58,13 @@ class SipSettings(_Strict):
     t2: float = Field(4.0, gt=0)
     t4: float = Field(5.0, gt=0)
     user_agent: str = "mediaserver"
+    #: How an agent's transfer reaches its target: "auto" sends REFER when the
+    #: caller's side allows it and bridges the call as a B2BUA when it does not
+    #: (no REFER in its Allow, or the REFER is refused); "refer" never bridges;
+    #: "bridge" always does.
+    transfer: Literal["auto", "refer", "bridge"] = "auto"
+    #: Seconds a bridged transfer's target may ring before we give up (CANCEL).
+    bridge_ring_timeout: float = Field(20.0, gt=0)
 
     @model_validator(mode="after")
     def _tls_needs_files(self) -> SipSettings:

@@ -1,13 +1,15 @@
-"""Assembles config -> SIP transports + UAS core + media ports + built-in apps.
+"""Assembles config -> SIP transports + SIP core + media ports + built-in apps.
 
 Everything runs on one event loop. The sans-IO `UserAgent` decides; this module
-moves bytes, keeps one wake-up armed for the core's next deadline, and runs one
-app task per call.
+moves bytes, keeps one wake-up armed for the core's next deadline, runs one app
+task per call, and joins a caller to a transfer target as a B2BUA when the
+caller's side will not take a REFER (`_Bridge`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import gc
 import os
@@ -27,7 +29,9 @@ from mediaserver.call.spec import AgentSpec
 from mediaserver.config import Config, ConfigError
 from mediaserver.media.clock import MediaClock
 from mediaserver.media.ports import PortPool
+from mediaserver.media.relay import bridge_sessions, unbridge
 from mediaserver.media.session import MediaSettings, RtpSession
+from mediaserver.sip.errors import SipParseError
 from mediaserver.sip.session_timer import SessionTimerPolicy
 from mediaserver.sip.transaction import Send, Target, Timers
 from mediaserver.sip.transport import Transports
@@ -65,6 +69,9 @@ class _AppCall:
     runtime: PipelineRuntime | None = None
     agent: AgentSpec | None = None
     actor: Any = None
+    bridge: _Bridge | None = None
+    #: Where the agent's last transfer goes (to bridge it if the REFER is refused).
+    transfer_target: str | None = None
 
     @property
     def call_id(self) -> str:
@@ -84,7 +91,24 @@ class _AppCall:
         self.server.command(lambda now: self.server.ua.hangup(self.call, now))
 
     def transfer(self, target: str) -> None:
-        self.server.command(lambda now: self.server.ua.refer(self.call, target, now))
+        self.server.transfer(self, target)
+
+
+@dataclass
+class _Bridge:
+    """A transfer done as a B2BUA: the caller's call and the leg we dialed to `target`.
+
+    While the leg rings the agent still owns the caller's media; once the leg
+    answers, the two RTP sessions are cross-connected and the agent steps out.
+    Either side hanging up then hangs up the other.
+    """
+
+    app: _AppCall
+    leg: Call
+    target: str
+    session: RtpSession | None = None
+    connected: bool = False
+    ring_timer: asyncio.TimerHandle | None = None
 
 
 class SipServer:
@@ -107,6 +131,8 @@ class SipServer:
         self._reject_suppressed = 0
         self.runtime: PipelineRuntime | None = None
         self.agents: dict[str, AgentSpec] = {}
+        #: Bridged transfers by the id of the leg we dialed.
+        self.bridges: dict[str, _Bridge] = {}
 
     def load_agents(self) -> None:
         """Build the agents of `agent` routes and load the pipeline's models (once).
@@ -215,7 +241,10 @@ class SipServer:
                 self._start_app(event.call)
             elif isinstance(event, CallConfirmed):
                 log.info("call_confirmed", call=event.call.id, call_id=event.call.invite.call_id)
-                self._open_media(event.call)  # the answer may have come in the ACK
+                if event.call.outbound:
+                    self._bridge_answered(event.call)
+                else:
+                    self._open_media(event.call)  # the answer may have come in the ACK
             elif isinstance(event, CallMediaChanged):
                 media = event.call.media
                 log.info(
@@ -224,15 +253,22 @@ class SipServer:
                     on_hold=event.call.on_hold,
                     direction=media.direction if media else None,
                 )
+                bridge = self.bridges.get(event.call.id)
                 app = self.apps.get(event.call.id)
-                if app is not None and app.session is not None and media is not None:
+                if bridge is not None:
+                    if bridge.session is not None and media is not None:
+                        bridge.session.update(media)
+                elif app is not None and app.session is not None and media is not None:
                     app.session.update(media)
-                    if app.actor is not None:
+                    if app.actor is not None and app.bridge is None:
                         app.actor.post(HoldChanged(event.call.on_hold))
                 else:
                     self._open_media(event.call)
             elif isinstance(event, CallEnded):
-                self._end_app(event)
+                if event.call.outbound:
+                    self._bridge_ended(event)
+                else:
+                    self._end_app(event)
             elif isinstance(event, TransferOutcome):
                 log.info(
                     "transfer_outcome",
@@ -242,7 +278,14 @@ class SipServer:
                     reason=event.reason,
                 )
                 app = self.apps.get(event.call.id)
-                if app is not None and app.actor is not None:
+                if app is None or app.actor is None:
+                    continue
+                target = app.transfer_target
+                if not event.ok and event.refused and target and self.config.sip.transfer == "auto":
+                    # The caller's side will not transfer: bridge the call ourselves.
+                    log.info("transfer_bridging", call=event.call.id, refer_status=event.status)
+                    self._bridge(app, target)
+                else:
                     app.actor.post(TransferResult(event.ok, event.status, event.reason))
             elif isinstance(event, DtmfInfo):
                 self._digit(event.call, event.digit, event.duration_ms, "info")
@@ -326,6 +369,13 @@ class SipServer:
     def _digit(self, call: Call, digit: str, duration_ms: int, via: str) -> None:
         log.info("dtmf", call=call.id, digit=digit, duration_ms=duration_ms, via=via)
         app = self.apps.get(call.id)
+        bridge = app.bridge if app is not None else self.bridges.get(call.id)
+        if bridge is not None and bridge.connected:
+            # Bridged: the digit is for the other party (e.g. a desk's IVR).
+            other = bridge.session if call is bridge.app.call else bridge.app.session
+            if other is not None:
+                other.send_dtmf(digit, duration_ms or 100)
+            return
         if app is not None:
             app.digits.put_nowait(digit)
 
@@ -347,6 +397,10 @@ class SipServer:
             app.ended.set()
             if app.session is not None:
                 media = app.session.summary()  # the core already closed the session
+            if app.bridge is not None:
+                # The caller left: the bridged party goes too (BYE, or CANCEL while ringing).
+                leg = app.bridge.leg
+                self.command(functools.partial(self._hangup, leg, reason="caller hung up"))
         log.info(
             "call_ended",
             call=call.id,
@@ -355,6 +409,112 @@ class SipServer:
             by=event.by,
             **media,
         )
+
+    # -- transfers and bridges --------------------------------------------------------
+
+    def transfer(self, app: _AppCall, target: str) -> None:
+        """An agent's transfer: REFER, or a bridge where REFER will not do (`sip.transfer`)."""
+        app.transfer_target = target
+        mode = self.config.sip.transfer
+        allow = _allowed_methods(app.call)
+        if mode == "bridge" or (mode == "auto" and allow is not None and "REFER" not in allow):
+            log.info("transfer_bridging", call=app.call.id, why=f"sip.transfer={mode}, Allow")
+            self._bridge(app, target)
+            return
+        self.command(lambda now: self.ua.refer(app.call, target, now))
+
+    def _bridge(self, app: _AppCall, target: str) -> None:
+        """Dial `target` for the caller of `app`; the agent hears how it went."""
+
+        def fail(status: int, reason: str) -> None:
+            if app.actor is not None:
+                app.actor.post(TransferResult(False, status, reason))
+
+        if app.bridge is not None or app.session is None:
+            fail(491, "a transfer is already under way")
+            return
+        display = app.agent.name if app.agent is not None else None
+        try:
+            leg, events = self.ua.dial(target, app.call.user, self._now(), display=display)
+        except SipParseError as exc:
+            log.warning("bridge_bad_target", call=app.call.id, target=target, error=exc.reason)
+            fail(400, f"bad target: {exc.reason}")
+            return
+        if leg is None:
+            fail(503, "no media ports for the bridge")
+            return
+        bridge = app.bridge = self.bridges[leg.id] = _Bridge(app, leg, target)
+        assert self._loop is not None
+        bridge.ring_timer = self._loop.call_later(
+            self.config.sip.bridge_ring_timeout,
+            lambda: self.command(functools.partial(self._hangup, leg, reason="no answer")),
+        )
+        log.info("bridge_dialing", call=app.call.id, leg=leg.id, target=target)
+        self._handle(events)
+
+    def _bridge_answered(self, leg: Call) -> None:
+        """The target answered: cross-connect the media and let the agent go."""
+        bridge = self.bridges.get(leg.id)
+        if bridge is None or bridge.app.call.id not in self.apps or leg.media is None:
+            self.command(functools.partial(self._hangup, leg, reason="caller gone"))
+            return
+        if bridge.ring_timer is not None:
+            bridge.ring_timer.cancel()
+        caller = bridge.app.session
+        assert caller is not None
+        try:
+            # The caller's recording (if any) already holds both directions.
+            settings = dataclasses.replace(caller.settings, record_path=None)
+            session = self.ports.open_session(leg.offer, leg.media, settings)
+        except Exception:
+            log.exception("media_open_failed", call=leg.id)
+            self.command(functools.partial(self._hangup, leg, reason="media failure"))
+            return
+        session.on_dtmf = lambda digit, ms: self._digit(leg, digit, ms, "rfc4733")
+        session.on_timeout = lambda: self._media_timeout(leg)
+        bridge.session, bridge.connected = session, True
+        bridge_sessions(caller, session)
+        log.info(
+            "bridge_connected",
+            call=bridge.app.call.id,
+            leg=leg.id,
+            target=bridge.target,
+            caller_codec=caller.media.codec.encoding,
+            target_codec=leg.media.codec.encoding,
+        )
+        if bridge.app.actor is not None:
+            bridge.app.actor.post(TransferResult(True, 200, "bridged", bridged=True))
+
+    def _bridge_ended(self, event: CallEnded) -> None:
+        """The leg we dialed is over: before the answer the transfer failed, after
+        it the bridge is over and the caller is hung up too."""
+        leg = event.call
+        bridge = self.bridges.pop(leg.id, None)
+        if bridge is None:
+            return
+        if bridge.ring_timer is not None:
+            bridge.ring_timer.cancel()
+        app = bridge.app
+        app.bridge = None
+        media = bridge.session.summary() if bridge.session is not None else {}
+        log.info(
+            "bridge_ended",
+            call=app.call.id,
+            leg=leg.id,
+            connected=bridge.connected,
+            reason=event.reason,
+            by=event.by,
+            status=leg.final_status,
+            **media,
+        )
+        if bridge.connected:
+            if app.session is not None:
+                unbridge(app.session)
+            if app.call.id in self.apps:
+                self.command(functools.partial(self._hangup, app.call, reason="bridge ended"))
+        elif app.actor is not None:
+            # DESIGN's transfer_failure: the agent tells the caller and goes on.
+            app.actor.post(TransferResult(False, leg.final_status or 480, event.reason))
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -390,6 +550,16 @@ class SipServer:
         await self.transports.close()
         if self.runtime is not None:
             await self.runtime.aclose()
+
+
+def _allowed_methods(call: Call) -> set[str] | None:
+    """The methods the caller's INVITE says it accepts, or None when it does not say."""
+    if "Allow" not in call.invite.headers:
+        return None
+    try:
+        return {token.upper() for token in call.invite.tokens("Allow")}
+    except SipParseError:
+        return None
 
 
 #: Garbage-collector thresholds. Finished transactions keep ~25 objects per call

@@ -23,6 +23,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -1409,10 +1410,37 @@ def agent_speech(folder: Path, *texts: str, voice: str = "en-us") -> list[np.nda
         return [data[f"a{i}"] for i in range(len(texts))]
 
 
-def read_wav_mono(path: Path) -> tuple[np.ndarray, int]:
-    """The first channel of a 16-bit WAV and its rate."""
+def write_rtp_pcap(path: Path, pcm: np.ndarray, *, ssrc: int = 0x5EED) -> Path:
+    """8 kHz PCM as a pcap of PCMU RTP packets, 20 ms apart, for sipp's
+    ``play_pcap_audio`` (classic pcap, Ethernet + IPv4 + UDP; sipp rewrites the
+    addresses and ports). Returns `path`."""
+    from mediaserver.codecs.g711 import ulaw_encode
+
+    samples = np.asarray(pcm, dtype=np.int16)
+    samples = np.concatenate([samples, np.zeros(-len(samples) % 160, dtype=np.int16)])
+    codes = ulaw_encode(samples.reshape(-1, 160))
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]  # DLT_EN10MB
+    for i, payload in enumerate(codes):
+        rtp = struct.pack("!BBHII", 0x80, 0, i & 0xFFFF, i * 160, ssrc) + payload.tobytes()
+        udp = struct.pack("!HHHH", 40000, 40000, 8 + len(rtp), 0) + rtp
+        ip = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xFFFF, 0, 64, 17, 0,
+            bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]),
+        )  # fmt: skip
+        frame = bytes(12) + b"\x08\x00" + ip + udp
+        micros = i * 20_000
+        out.append(
+            struct.pack("<IIII", micros // 1_000_000, micros % 1_000_000, len(frame), len(frame))
+        )
+        out.append(frame)
+    path.write_bytes(b"".join(out))
+    return path
+
+
+def read_wav_mono(path: Path, channel: int = 0) -> tuple[np.ndarray, int]:
+    """One channel (the first by default) of a 16-bit WAV, and its rate."""
     with wave.open(str(path), "rb") as wav:
         data = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
         if wav.getnchannels() > 1:
-            data = data.reshape(-1, wav.getnchannels())[:, 0]
+            data = data.reshape(-1, wav.getnchannels())[:, channel]
         return data, wav.getframerate()

@@ -46,7 +46,8 @@ class CallControl(Protocol):
         """End the call from our side."""
 
     def transfer(self, target: str) -> None:
-        """Ask the caller's side to call `target` instead (REFER); the outcome is
+        """Put the caller through to `target`: REFER, or a B2BUA bridge when the
+        caller's side will not take one (config `sip.transfer`); the outcome is
         posted to the call's actor as a `TransferResult`."""
 
 

@@ -204,8 +204,10 @@ class CallActor:
                     self.log.exception("actor_event_failed", event=type(event).__name__)
                     self._note("error", kind="internal", stage="actor", error=repr(exc))
         finally:
-            media.on_audio = None
-            media.on_sent = None
+            # Only our own hooks: a bridge may have taken the session over already.
+            if media.on_audio == self._media_audio:
+                media.on_audio = None
+                media.on_sent = None
             for task in watchers:
                 task.cancel()
             self._shutdown()
@@ -1030,6 +1032,13 @@ class CallActor:
         self._disarm("transfer")
         dest, self._transfer_dest = self._transfer_dest, None
         if dest is None:
+            return
+        if event.ok and event.bridged:
+            # The caller talks to the target through the server now; the media
+            # session is the bridge's, and the call ends when either side hangs up.
+            self._note("bridged", dest=dest)
+            self.end_reason = "bridged"
+            self._go(CallState.ENDED, "bridged")
             return
         if event.ok:
             self._note("transferred", dest=dest, status=event.status)

@@ -58,11 +58,15 @@ class SpeechOnset:
 
 @dataclass(frozen=True)
 class TransferResult:
-    """How the transfer we asked for (REFER) ended."""
+    """How the transfer we asked for ended: REFER, or a B2BUA bridge when the
+    caller's side refused the REFER."""
 
     ok: bool
     status: int
     reason: str
+    #: The caller now talks to the target through us (B2BUA): the agent is done,
+    #: but the call goes on, so the actor must not hang up.
+    bridged: bool = False
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,13 +19,14 @@ AGENT_PIPELINE = {"stt": {"pool_size": 1}, "turn": {"end_of_speech_timeout": 0.5
 def agent_program(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start an agent program (.py or .yaml) on free ports; stopped at teardown.
 
-    `start(program, **env)` sets PORT to the SIP port, passes the other
-    variables through, and waits until the server answers OPTIONS.
+    `start(program, config=None, **env)` deep-merges `config` into the server
+    config, sets PORT to the SIP port, passes the other variables through, and
+    waits until the server answers OPTIONS.
     """
     started: list[ServerProcess] = []
 
-    def start(program: Path, **env: str) -> ServerProcess:
-        config = server_config(pipeline=AGENT_PIPELINE)
+    def start(program: Path, config: dict[str, Any] | None = None, **env: str) -> ServerProcess:
+        config = server_config(pipeline=AGENT_PIPELINE, **(config or {}))
         proc = ServerProcess(
             config,
             tmp_path / f"agent{len(started)}",

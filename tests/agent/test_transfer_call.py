@@ -1,7 +1,8 @@
-"""Actions on a live SIP call (tests/agent/transfer_agent.py answered by baresip).
+"""Actions on a live SIP call (tests/agent/transfer_agent.py answered by baresip or sipp).
 
 Transfer: the tool returns connect(URI), the server sends REFER, baresip calls the
 weather desk (a second mediaserver), and the NOTIFY with 200 ends the agent's leg.
+When the caller (sipp) refuses the REFER, the server bridges it to the desk itself.
 Hangup: the tool returns hangup(), the reply is said, then the server sends BYE.
 """
 
@@ -9,7 +10,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.peers import REPO_ROOT, caller_wav
+import numpy as np
+import pytest
+
+from tests.peers import (
+    REPO_ROOT,
+    best_alignment,
+    caller_wav,
+    read_wav_mono,
+    speech_wav,
+    write_rtp_pcap,
+)
 
 AGENT = REPO_ROOT / "tests" / "agent" / "transfer_agent.py"
 QUESTION = "what is the weather in paris"
@@ -44,3 +55,54 @@ def test_hangup_action_ends_the_call_with_bye(  # type: ignore[no-untyped-def]
     assert "by=local" in line, line  # our BYE, not the caller's
     assert "text='It is sunny. Goodbye.'" in front.log_text()
     assert "CALL_CLOSED" in result.event_types()
+
+
+def _refusing_caller(tmp_path: Path, for_desk: np.ndarray | None) -> Path:
+    """caller.pcap for uac_refuse_refer.xml: the weather question, then (once the
+    call is bridged) `for_desk`, if given."""
+    question, _ = read_wav_mono(speech_wav(QUESTION, tmp_path / "speech"))
+    silence = np.zeros(8000 * 6, dtype=np.int16)
+    parts = [silence[: 8000 * 4], question, silence]
+    if for_desk is not None:
+        parts += [for_desk, silence]
+    return write_rtp_pcap(tmp_path / "caller.pcap", np.concatenate(parts))
+
+
+@pytest.mark.parametrize("desk_user", ["desk", "nobody"], ids=["bridged", "target-404"])
+def test_refused_refer_is_bridged_as_a_b2bua(  # type: ignore[no-untyped-def]
+    start_server, agent_program, sipp, sipp_scenario, tmp_path: Path, desk_user: str
+) -> None:
+    """sipp asks for the weather desk and answers the agent's REFER 603 Decline: the
+    server dials the desk (an `echo` app on another server) and bridges the media.
+    What the caller says once bridged comes back from the desk, so the front's
+    recording (right channel: what the caller heard) holds it: both directions.
+    A desk that does not exist (404) is a transfer failure: the agent says so."""
+    desk = start_server(routes={"desk": {"app": "echo", "duration": 0}})
+    front = agent_program(
+        AGENT,
+        config={"media": {"record_calls": True, "recordings_dir": str(tmp_path / "rec")}},
+        WEATHER_DESK_URI=desk.uri(desk_user),
+    )
+    for_desk, _ = read_wav_mono(speech_wav("hello desk, this is the caller", tmp_path / "speech"))
+    # Nothing for a desk that is not there: the agent would take it for a new question.
+    _refusing_caller(tmp_path, for_desk if desk_user == "desk" else None)
+    scenario = str(sipp_scenario("uac_refuse_refer"))
+    result = sipp(["-sf", scenario, "-s", "desk", front.target], timeout=60)
+    assert result.ok, result.describe()
+    ended = front.wait_log("bridge_ended", timeout=10)
+    log = front.log_text()
+    assert "transfer_bridging" in log and "refer_status=603" in log, front.log_tail()
+    if desk_user == "nobody":
+        line = next(x for x in ended.splitlines() if "bridge_ended" in x)
+        assert "connected=False" in line and "status=404" in line, line
+        front.wait_log("Sorry, I could not transfer your call.", timeout=10)
+        return
+    assert "bridge_connected" in log, front.log_tail()
+    desk.wait_log("call_ended", timeout=10)
+    assert "user=desk" in desk.log_text()
+    # Caller -> front -> desk (echo) -> front -> caller.
+    (recording,) = (tmp_path / "rec").glob("*.wav")
+    heard, _ = read_wav_mono(recording, channel=1)  # what the caller heard
+    lag, corr = best_alignment(for_desk, heard)
+    assert corr >= 0.95, (lag / 8000, corr)
+    assert lag / 8000 > 10.0  # after the bridge, not the agent's own words
