@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mediaserver.call.faults import FaultSettings
 from mediaserver.pipeline.settings import PipelineSettings
 from mediaserver.sip.sdp import CODECS
 
@@ -113,9 +114,7 @@ class ToolConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     description: str = ""
     #: JSON schema of the arguments (an object schema as in OpenAI's API).
-    parameters: dict[str, Any] = Field(
-        default_factory=lambda: {"type": "object", "properties": {}}
-    )
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
     #: "package.module:function", called as function(**arguments).
     function: str | None = Field(None, pattern=r"^[\w.]+:[\w.]+$")
     #: A reply template instead of a function, e.g. "Order {order_id} has shipped."
@@ -199,6 +198,32 @@ class Logging(_Strict):
     format: Literal["console", "json"] = "console"
 
 
+class Records(_Strict):
+    """Call records (per call: an append-only timeline, written as it happens)."""
+
+    #: SQLite file (WAL); relative paths are relative to the config file's folder.
+    #: null keeps the recent records in memory only.
+    path: Path | None = Path("records/calls.db")
+
+    @model_validator(mode="after")
+    def _paths(self) -> Records:
+        if self.path is not None:
+            self.path = _resolve(self.path)
+        return self
+
+
+class Admin(_Strict):
+    """The admin HTTP: /health, /ready, /metrics, /calls, /calls/{id} and the calls page."""
+
+    enabled: bool = True
+    #: Loopback by default: the admin API shows what callers said.
+    host: str = "127.0.0.1"
+    #: 0 picks a free port (logged at start-up as `admin_listening`).
+    port: int = Field(8080, ge=0, le=65535)
+    #: When set, every route but /health needs `Authorization: Bearer TOKEN`.
+    token: str | None = None
+
+
 class Config(_Strict):
     """The whole server configuration."""
 
@@ -209,6 +234,10 @@ class Config(_Strict):
     logging: Logging = Field(default_factory=Logging)
     #: The voice-AI pipeline (VAD, turn-taking, barge-in, STT, LLM, TTS) of agent routes.
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    records: Records = Field(default_factory=Records)
+    admin: Admin = Field(default_factory=Admin)
+    #: Fault injection for tests and demos (off unless `faults.enabled`).
+    faults: FaultSettings = Field(default_factory=FaultSettings)
 
     @model_validator(mode="after")
     def _agent_pipelines(self) -> Config:

@@ -23,14 +23,19 @@ import structlog
 
 from mediaserver.apps import APPS
 from mediaserver.apps.agent import agent_from_config
-from mediaserver.call.events import HoldChanged, TransferResult
+from mediaserver.call.errors import RECOVERY, ErrorKind
+from mediaserver.call.events import HoldChanged, StageError, TransferResult
+from mediaserver.call.faults import Faults
 from mediaserver.call.runtime import PipelineRuntime
 from mediaserver.call.spec import AgentSpec
+from mediaserver.call.store import CallRecord, CallStore
 from mediaserver.config import Config, ConfigError
 from mediaserver.media.clock import MediaClock
 from mediaserver.media.ports import PortPool
 from mediaserver.media.relay import bridge_sessions, unbridge
 from mediaserver.media.session import MediaSettings, RtpSession
+from mediaserver.observability.admin import AdminServer
+from mediaserver.observability.metrics import Metrics
 from mediaserver.sip.errors import SipParseError
 from mediaserver.sip.session_timer import SessionTimerPolicy
 from mediaserver.sip.transaction import Send, Target, Timers
@@ -72,6 +77,8 @@ class _AppCall:
     bridge: _Bridge | None = None
     #: Where the agent's last transfer goes (to bridge it if the REFER is refused).
     transfer_target: str | None = None
+    #: The call's record (timeline in SQLite).
+    record: CallRecord | None = None
 
     @property
     def call_id(self) -> str:
@@ -92,6 +99,9 @@ class _AppCall:
 
     def transfer(self, target: str) -> None:
         self.server.transfer(self, target)
+
+    def agent_for(self, route: str) -> AgentSpec | None:
+        return self.server.agents.get(route)
 
 
 @dataclass
@@ -133,6 +143,11 @@ class SipServer:
         self.agents: dict[str, AgentSpec] = {}
         #: Bridged transfers by the id of the leg we dialed.
         self.bridges: dict[str, _Bridge] = {}
+        self.faults = Faults(config.faults)
+        self.store = CallStore(config.records.path)
+        self.metrics = Metrics()
+        self.store.listeners.append(self._observe)
+        self.admin: AdminServer | None = None
 
     def load_agents(self) -> None:
         """Build the agents of `agent` routes and load the pipeline's models (once).
@@ -147,7 +162,7 @@ class SipServer:
             elif route.app == "agent" and route.agent is not None:
                 self.agents[user] = agent_from_config(user, route.agent, self.config.pipeline)
         if self.agents and self.runtime is None:
-            self.runtime = PipelineRuntime(self.config.pipeline)
+            self.runtime = PipelineRuntime(self.config.pipeline, faults=self.faults)
         for user, agent in self.agents.items():
             assert self.runtime is not None
             try:
@@ -194,6 +209,47 @@ class SipServer:
         )
         for transport, (host, port) in self.bound.items():
             log.info("listening", transport=transport, host=host, port=port)
+        admin = self.config.admin
+        if admin.enabled:
+            self.admin = AdminServer(self, admin.host, admin.port, admin.token)
+            try:
+                host, port = await self.admin.start()
+            except OSError as exc:
+                where = f"{admin.host}:{admin.port}"
+                raise ConfigError(f"admin.port: cannot listen on {where}: {exc.strerror}") from None
+            log.info("admin_listening", host=host, port=port, token=admin.token is not None)
+
+    # -- what the admin HTTP serves (AdminSource) ---------------------------------------
+
+    def ready(self) -> bool:
+        """Taking calls (not draining)."""
+        return hasattr(self, "ua") and not self.ua.draining
+
+    def live_calls(self) -> list[dict[str, Any]]:
+        """Summaries of the calls in progress."""
+        return [record.summary_dict() for record in self.store.live.values()]
+
+    def recent_calls(self, limit: int) -> list[dict[str, Any]]:
+        """Summaries of finished calls, newest first."""
+        return self.store.recent(limit)
+
+    def call_detail(self, call_id: str) -> dict[str, Any] | None:
+        """One call's record."""
+        return self.store.detail(call_id)
+
+    def metrics_text(self) -> bytes:
+        """Prometheus exposition of this process."""
+        self.metrics.set_active_calls(len(self.store.live))
+        return self.metrics.render()
+
+    def _observe(self, record: CallRecord, kind: str, data: dict[str, Any]) -> None:
+        """Feed the metrics from what calls record (turns, barge-ins, errors)."""
+        if kind == "turn" and data.get("latency_ms"):
+            self.metrics.turn(data["latency_ms"])
+        elif kind == "barge_in":
+            self.metrics.barge_in(data.get("stop_ms") or 0.0, bool(data.get("false")))
+        elif kind == "error":
+            self.metrics.error(str(data.get("kind")), str(data.get("stage")))
 
     # -- the core's inputs ------------------------------------------------------
 
@@ -236,11 +292,15 @@ class SipServer:
     def _handle(self, events: list[Event]) -> None:
         for event in events:
             if isinstance(event, Send):
+                method = getattr(event.message, "method", None)
+                if method is not None and self.faults.check("sip", method) is not None:
+                    continue  # injected: this request is lost on the way
                 self.transports.send(event.message.encode(), event.target)
             elif isinstance(event, CallIncoming):
                 self._start_app(event.call)
             elif isinstance(event, CallConfirmed):
                 log.info("call_confirmed", call=event.call.id, call_id=event.call.invite.call_id)
+                self._record(event.call, "sip", event="confirmed")
                 if event.call.outbound:
                     self._bridge_answered(event.call)
                 else:
@@ -255,6 +315,7 @@ class SipServer:
                 )
                 bridge = self.bridges.get(event.call.id)
                 app = self.apps.get(event.call.id)
+                self._record(event.call, "sip", event="media_changed", on_hold=event.call.on_hold)
                 if bridge is not None:
                     if bridge.session is not None and media is not None:
                         bridge.session.update(media)
@@ -278,6 +339,10 @@ class SipServer:
                     reason=event.reason,
                 )
                 app = self.apps.get(event.call.id)
+                self._record(
+                    event.call, "sip", event="transfer", ok=event.ok, status=event.status,
+                    reason=event.reason, refused=event.refused,
+                )  # fmt: skip
                 if app is None or app.actor is None:
                     continue
                 target = app.transfer_target
@@ -328,8 +393,26 @@ class SipServer:
     def _start_app(self, call: Call) -> None:
         self.calls_total += 1
         route = self.config.routes[call.user]
-        app = _AppCall(self, call, runtime=self.runtime, agent=self.agents.get(call.user))
+        agent = self.agents.get(call.user)
+        app = _AppCall(self, call, runtime=self.runtime, agent=agent)
         self.apps[call.id] = app
+        app.record = self.store.start_call(
+            call.id,
+            call_id=call.invite.call_id,
+            route=call.user,
+            agent=agent.name if agent is not None else route.app,
+            caller=str(call.invite.from_.uri),
+        )
+        app.record.add(
+            "sip",
+            {
+                "event": "incoming",
+                "peer": f"{call.source.host}:{call.source.port}",
+                "transport": call.source.transport,
+                "codec": call.media.codec.encoding if call.media is not None else None,
+            },
+        )
+        self.metrics.call_started()
         log.info(
             "call_incoming",
             call=call.id,
@@ -363,11 +446,43 @@ class SipServer:
             return
         session.on_dtmf = lambda digit, ms: self._digit(call, digit, ms, "rfc4733")
         session.on_timeout = lambda: self._media_timeout(call)
+        session.on_media_error = lambda error: self._media_error(call, error)
+        self._inject_media_faults(session)
         app.session = session
         app.media_ready.set()
 
+    def _inject_media_faults(self, session: RtpSession) -> None:
+        """Configured media faults: undecodable packets, or inbound RTP cut off."""
+        rule = self.faults.check("media")
+        if rule is not None:
+            session.fail_decodes(rule.count)
+        if self.faults.check("rtp") is not None:
+            session.drop_inbound()
+
+    def _record(self, call: Call, what: str, /, **data: Any) -> None:
+        """Append to the call's record (of the caller's call, for a bridge leg)."""
+        app = self.apps.get(call.id)
+        if app is None and (bridge := self.bridges.get(call.id)) is not None:
+            app, data = bridge.app, {"leg": call.id, **data}
+        if app is not None and app.record is not None:
+            app.record.add(what, data)
+
+    def _error(self, call: Call, kind: ErrorKind, stage: str, error: str, recovery: str) -> None:
+        """An error the server classified (media, network): to the actor (which
+        records it) when one runs the call, else straight to the record."""
+        app = self.apps.get(call.id)
+        if app is not None and app.actor is not None and app.bridge is None:
+            app.actor.post(StageError(kind, stage, error, recovery=recovery, final=False))
+            return
+        self._record(call, "error", kind=kind.value, stage=stage, error=error, recovery=recovery)
+
+    def _media_error(self, call: Call, error: str) -> None:
+        log.warning("media_error", call=call.id, error=error)
+        self._error(call, ErrorKind.MEDIA_FAILURE, "media", error, "concealed, call goes on")
+
     def _digit(self, call: Call, digit: str, duration_ms: int, via: str) -> None:
         log.info("dtmf", call=call.id, digit=digit, duration_ms=duration_ms, via=via)
+        self._record(call, "dtmf", digit=digit, duration_ms=duration_ms, via=via)
         app = self.apps.get(call.id)
         bridge = app.bridge if app is not None else self.bridges.get(call.id)
         if bridge is not None and bridge.connected:
@@ -382,6 +497,13 @@ class SipServer:
     def _media_timeout(self, call: Call) -> None:
         timeout = self.config.media.inactivity_timeout
         log.warning("rtp_timeout", call=call.id, seconds=timeout)
+        self._error(
+            call,
+            ErrorKind.NETWORK_PARTITION,
+            "rtp",
+            f"no RTP for {timeout:g} s",
+            RECOVERY[ErrorKind.NETWORK_PARTITION],
+        )
         self.command(functools.partial(self._hangup, call, reason="rtp timeout"))
 
     def _app_done(self, call: Call, task: asyncio.Task[None]) -> None:
@@ -391,12 +513,22 @@ class SipServer:
 
     def _end_app(self, event: CallEnded) -> None:
         call = event.call
+        if event.by == "timeout":
+            # A SIP transaction (BYE, refresh) or the ACK timed out: the peer is gone.
+            self._error(
+                call,
+                ErrorKind.NETWORK_PARTITION,
+                "sip",
+                event.reason,
+                RECOVERY[ErrorKind.NETWORK_PARTITION],
+            )
         app = self.apps.pop(call.id, None)
-        media: dict[str, object] = {}
+        media: dict[str, Any] = {}
         if app is not None:
             app.ended.set()
             if app.session is not None:
                 media = app.session.summary()  # the core already closed the session
+            self._finish_record(app, event, media)
             if app.bridge is not None:
                 # The caller left: the bridged party goes too (BYE, or CANCEL while ringing).
                 leg = app.bridge.leg
@@ -410,11 +542,37 @@ class SipServer:
             **media,
         )
 
+    def _finish_record(self, app: _AppCall, event: CallEnded, media: dict[str, Any]) -> None:
+        """Close the call's record with the state the call ended in."""
+        record = app.record
+        if record is None:
+            return
+        actor = app.actor
+        final: dict[str, Any] = {"sip_reason": event.reason, "media": media}
+        if actor is not None:
+            final.update(
+                agent_end_reason=actor.end_reason,
+                state=actor.life.state.value,
+                global_data=actor.global_data,
+                metadata=actor.metadata,
+                digits="".join(actor.digits),
+                turns=len(actor.turns),
+            )
+        record.add("sip", {"event": "ended", "reason": event.reason, "by": event.by})
+        record.finish(event.reason, event.by, final)
+        started = record.summary.get("started_at") or 0.0
+        ended = record.summary.get("ended_at") or started
+        self.metrics.call_ended(event.by, event.reason, ended - started, media)
+
     # -- transfers and bridges --------------------------------------------------------
 
     def transfer(self, app: _AppCall, target: str) -> None:
         """An agent's transfer: REFER, or a bridge where REFER will not do (`sip.transfer`)."""
         app.transfer_target = target
+        rule = self.faults.check("transfer", target)
+        if rule is not None and app.actor is not None:
+            app.actor.post(TransferResult(False, rule.status or 503, "injected fault"))
+            return
         mode = self.config.sip.transfer
         allow = _allowed_methods(app.call)
         if mode == "bridge" or (mode == "auto" and allow is not None and "REFER" not in allow):
@@ -450,6 +608,7 @@ class SipServer:
             lambda: self.command(functools.partial(self._hangup, leg, reason="no answer")),
         )
         log.info("bridge_dialing", call=app.call.id, leg=leg.id, target=target)
+        self._record(app.call, "sip", event="bridge_dialing", target=target, leg=leg.id)
         self._handle(events)
 
     def _bridge_answered(self, leg: Call) -> None:
@@ -482,6 +641,7 @@ class SipServer:
             caller_codec=caller.media.codec.encoding,
             target_codec=leg.media.codec.encoding,
         )
+        self._record(bridge.app.call, "sip", event="bridge_connected", leg=leg.id)
         if bridge.app.actor is not None:
             bridge.app.actor.post(TransferResult(True, 200, "bridged", bridged=True))
 
@@ -507,6 +667,10 @@ class SipServer:
             status=leg.final_status,
             **media,
         )
+        self._record(
+            app.call, "sip", event="bridge_ended", leg=leg.id, connected=bridge.connected,
+            reason=event.reason, by=event.by, status=leg.final_status,
+        )  # fmt: skip
         if bridge.connected:
             if app.session is not None:
                 unbridge(app.session)
@@ -548,8 +712,11 @@ class SipServer:
         if self._wakeup is not None:
             self._wakeup.cancel()
         await self.transports.close()
+        if self.admin is not None:
+            await self.admin.close()
         if self.runtime is not None:
             await self.runtime.aclose()
+        self.store.close()
 
 
 def _allowed_methods(call: Call) -> set[str] | None:

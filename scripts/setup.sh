@@ -28,6 +28,7 @@ declare -A PKG_FOR=(
     [kamailio]=kamailio
     [make]=make
     [openssl]=openssl
+    [chromium]=chromium
 )
 
 missing=()

@@ -238,6 +238,8 @@ def server_config(**overrides: Any) -> dict[str, Any]:
                 ]
             },
             "media": {"port_min": rtp_min, "port_max": rtp_max},
+            # Any free port: servers of one test (or of parallel runs) must not collide.
+            "admin": {"port": 0},
             "shutdown": {"drain_timeout": 5},
             "logging": {"level": "debug"},
         },

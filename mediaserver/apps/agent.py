@@ -26,9 +26,16 @@ async def run_agent(call: CallControl, route: Route) -> None:
     media = await answer_and_wait_media(call, route)
     if media is None:
         return
-    actor = CallActor(call, media, agent, runtime)
-    call.actor = actor
-    await actor.run()
+    while True:
+        actor = CallActor(call, media, agent, runtime)
+        call.actor = actor
+        await actor.run()
+        # The auth-failure flow may hand the call to another route's agent.
+        handoff = actor.handoff
+        next_agent = call.agent_for(handoff) if handoff else None
+        if next_agent is None or call.ended.is_set():
+            return
+        agent = next_agent
 
 
 def agent_from_config(user: str, cfg: AgentConfig, pipeline: PipelineSettings) -> AgentSpec:

@@ -11,6 +11,7 @@ from mediaserver.media.session import RtpSession
 if TYPE_CHECKING:
     from mediaserver.call.runtime import PipelineRuntime
     from mediaserver.call.spec import AgentSpec
+    from mediaserver.call.store import CallRecord
 
 
 class CallControl(Protocol):
@@ -27,6 +28,8 @@ class CallControl(Protocol):
     agent: AgentSpec | None
     #: The call actor once the agent app started one (for the call record).
     actor: Any
+    #: The call's record (timeline), when the server keeps records.
+    record: CallRecord | None
 
     @property
     def call_id(self) -> str:
@@ -44,6 +47,9 @@ class CallControl(Protocol):
 
     def hangup(self) -> None:
         """End the call from our side."""
+
+    def agent_for(self, route: str) -> AgentSpec | None:
+        """The agent answering route `route` on this server (for a hand-over)."""
 
     def transfer(self, target: str) -> None:
         """Put the caller through to `target`: REFER, or a B2BUA bridge when the

@@ -31,6 +31,8 @@ import numpy as np
 import structlog
 
 from mediaserver.call import events as ev
+from mediaserver.call.errors import RECOVERY, ErrorKind, llm_error_kind
+from mediaserver.call.faults import InjectedFault
 from mediaserver.call.lifecycle import CallState, Lifecycle
 from mediaserver.call.records import AgentReply, BargeIn, Turn, TurnMetrics
 from mediaserver.call.runtime import PipelineRuntime
@@ -50,6 +52,7 @@ from mediaserver.pipeline.llm.base import (
     ToolCall,
     ToolCalls,
 )
+from mediaserver.pipeline.settings import LlmSettings, RecoverySettings
 from mediaserver.pipeline.stt.base import STT_RATE, SttError, SttStream
 from mediaserver.pipeline.tts.base import TtsBackend, TtsChunk, TtsError
 from mediaserver.pipeline.vad.detector import SpeechDetector, SpeechStarted, SpeechStopped
@@ -57,6 +60,7 @@ from mediaserver.pipeline.vad.onset import OnsetDetector
 
 if TYPE_CHECKING:
     from mediaserver.apps.base import CallControl
+    from mediaserver.call.store import CallRecord
 
 log = structlog.get_logger("mediaserver.call.actor")
 
@@ -64,16 +68,14 @@ log = structlog.get_logger("mediaserver.call.actor")
 PREROLL = 0.3
 #: Speech shorter than this that STT cannot read is ignored (a cough, a click).
 MIN_UNDERSTOOD_SPEECH = 0.3
-#: A failed tool's result, as the model sees it (and the scripted engine says it).
-TOOL_FAILED = "Sorry, I could not do that just now."
-#: Said when a transfer fails (DESIGN's transfer_failure recovery).
-TRANSFER_FAILED = "Sorry, I could not transfer your call."
+#: The default phrases of the recoveries (`pipeline.recovery` configures them).
+TOOL_FAILED = RecoverySettings().tool_error_phrase
+TRANSFER_FAILED = RecoverySettings().transfer_failed_phrase
 #: Said when a tool's hold ends.
 HOLD_ENDED = "Thank you for holding."
 #: Seconds to wait for the outcome of a REFER.
 TRANSFER_TIMEOUT = 30.0
-#: Said when the model fails and there is nothing better to say.
-TROUBLE_PHRASE = "Sorry, I am having trouble answering right now."
+TROUBLE_PHRASE = RecoverySettings().trouble_phrase
 
 
 class CallActor:
@@ -95,6 +97,12 @@ class CallActor:
         # A copy: tool actions may change it for this call only.
         self.settings = agent.settings.model_copy(deep=True)
         self.llm = llm or runtime.llm_for(agent)
+        self.recovery = self.settings.recovery
+        self.faults = runtime.faults
+        #: The call record (SQLite timeline) when the server keeps one.
+        self.record: CallRecord | None = getattr(call, "record", None)
+        #: Set when the auth-failure flow hands the call to another agent (route user).
+        self.handoff: str | None = None
         self.log = log.bind(call_id=call.call_id, agent=agent.name)
         self.inbox: asyncio.Queue[ev.Event] = asyncio.Queue()
         self.life = Lifecycle()
@@ -128,6 +136,10 @@ class CallActor:
         self._reply_ids = 0
         self._interrupted: tuple[AgentReply, BargeIn] | None = None
         self._pending_user: str = ""
+        #: The LLM backend (0: primary, then the fallbacks) that answered last.
+        self._llm_from = 0
+        #: What the caller said in each turn, until the turn's record is written.
+        self._caller_text: dict[int, str] = {}
         self._timers: dict[str, int] = {}
         self._handles: dict[str, asyncio.TimerHandle] = {}
         self._media_offset: float | None = None  # wall - media time
@@ -143,6 +155,8 @@ class CallActor:
 
     def _note(self, what: str, **fields: Any) -> None:
         self.timeline.append({"t": time.time(), "event": what, **fields})
+        if self.record is not None:
+            self.record.add(what, fields)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = self._loop.create_task(coro)
@@ -156,7 +170,7 @@ class CallActor:
             # A bug in child work: make it visible instead of a silent stall.
             exc = task.exception()
             self.log.error("child_task_failed", task=task.get_name(), error=repr(exc))
-            self._note("error", kind="internal", stage="child", error=repr(exc))
+            self._note("error", kind="internal", stage="child", error=repr(exc), recovery="logged")
 
     def _arm(self, name: str, delay: float) -> None:
         gen = self._timers.get(name, 0) + 1
@@ -202,7 +216,9 @@ class CallActor:
                 except Exception as exc:
                     # One bad event must not take the call down; record it and go on.
                     self.log.exception("actor_event_failed", event=type(event).__name__)
-                    self._note("error", kind="internal", stage="actor", error=repr(exc))
+                    self._note(
+                        "error", kind="internal", stage="actor", error=repr(exc), recovery="logged"
+                    )
         finally:
             # Only our own hooks: a bridge may have taken the session over already.
             if media.on_audio == self._media_audio:
@@ -473,10 +489,19 @@ class CallActor:
                 if any(p is None for p in pieces):
                     break
             started = time.monotonic()
-            final = await loop.run_in_executor(executor, stream.finalise)
+            rule = self.faults.check("stt")
+            timeout = self.settings.stt.timeout
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.faults.delay(rule)
+                    if rule is not None and rule.mode == "fail":
+                        raise SttError("injected fault")
+                    final = await loop.run_in_executor(executor, stream.finalise)
+            except TimeoutError:
+                raise SttError(f"no transcript within {timeout:g} s") from None
             self.post(ev.SttFinal(turn, final.text, time.monotonic() - started))
         except SttError as exc:
-            self.post(ev.StageError("stt_failure", "stt", str(exc), turn=turn))
+            self.post(ev.StageError(ErrorKind.STT_FAILURE, "stt", str(exc), turn=turn))
 
     def _on_partial(self, event: ev.SttPartial) -> None:
         turn = self._turn
@@ -505,6 +530,7 @@ class CallActor:
             metrics.stt_final = time.monotonic()
             metrics.stt_finalise_s = event.finalise_s
         self._note("caller_final", turn=turn.id, text=event.text)
+        self._caller_text[turn.id] = text
         self.log.info("caller_said", turn=turn.id, text=event.text)
         if not text:
             if self._interrupted is not None:
@@ -594,7 +620,7 @@ class CallActor:
         self._reply = None
         self.barge_ins.append(record)
         self._interrupted = (reply, record)
-        self._note("barge_in", reply=reply.id, flushed_frames=flushed)
+        self._note("interrupted", reply=reply.id, flushed_frames=flushed)
         self.log.info("barge_in", reply=reply.id, flushed_frames=flushed)
         self._go(CallState.LISTENING, "barge-in")
 
@@ -619,10 +645,39 @@ class CallActor:
         record.heard = heard
         record.generated = reply.prefix + reply.text
         self._note("heard", reply=reply.id, heard=heard, generated=record.generated, cut=cut)
+        self._record_barge_in(record)
+        self._record_turn(reply, generated=record.generated, heard=heard)
         # Earlier LLM steps (text before a tool call) are already in the conversation.
         said = heard[reply.step_start :] if reply.kind == "llm" else heard
         if said.strip():
             self.messages.append(Message("assistant", said))
+
+    def _record_barge_in(self, record: BargeIn) -> None:
+        """The call record's view of one interruption, once it is known to be real or false."""
+        onset = self._wall(record.onset_media) if self._media_offset is not None else None
+        stop_ms = round((record.decided - onset) * 1000, 1) if onset is not None else None
+        self._note(
+            "barge_in",
+            reply=record.reply,
+            stop_ms=stop_ms,
+            heard=record.heard,
+            generated=record.generated,
+            false=record.false,
+        )
+
+    def _record_turn(self, reply: AgentReply, *, generated: str, heard: str) -> None:
+        """One caller turn and the reply to it: the texts and the latency split."""
+        metrics = reply.metrics
+        if metrics is None:
+            return
+        self._note(
+            "turn",
+            turn=metrics.turn,
+            caller_text=self._caller_text.pop(metrics.turn, ""),
+            assistant_generated=generated,
+            assistant_heard=heard,
+            latency_ms=metrics.summary() if metrics.first_frame_sent else {},
+        )
 
     def _resume(self, why: str) -> None:
         """A false barge-in: go on from where the agent was cut off."""
@@ -638,6 +693,8 @@ class CallActor:
         rest = reply.text[start:]
         heard_before = reply.prefix + reply.text[:start]
         self._note("false_barge_in", reply=reply.id, why=why, resume_from=start)
+        record.generated = reply.prefix + reply.text
+        self._record_barge_in(record)
         self.log.info("false_barge_in", reply=reply.id, resume_chars=len(rest.strip()))
         if rest.strip():
             record.resumed = True
@@ -660,7 +717,7 @@ class CallActor:
         reply.tts_task = self._spawn(self._run_tts(reply))
         return reply
 
-    def _say(self, text: str, *, prefix: str = "", then_hangup: bool = False) -> None:
+    def _say(self, text: str, *, prefix: str = "", then_hangup: bool = False) -> AgentReply:
         """Speak fixed text (greeting, prompts, recovery phrases, resumed replies)."""
         if self._reply is not None:
             self._cancel_reply(self._reply)
@@ -671,6 +728,7 @@ class CallActor:
         self._queue_clauses(reply, text, final=True)
         if self.life.state not in (CallState.GREETING, CallState.ENDING):
             self._go(CallState.SPEAKING, "say")
+        return reply
 
     def _start_llm_reply(self, metrics: TurnMetrics | None) -> None:
         if self._reply is not None:
@@ -693,33 +751,82 @@ class CallActor:
         reply.llm_task = self._spawn(self._run_llm(reply.id, list(self.messages), specs))
 
     async def _run_llm(self, reply: int, messages: list[Message], tools: list[Any]) -> None:
-        cfg = self.settings.llm
-        options = LlmOptions(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
-        try:
-            stream = self.llm.stream(messages, tools, options)
-            timeout = cfg.first_token_timeout
-            iterator = aiter(stream)
-            while True:
+        """Stream one LLM step: retry a failed request with backoff, then the fallback
+        backends in order (DESIGN: llm_timeout / llm_error). Once the model has said
+        something a failure is final: a retry would say it twice. A call that had to
+        fall back stays on the fallback, so later turns do not wait for the same
+        failure again."""
+        primary = self.settings.llm
+        backends = [(primary, self.llm)] + [
+            (fallback, self.runtime.llm_for(self.agent, fallback)) for fallback in primary.fallbacks
+        ]
+        for index in range(min(self._llm_from, len(backends) - 1), len(backends)):
+            cfg, backend = backends[index]
+            for attempt in range(cfg.retries + 1):
+                started = [False]
                 try:
-                    async with asyncio.timeout(timeout):
-                        item = await anext(iterator)
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    raise LlmTimeout(f"no data from the model within {timeout:g} s") from None
-                timeout = cfg.idle_timeout
-                if isinstance(item, Token):
-                    self.post(ev.LlmToken(reply, item.text))
-                elif isinstance(item, ToolCalls):
-                    self.post(ev.LlmToolCalls(reply, item.calls))
-                elif isinstance(item, Done):
-                    break
-            self.post(ev.LlmDone(reply))
-        except LlmTimeout as exc:
-            self.post(ev.StageError("llm_timeout", "llm", str(exc), reply=reply))
-        except LlmError as exc:
-            kind = "auth_failure" if exc.status in (401, 403) else "llm_error"
-            self.post(ev.StageError(kind, "llm", str(exc), reply=reply))
+                    await self._stream_llm(reply, backend, cfg, messages, tools, started)
+                    self._llm_from = index
+                    return
+                except LlmError as exc:
+                    kind = (
+                        ErrorKind.LLM_TIMEOUT
+                        if isinstance(exc, LlmTimeout)
+                        else llm_error_kind(exc.status)
+                    )
+                    error = f"{cfg.model}: {exc}"
+                    if kind is ErrorKind.AUTH_FAILURE or started[0]:
+                        self.post(ev.StageError(kind, "llm", error, reply=reply))
+                        return
+                    if attempt < cfg.retries:
+                        wait = exc.retry_after or cfg.retry_backoff * 2**attempt
+                        step = f"retry {attempt + 1} of {cfg.retries} in {wait:g} s"
+                    elif index + 1 < len(backends):
+                        wait, step = 0.0, f"fallback to {backends[index + 1][0].model}"
+                    else:
+                        self.post(ev.StageError(kind, "llm", error, reply=reply))
+                        return
+                    self.post(ev.StageError(kind, "llm", error, reply, recovery=step, final=False))
+                    await asyncio.sleep(wait)
+
+    async def _stream_llm(
+        self,
+        reply: int,
+        backend: LlmBackend,
+        cfg: LlmSettings,
+        messages: list[Message],
+        tools: list[Any],
+        started: list[bool],
+    ) -> None:
+        """One request; tokens and tool calls go to the inbox. Raises `LlmError`."""
+        options = LlmOptions(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+        rule = self.faults.check("llm", cfg.model)
+        if rule is not None and rule.mode == "fail":
+            raise LlmError("injected fault", status=rule.status or 500)
+        stream = backend.stream(messages, tools, options)
+        timeout = cfg.first_token_timeout
+        iterator = aiter(stream)
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    if rule is not None:
+                        await self.faults.delay(rule)
+                        rule = None
+                    item = await anext(iterator)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise LlmTimeout(f"no data from the model within {timeout:g} s") from None
+            timeout = cfg.idle_timeout
+            if isinstance(item, Token):
+                started[0] = True
+                self.post(ev.LlmToken(reply, item.text))
+            elif isinstance(item, ToolCalls):
+                started[0] = True
+                self.post(ev.LlmToolCalls(reply, item.calls))
+            elif isinstance(item, Done):
+                break
+        self.post(ev.LlmDone(reply))
 
     def _current(self, reply_id: int) -> AgentReply | None:
         reply = self._reply
@@ -745,6 +852,9 @@ class CallActor:
             reply.tts_queue.put_nowait(None)
 
     def _queue_clause(self, reply: AgentReply, clause: str) -> None:
+        metrics = reply.metrics
+        if metrics is not None and not metrics.llm_first_sentence and clause.strip():
+            metrics.llm_first_sentence = time.monotonic()
         offset = reply.clause_start
         reply.clause_start += len(clause)
         if clause.strip():
@@ -753,7 +863,7 @@ class CallActor:
 
     async def _run_tts(self, reply: AgentReply) -> None:
         """Synthesise the reply's clauses in order, in the executor."""
-        tts, loop = self.runtime.tts, self._loop
+        tts = self.runtime.tts
         voice = self.settings.tts.voice if tts.name == "espeak-ng" else None
         while True:
             item = await reply.tts_queue.get()
@@ -761,17 +871,44 @@ class CallActor:
                 break
             offset, clause = item
             started = time.monotonic()
-            try:
-                chunks = await loop.run_in_executor(
-                    self.runtime.executor, _synthesize, tts, clause, voice
-                )
-            except TtsError as exc:
-                self.post(ev.StageError("tts_failure", "tts", str(exc), reply=reply.id))
-                chunks = ()
+            chunks = await self._synthesize(reply.id, clause, voice)
             self.post(
                 ev.TtsAudio(reply.id, offset, chunks, tts.sample_rate, time.monotonic() - started)
             )
         self.post(ev.TtsDone(reply.id))
+
+    async def _synthesize(self, reply: int, clause: str, voice: str | None) -> tuple[TtsChunk, ...]:
+        """One clause, in the executor; on failure once more with the fallback voice
+        (DESIGN: tts_failure), else the clause is skipped (nothing is heard of it)."""
+        tts, cfg = self.runtime.tts, self.settings.tts
+        voices = [voice]
+        if cfg.fallback_voice and cfg.fallback_voice != voice:
+            voices.append(cfg.fallback_voice)
+        for i, name in enumerate(voices):
+            rule = self.faults.check("tts", name or tts.name)
+            try:
+                async with asyncio.timeout(cfg.timeout):
+                    await self.faults.delay(rule)
+                    if rule is not None and rule.mode == "fail":
+                        raise TtsError("injected fault")
+                    return await self._loop.run_in_executor(
+                        self.runtime.executor, _synthesize, tts, clause, name
+                    )
+            except (TtsError, TimeoutError) as exc:
+                error = str(exc) or f"no audio within {cfg.timeout:g} s"
+                last = i + 1 == len(voices)
+                step = "clause skipped" if last else f"fallback voice {voices[i + 1]}"
+                self.post(
+                    ev.StageError(
+                        ErrorKind.TTS_FAILURE,
+                        "tts",
+                        f"{name}: {error}",
+                        reply,
+                        recovery=step,
+                        final=False,
+                    )
+                )
+        return ()
 
     def _on_tts_audio(self, event: ev.TtsAudio) -> None:
         reply = self._current(event.reply)
@@ -841,6 +978,7 @@ class CallActor:
             self.messages.append(Message("assistant", said))
         self._note("agent_said", reply=reply.id, text=text)
         self.log.info("agent_said", reply=reply.id, text=text)
+        self._record_turn(reply, generated=text, heard=text)
         if reply.then_hangup or self.life.state == CallState.ENDING:
             self._hangup("agent")
             return
@@ -899,37 +1037,70 @@ class CallActor:
             )
             return
         timeout = tool.timeout or self.settings.tool_timeout
-        try:
-            raw = {
-                "function": call.name,
-                "argument": {"parsed": [call.arguments]},
-                "call_id": self.call.call_id,
-                "global_data": dict(self.global_data),
-                "meta_data": dict(self.metadata),
-            }
-            async with asyncio.timeout(timeout):
-                if tool.is_async:
-                    value = await tool.handler(call.arguments, raw)
-                else:
-                    value = await asyncio.to_thread(tool.handler, call.arguments, raw)
-            content, actions = tool_output(value)
-            self.post(
-                ev.ToolResult(reply, call, content, time.monotonic() - started, actions=actions)
-            )
-        except TimeoutError:
-            self.post(
-                ev.ToolResult(reply, call, "The tool timed out.", timeout, error="tool_timeout")
-            )
-        except Exception as exc:
-            self.post(
-                ev.ToolResult(
-                    reply,
-                    call,
-                    TOOL_FAILED,
-                    time.monotonic() - started,
-                    error=f"tool_error: {exc!r}",
+        on_timeout = tool.on_timeout or self.recovery.tool_timeout_action
+        attempts = 2 if on_timeout == "retry" else 1
+        raw = {
+            "function": call.name,
+            "argument": {"parsed": [call.arguments]},
+            "call_id": self.call.call_id,
+            "global_data": dict(self.global_data),
+            "meta_data": dict(self.metadata),
+        }
+        for attempt in range(attempts):
+            rule = self.faults.check("tool", call.name)
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.faults.delay(rule)
+                    if rule is not None and rule.mode == "fail":
+                        raise InjectedFault(f"injected fault in {call.name}")
+                    if tool.is_async:
+                        value = await tool.handler(call.arguments, raw)
+                    else:
+                        value = await asyncio.to_thread(tool.handler, call.arguments, raw)
+            except TimeoutError:
+                again = attempt + 1 < attempts
+                error = f"{call.name} ran past {timeout:g} s"
+                step = "caller told, retrying" if again else "caller told, skipped"
+                self.post(
+                    ev.StageError(
+                        ErrorKind.TOOL_TIMEOUT, "tool", error, reply, recovery=step, final=False
+                    )
                 )
-            )
+                if again:
+                    continue
+                content = "The tool timed out."
+                self.post(ev.ToolResult(reply, call, content, timeout, error="tool_timeout"))
+                return
+            except Exception as exc:
+                phrase = self._tool_error_phrase(exc)
+                error = f"{call.name}: {exc!r}"
+                self.post(
+                    ev.StageError(
+                        ErrorKind.TOOL_ERROR,
+                        "tool",
+                        error,
+                        reply,
+                        recovery=f"said: {phrase}",
+                        final=False,
+                    )
+                )
+                duration = time.monotonic() - started
+                self.post(
+                    ev.ToolResult(reply, call, phrase, duration, error=f"tool_error: {exc!r}")
+                )
+                return
+            content, actions = tool_output(value)
+            duration = time.monotonic() - started
+            self.post(ev.ToolResult(reply, call, content, duration, actions=actions))
+            return
+
+    def _tool_error_phrase(self, exc: BaseException) -> str:
+        """The recovery phrase for a tool's exception: the most specific configured one."""
+        phrases = self.recovery.tool_error_phrases
+        for cls in type(exc).__mro__:
+            if cls.__name__ in phrases:
+                return phrases[cls.__name__]
+        return self.recovery.tool_error_phrase
 
     def _on_tool_result(self, event: ev.ToolResult) -> None:
         reply = self._current(event.reply)
@@ -938,9 +1109,10 @@ class CallActor:
         del reply.tools_pending[event.call.id]
         reply.tool_results.append(event)
         self._note(
-            "tool_result",
+            "tool",
             name=event.call.name,
-            content=event.content,
+            arguments=event.call.arguments,
+            result=event.content,
             duration_s=round(event.duration_s, 4),
             error=event.error,
         )
@@ -1053,7 +1225,7 @@ class CallActor:
         )
         self.log.warning("transfer_failed", dest=dest, status=event.status, reason=event.reason)
         if self.life.live and self._reply is None:
-            self._say(TRANSFER_FAILED)
+            self._say(self.recovery.transfer_failed_phrase)
 
     def _after_tools(self, reply: AgentReply) -> None:
         """Every tool of the step is back: feed the results to the model again."""
@@ -1143,25 +1315,64 @@ class CallActor:
         self._stt_queue = None
 
     def _on_error(self, event: ev.StageError) -> None:
-        self._note("error", kind=event.kind, stage=event.stage, error=event.error)
-        self.log.warning("stage_error", kind=event.kind, stage=event.stage, error=event.error)
-        if event.stage == "stt":
-            turn = self._turn
-            if turn is not None and turn.id == event.turn:
-                self._turn = None
-                self._stt_queue = None
-                self._say(self.settings.turn.not_understood)
-            return
+        """Record a classified failure and apply its kind's recovery (DESIGN's table)."""
+        kind = ErrorKind(event.kind)
         reply = self._current(event.reply) if event.reply is not None else None
+        recovery = event.recovery
+        if event.final and not recovery:
+            recovery = self._final_recovery(kind, event, reply)
+        self._note(
+            "error", kind=kind.value, stage=event.stage, error=event.error, recovery=recovery
+        )
+        self.log.warning(
+            "stage_error", kind=kind.value, stage=event.stage, error=event.error, recovery=recovery
+        )
+        if kind is ErrorKind.TOOL_TIMEOUT and reply is not None and self.life.live:
+            # Tell the caller why it is quiet; the tool is then retried or skipped.
+            self._speak_into(reply, self.recovery.tool_timeout_phrase + " ")
+
+    def _final_recovery(
+        self, kind: ErrorKind, event: ev.StageError, reply: AgentReply | None
+    ) -> str:
+        """Carry out the recovery of a stage that gave up; say what was done."""
+        if kind is ErrorKind.STT_FAILURE:
+            turn = self._turn
+            if turn is None or turn.id != event.turn:
+                return "turn already over"
+            self._turn = None
+            self._stt_queue = None
+            self._say(self.settings.turn.not_understood)
+            return "recovery phrase: the caller is asked to repeat"
+        if kind is ErrorKind.AUTH_FAILURE:
+            if reply is not None:
+                self._cancel_reply(reply)
+                self._reply = None
+            return self._auth_failure()
         if reply is None:
-            return
+            return "reply already over"
         if event.stage == "llm":
             self._cancel_reply(reply)
             self._reply = None
-            if event.kind == "auth_failure":
-                self._end_call(TROUBLE_PHRASE, "llm auth failure")
-            else:
-                self._say(TROUBLE_PHRASE)
+            self._say(self.recovery.trouble_phrase)
+            return "retries and fallbacks exhausted: trouble phrase said"
+        return RECOVERY[kind]
+
+    def _auth_failure(self) -> str:
+        """The configured flow for refused credentials: a message and hangup, a
+        transfer, or another agent."""
+        flow = self.recovery.auth_failure
+        if flow.action == "agent" and flow.agent:
+            self.handoff = flow.agent
+            self.end_reason = f"handed to agent {flow.agent}"
+            self._note("handoff", agent=flow.agent)
+            self._go(CallState.ENDED, "auth failure: another agent")
+            return f"handed to agent {flow.agent}"
+        if flow.action == "transfer" and flow.target:
+            reply = self._say(flow.message)
+            reply.then_transfer = flow.target
+            return f"message, then transfer to {flow.target}"
+        self._end_call(flow.message, "auth failure")
+        return "message, then hangup"
 
     def _end_call(self, goodbye: str | None, reason: str) -> None:
         """Say goodbye (if any), then hang up."""

@@ -164,13 +164,18 @@ class Timer:
 
 @dataclass(frozen=True)
 class StageError:
-    """A stage failed; `kind` is one of DESIGN.md's error kinds."""
+    """A stage failed; `kind` is one of DESIGN.md's error kinds (`ErrorKind`)."""
 
     kind: str
     stage: str
     error: str
     reply: int | None = None
     turn: int | None = None
+    #: What the stage already did about it (a retry, a fallback), if anything.
+    recovery: str = ""
+    #: The stage gave up: the actor's recovery for the kind applies. False: the
+    #: stage recovered by itself and the error is only recorded.
+    final: bool = True
 
 
 Event = (

@@ -25,6 +25,8 @@ class TurnMetrics:
     stt_finalise_s: float = 0.0
     llm_start: float = 0.0
     llm_first_token: float = 0.0
+    #: When the first whole clause was ready for TTS.
+    llm_first_sentence: float = 0.0
     tts_first_audio_s: float = 0.0
     first_frame_sent: float = 0.0
 
@@ -33,13 +35,17 @@ class TurnMetrics:
         v2v = self.first_frame_sent - self.speech_end
         eos = self.eos_decided - self.speech_end
         llm = self.llm_first_token - self.llm_start if self.llm_first_token else 0.0
+        sentence = self.llm_first_sentence - self.llm_start if self.llm_first_sentence else 0.0
         parts = {
             "voice_to_voice_ms": v2v,
             "endpointing_ms": eos,
             "stt_finalise_ms": self.stt_finalise_s,
             "llm_first_token_ms": llm,
+            "llm_first_sentence_ms": sentence,
             "tts_first_audio_ms": self.tts_first_audio_s,
         }
+        # The split is sequential up to the first sentence (later tokens stream
+        # while TTS works), so overhead is what none of the stages accounts for.
         parts["overhead_ms"] = v2v - eos - self.stt_finalise_s - llm - self.tts_first_audio_s
         return {k: round(v * 1000, 2) for k, v in parts.items()}
 

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 
+from mediaserver.call.faults import Faults
 from mediaserver.call.spec import AgentSpec
 from mediaserver.pipeline.llm import ScriptedConfig, ScriptedReply, load_llm
 from mediaserver.pipeline.llm.base import LlmBackend
@@ -34,9 +35,14 @@ class PipelineRuntime:
     """
 
     def __init__(
-        self, settings: PipelineSettings, loop: asyncio.AbstractEventLoop | None = None
+        self,
+        settings: PipelineSettings,
+        loop: asyncio.AbstractEventLoop | None = None,
+        faults: Faults | None = None,
     ) -> None:
         self.settings = settings
+        #: Injected faults (tests, demos); none unless configured.
+        self.faults = faults or Faults()
         self.executor = ThreadPoolExecutor(
             max_workers=settings.executor_threads, thread_name_prefix="inference"
         )
@@ -71,6 +77,8 @@ class PipelineRuntime:
         """
         self.stt.prepare(self.hints(agent))
         self.llm_for(agent)
+        for fallback in agent.settings.llm.fallbacks:
+            self.llm_for(agent, fallback)
 
     def llm_for(self, agent: AgentSpec, settings: LlmSettings | None = None) -> LlmBackend:
         """The LLM backend for `agent` (one per agent and backend, reused across calls)."""

@@ -10,7 +10,7 @@ import inspect
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from mediaserver.pipeline.llm.base import ToolSpec
 from mediaserver.pipeline.settings import PipelineSettings
@@ -33,6 +33,8 @@ class Tool:
     fillers: list[str] = field(default_factory=list)
     #: Seconds before the call is abandoned (None: the pipeline's tool_timeout).
     timeout: float | None = None
+    #: After a timeout: "retry" once more or "skip" (None: `recovery.tool_timeout_action`).
+    on_timeout: Literal["retry", "skip"] | None = None
 
     @property
     def is_async(self) -> bool:

@@ -72,6 +72,8 @@ _EMPTY = np.zeros(0, dtype=np.int16)
 _RTP_HEADER = struct.Struct("!BBHII")
 #: RFC 3389 comfort noise: accepted and treated as silence (no decoder yet).
 COMFORT_NOISE_PT = 13
+#: Decode errors this far apart are separate incidents (each one reported once).
+MEDIA_ERROR_QUIET = 1.0
 DigitHandler = Callable[[str, int], None]
 
 
@@ -173,6 +175,12 @@ class RtpSession:
         self.on_dtmf: DigitHandler | None = None
         self.on_sent: Callable[[object], None] | None = None
         self.on_timeout: Callable[[], None] | None = None
+        #: Told (once per burst) when received audio cannot be decoded; the
+        #: frames are concealed as silence gaps and the call goes on.
+        self.on_media_error: Callable[[str], None] | None = None
+        self._last_media_error = -MEDIA_ERROR_QUIET
+        self._fail_decodes = 0
+        self._drop_inbound = False
         self._background: np.ndarray | None = None
         self._background_pos = 0
         # Audio released between ticks (eager jitter buffer), for the recorder.
@@ -345,7 +353,17 @@ class RtpSession:
             return
         self._on_datagram(data, addr, self._loop.time())
 
+    def fail_decodes(self, count: int) -> None:
+        """Fault injection: the next `count` audio frames fail to decode."""
+        self._fail_decodes = count
+
+    def drop_inbound(self) -> None:
+        """Fault injection: ignore every inbound packet from now on (a network partition)."""
+        self._drop_inbound = True
+
     def _on_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        if self._drop_inbound:
+            return
         if self.media.rtcp_mux and is_rtcp(data):
             self._on_rtcp(data, now)
             return
@@ -438,14 +456,29 @@ class RtpSession:
                 pcm = np.zeros(samples, dtype=np.int16)
             else:
                 try:
+                    if self._fail_decodes:
+                        self._fail_decodes -= 1
+                        raise CodecError("injected fault")
                     pcm = self.decoder.decode(frame.payload)
-                except CodecError:
+                except CodecError as exc:
+                    # Concealed like a lost packet, so the listener's timeline has no hole.
                     self.stats.decode_errors += 1
+                    self._media_error(now, f"undecodable {self.codec.name} frame: {exc}")
+                    pcm = np.zeros(self.frame_samples, dtype=np.int16)
+                    if self._recorder is not None:
+                        self._delivered.append(pcm)
+                    if self.on_audio is not None:
+                        self.on_audio(pcm, frame.media_time, True)
                     continue
             if self._recorder is not None:
                 self._delivered.append(pcm)
             if self.on_audio is not None:
                 self.on_audio(pcm, frame.media_time, frame.gap)
+
+    def _media_error(self, now: float, error: str) -> None:
+        if now - self._last_media_error >= MEDIA_ERROR_QUIET and self.on_media_error is not None:
+            self.on_media_error(error)
+        self._last_media_error = now
 
     def _send_next(self, now: float) -> np.ndarray | None:
         """Send this tick's packet (DTMF first, then audio); return the audio sent."""

@@ -91,6 +91,8 @@ class SttSettings(_Strict):
     language: str = "en-us"
     #: Decoders kept ready in the pool (more are made on demand).
     pool_size: int = Field(2, ge=0)
+    #: Seconds the final transcript may take once the turn ended (stt_failure after).
+    timeout: float = Field(5.0, gt=0)
 
 
 class TtsSettings(_Strict):
@@ -101,8 +103,10 @@ class TtsSettings(_Strict):
     voice: str = "en-us"
     #: espeak-ng words per minute.
     rate: int = Field(175, ge=80, le=450)
-    #: Fallback voice or backend tried when synthesis fails.
+    #: Fallback voice tried when synthesis with `voice` fails (tts_failure).
     fallback_voice: str | None = None
+    #: Seconds one clause's synthesis may take before it counts as failed.
+    timeout: float = Field(5.0, gt=0)
 
 
 class LlmSettings(_Strict):
@@ -121,6 +125,13 @@ class LlmSettings(_Strict):
     idle_timeout: float = Field(10.0, gt=0)
     #: Tool calls allowed in one caller turn before the model must answer.
     max_tool_calls: int = Field(5, ge=0)
+    #: Retries of a failed request (before its first token) on this backend.
+    retries: int = Field(1, ge=0, le=10)
+    #: Seconds before the first retry; doubled for each next one (or the
+    #: provider's Retry-After when it gives one).
+    retry_backoff: float = Field(0.25, ge=0)
+    #: Backends tried in order when this one keeps failing (llm_timeout, llm_error).
+    fallbacks: list[LlmSettings] = Field(default_factory=list)
 
 
 class FillerSettings(_Strict):
@@ -130,6 +141,51 @@ class FillerSettings(_Strict):
     #: Seconds a tool may run before a filler is spoken.
     after: float = Field(1.0, ge=0)
     phrases: list[str] = Field(default_factory=lambda: ["One moment please."])
+
+
+class AuthFailureFlow(_Strict):
+    """What happens when the LLM provider refuses our credentials (401/403)."""
+
+    #: "message": say `message`, then hang up; "transfer": say `message`, then
+    #: transfer to `target`; "agent": hand the call to the agent of route `agent`.
+    action: Literal["message", "transfer", "agent"] = "message"
+    message: str = "Sorry, this service is not available right now. Please call again later."
+    target: str | None = None
+    agent: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> AuthFailureFlow:
+        if self.action == "transfer" and not self.target:
+            raise ValueError("target: needed when action is transfer")
+        if self.action == "agent" and not self.agent:
+            raise ValueError("agent: needed when action is agent")
+        return self
+
+
+class RecoverySettings(_Strict):
+    """Phrases and flows of the error recoveries (DESIGN's error table)."""
+
+    #: Said when the model (and every fallback) failed.
+    trouble_phrase: str = "Sorry, I am having trouble answering right now."
+    #: A failed tool's result, as the model sees it (the scripted engine says it).
+    tool_error_phrase: str = "Sorry, I could not do that just now."
+    #: Phrases for particular errors, by exception class name (the class or any of
+    #: its bases); `tool_error_phrase` for the rest.
+    tool_error_phrases: dict[str, str] = Field(
+        default_factory=lambda: {
+            "ToolArgumentError": "Sorry, I need a few more details to do that.",
+            "ConnectionError": "Sorry, that system is not reachable right now.",
+            "PermissionError": "Sorry, I am not allowed to do that.",
+        }
+    )
+    #: Said when a tool runs past its timeout (then it is retried or skipped).
+    tool_timeout_phrase: str = "This is taking longer than expected."
+    #: After a tool timeout: "retry" it once more, or "skip" it (the model is
+    #: told it timed out). A tool may say otherwise (`on_timeout`).
+    tool_timeout_action: Literal["retry", "skip"] = "skip"
+    #: Said when a transfer fails; the conversation goes on.
+    transfer_failed_phrase: str = "Sorry, I could not transfer your call."
+    auth_failure: AuthFailureFlow = Field(default_factory=AuthFailureFlow)
 
 
 class PipelineSettings(_Strict):
@@ -142,6 +198,7 @@ class PipelineSettings(_Strict):
     tts: TtsSettings = Field(default_factory=TtsSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
     fillers: FillerSettings = Field(default_factory=FillerSettings)
+    recovery: RecoverySettings = Field(default_factory=RecoverySettings)
     #: Hand caller audio to VAD/STT as soon as it is in order, instead of on the
     #: jitter buffer's playout schedule (`media.jitter_window` later); only a
     #: missing packet is waited for. Saves the window on every turn and barge-in.

@@ -22,6 +22,7 @@ import numpy as np
 from mediaserver.call.actor import CallActor
 from mediaserver.call.runtime import PipelineRuntime
 from mediaserver.call.spec import AgentSpec, Reply, Tool
+from mediaserver.call.store import CallRecord, CallStore
 from mediaserver.codecs.g711 import ulaw_decode, ulaw_encode
 from mediaserver.media.clock import MediaClock
 from mediaserver.media.rtp import RtpPacket
@@ -48,6 +49,10 @@ class FakeCall:
     hangups: int = 0
     media: Any = None
     transfers: list[str] = field(default_factory=list)
+    #: The call record, in memory (no database).
+    record: CallRecord = field(default_factory=lambda: CallStore(None).start_call("actor-test"))
+    #: Other routes' agents (for the auth-failure hand-over).
+    agents: dict[str, Any] = field(default_factory=dict)
 
     def ring(self) -> None:
         pass
@@ -61,6 +66,9 @@ class FakeCall:
 
     def transfer(self, target: str) -> None:
         self.transfers.append(target)
+
+    def agent_for(self, route: str) -> Any:
+        return self.agents.get(route)
 
 
 class Caller:

@@ -241,7 +241,7 @@ def test_slow_tool_gets_a_filler_then_its_answer(tmp_path: Path) -> None:
             assert await wait_for(lambda: len(said()) == 2, 15)
             assert said()[-1] == "Let me check. It is raining in paris."
             events = [e["event"] for e in actor.timeline]
-            assert events.index("filler") < events.index("tool_result")
+            assert events.index("filler") < events.index("tool")
             assert actor.messages[-1].content == "It is raining in paris."
             assert actor.messages[-1].role == "assistant"
 
@@ -296,7 +296,7 @@ def test_speech_pauses_the_agent_before_silero_confirms(tmp_path: Path) -> None:
             events = [e["event"] for e in actor.timeline]
             pause = events.index("barge_in_pause")
             # The audio stopped on the fast test; silero's speech start confirmed it.
-            assert pause < events.index("barge_in")
+            assert pause < events.index("interrupted")
             assert pause < len(events) - 1 - events[::-1].index("speech_start")
             assert actor.barge_ins[0].flushed_frames > 0
 
@@ -359,10 +359,10 @@ def test_a_tool_that_raises_gets_a_recovery_phrase_and_the_call_goes_on(tmp_path
             assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
             await live.caller.say(question)
             assert await wait_for(
-                lambda: any(e["event"] == "tool_result" for e in actor.timeline), 10
+                lambda: any(e["event"] == "tool" for e in actor.timeline), 10
             )
             assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
-            result = next(e for e in actor.timeline if e["event"] == "tool_result")
+            result = next(e for e in actor.timeline if e["event"] == "tool")
             assert result["error"].startswith("tool_error") and "database down" in result["error"]
             said = [e["text"] for e in actor.timeline if e["event"] == "agent_said"]
             assert said[-1] == TOOL_FAILED

@@ -1,0 +1,472 @@
+"""The admin HTTP server: health, readiness, Prometheus metrics, call records, calls page.
+
+A deliberately small HTTP/1.1 server on plain asyncio streams (no web
+framework): GET and HEAD only, one request per connection (``Connection:
+close``), the request head bounded in size (:data:`MAX_HEAD_BYTES`) and in
+time (``read_timeout``), so a slow or hostile client cannot hold a connection
+or grow a buffer. Routes:
+
+    GET /health          200 {"status": "ok"}               (never needs the token)
+    GET /ready           200 {"status": "ready"} | 503 {"status": "draining"}
+    GET /metrics         Prometheus text exposition
+    GET /calls           {"live": [...], "recent": [...]}   (?limit=N, default 50, max 500)
+    GET /calls/{id}      one call's record | 404 {"error": "no such call"}
+    GET / , /calls.html  the calls page (static/calls.html)
+
+With a ``token``, every route but ``/health`` needs ``Authorization: Bearer
+<token>`` or ``?token=<token>``; the calls page passes its own ``?token=`` on
+to its fetches. The data comes from an :class:`AdminSource` (the server); a
+source method that raises answers 500 and is logged, and the server keeps
+serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http import HTTPStatus
+from importlib import resources
+from typing import Any, Final, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST
+
+log = structlog.get_logger("mediaserver.admin")
+
+#: Request line plus headers, CRLFs included; more answers 431.
+MAX_HEAD_BYTES: Final = 16 * 1024
+#: Default and largest ``?limit=`` of ``GET /calls``.
+DEFAULT_RECENT_LIMIT: Final = 50
+MAX_RECENT_LIMIT: Final = 500
+#: Connections served at once; more get 503 straight away.
+MAX_CONNECTIONS: Final = 64
+
+ALLOWED_METHODS: Final = ("GET", "HEAD")
+JSON_TYPE: Final = "application/json"
+HTML_TYPE: Final = "text/html; charset=utf-8"
+
+# The page is self-contained: inline script and style, fetches to its own origin only.
+PAGE_CSP: Final = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_REQUEST_LINE = re.compile(rf"({_TOKEN}) ([\x21-\x7e]+) HTTP/(\d)\.(\d)")
+_HEADER_NAME = re.compile(_TOKEN)
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_BEARER = re.compile(r"bearer[ \t]+(.*?)[ \t]*", re.IGNORECASE)
+
+
+class AdminSource(Protocol):
+    """What the admin server shows; the media server implements it."""
+
+    def ready(self) -> bool:
+        """False while draining: ``/ready`` answers 503."""
+        ...
+
+    def live_calls(self) -> list[dict[str, Any]]:
+        """Summaries of the calls in progress."""
+        ...
+
+    def recent_calls(self, limit: int) -> list[dict[str, Any]]:
+        """Summaries of finished calls, newest first, at most ``limit``."""
+        ...
+
+    def call_detail(self, call_id: str) -> dict[str, Any] | None:
+        """One call's full record (summary, ``events``, ``final_state``), or None."""
+        ...
+
+    def metrics_text(self) -> bytes:
+        """The Prometheus text exposition."""
+        ...
+
+
+@dataclass
+class Request:
+    """A parsed request head."""
+
+    method: str
+    target: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    version: tuple[int, int] = (1, 1)
+
+
+@dataclass
+class Response:
+    """A complete response; ``body`` is left out on the wire for HEAD."""
+
+    status: int
+    body: bytes = b""
+    content_type: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class HttpError(Exception):
+    """Ends the request with an error response."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+class _ClientGone(Exception):
+    """The client closed the connection before sending a whole request head."""
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with non-finite floats as null and unknown objects as strings.
+
+    ``JSON.parse`` rejects NaN and Infinity, and one odd value in a record
+    must not make the whole page unreadable.
+    """
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response (UTF-8, compact)."""
+    body = json.dumps(_jsonable(payload), ensure_ascii=False, separators=(",", ":"))
+    return Response(status, body.encode("utf-8"), JSON_TYPE, headers or {})
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """``{"error": message}`` with ``status``."""
+    return json_response(status, {"error": message}, headers)
+
+
+def parse_head(head: bytes) -> Request:
+    """Parse a request head (request line and header fields, no blank line).
+
+    Raises:
+        HttpError: 400 for anything malformed, 505 for a major version other than 1.
+    """
+    try:
+        text = head.decode("ascii")
+    except UnicodeDecodeError:
+        # Field values may carry obs-text; the request line and names may not.
+        text = head.decode("latin-1")
+    lines = re.split(r"\r?\n", text)
+    match = _REQUEST_LINE.fullmatch(lines[0])
+    if match is None or not lines[0].isascii():
+        raise HttpError(error_response(400, "malformed request line"))
+    method, target, major, minor = match.groups()
+    if major != "1":
+        raise HttpError(error_response(505, "HTTP version not supported"))
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or _HEADER_NAME.fullmatch(name) is None:
+            # Also rejects obsolete line folding and whitespace before the colon.
+            raise HttpError(error_response(400, "malformed header field"))
+        key = name.lower()
+        value = value.strip(" \t")
+        if key == "host" and key in headers:
+            raise HttpError(error_response(400, "more than one Host header"))
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    if target.startswith("/"):
+        parts = urlsplit(target)
+    elif target.lower().startswith(("http://", "https://")):
+        parts = urlsplit(target)  # absolute-form, as a proxy would send it
+    else:
+        raise HttpError(error_response(400, "malformed request target"))
+    path = parts.path or "/"
+    query = parse_qs(parts.query, keep_blank_values=True)
+    return Request(method, target, path, query, headers, version=(1, int(minor)))
+
+
+def _check_request_line(buffer: bytes) -> None:
+    """Reject a malformed request line as soon as it is complete."""
+    line, newline, _ = buffer.partition(b"\n")
+    if newline and _REQUEST_LINE.fullmatch(line.rstrip(b"\r").decode("latin-1")) is None:
+        raise HttpError(error_response(400, "malformed request line"))
+
+
+class HeadReader:
+    """Reads one request head, remembering whether any byte arrived."""
+
+    def __init__(self, reader: asyncio.StreamReader, limit: int = MAX_HEAD_BYTES) -> None:
+        self.reader = reader
+        self.limit = limit
+        self.received = 0
+
+    async def read(self) -> bytes:
+        """Read up to the blank line that ends a request head; the head without it.
+
+        Raises:
+            HttpError: 431 when the head exceeds ``limit`` bytes, 400 for a bad
+                request line (as soon as that line is complete).
+            _ClientGone: EOF before the head was complete.
+        """
+        buffer = b""
+        checked = False
+        while True:
+            # A client may send empty lines before the request line (RFC 9112 2.2).
+            buffer = buffer.lstrip(b"\r\n")
+            end = _HEAD_END.search(buffer)
+            if end is not None:
+                if end.start() > self.limit:
+                    raise HttpError(error_response(431, "request header fields too large"))
+                return buffer[: end.start()]
+            if not checked and b"\n" in buffer:
+                _check_request_line(buffer)
+                checked = True
+            if len(buffer) > self.limit:
+                raise HttpError(error_response(431, "request header fields too large"))
+            chunk = await self.reader.read(4096)
+            if not chunk:
+                raise _ClientGone
+            self.received += len(chunk)
+            buffer += chunk
+
+
+class AdminServer:
+    """The admin HTTP server on one host and port."""
+
+    def __init__(
+        self,
+        source: AdminSource,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        token: str | None = None,
+        *,
+        read_timeout: float = 5.0,
+        write_timeout: float = 10.0,
+    ) -> None:
+        self.source = source
+        self.host = host
+        self.port = port
+        self.token = token or None
+        self.read_timeout = read_timeout
+        self.write_timeout = write_timeout
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._page: bytes | None = None
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """The bound ``(host, port)`` while serving."""
+        if self._server is None or not self._server.sockets:
+            return None
+        name = self._server.sockets[0].getsockname()
+        return str(name[0]), int(name[1])
+
+    async def start(self) -> tuple[str, int]:
+        """Bind and serve; ``port=0`` picks a free port. Returns the bound ``(host, port)``."""
+        if self._server is not None:
+            raise RuntimeError("admin server already started")
+        self._page = _load_page()
+        self._server = await asyncio.start_server(
+            self._on_connection, self.host, self.port, limit=MAX_HEAD_BYTES * 2
+        )
+        address = self.address
+        assert address is not None
+        log.info("admin_listening", host=address[0], port=address[1], auth=self.token is not None)
+        return address
+
+    async def close(self) -> None:
+        """Stop listening and end the connections in progress."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        tasks = list(self._connections)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), timeout=1.0)
+
+    # -- connections --------------------------------------------------------------
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            if len(self._connections) > MAX_CONNECTIONS:
+                await self._send(writer, error_response(503, "too many connections"), "GET")
+                return
+            await self._serve(reader, writer)
+        except (ConnectionError, _ClientGone, TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            # close() ends connections in progress. Do not end the task cancelled:
+            # asyncio's stream callback (3.11) would log that as an unhandled error.
+            pass
+        except Exception:
+            log.exception("admin_connection_failed")
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), timeout=1.0)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        method = "GET"
+        head_reader = HeadReader(reader)
+        try:
+            try:
+                async with asyncio.timeout(self.read_timeout):
+                    head = await head_reader.read()
+            except TimeoutError:
+                if not head_reader.received:
+                    # An idle (e.g. preconnected) socket: nothing to answer, hang up.
+                    raise _ClientGone from None
+                raise HttpError(error_response(408, "request timeout")) from None
+            request = parse_head(head)
+            method = request.method
+            response = self._respond(request)
+        except HttpError as exc:
+            response = exc.response
+        await self._send(writer, response, method)
+        if writer.can_write_eof():
+            # Half-close: a client reading to EOF is done now, not after the linger.
+            writer.write_eof()
+        await self._linger(reader)
+
+    async def _send(self, writer: asyncio.StreamWriter, response: Response, method: str) -> None:
+        reason = HTTPStatus(response.status).phrase
+        lines = [
+            f"HTTP/1.1 {response.status} {reason}",
+            f"Date: {formatdate(usegmt=True)}",
+            "Server: mediaserver-admin",
+            "Connection: close",
+            "Cache-Control: no-store",
+            "X-Content-Type-Options: nosniff",
+            "Referrer-Policy: no-referrer",
+        ]
+        if response.content_type is not None:
+            lines.append(f"Content-Type: {response.content_type}")
+        lines.append(f"Content-Length: {len(response.body)}")
+        lines.extend(f"{name}: {value}" for name, value in response.headers.items())
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if method != "HEAD":
+            data += response.body
+        writer.write(data)
+        async with asyncio.timeout(self.write_timeout):
+            await writer.drain()
+
+    async def _linger(self, reader: asyncio.StreamReader) -> None:
+        """Read what the client still sends (a body we ignored) before closing.
+
+        Closing a socket with unread input makes the kernel send a reset,
+        which can destroy the response before the client read it.
+        """
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                for _ in range(16):  # at most 1 MiB
+                    if not await reader.read(65536):
+                        break
+
+    # -- routing ------------------------------------------------------------------
+
+    def _respond(self, request: Request) -> Response:
+        if request.method not in ALLOWED_METHODS:
+            allow = ", ".join(ALLOWED_METHODS)
+            return error_response(405, "method not allowed", {"Allow": allow})
+        if request.version >= (1, 1) and "host" not in request.headers:
+            # RFC 9112 3.2: a request without Host is answered 400.
+            return error_response(400, "missing Host header")
+        path = request.path
+        if path == "/health":
+            return json_response(200, {"status": "ok"})
+        if not self._authorised(request):
+            return error_response(
+                401, "unauthorized", {"WWW-Authenticate": 'Bearer realm="mediaserver"'}
+            )
+        try:
+            return self._route(request)
+        except HttpError:
+            raise
+        except Exception:
+            log.exception("admin_source_failed", path=path)
+            return error_response(500, "internal error")
+
+    def _route(self, request: Request) -> Response:
+        path = request.path
+        if path == "/ready":
+            if self.source.ready():
+                return json_response(200, {"status": "ready"})
+            return json_response(503, {"status": "draining"})
+        if path == "/metrics":
+            return Response(200, self.source.metrics_text(), CONTENT_TYPE_LATEST)
+        if path == "/calls":
+            limit = _limit(request.query)
+            return json_response(
+                200,
+                {"live": self.source.live_calls(), "recent": self.source.recent_calls(limit)},
+            )
+        if path.startswith("/calls/") and len(path) > len("/calls/"):
+            call_id = unquote(path[len("/calls/") :])
+            detail = self.source.call_detail(call_id)
+            if detail is None:
+                return error_response(404, "no such call")
+            return json_response(200, detail)
+        if path in ("/", "/calls.html"):
+            if self._page is None:
+                return error_response(500, "calls page is not installed")
+            return Response(200, self._page, HTML_TYPE, {"Content-Security-Policy": PAGE_CSP})
+        return error_response(404, "not found")
+
+    def _authorised(self, request: Request) -> bool:
+        if self.token is None:
+            return True
+        expected = self.token.encode("utf-8")
+        offered: list[str] = []
+        match = _BEARER.fullmatch(request.headers.get("authorization", ""))
+        if match is not None:
+            offered.append(match.group(1))
+        offered.extend(request.query.get("token", [])[:1])
+        ok = False
+        for candidate in offered:
+            # No early exit: every offered credential is compared.
+            ok |= hmac.compare_digest(candidate.encode("utf-8"), expected)
+        return ok
+
+
+def _limit(query: dict[str, list[str]]) -> int:
+    values = query.get("limit")
+    if not values:
+        return DEFAULT_RECENT_LIMIT
+    try:
+        limit = int(values[0])
+    except ValueError:
+        raise HttpError(error_response(400, "limit must be an integer")) from None
+    if limit < 0:
+        raise HttpError(error_response(400, "limit must not be negative"))
+    return min(limit, MAX_RECENT_LIMIT)
+
+
+def _load_page() -> bytes | None:
+    """The calls page from the package's static folder, or None (logged) if missing."""
+    try:
+        return (
+            resources.files("mediaserver.observability")
+            .joinpath("static", "calls.html")
+            .read_bytes()
+        )
+    except (OSError, ModuleNotFoundError) as exc:
+        log.error("admin_page_missing", error=str(exc))
+        return None
