@@ -3,21 +3,22 @@
 Every call gets a `CallRecord`. Whatever happens on it (SIP events, turns with the
 caller's and the assistant's text, tool calls, barge-ins, errors with their
 recovery, DTMF, the final state) is appended as an event: kept in memory while
-the call is live, and queued at once to a writer thread that appends it to
-SQLite and commits, one event per transaction. SQLite runs in WAL mode with
-`synchronous=NORMAL`: a committed event survives the process being killed, so a
-crash loses at most the event being written.
+the call is live, and written to SQLite at once, one event per transaction, before
+`add` returns. SQLite runs in WAL mode with `synchronous=NORMAL`, where a commit
+costs ~16 us here and survives the process being killed: a crash loses at most
+the event being written.
 
-The event loop never waits for the database. When it cannot be written (locked,
-corrupt, disk full), events stay in the writer's buffer (bounded; the oldest
-are dropped and counted past the limit), the error is logged once per outage,
-and writing is retried every `retry_interval` seconds. Calls go on regardless.
+The event loop never waits for the database, though: its connection does not
+wait for locks (timeout 0). When a write fails (locked, corrupt, disk full), the
+event and every later one go to a backlog (bounded; past the limit the oldest
+are dropped and counted) that a retry thread writes, in order, every
+`retry_interval` seconds, with the error logged once per outage. Once the
+backlog is written the loop writes directly again. Calls go on regardless.
 """
 
 from __future__ import annotations
 
 import json
-import queue
 import sqlite3
 import threading
 import time
@@ -113,6 +114,8 @@ class CallRecord:
             self.errors += 1
         if self._store is not None:
             self._store._event(self, event)
+        # After the write: a line here means the event is in the database (or backlog).
+        log.debug("record_event", record=self.id, seq=event["seq"], kind=kind)
 
     def finish(self, reason: str, by: str, final_state: dict[str, Any]) -> None:
         """The call ended: note who ended it and why, and the state it ended in."""
@@ -153,17 +156,17 @@ class CallStore:
         self.live: dict[str, CallRecord] = {}
         self.recent_records: OrderedDict[str, CallRecord] = OrderedDict()
         self.listeners: list[EventListener] = []
-        #: Events dropped because the buffer overflowed during a long outage.
+        #: Events dropped because the backlog overflowed during a long outage.
         self.dropped = 0
         self.write_errors = 0
-        self._queue: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._db: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
-        self._idle = threading.Event()
-        self._idle.set()
-        if path is not None:
-            self._thread = threading.Thread(target=self._writer, name="call-records", daemon=True)
-            self._thread.start()
+        self._backlog: deque[tuple[str, Any]] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = False
+        self._retrier: threading.Thread | None = None
+        self._failing = False
 
     # -- the calls' side (event loop) ---------------------------------------------------
 
@@ -194,9 +197,43 @@ class CallStore:
         self._put("end", (record.summary_dict(), record.final_state))
 
     def _put(self, what: str, item: Any) -> None:
-        if self._thread is not None:
-            self._idle.clear()
-            self._queue.put((what, item))
+        if self.path is None:
+            return
+        with self._lock:
+            if not self._backlog:
+                try:
+                    if self._db is None:
+                        self._db = _connect(self.path, timeout=0)
+                    _write(self._db, what, item)
+                    return
+                except sqlite3.Error as exc:
+                    self._outage(exc)
+                    if self._db is not None:
+                        self._db.close()
+                        self._db = None
+            self._backlog.append((what, item))
+            if len(self._backlog) > BUFFER_LIMIT:
+                self._backlog.popleft()
+                self.dropped += 1
+        self._start_retrier()
+
+    def _outage(self, exc: sqlite3.Error) -> None:
+        self.write_errors += 1
+        if not self._failing:
+            # One line per outage, not one per event.
+            self._failing = True
+            log.error(
+                "records_write_failed",
+                path=str(self.path),
+                error=str(exc),
+                buffered=len(self._backlog) + 1,
+            )
+
+    def _start_retrier(self) -> None:
+        if self._retrier is None:
+            self._retrier = threading.Thread(target=self._retry, name="call-records", daemon=True)
+            self._retrier.start()
+        self._wake.set()
 
     # -- reading (admin HTTP) -----------------------------------------------------------
 
@@ -248,7 +285,7 @@ class CallStore:
             return None
         try:
             if self._reader is None:
-                self._reader = sqlite3.connect(self.path, timeout=0.5, check_same_thread=False)
+                self._reader = sqlite3.connect(self.path, timeout=0, check_same_thread=False)
             return self._reader.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             log.warning("records_read_failed", path=str(self.path), error=str(exc))
@@ -258,110 +295,100 @@ class CallStore:
             return None
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every queued event is written (True) or `timeout` passes."""
-        if self._thread is None:
-            return True
-        return self._idle.wait(timeout)
+        """Wait until the backlog is written (True) or `timeout` passes."""
+        deadline = time.monotonic() + timeout
+        while self._backlog and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(0.01)
+        return not self._backlog
+
+    @property
+    def backlog(self) -> int:
+        """Events waiting for the database."""
+        return len(self._backlog)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued (up to `timeout`), then stop the writer."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout)
-            self._thread = None
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        """Write the backlog (up to `timeout`), then close the connections."""
+        self.flush(timeout)
+        self._stop = True
+        self._wake.set()
+        if self._retrier is not None:
+            self._retrier.join(timeout)
+            self._retrier = None
+        for db in (self._db, self._reader):
+            if db is not None:
+                db.close()
+        self._db = self._reader = None
 
-    # -- the writer thread ----------------------------------------------------------------
+    # -- the retry thread ---------------------------------------------------------------
 
-    def _writer(self) -> None:
-        pending: deque[tuple[str, Any]] = deque()
+    def _retry(self) -> None:
+        """Write the backlog in order whenever the database takes it again."""
+        assert self.path is not None
         db: sqlite3.Connection | None = None
-        failing = False
-        stopping = False
-        while True:
+        while not self._stop:
+            self._wake.wait(self.retry_interval)
+            self._wake.clear()
             try:
-                item = self._queue.get(timeout=self.retry_interval if pending else None)
-            except queue.Empty:
-                item = ("retry", None)
-            if item is None:
-                stopping = True
-            elif item[0] != "retry":
-                pending.append(item)
-                if len(pending) > BUFFER_LIMIT:
-                    pending.popleft()
-                    self.dropped += 1
-            try:
-                if db is None:
-                    db = self._connect()
-                while pending:
-                    self._write(db, *pending[0])
-                    pending.popleft()
-                if failing:
-                    log.info("records_write_recovered", path=str(self.path))
-                    failing = False
-            except sqlite3.Error as exc:
-                self.write_errors += 1
-                if not failing:
-                    # One line per outage, not one per event.
-                    log.error(
-                        "records_write_failed",
-                        path=str(self.path),
-                        error=str(exc),
-                        buffered=len(pending),
-                    )
-                    failing = True
+                while True:
+                    with self._lock:
+                        if not self._backlog:
+                            break
+                        item = self._backlog[0]
+                    if db is None:
+                        db = _connect(self.path, timeout=1.0)
+                    _write(db, *item)
+                    with self._lock:
+                        self._backlog.popleft()
+                        if not self._backlog and self._failing:
+                            self._failing = False
+                            log.info("records_write_recovered", path=str(self.path))
+            except sqlite3.Error:
+                with self._lock:
+                    self.write_errors += 1
                 if db is not None:
                     db.close()
                     db = None
-                if stopping:
-                    break
-                continue
-            if stopping:
-                break
-            if self._queue.empty():
-                self._idle.set()
+                time.sleep(self.retry_interval)
         if db is not None:
             db.close()
-        self._idle.set()
 
-    def _connect(self) -> sqlite3.Connection:
-        assert self.path is not None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=1.0, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-        except sqlite3.Error:
-            db.close()
-            raise
-        return db
 
-    @staticmethod
-    def _write(db: sqlite3.Connection, what: str, item: Any) -> None:
-        # Autocommit (isolation_level=None): each statement is its own transaction.
-        if what == "call":
-            db.execute(
-                "INSERT OR REPLACE INTO calls (id, call_id, route, agent, caller, started_at)"
-                " VALUES (:id, :call_id, :route, :agent, :caller, :started_at)",
-                item,
-            )
-        elif what == "event":
-            call, event = item
-            db.execute(
-                "INSERT OR REPLACE INTO events (call, seq, t, kind, data) VALUES (?, ?, ?, ?, ?)",
-                (call, event["seq"], event["t"], event["kind"], _json(event["data"])),
-            )
-        elif what == "end":
-            summary, final = item
-            db.execute(
-                "INSERT INTO calls (id, call_id, route, agent, caller, started_at, ended_at,"
-                " end_reason, ended_by, final_state) VALUES (:id, :call_id, :route, :agent,"
-                " :caller, :started_at, :ended_at, :end_reason, :ended_by, :final)"
-                " ON CONFLICT(id) DO UPDATE SET ended_at = excluded.ended_at,"
-                " end_reason = excluded.end_reason, ended_by = excluded.ended_by,"
-                " final_state = excluded.final_state",
-                {**summary, "final": _json(final)},
-            )
+def _connect(path: Path, timeout: float) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Autocommit (isolation_level=None): each statement is its own transaction.
+    db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+    except sqlite3.Error:
+        db.close()
+        raise
+    return db
+
+
+def _write(db: sqlite3.Connection, what: str, item: Any) -> None:
+    if what == "call":
+        db.execute(
+            "INSERT OR REPLACE INTO calls (id, call_id, route, agent, caller, started_at)"
+            " VALUES (:id, :call_id, :route, :agent, :caller, :started_at)",
+            item,
+        )
+    elif what == "event":
+        call, event = item
+        db.execute(
+            "INSERT OR REPLACE INTO events (call, seq, t, kind, data) VALUES (?, ?, ?, ?, ?)",
+            (call, event["seq"], event["t"], event["kind"], _json(event["data"])),
+        )
+    elif what == "end":
+        summary, final = item
+        db.execute(
+            "INSERT INTO calls (id, call_id, route, agent, caller, started_at, ended_at,"
+            " end_reason, ended_by, final_state) VALUES (:id, :call_id, :route, :agent,"
+            " :caller, :started_at, :ended_at, :end_reason, :ended_by, :final)"
+            " ON CONFLICT(id) DO UPDATE SET ended_at = excluded.ended_at,"
+            " end_reason = excluded.end_reason, ended_by = excluded.ended_by,"
+            " final_state = excluded.final_state",
+            {**summary, "final": _json(final)},
+        )
