@@ -60,6 +60,11 @@ log = structlog.get_logger("mediaserver.server")
 REJECT_LOG_RATE = 20
 
 
+def _call_log(call: Call) -> Any:
+    """The logger for lines about `call`: our id and the SIP Call-ID on every line."""
+    return log.bind(call=call.id, call_id=call.invite.call_id)
+
+
 @dataclass
 class _AppCall:
     """The server's handle on one call, given to its app (`CallControl`)."""
@@ -299,7 +304,7 @@ class SipServer:
             elif isinstance(event, CallIncoming):
                 self._start_app(event.call)
             elif isinstance(event, CallConfirmed):
-                log.info("call_confirmed", call=event.call.id, call_id=event.call.invite.call_id)
+                _call_log(event.call).info("call_confirmed")
                 self._record(event.call, "sip", event="confirmed")
                 if event.call.outbound:
                     self._bridge_answered(event.call)
@@ -307,9 +312,8 @@ class SipServer:
                     self._open_media(event.call)  # the answer may have come in the ACK
             elif isinstance(event, CallMediaChanged):
                 media = event.call.media
-                log.info(
+                _call_log(event.call).info(
                     "call_media_changed",
-                    call=event.call.id,
                     on_hold=event.call.on_hold,
                     direction=media.direction if media else None,
                 )
@@ -331,9 +335,8 @@ class SipServer:
                 else:
                     self._end_app(event)
             elif isinstance(event, TransferOutcome):
-                log.info(
+                _call_log(event.call).info(
                     "transfer_outcome",
-                    call=event.call.id,
                     ok=event.ok,
                     status=event.status,
                     reason=event.reason,
@@ -348,7 +351,7 @@ class SipServer:
                 target = app.transfer_target
                 if not event.ok and event.refused and target and self.config.sip.transfer == "auto":
                     # The caller's side will not transfer: bridge the call ourselves.
-                    log.info("transfer_bridging", call=event.call.id, refer_status=event.status)
+                    _call_log(event.call).info("transfer_bridging", refer_status=event.status)
                     self._bridge(app, target)
                 else:
                     app.actor.post(TransferResult(event.ok, event.status, event.reason))
@@ -413,10 +416,8 @@ class SipServer:
             },
         )
         self.metrics.call_started()
-        log.info(
+        _call_log(call).info(
             "call_incoming",
-            call=call.id,
-            call_id=call.invite.call_id,
             user=call.user,
             peer=f"{call.source.host}:{call.source.port}",
             transport=call.source.transport,
@@ -441,7 +442,7 @@ class SipServer:
             session = self.ports.open_session(call.offer, call.media, settings)
         except Exception:
             # e.g. a codec we offered but cannot run: the call cannot carry audio.
-            log.exception("media_open_failed", call=call.id)
+            _call_log(call).exception("media_open_failed")
             self.command(functools.partial(self._hangup, call, reason="media failure"))
             return
         session.on_dtmf = lambda digit, ms: self._digit(call, digit, ms, "rfc4733")
@@ -477,11 +478,11 @@ class SipServer:
         self._record(call, "error", kind=kind.value, stage=stage, error=error, recovery=recovery)
 
     def _media_error(self, call: Call, error: str) -> None:
-        log.warning("media_error", call=call.id, error=error)
+        _call_log(call).warning("media_error", error=error)
         self._error(call, ErrorKind.MEDIA_FAILURE, "media", error, "concealed, call goes on")
 
     def _digit(self, call: Call, digit: str, duration_ms: int, via: str) -> None:
-        log.info("dtmf", call=call.id, digit=digit, duration_ms=duration_ms, via=via)
+        _call_log(call).info("dtmf", digit=digit, duration_ms=duration_ms, via=via)
         self._record(call, "dtmf", digit=digit, duration_ms=duration_ms, via=via)
         app = self.apps.get(call.id)
         bridge = app.bridge if app is not None else self.bridges.get(call.id)
@@ -496,7 +497,7 @@ class SipServer:
 
     def _media_timeout(self, call: Call) -> None:
         timeout = self.config.media.inactivity_timeout
-        log.warning("rtp_timeout", call=call.id, seconds=timeout)
+        _call_log(call).warning("rtp_timeout", seconds=timeout)
         self._error(
             call,
             ErrorKind.NETWORK_PARTITION,
@@ -508,7 +509,7 @@ class SipServer:
 
     def _app_done(self, call: Call, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
-            log.error("app_failed", call=call.id, error=repr(task.exception()))
+            _call_log(call).error("app_failed", error=repr(task.exception()))
             self.command(lambda now: self.ua.hangup(call, now, "app failed"))
 
     def _end_app(self, event: CallEnded) -> None:
@@ -533,10 +534,8 @@ class SipServer:
                 # The caller left: the bridged party goes too (BYE, or CANCEL while ringing).
                 leg = app.bridge.leg
                 self.command(functools.partial(self._hangup, leg, reason="caller hung up"))
-        log.info(
+        _call_log(call).info(
             "call_ended",
-            call=call.id,
-            call_id=call.invite.call_id,
             reason=event.reason,
             by=event.by,
             **media,
@@ -576,7 +575,7 @@ class SipServer:
         mode = self.config.sip.transfer
         allow = _allowed_methods(app.call)
         if mode == "bridge" or (mode == "auto" and allow is not None and "REFER" not in allow):
-            log.info("transfer_bridging", call=app.call.id, why=f"sip.transfer={mode}, Allow")
+            _call_log(app.call).info("transfer_bridging", why=f"sip.transfer={mode}, Allow")
             self._bridge(app, target)
             return
         self.command(lambda now: self.ua.refer(app.call, target, now))
@@ -595,7 +594,7 @@ class SipServer:
         try:
             leg, events = self.ua.dial(target, app.call.user, self._now(), display=display)
         except SipParseError as exc:
-            log.warning("bridge_bad_target", call=app.call.id, target=target, error=exc.reason)
+            _call_log(app.call).warning("bridge_bad_target", target=target, error=exc.reason)
             fail(400, f"bad target: {exc.reason}")
             return
         if leg is None:
@@ -607,7 +606,7 @@ class SipServer:
             self.config.sip.bridge_ring_timeout,
             lambda: self.command(functools.partial(self._hangup, leg, reason="no answer")),
         )
-        log.info("bridge_dialing", call=app.call.id, leg=leg.id, target=target)
+        _call_log(app.call).info("bridge_dialing", leg=leg.id, target=target)
         self._record(app.call, "sip", event="bridge_dialing", target=target, leg=leg.id)
         self._handle(events)
 
@@ -626,16 +625,15 @@ class SipServer:
             settings = dataclasses.replace(caller.settings, record_path=None)
             session = self.ports.open_session(leg.offer, leg.media, settings)
         except Exception:
-            log.exception("media_open_failed", call=leg.id)
+            _call_log(leg).exception("media_open_failed")
             self.command(functools.partial(self._hangup, leg, reason="media failure"))
             return
         session.on_dtmf = lambda digit, ms: self._digit(leg, digit, ms, "rfc4733")
         session.on_timeout = lambda: self._media_timeout(leg)
         bridge.session, bridge.connected = session, True
         bridge_sessions(caller, session)
-        log.info(
+        _call_log(bridge.app.call).info(
             "bridge_connected",
-            call=bridge.app.call.id,
             leg=leg.id,
             target=bridge.target,
             caller_codec=caller.media.codec.encoding,
@@ -657,9 +655,8 @@ class SipServer:
         app = bridge.app
         app.bridge = None
         media = bridge.session.summary() if bridge.session is not None else {}
-        log.info(
+        _call_log(app.call).info(
             "bridge_ended",
-            call=app.call.id,
             leg=leg.id,
             connected=bridge.connected,
             reason=event.reason,
