@@ -115,7 +115,13 @@ class CallRecord:
         if self._store is not None:
             self._store._event(self, event)
         # After the write: a line here means the event is in the database (or backlog).
-        log.debug("record_event", record=self.id, seq=event["seq"], kind=kind)
+        log.debug(
+            "record_event",
+            record=self.id,
+            call_id=self.summary.get("call_id"),
+            seq=event["seq"],
+            kind=kind,
+        )
 
     def finish(self, reason: str, by: str, final_state: dict[str, Any]) -> None:
         """The call ended: note who ended it and why, and the state it ended in."""
