@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup: the Debian peers the tests drive (sipp, baresip, kamailio,
-# tshark, sox, espeak-ng) and a virtualenv at .venv with `pip install -e '.[dev]'`.
+# tshark, sox, espeak-ng, chromium, postgresql) and a virtualenv at .venv with
+# `pip install -e '.[dev]'`.
 # Safe to run again: it only installs what is missing. Runs as root on a fresh
 # Debian 12 machine (uses sudo for apt when not root and sudo exists).
 set -euo pipefail
@@ -66,6 +67,19 @@ for bin in "${!PKG_FOR[@]}"; do
         exit 1
     fi
 done
+
+# PostgreSQL's server programs (not on PATH): the call-records test runs a private
+# cluster on loopback, started and stopped by the test itself.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    log "installing: postgresql"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo"
+    $SUDO apt-get update
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
+    # Debian starts the packaged cluster; the tests never use it.
+    $SUDO pg_ctlcluster --mode fast "$(ls /usr/lib/postgresql | sort -V | tail -1)" main stop \
+        2>/dev/null || true
+fi
 
 # ------------------------------------------------------------------ virtualenv
 if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)'; then

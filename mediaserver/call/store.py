@@ -79,7 +79,26 @@ EventListener = Callable[["CallRecord", str, dict[str, Any]], None]
 
 def _json(value: Any) -> str:
     # default=str: a record must never fail on an odd value (a Path, a set...).
-    return json.dumps(value, default=str, separators=(",", ":"))
+    try:
+        return json.dumps(value, default=str, separators=(",", ":"))
+    except (TypeError, ValueError):
+        # What default= does not reach: keys JSON cannot take (a tuple...), a cycle.
+        return json.dumps(_plain(value, ()), default=str, separators=(",", ":"))
+
+
+def _plain(value: Any, outer: tuple[int, ...]) -> Any:
+    """`value` with every dict key as JSON takes it and every cycle cut."""
+    if not isinstance(value, dict | list | tuple):
+        return value
+    if id(value) in outer:
+        return "<cycle>"
+    outer = (*outer, id(value))
+    if isinstance(value, dict):
+        return {
+            k if k is None or isinstance(k, str | int | float) else str(k): _plain(v, outer)
+            for k, v in value.items()
+        }
+    return [_plain(v, outer) for v in value]
 
 
 @dataclass
