@@ -202,13 +202,22 @@ class Records(_Strict):
     """Call records (per call: an append-only timeline, written as it happens)."""
 
     #: SQLite file (WAL); relative paths are relative to the config file's folder.
-    #: null keeps the recent records in memory only.
+    #: null (and no dsn) keeps the recent records in memory only.
     path: Path | None = Path("records/calls.db")
+    #: PostgreSQL instead, e.g. "postgresql://user:pass@host/db" (the postgres extra).
+    dsn: str | None = None
 
     @model_validator(mode="after")
     def _paths(self) -> Records:
         if self.path is not None:
             self.path = _resolve(self.path)
+        if self.dsn:
+            try:
+                import psycopg  # noqa: F401
+            except ImportError:
+                raise ValueError(
+                    "dsn: PostgreSQL needs psycopg: pip install 'mediaserver[postgres]'"
+                ) from None
         return self
 
 

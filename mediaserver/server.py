@@ -149,7 +149,7 @@ class SipServer:
         #: Bridged transfers by the id of the leg we dialed.
         self.bridges: dict[str, _Bridge] = {}
         self.faults = Faults(config.faults)
-        self.store = CallStore(config.records.path)
+        self.store = CallStore(config.records.path, dsn=config.records.dsn)
         self.metrics = Metrics()
         self.store.listeners.append(self._observe)
         self.admin: AdminServer | None = None

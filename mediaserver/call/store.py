@@ -19,7 +19,6 @@ backlog is written the loop writes directly again. Calls go on regardless.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections import OrderedDict, deque
@@ -30,36 +29,19 @@ from typing import Any
 
 import structlog
 
+from mediaserver.call.databases import (
+    Connection,
+    Database,
+    PostgresDatabase,
+    SqliteDatabase,
+)
+
 log = structlog.get_logger("mediaserver.call.store")
 
 #: Finished calls kept in memory (for /calls while the database is unreadable).
 RECENT_IN_MEMORY = 200
 #: Events held while the database cannot be written, before the oldest are dropped.
 BUFFER_LIMIT = 200_000
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS calls (
-    id TEXT PRIMARY KEY,
-    call_id TEXT,
-    route TEXT,
-    agent TEXT,
-    caller TEXT,
-    started_at REAL,
-    ended_at REAL,
-    end_reason TEXT,
-    ended_by TEXT,
-    final_state TEXT
-);
-CREATE TABLE IF NOT EXISTS events (
-    call TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    t REAL NOT NULL,
-    kind TEXT NOT NULL,
-    data TEXT NOT NULL,
-    PRIMARY KEY (call, seq)
-);
-CREATE INDEX IF NOT EXISTS calls_started ON calls (started_at);
-"""
 
 #: Summary fields of a call (the `calls` table's columns, minus final_state).
 SUMMARY_FIELDS = (
@@ -75,30 +57,6 @@ SUMMARY_FIELDS = (
 )
 
 EventListener = Callable[["CallRecord", str, dict[str, Any]], None]
-
-
-def _json(value: Any) -> str:
-    # default=str: a record must never fail on an odd value (a Path, a set...).
-    try:
-        return json.dumps(value, default=str, separators=(",", ":"))
-    except (TypeError, ValueError):
-        # What default= does not reach: keys JSON cannot take (a tuple...), a cycle.
-        return json.dumps(_plain(value, ()), default=str, separators=(",", ":"))
-
-
-def _plain(value: Any, outer: tuple[int, ...]) -> Any:
-    """`value` with every dict key as JSON takes it and every cycle cut."""
-    if not isinstance(value, dict | list | tuple):
-        return value
-    if id(value) in outer:
-        return "<cycle>"
-    outer = (*outer, id(value))
-    if isinstance(value, dict):
-        return {
-            k if k is None or isinstance(k, str | int | float) else str(k): _plain(v, outer)
-            for k, v in value.items()
-        }
-    return [_plain(v, outer) for v in value]
 
 
 @dataclass
@@ -167,16 +125,22 @@ class CallRecord:
 
 
 class CallStore:
-    """Every call's record, written to SQLite at `path` (None: memory only).
+    """Every call's record, written to SQLite at `path`, or to PostgreSQL at `dsn`.
 
     Args:
-        path: the SQLite file (created with its folder); None keeps records in
-            memory only (the recent ones).
+        path: the SQLite file (created with its folder); with neither `path` nor
+            `dsn` the records are kept in memory only (the recent ones).
+        dsn: a PostgreSQL connection string (takes precedence over `path`).
         retry_interval: seconds between attempts while the database fails.
     """
 
-    def __init__(self, path: Path | None, *, retry_interval: float = 1.0) -> None:
+    def __init__(
+        self, path: Path | None, *, dsn: str | None = None, retry_interval: float = 1.0
+    ) -> None:
         self.path = path
+        self.database: Database | None = (
+            PostgresDatabase(dsn) if dsn else SqliteDatabase(path) if path is not None else None
+        )
         self.retry_interval = retry_interval
         self.live: dict[str, CallRecord] = {}
         self.recent_records: OrderedDict[str, CallRecord] = OrderedDict()
@@ -184,8 +148,8 @@ class CallStore:
         #: Events dropped because the backlog overflowed during a long outage.
         self.dropped = 0
         self.write_errors = 0
-        self._db: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
+        self._db: Connection | None = None
+        self._reader: Connection | None = None
         self._backlog: deque[tuple[str, Any]] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -222,16 +186,20 @@ class CallStore:
         self._put("end", (record.summary_dict(), record.final_state))
 
     def _put(self, what: str, item: Any) -> None:
-        if self.path is None:
+        database = self.database
+        if database is None:
             return
         with self._lock:
             if not self._backlog:
                 try:
                     if self._db is None:
-                        self._db = _connect(self.path, timeout=0)
-                    _write(self._db, what, item)
+                        self._db = database.connect(wait=False)
+                    database.write(self._db, what, item)
                     return
-                except sqlite3.Error as exc:
+                except database.bad_item as exc:
+                    self._drop_bad(what, exc)
+                    return
+                except database.errors as exc:
                     self._outage(exc)
                     if self._db is not None:
                         self._db.close()
@@ -242,17 +210,22 @@ class CallStore:
                 self.dropped += 1
         self._start_retrier()
 
-    def _outage(self, exc: sqlite3.Error) -> None:
+    def _outage(self, exc: Exception) -> None:
         self.write_errors += 1
         if not self._failing:
             # One line per outage, not one per event.
             self._failing = True
             log.error(
                 "records_write_failed",
-                path=str(self.path),
+                path=str(self.database),
                 error=str(exc),
                 buffered=len(self._backlog) + 1,
             )
+
+    def _drop_bad(self, what: str, exc: Exception) -> None:
+        """An item the database refuses for what it is: retrying cannot help."""
+        self.dropped += 1
+        log.error("records_item_refused", what=what, error=str(exc))
 
     def _start_retrier(self) -> None:
         if self._retrier is None:
@@ -306,14 +279,15 @@ class CallStore:
 
     def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]] | None:
         """Run a read on a connection of its own (WAL lets it read beside the writer)."""
-        if self.path is None:
+        database = self.database
+        if database is None:
             return None
         try:
             if self._reader is None:
-                self._reader = sqlite3.connect(self.path, timeout=0, check_same_thread=False)
-            return self._reader.execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            log.warning("records_read_failed", path=str(self.path), error=str(exc))
+                self._reader = database.connect(wait=False)
+            return database.query(self._reader, sql, args)
+        except database.errors as exc:
+            log.warning("records_read_failed", path=str(database), error=str(exc))
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
@@ -349,8 +323,9 @@ class CallStore:
 
     def _retry(self) -> None:
         """Write the backlog in order whenever the database takes it again."""
-        assert self.path is not None
-        db: sqlite3.Connection | None = None
+        database = self.database
+        assert database is not None
+        db: Connection | None = None
         while not self._stop:
             self._wake.wait(self.retry_interval)
             self._wake.clear()
@@ -361,14 +336,19 @@ class CallStore:
                             break
                         item = self._backlog[0]
                     if db is None:
-                        db = _connect(self.path, timeout=1.0)
-                    _write(db, *item)
+                        db = database.connect(wait=True)
+                    try:
+                        database.write(db, *item)
+                    except database.bad_item as exc:
+                        self._drop_bad(item[0], exc)
                     with self._lock:
-                        self._backlog.popleft()
+                        # An overflow may have dropped it meanwhile: pop only our item.
+                        if self._backlog and self._backlog[0] is item:
+                            self._backlog.popleft()
                         if not self._backlog and self._failing:
                             self._failing = False
-                            log.info("records_write_recovered", path=str(self.path))
-            except sqlite3.Error:
+                            log.info("records_write_recovered", path=str(database))
+            except database.errors:
                 with self._lock:
                     self.write_errors += 1
                 if db is not None:
@@ -377,43 +357,3 @@ class CallStore:
                 time.sleep(self.retry_interval)
         if db is not None:
             db.close()
-
-
-def _connect(path: Path, timeout: float) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Autocommit (isolation_level=None): each statement is its own transaction.
-    db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
-    except sqlite3.Error:
-        db.close()
-        raise
-    return db
-
-
-def _write(db: sqlite3.Connection, what: str, item: Any) -> None:
-    if what == "call":
-        db.execute(
-            "INSERT OR REPLACE INTO calls (id, call_id, route, agent, caller, started_at)"
-            " VALUES (:id, :call_id, :route, :agent, :caller, :started_at)",
-            item,
-        )
-    elif what == "event":
-        call, event = item
-        db.execute(
-            "INSERT OR REPLACE INTO events (call, seq, t, kind, data) VALUES (?, ?, ?, ?, ?)",
-            (call, event["seq"], event["t"], event["kind"], _json(event["data"])),
-        )
-    elif what == "end":
-        summary, final = item
-        db.execute(
-            "INSERT INTO calls (id, call_id, route, agent, caller, started_at, ended_at,"
-            " end_reason, ended_by, final_state) VALUES (:id, :call_id, :route, :agent,"
-            " :caller, :started_at, :ended_at, :end_reason, :ended_by, :final)"
-            " ON CONFLICT(id) DO UPDATE SET ended_at = excluded.ended_at,"
-            " end_reason = excluded.end_reason, ended_by = excluded.ended_by,"
-            " final_state = excluded.final_state",
-            {**summary, "final": _json(final)},
-        )
