@@ -242,3 +242,21 @@ def test_auth_failure_runs_the_configured_flow(start_server, baresip, tmp_path: 
     assert "CALL_CLOSED" in result.event_types()
     (said,) = _heard(result, tmp_path, message)
     assert said >= 0.8, said
+
+
+def test_network_partition_on_sip_ends_the_call_with_state(start_server, sipp) -> None:  # type: ignore[no-untyped-def]
+    """Our BYE never reaches the caller (injected): timer F fires, and the call is
+    over with the partition recorded and the state captured."""
+    server = start_server(
+        routes={"hold": {"app": "hold", "duration": 1}},
+        sip={"t1": 0.05},  # timer F = 64 * T1 = 3.2 s
+        faults={"enabled": True, "rules": [{"stage": "sip", "match": "BYE"}]},
+    )
+    # sipp stays 8 s and then sends its own BYE, which finds the call gone (481).
+    sipp(["-sn", "uac", "-s", "hold", "-d", "8000", server.target], timeout=20)
+    server.wait_log("call_ended", timeout=15)
+    events = _events(server)
+    (error,) = _errors(events, "network_partition")
+    assert error["stage"] == "sip" and "timer F on BYE" in error["error"], error
+    final = _final(events)
+    assert final["by"] == "timeout" and final["media"]["rtp_in"] >= 0
