@@ -516,12 +516,14 @@ class SipServer:
         call = event.call
         if event.by == "timeout":
             # A SIP transaction (BYE, refresh) or the ACK timed out: the peer is gone.
-            self._error(
+            # Straight to the record: the call is over, its actor is stopping.
+            self._record(
                 call,
-                ErrorKind.NETWORK_PARTITION,
-                "sip",
-                event.reason,
-                RECOVERY[ErrorKind.NETWORK_PARTITION],
+                "error",
+                kind=ErrorKind.NETWORK_PARTITION.value,
+                stage="sip",
+                error=event.reason,
+                recovery=RECOVERY[ErrorKind.NETWORK_PARTITION],
             )
         app = self.apps.pop(call.id, None)
         media: dict[str, Any] = {}

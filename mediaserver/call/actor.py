@@ -52,7 +52,7 @@ from mediaserver.pipeline.llm.base import (
     ToolCall,
     ToolCalls,
 )
-from mediaserver.pipeline.settings import LlmSettings, RecoverySettings
+from mediaserver.pipeline.settings import LlmSettings
 from mediaserver.pipeline.stt.base import STT_RATE, SttError, SttStream
 from mediaserver.pipeline.tts.base import TtsBackend, TtsChunk, TtsError
 from mediaserver.pipeline.vad.detector import SpeechDetector, SpeechStarted, SpeechStopped
@@ -68,14 +68,10 @@ log = structlog.get_logger("mediaserver.call.actor")
 PREROLL = 0.3
 #: Speech shorter than this that STT cannot read is ignored (a cough, a click).
 MIN_UNDERSTOOD_SPEECH = 0.3
-#: The default phrases of the recoveries (`pipeline.recovery` configures them).
-TOOL_FAILED = RecoverySettings().tool_error_phrase
-TRANSFER_FAILED = RecoverySettings().transfer_failed_phrase
 #: Said when a tool's hold ends.
 HOLD_ENDED = "Thank you for holding."
 #: Seconds to wait for the outcome of a REFER.
 TRANSFER_TIMEOUT = 30.0
-TROUBLE_PHRASE = RecoverySettings().trouble_phrase
 
 
 class CallActor:

@@ -16,7 +16,7 @@ import pytest
 from mediaserver.call.lifecycle import CallState
 from mediaserver.call.voicing import FrameTag
 from mediaserver.pipeline.llm import ScriptedBackend, ScriptedConfig, ScriptedReply
-from mediaserver.pipeline.settings import PipelineSettings
+from mediaserver.pipeline.settings import PipelineSettings, RecoverySettings
 from tests.call.harness import agent_call, speech, wait_for, weather_agent
 
 pytestmark = pytest.mark.timeout(90)
@@ -345,7 +345,7 @@ def test_a_tool_that_raises_gets_a_recovery_phrase_and_the_call_goes_on(tmp_path
     question = speech("what is the weather in paris", tmp_path)
 
     async def main() -> None:
-        from mediaserver.call.actor import TOOL_FAILED
+        TOOL_FAILED = RecoverySettings().tool_error_phrase
 
         cfg = settings()
         agent = weather_agent(cfg, greeting="Hi.")
@@ -358,9 +358,7 @@ def test_a_tool_that_raises_gets_a_recovery_phrase_and_the_call_goes_on(tmp_path
             actor = live.actor
             assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
             await live.caller.say(question)
-            assert await wait_for(
-                lambda: any(e["event"] == "tool" for e in actor.timeline), 10
-            )
+            assert await wait_for(lambda: any(e["event"] == "tool" for e in actor.timeline), 10)
             assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
             result = next(e for e in actor.timeline if e["event"] == "tool")
             assert result["error"].startswith("tool_error") and "database down" in result["error"]
@@ -414,7 +412,8 @@ def test_connect_transfers_after_the_reply_and_recovers_when_declined(
     async def main() -> None:
         from mediaserver.agent.result import SwaigFunctionResult
         from mediaserver.call import events as ev
-        from mediaserver.call.actor import TRANSFER_FAILED
+
+        TRANSFER_FAILED = RecoverySettings().transfer_failed_phrase
 
         cfg = settings()
         agent = weather_agent(cfg, greeting="Hi.")
