@@ -30,6 +30,7 @@ import threading
 import time
 import uuid
 import wave
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,7 +53,11 @@ SIGNALLING_PORTS = (10000, 19999)
 RTP_PORTS = (20000, 29999)
 
 # Ports handed out by this process, so two helpers in one run never collide.
-_handed_out: set[int] = set()
+#: Per (range, block size): the blocks handed out recently, newest last. Only
+#: enough to cover half the range are remembered: the servers of finished tests
+#: are stopped and their ports free again, and a session starts more servers
+#: than the RTP range holds blocks.
+_handed_out: dict[tuple[int, int, int], deque[range]] = {}
 _port_lock = threading.Lock()
 
 
@@ -143,13 +148,17 @@ def free_port_block(
         base = rng.randint(first, last) * align
         ports = range(base, base + count)
         with _port_lock:
-            if any(p in _handed_out for p in ports):
+            recent = _handed_out.setdefault(
+                (lo, hi, count), deque(maxlen=max(8, (hi - lo + 1) // (2 * count)))
+            )
+            taken = (b for blocks in _handed_out.values() for b in blocks)
+            if any(b[0] <= ports[-1] and ports[0] <= b[-1] for b in taken):
                 continue
             if all(
                 _can_bind(p, socket.SOCK_DGRAM) and (not tcp or _can_bind(p, socket.SOCK_STREAM))
                 for p in ports
             ):
-                _handed_out.update(ports)
+                recent.append(ports)
                 return base
     raise RuntimeError(f"no free block of {count} ports in {lo}-{hi} after {attempts} tries")
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.conftest import RunSipp
@@ -24,6 +25,7 @@ from tests.peers import (
     parse_sipp_trace,
     server_config,
     sip_request,
+    write_rtp_pcap,
 )
 
 SCENARIOS = sorted(p.name for p in SIPP_SCENARIOS.glob("*.xml"))
@@ -157,6 +159,8 @@ def test_sip_request_collects_replies(udp_responder: int) -> None:
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_sipp_scenario_loads(scenario: str, sipp: RunSipp, tmp_path: Path) -> None:
     """Each scenario parses and starts: against a silent port it can only time out."""
+    # Scenarios that play the caller's audio read caller.pcap from sipp's folder.
+    write_rtp_pcap(tmp_path / "caller.pcap", np.zeros(1600, dtype=np.int16))
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     silent.bind(("127.0.0.1", 0))
     try:
