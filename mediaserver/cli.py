@@ -158,6 +158,7 @@ def _demo(say: str) -> int:
     config.write_text(
         "media: {port_min: 47000, port_max: 47999}\n"
         "logging: {format: json}\n"
+        "admin: {port: 0}\n"
         "pipeline: {stt: {pool_size: 1}, turn: {end_of_speech_timeout: 0.5}}\n"
     )
     log_path = work / "server.log"

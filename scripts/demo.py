@@ -66,6 +66,7 @@ def demo_config(duration: int, ring: int) -> dict[str, Any]:
                 "hold": {"app": "hold", "duration": duration, "ring": ring},
                 "echo": {"app": "echo", "duration": 0},
             },
+            "admin": {"port": 0},
             "shutdown": {"drain_timeout": 5},
         },
     )
