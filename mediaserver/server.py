@@ -218,11 +218,10 @@ class SipServer:
         if admin.enabled:
             self.admin = AdminServer(self, admin.host, admin.port, admin.token)
             try:
-                host, port = await self.admin.start()
+                await self.admin.start()  # logs admin_listening with the bound port
             except OSError as exc:
                 where = f"{admin.host}:{admin.port}"
                 raise ConfigError(f"admin.port: cannot listen on {where}: {exc.strerror}") from None
-            log.info("admin_listening", host=host, port=port, token=admin.token is not None)
 
     # -- what the admin HTTP serves (AdminSource) ---------------------------------------
 
