@@ -293,9 +293,7 @@ async def place_call(
     report = CallReport(uri)
     loop = asyncio.get_running_loop()
     dialer = _Dialer(uri, local_host)
-    transport, _ = await loop.create_datagram_endpoint(
-        lambda: dialer, local_addr=(local_host, 0)
-    )
+    transport, _ = await loop.create_datagram_endpoint(lambda: dialer, local_addr=(local_host, 0))
     loop.add_reader(dialer.rtp.fileno(), dialer.read_rtp)
     sender = _Sender(dialer)
     sending = loop.create_task(sender.run())
@@ -316,6 +314,7 @@ async def place_call(
 
         def budget() -> float:
             return max(0.0, deadline - loop.time())
+
         # The agent speaks first: let the greeting finish.
         await _agent_quiet(dialer, answered, QUIET, min(10.0, budget()))
         if dialer.received:

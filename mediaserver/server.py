@@ -437,19 +437,28 @@ class SipServer:
             latch_any_address=cfg.latch_any_address,
             record_path=cfg.recordings_dir / f"{call.id}.wav" if cfg.record_calls else None,
         )
+        session = self._start_session(call, settings)
+        if session is None:
+            return
+        self._inject_media_faults(session)
+        app.session = session
+        app.media_ready.set()
+
+    def _start_session(self, call: Call, settings: MediaSettings) -> RtpSession | None:
+        """Open `call`'s RTP session with its reports wired to us; None (and the call
+        hung up) when it cannot carry audio."""
+        assert call.media is not None
         try:
             session = self.ports.open_session(call.offer, call.media, settings)
         except Exception:
             # e.g. a codec we offered but cannot run: the call cannot carry audio.
             _call_log(call).exception("media_open_failed")
             self.command(functools.partial(self._hangup, call, reason="media failure"))
-            return
+            return None
         session.on_dtmf = lambda digit, ms: self._digit(call, digit, ms, "rfc4733")
         session.on_timeout = lambda: self._media_timeout(call)
         session.on_media_error = lambda error: self._media_error(call, error)
-        self._inject_media_faults(session)
-        app.session = session
-        app.media_ready.set()
+        return session
 
     def _inject_media_faults(self, session: RtpSession) -> None:
         """Configured media faults: undecodable packets, or inbound RTP cut off."""
@@ -621,16 +630,10 @@ class SipServer:
             bridge.ring_timer.cancel()
         caller = bridge.app.session
         assert caller is not None
-        try:
-            # The caller's recording (if any) already holds both directions.
-            settings = dataclasses.replace(caller.settings, record_path=None)
-            session = self.ports.open_session(leg.offer, leg.media, settings)
-        except Exception:
-            _call_log(leg).exception("media_open_failed")
-            self.command(functools.partial(self._hangup, leg, reason="media failure"))
+        # The caller's recording (if any) already holds both directions.
+        session = self._start_session(leg, dataclasses.replace(caller.settings, record_path=None))
+        if session is None:
             return
-        session.on_dtmf = lambda digit, ms: self._digit(leg, digit, ms, "rfc4733")
-        session.on_timeout = lambda: self._media_timeout(leg)
         bridge.session, bridge.connected = session, True
         bridge_sessions(caller, session)
         _call_log(bridge.app.call).info(

@@ -1374,6 +1374,40 @@ def write_wav(path: Path, pcm: np.ndarray, rate: int = 8000) -> Path:
     return path
 
 
+#: The weather agent the live agent tests call: its greeting, the question a
+#: caller asks (a phrase pocketsphinx hears reliably from espeak-ng over G.711)
+#: and the answer its tool gives.
+WEATHER_GREETING = "Hello, this is the weather line."
+WEATHER_QUESTION = "what is the weather in paris"
+WEATHER_ANSWER = "It is sunny in paris today."
+
+
+def weather_route() -> dict[str, Any]:
+    """A fresh `agent` route config of the weather agent (callers may change it)."""
+    return {
+        "app": "agent",
+        "duration": 0,
+        "agent": {
+            "greeting": WEATHER_GREETING,
+            "hints": ["what is the weather in", "thank you"],
+            "tools": [
+                {
+                    "name": "get_weather",
+                    "description": "Tell the weather forecast for a city.",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            "city": {"type": "string", "enum": ["paris", "london", "berlin"]}
+                        },
+                        "required": ["city"],
+                    },
+                    "response": "It is sunny in {city} today.",
+                }
+            ],
+        },
+    }
+
+
 def caller_wav(text: str, folder: Path, *, lead: float = 5.0, tail: float = 5.0) -> Path:
     """What a caller plays into an agent: `lead` s of silence (the greeting), `text`
     spoken by espeak-ng at 8 kHz, then `tail` s of silence (the answer)."""

@@ -137,7 +137,6 @@ class CallStore:
     def __init__(
         self, path: Path | None, *, dsn: str | None = None, retry_interval: float = 1.0
     ) -> None:
-        self.path = path
         self.database: Database | None = (
             PostgresDatabase(dsn) if dsn else SqliteDatabase(path) if path is not None else None
         )

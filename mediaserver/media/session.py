@@ -180,7 +180,6 @@ class RtpSession:
         self.on_media_error: Callable[[str], None] | None = None
         self._last_media_error = -MEDIA_ERROR_QUIET
         self._fail_decodes = 0
-        self._drop_inbound = False
         self._background: np.ndarray | None = None
         self._background_pos = 0
         # Audio released between ticks (eager jitter buffer), for the recorder.
@@ -358,12 +357,13 @@ class RtpSession:
         self._fail_decodes = count
 
     def drop_inbound(self) -> None:
-        """Fault injection: ignore every inbound packet from now on (a network partition)."""
-        self._drop_inbound = True
+        """Fault injection: read nothing from now on (a network partition); the
+        kernel drops what piles up. Costs the packet path nothing."""
+        self._loop.remove_reader(self.rtp_sock.fileno())
+        if self.rtcp_sock is not None:
+            self._loop.remove_reader(self.rtcp_sock.fileno())
 
     def _on_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
-        if self._drop_inbound:
-            return
         if self.media.rtcp_mux and is_rtcp(data):
             self._on_rtcp(data, now)
             return

@@ -10,37 +10,19 @@ answer.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from tests.peers import agent_speech, best_alignment, caller_wav, read_wav_mono
-
-AGENT: dict[str, Any] = {
-    "app": "agent",
-    "duration": 0,
-    "agent": {
-        "greeting": "Hello, this is the weather line.",
-        "hints": ["what is the weather in", "thank you"],
-        "tools": [
-            {
-                "name": "get_weather",
-                "description": "Tell the weather forecast for a city.",
-                "parameters": {
-                    "type": "object",
-                    "properties": {
-                        "city": {"type": "string", "enum": ["paris", "london", "berlin"]}
-                    },
-                    "required": ["city"],
-                },
-                "response": "It is sunny in {city} today.",
-            }
-        ],
-    },
-}
+from tests.peers import (
+    agent_speech,
+    best_alignment,
+    caller_wav,
+    read_wav_mono,
+    weather_route,
+)
 
 
 def test_baresip_asks_and_hears_the_right_answer(start_server, baresip, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     server = start_server(
-        routes={"weather": AGENT},
+        routes={"weather": weather_route()},
         pipeline={"stt": {"pool_size": 1}, "turn": {"end_of_speech_timeout": 0.5}},
     )
     source = caller_wav("what is the weather in paris", tmp_path, lead=4, tail=8)

@@ -18,34 +18,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from tests.peers import caller_wav
-
-QUESTION = "what is the weather in paris"
-GREETING = "Hello, this is the weather line."
-ANSWER = "It is sunny in paris today."
-
-WEATHER: dict[str, Any] = {
-    "app": "agent",
-    "duration": 0,
-    "agent": {
-        "greeting": GREETING,
-        "hints": ["what is the weather in", "thank you"],
-        "tools": [
-            {
-                "name": "get_weather",
-                "description": "Tell the weather forecast for a city.",
-                "parameters": {
-                    "type": "object",
-                    "properties": {
-                        "city": {"type": "string", "enum": ["paris", "london", "berlin"]}
-                    },
-                    "required": ["city"],
-                },
-                "response": "It is sunny in {city} today.",
-            },
-        ],
-    },
-}
+from tests.peers import WEATHER_ANSWER, WEATHER_QUESTION, caller_wav, weather_route
 
 #: Small decoder pool, quick end of turn, no fillers (as in test_recovery_live).
 PIPELINE: dict[str, Any] = {
@@ -77,14 +50,14 @@ def _logged_events(log: str) -> dict[str, dict[int, str]]:
 def test_sigkill_mid_call_loses_at_most_the_last_event(  # type: ignore[no-untyped-def]
     start_server, baresip, tmp_path: Path
 ) -> None:
-    server = start_server(routes={"weather": WEATHER}, pipeline=PIPELINE)
-    source = caller_wav(QUESTION, tmp_path, lead=LEAD, tail=TAIL)
+    server = start_server(routes={"weather": weather_route()}, pipeline=PIPELINE)
+    source = caller_wav(WEATHER_QUESTION, tmp_path, lead=LEAD, tail=TAIL)
     seconds = LEAD + 3 + TAIL  # baresip's own bound (-t); it also waits at most +10 s
     with ThreadPoolExecutor(max_workers=1) as pool:
         call = pool.submit(baresip, server.uri("weather"), seconds=seconds, source_wav=source)
         # The answer was said: the turn's events are being written right now.
-        log = server.wait_log(ANSWER, timeout=LEAD + 30)
-        answered = ANSWER in log
+        log = server.wait_log(WEATHER_ANSWER, timeout=LEAD + 30)
+        answered = WEATHER_ANSWER in log
         ended_before = "call_ended" in log
         rc = server.kill()
         result = call.result(timeout=seconds + 30)

@@ -17,6 +17,9 @@ from typing import Any
 import pytest
 
 from tests.peers import (
+    WEATHER_ANSWER,
+    WEATHER_GREETING,
+    WEATHER_QUESTION,
     BaresipResult,
     ServerProcess,
     agent_speech,
@@ -24,34 +27,8 @@ from tests.peers import (
     caller_wav,
     deep_merge,
     read_wav_mono,
+    weather_route,
 )
-
-QUESTION = "what is the weather in paris"
-GREETING = "Hello, this is the weather line."
-ANSWER = "It is sunny in paris today."
-
-WEATHER: dict[str, Any] = {
-    "app": "agent",
-    "duration": 0,
-    "agent": {
-        "greeting": GREETING,
-        "hints": ["what is the weather in", "thank you"],
-        "tools": [
-            {
-                "name": "get_weather",
-                "description": "Tell the weather forecast for a city.",
-                "parameters": {
-                    "type": "object",
-                    "properties": {
-                        "city": {"type": "string", "enum": ["paris", "london", "berlin"]}
-                    },
-                    "required": ["city"],
-                },
-                "response": "It is sunny in {city} today.",
-            },
-        ],
-    },
-}
 
 #: Small decoder pool, quick end of turn, no fillers (the audio stays predictable).
 PIPELINE: dict[str, Any] = {
@@ -76,8 +53,8 @@ def _call(
     config = deep_merge(
         {"pipeline": PIPELINE, "faults": {"enabled": True, "rules": rules}}, overrides
     )
-    server = start_server(routes={"weather": route or WEATHER}, **config)
-    source = caller_wav(QUESTION, tmp_path, lead=4, tail=tail)
+    server = start_server(routes={"weather": route or weather_route()}, **config)
+    source = caller_wav(WEATHER_QUESTION, tmp_path, lead=4, tail=tail)
     result = baresip(server.uri("weather"), seconds=4 + 2 + tail, source_wav=source)
     assert result.established, result.describe()
     server.wait_log("call_ended", timeout=15)
@@ -104,7 +81,7 @@ def _heard(result: BaresipResult, tmp_path: Path, *texts: str) -> list[float]:
     baresip heard."""
     assert result.heard_wav is not None, result.describe()
     heard, _ = read_wav_mono(result.heard_wav)
-    references = agent_speech(tmp_path, GREETING, *texts)[1:]
+    references = agent_speech(tmp_path, WEATHER_GREETING, *texts)[1:]
     return [best_alignment(ref, heard)[1] for ref in references]
 
 
@@ -141,7 +118,7 @@ def test_llm_failure_retries_then_the_fallback_model_answers(  # type: ignore[no
     kind = "llm_timeout" if mode == "hang" else "llm_error"
     errors = _errors(events, kind)
     assert [e["recovery"] for e in errors] == ["retry 1 of 1 in 0.1 s", "fallback to backup"]
-    (answer,) = _heard(result, tmp_path, ANSWER)
+    (answer,) = _heard(result, tmp_path, WEATHER_ANSWER)
     assert answer >= 0.8, answer  # the fallback model answered
 
 
@@ -152,12 +129,14 @@ def test_tts_failure_speaks_with_the_fallback_voice(start_server, baresip, tmp_p
     errors = _errors(events, "tts_failure")
     assert errors and errors[0]["recovery"] == "fallback voice en-gb", errors
     said = [e for e in events if e["event"] == "agent_said"]
-    assert said[-1]["text"] == ANSWER
+    assert said[-1]["text"] == WEATHER_ANSWER
     assert result.heard_wav is not None
     heard, _ = read_wav_mono(result.heard_wav)
     (tmp_path / "gb").mkdir()
-    gb = agent_speech(tmp_path / "gb", ANSWER, "It is raining in london today.", voice="en-gb")
-    (us_answer,) = agent_speech(tmp_path, ANSWER)
+    gb = agent_speech(
+        tmp_path / "gb", WEATHER_ANSWER, "It is raining in london today.", voice="en-gb"
+    )
+    (us_answer,) = agent_speech(tmp_path, WEATHER_ANSWER)
     answer, wrong, us = (best_alignment(x, heard)[1] for x in (*gb, us_answer))
     # The answer was heard, in the fallback voice (not in the failing one).
     assert answer >= 0.45 and answer > wrong + 0.2 and answer > us + 0.15, (answer, wrong, us)
@@ -188,7 +167,7 @@ def test_tool_error_says_an_error_phrase(start_server, baresip, tmp_path: Path) 
 def test_transfer_failure_tells_the_caller_and_goes_on(
     start_server, baresip, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    route = deep_merge(WEATHER, {})
+    route = weather_route()
     route["agent"]["tools"] = [
         {
             "name": "get_weather",
@@ -214,7 +193,7 @@ def test_media_failure_is_concealed_and_the_call_goes_on(
     result, events = _call(start_server, baresip, tmp_path, [rule])
     (error,) = _errors(events, "media_failure")
     assert error["stage"] == "media" and error["recovery"] == "concealed, call goes on"
-    (answer,) = _heard(result, tmp_path, ANSWER)
+    (answer,) = _heard(result, tmp_path, WEATHER_ANSWER)
     assert answer >= 0.8, answer
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
-from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -20,28 +19,8 @@ from tests.observability.chromium import (
     parse_dom,
     run_chromium,
 )
-from tests.peers import caller_wav, require_binary
+from tests.peers import caller_wav, require_binary, weather_route
 
-WEATHER: dict[str, Any] = {
-    "app": "agent",
-    "duration": 0,
-    "agent": {
-        "greeting": "Hello, this is the weather line.",
-        "hints": ["what is the weather in", "thank you"],
-        "tools": [
-            {
-                "name": "get_weather",
-                "description": "Tell the weather forecast for a city.",
-                "parameters": {
-                    "type": "object",
-                    "properties": {"city": {"type": "string", "enum": ["paris", "london"]}},
-                    "required": ["city"],
-                },
-                "response": "It is sunny in {city} today.",
-            }
-        ],
-    },
-}
 PIPELINE = {"stt": {"pool_size": 1}, "turn": {"end_of_speech_timeout": 0.5}}
 TOKEN = "live-test-token"
 
@@ -60,7 +39,9 @@ def test_a_real_call_fills_metrics_records_and_the_calls_page(  # type: ignore[n
     start_server, baresip, tmp_path: Path
 ) -> None:
     chromium = require_binary("chromium")
-    server = start_server(routes={"weather": WEATHER}, pipeline=PIPELINE, admin={"token": TOKEN})
+    server = start_server(
+        routes={"weather": weather_route()}, pipeline=PIPELINE, admin={"token": TOKEN}
+    )
     port = int(re.findall(r"admin_listening .*port=(\d+)", server.log_text())[0])
     base = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {TOKEN}"}
