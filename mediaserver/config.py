@@ -44,6 +44,70 @@ class Tls(_Strict):
     key: Path | None = None
 
 
+class SipUser(_Strict):
+    """One provisioned SIP user: `password`, or `ha1` = md5("user:realm:password")
+    so the file need not hold the password (MD5 digests only)."""
+
+    password: str | None = Field(None, min_length=1)
+    ha1: str | None = Field(None, pattern=r"^[0-9a-fA-F]{32}$")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> SipUser:
+        if (self.password is None) == (self.ha1 is None):
+            raise ValueError("give exactly one of password and ha1")
+        return self
+
+
+DigestAlgorithm = Literal["MD5", "SHA-256"]
+
+
+def _md5_only() -> list[DigestAlgorithm]:
+    return ["MD5"]
+
+
+class SipAuth(_Strict):
+    """Digest authentication (RFC 3261 section 22) of REGISTER and INVITE."""
+
+    realm: str = Field("mediaserver", min_length=1)
+    #: Provisioned users by name; with none, nobody is challenged and REGISTER gets 405.
+    users: dict[str, SipUser] = Field(default_factory=dict)
+    #: Which INVITEs are challenged: "users" (the From user is provisioned: whoever
+    #: says they are alice proves it; trunks and other callers are not asked),
+    #: "all" (every caller must be a provisioned user), or "off".
+    invites: Literal["users", "all", "off"] = "users"
+    #: Offered in this order (RFC 8760 prefers SHA-256; many phones know only MD5).
+    algorithms: list[DigestAlgorithm] = Field(default_factory=_md5_only, min_length=1)
+    #: Seconds a nonce stays valid (then the phone is re-challenged with stale=true).
+    nonce_ttl: float = Field(300.0, gt=0)
+    #: HMAC key of the nonces; give every worker behind one proxy the same one so
+    #: each accepts the others' nonces (default: random per process).
+    nonce_secret: str | None = Field(None, min_length=16)
+    #: Failed attempts one address may make per `failure_window` seconds, then
+    #: all its attempts get 403 until the window has passed.
+    max_failures: int = Field(10, gt=0)
+    failure_window: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _users_for_all(self) -> SipAuth:
+        if self.invites == "all" and not self.users:
+            raise ValueError("invites: all needs users")
+        return self
+
+
+class RegistrarSettings(_Strict):
+    """Registration intervals and limits (active when `sip.auth.users` is set)."""
+
+    min_expires: int = Field(60, ge=1)
+    max_expires: int = Field(3600, ge=1)
+    max_contacts: int = Field(10, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> RegistrarSettings:
+        if self.max_expires < self.min_expires:
+            raise ValueError("max_expires must be at least min_expires")
+        return self
+
+
 class SipSettings(_Strict):
     """SIP signalling settings."""
 
@@ -66,6 +130,8 @@ class SipSettings(_Strict):
     transfer: Literal["auto", "refer", "bridge"] = "auto"
     #: Seconds a bridged transfer's target may ring before we give up (CANCEL).
     bridge_ring_timeout: float = Field(20.0, gt=0)
+    auth: SipAuth = Field(default_factory=SipAuth)
+    registrar: RegistrarSettings = Field(default_factory=RegistrarSettings)
 
     @model_validator(mode="after")
     def _tls_needs_files(self) -> SipSettings:

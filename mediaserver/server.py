@@ -29,18 +29,21 @@ from mediaserver.call.faults import Faults
 from mediaserver.call.runtime import PipelineRuntime
 from mediaserver.call.spec import AgentSpec
 from mediaserver.call.store import CallRecord, CallStore
-from mediaserver.config import Config, ConfigError
+from mediaserver.config import Config, ConfigError, SipSettings
 from mediaserver.media.clock import MediaClock
 from mediaserver.media.ports import PortPool
 from mediaserver.media.relay import bridge_sessions, unbridge
 from mediaserver.media.session import MediaSettings, RtpSession
 from mediaserver.observability.admin import AdminServer
 from mediaserver.observability.metrics import Metrics
+from mediaserver.sip.auth import Account, DigestAuth
 from mediaserver.sip.errors import SipParseError
+from mediaserver.sip.registrar import Registrar
 from mediaserver.sip.session_timer import SessionTimerPolicy
 from mediaserver.sip.transaction import Send, Target, Timers
 from mediaserver.sip.transport import Transports
 from mediaserver.sip.ua import (
+    AuthRejected,
     Call,
     CallConfirmed,
     CallEnded,
@@ -49,6 +52,7 @@ from mediaserver.sip.ua import (
     Dropped,
     DtmfInfo,
     Event,
+    Registered,
     TransferOutcome,
     UaConfig,
     UserAgent,
@@ -84,6 +88,8 @@ class _AppCall:
     transfer_target: str | None = None
     #: The call's record (timeline in SQLite).
     record: CallRecord | None = None
+    #: Why the caller's SIP digest failed (the agent runs its auth-failure flow).
+    auth_error: str | None = None
 
     @property
     def call_id(self) -> str:
@@ -209,6 +215,8 @@ class SipServer:
                 timers=Timers(sip.t1, sip.t2, sip.t4),
                 session=SessionTimerPolicy(sip.session_expires, sip.min_se),
                 user_agent=sip.user_agent,
+                invite_auth=sip.auth.invites,
+                **_auth(sip),
             ),
             self.ports,
         )
@@ -356,6 +364,20 @@ class SipServer:
                     app.actor.post(TransferResult(event.ok, event.status, event.reason))
             elif isinstance(event, DtmfInfo):
                 self._digit(event.call, event.digit, event.duration_ms, "info")
+            elif isinstance(event, Registered):
+                log.info(
+                    "sip_registered",
+                    user=event.user,
+                    bindings=event.bindings,
+                    peer=f"{event.source.host}:{event.source.port}",
+                )
+            elif isinstance(event, AuthRejected):
+                self.metrics.error(ErrorKind.AUTH_FAILURE.value, "sip")
+                self._log_rejected(
+                    Dropped(
+                        f"{event.method} from {event.user!r}: {event.reason}", event.source, 403
+                    )
+                )
             elif isinstance(event, Dropped):
                 self._log_rejected(event)
         self._rearm()
@@ -412,6 +434,7 @@ class SipServer:
                 "peer": f"{call.source.host}:{call.source.port}",
                 "transport": call.source.transport,
                 "codec": call.media.codec.encoding if call.media is not None else None,
+                "auth_user": call.auth_user,
             },
         )
         self.metrics.call_started()
@@ -421,6 +444,14 @@ class SipServer:
             peer=f"{call.source.host}:{call.source.port}",
             transport=call.source.transport,
         )
+        if call.auth_error is not None:
+            _call_log(call).warning("sip_auth_failed", error=call.auth_error)
+            if agent is None:
+                # No agent to run the auth-failure flow: refuse the call.
+                self._error(call, ErrorKind.AUTH_FAILURE, "sip", call.auth_error, "rejected 403")
+                self.command(lambda now: self.ua.reject(call, 403, now))
+                return
+            app.auth_error = call.auth_error
         self._open_media(call)
         app.task = asyncio.get_running_loop().create_task(APPS[route.app](app, route))
         app.task.add_done_callback(lambda t: self._app_done(call, t))
@@ -718,6 +749,31 @@ class SipServer:
         if self.runtime is not None:
             await self.runtime.aclose()
         self.store.close()
+
+
+def _auth(sip: SipSettings) -> dict[str, Any]:
+    """The digest authenticator and registrar of `sip` (none without users)."""
+    cfg = sip.auth
+    if not cfg.users:
+        return {}
+    accounts = {
+        name: Account(name, password=user.password, ha1=user.ha1)
+        for name, user in cfg.users.items()
+    }
+    auth = DigestAuth(
+        cfg.realm,
+        accounts,
+        nonce_ttl=cfg.nonce_ttl,
+        algorithms=tuple(cfg.algorithms),
+        max_failures=cfg.max_failures,
+        failure_window=cfg.failure_window,
+        secret=cfg.nonce_secret.encode() if cfg.nonce_secret else None,
+    )
+    reg = sip.registrar
+    registrar = Registrar(
+        min_expires=reg.min_expires, max_expires=reg.max_expires, max_contacts=reg.max_contacts
+    )
+    return {"auth": auth, "registrar": registrar}
 
 
 def _allowed_methods(call: Call) -> set[str] | None:

@@ -1096,8 +1096,15 @@ def write_baresip_config(
     user: str = "alice",
     codec: str = "pcmu",
     answermode: str | None = None,
+    account: str | None = None,
 ) -> None:
-    """Write baresip's ``config`` and ``accounts`` (the PEERS.md caller recipe)."""
+    """Write baresip's ``config`` and ``accounts`` (the PEERS.md caller recipe).
+
+    ``account`` replaces the default account (``<sip:USER@LOCALHOST:SIP_PORT>``,
+    which never registers) with an address-of-record and its parameters, e.g.
+    ``<sip:alice@127.0.0.1:5060>;auth_pass=secret;regint=60`` to register with
+    (and authenticate to) the server at 127.0.0.1:5060.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     recordings.mkdir(parents=True, exist_ok=True)
     config = f"""\
@@ -1123,10 +1130,11 @@ module_app ctrl_tcp.so
 ctrl_tcp_listen {LOCALHOST}:{ctrl_port}
 """
     (folder / "config").write_text(config)
-    params = f";regint=0;audio_codecs={codec}"
+    params = f";audio_codecs={codec}"
     if answermode:
         params += f";answermode={answermode}"
-    (folder / "accounts").write_text(f"<sip:{user}@{LOCALHOST}:{sip_port}>{params}\n")
+    line = account or f"<sip:{user}@{LOCALHOST}:{sip_port}>;regint=0"
+    (folder / "accounts").write_text(f"{line}{params}\n")
     (folder / "contacts").write_text("")
 
 
@@ -1145,6 +1153,7 @@ def run_baresip(
     dtmf: str | None = None,
     dtmf_delay: float = 1.0,
     dtmf_gap: float = 0.3,
+    account: str | None = None,
 ) -> BaresipResult:
     """Place one call with a headless baresip caller and wait for it to end.
 
@@ -1184,6 +1193,8 @@ def run_baresip(
         dtmf: DTMF digits to send during the call, from ``0-9 * # A-D``.
         dtmf_delay: seconds after CALL_ESTABLISHED before the first digit.
         dtmf_gap: seconds between the starts of consecutive digits.
+        account: the account line (see `write_baresip_config`), e.g. to
+            register with the server and answer its digest challenges.
     """
     if dtmf:
         dtmf = dtmf.upper()
@@ -1207,6 +1218,7 @@ def run_baresip(
         source_wav=wav,
         recordings=recordings_dir,
         codec=codec,
+        account=account,
     )
     before = set(recordings_dir.glob("*.wav"))
     cmd = [binary, "-f", str(config_dir), "-t", str(max(1, round(seconds)))]

@@ -154,7 +154,17 @@ def test_malformed_flood_does_not_disturb_a_call(start_server, sipp) -> None:  #
         ("sip:\n  listen:\n    - {transport: tls, port: 5061}\n", "tls.cert"),
         ("routes:\n  p: {app: playback, file: nowhere.wav}\n", "routes.p"),
         ("media:\n  codecs: [PCMU, AMR]\n", "media"),
-        ("pipeline:\n  turn: {end_of_speech_timeout: 0.1}\n", "pipeline.turn.end_of_speech_timeout"),
+        (
+            "sip:\n  auth: {users: {al: {password: a, ha1: 0123456789abcdef0123456789abcdef}}}\n",
+            "sip.auth.users.al: give exactly one of password and ha1",
+        ),
+        ("sip:\n  auth: {users: {bob: {ha1: xyz}}}\n", "sip.auth.users.bob.ha1"),
+        ("sip:\n  auth: {invites: all}\n", "sip.auth: invites: all needs users"),
+        ("sip:\n  auth: {algorithms: [SHA-1]}\n", "sip.auth.algorithms.0"),
+        (
+            "pipeline:\n  turn: {end_of_speech_timeout: 0.1}\n",
+            "pipeline.turn.end_of_speech_timeout",
+        ),
         (
             "routes:\n  a: {app: agent, agent: {pipeline: {vad: {threshold: 2}}}}\n",
             "routes.a.agent.pipeline.vad.threshold",

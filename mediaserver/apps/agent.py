@@ -26,8 +26,11 @@ async def run_agent(call: CallControl, route: Route) -> None:
     media = await answer_and_wait_media(call, route)
     if media is None:
         return
+    # A caller whose SIP digest failed meets the first agent's auth-failure flow only.
+    auth_error = call.auth_error
     while True:
-        actor = CallActor(call, media, agent, runtime)
+        actor = CallActor(call, media, agent, runtime, auth_error=auth_error)
+        auth_error = None
         call.actor = actor
         await actor.run()
         # The auth-failure flow may hand the call to another route's agent.

@@ -30,6 +30,9 @@ class CallControl(Protocol):
     actor: Any
     #: The call's record (timeline), when the server keeps records.
     record: CallRecord | None
+    #: Why the caller's SIP digest failed (a registered user's wrong
+    #: credentials): the agent runs its auth-failure flow instead of talking.
+    auth_error: str | None
 
     @property
     def call_id(self) -> str:

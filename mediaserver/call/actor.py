@@ -85,6 +85,7 @@ class CallActor:
         runtime: PipelineRuntime,
         *,
         llm: LlmBackend | None = None,
+        auth_error: str | None = None,
     ) -> None:
         self.call = call
         self.media = media
@@ -99,6 +100,9 @@ class CallActor:
         self.record: CallRecord | None = getattr(call, "record", None)
         #: Set when the auth-failure flow hands the call to another agent (route user).
         self.handoff: str | None = None
+        #: The caller's SIP digest failed: only the auth-failure flow runs, and
+        #: nothing the caller says reaches the model.
+        self._auth_error = auth_error
         self.log = log.bind(call_id=call.call_id, agent=agent.name)
         self.inbox: asyncio.Queue[ev.Event] = asyncio.Queue()
         self.life = Lifecycle()
@@ -271,6 +275,12 @@ class CallActor:
             self.post(ev.DtmfIn(digit, 0))
 
     def _start(self) -> None:
+        if self._auth_error is not None:
+            self._go(CallState.LISTENING, "auth failure flow")
+            self._on_error(
+                ev.StageError(ErrorKind.AUTH_FAILURE.value, stage="sip", error=self._auth_error)
+            )
+            return
         turn = self.settings.turn
         if turn.agent_speaks_first:
             self._go(CallState.GREETING, "agent speaks first")
@@ -412,8 +422,10 @@ class CallActor:
         self._disarm("attention")
         self._attention_given = False
         self._note("speech_start", media_time=round(onset, 3))
-        if self._holding:
-            return  # on hold (a tool's hold action): the caller waits
+        if self._holding or self._auth_error is not None:
+            # On hold (a tool's hold action) the caller waits; a caller who
+            # failed authentication is not listened to at all.
+            return
         turn = self._turn
         if turn is not None and not turn.finalising:
             return  # the caller goes on after a short pause: same turn
@@ -1220,7 +1232,10 @@ class CallActor:
             error=f"{event.status} {event.reason}",
         )
         self.log.warning("transfer_failed", dest=dest, status=event.status, reason=event.reason)
-        if self.life.live and self._reply is None:
+        if self._auth_error is not None:
+            # The auth-failure flow's transfer failed: no conversation instead.
+            self._end_call(self.recovery.transfer_failed_phrase, "auth failure")
+        elif self.life.live and self._reply is None:
             self._say(self.recovery.transfer_failed_phrase)
 
     def _after_tools(self, reply: AgentReply) -> None:

@@ -15,6 +15,13 @@ readings and carries out what it returns:
 Applications answer back through `ring`, `answer`, `reject`, `hangup`, `refer`
 and `dial`.
 
+With digest auth configured (`UaConfig.auth`), REGISTER reaches the registrar
+once its credentials check out, and INVITEs from provisioned users (or from
+everyone, `invite_auth="all"`) are challenged with 401. A provisioned user's
+INVITE whose digest then fails is not refused: it becomes a call marked with
+`Call.auth_error`, so the application can run its auth-failure flow (a message,
+a transfer, another agent). Unknown users and locked-out addresses get 403.
+
 Order of checks for a new request follows RFC 3261 section 8.2: method (405),
 extensions (420), dialog membership (481), content type (415), Accept (406),
 then the request itself.
@@ -29,8 +36,9 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
+from typing import Literal, Protocol
 
+from mediaserver.sip.auth import AuthFailed, Authorized, DigestAuth
 from mediaserver.sip.dialog import Dialog, new_tag
 from mediaserver.sip.errors import SipParseError
 from mediaserver.sip.message import (
@@ -43,6 +51,7 @@ from mediaserver.sip.message import (
     Response,
     parse_message,
 )
+from mediaserver.sip.registrar import Registrar
 from mediaserver.sip.sdp import (
     MediaOffer,
     NegotiatedMedia,
@@ -159,6 +168,10 @@ class Call:
     cancel_pending: bool = False
     #: The final status that ended an outbound leg before it was answered.
     final_status: int | None = None
+    #: The user whose digest credentials the INVITE carried and passed.
+    auth_user: str | None = None
+    #: Why a provisioned user's digest failed (the app runs its auth-failure flow).
+    auth_error: str | None = None
 
     @property
     def on_hold(self) -> bool:
@@ -215,6 +228,25 @@ class Dropped:
 
 
 @dataclass(frozen=True)
+class AuthRejected:
+    """A request was refused for its credentials (403): log and count it."""
+
+    method: str
+    user: str
+    reason: str
+    source: Target
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A REGISTER was applied: `user` now has `bindings` live contacts."""
+
+    user: str
+    source: Target
+    bindings: int
+
+
+@dataclass(frozen=True)
 class TransferOutcome:
     """How a REFER we sent ended (RFC 3515): `ok` once the transferee's new call
     was answered (a NOTIFY with a 2xx sipfrag), else the status that failed it
@@ -238,6 +270,8 @@ Event = (
     | CallEnded
     | DtmfInfo
     | TransferOutcome
+    | AuthRejected
+    | Registered
     | Dropped
 )
 
@@ -256,6 +290,13 @@ class UaConfig:
     session: SessionTimerPolicy = field(default_factory=SessionTimerPolicy)
     user_agent: str = "mediaserver"
     limits: Limits = DEFAULT_LIMITS
+    #: Digest authentication of REGISTER and INVITE (None: nobody is challenged).
+    auth: DigestAuth | None = None
+    #: The registrar (REGISTER is answered 405 without one).
+    registrar: Registrar | None = None
+    #: Which INVITEs are challenged: "users" (From names a provisioned user),
+    #: "all" (unknown users get 403), or "off".
+    invite_auth: Literal["users", "all", "off"] = "users"
 
 
 class UserAgent:
@@ -273,6 +314,9 @@ class UserAgent:
         self._pending_invites: dict[tuple[str, str, int], Call] = {}
         self._seq = itertools.count()
         self.draining = False
+        methods = ALLOWED_METHODS + (("REGISTER",) if config.registrar is not None else ())
+        self.allowed = frozenset(methods)
+        self._allow = ", ".join(methods)
 
     # -- inputs ---------------------------------------------------------------
 
@@ -317,7 +361,7 @@ class UserAgent:
             return []
         assert isinstance(call.invite_tx, InviteServerTransaction)
         resp = self._dialog_response(call, 200)
-        resp.headers.add("Allow", ", ".join(ALLOWED_METHODS))
+        resp.headers.add("Allow", self._allow)
         resp.headers.add("Supported", ", ".join(SUPPORTED_EXTENSIONS))
         if call.timer is not None:
             resp.headers.add("Session-Expires", call.timer.header())
@@ -444,8 +488,8 @@ class UserAgent:
         method = req.method
         if method == "ACK":
             return self._on_ack(req, now)
-        if method not in ALLOWED_METHODS:
-            return self._respond(tx, req, 405, now, headers=[("Allow", ", ".join(ALLOWED_METHODS))])
+        if method not in self.allowed:
+            return self._respond(tx, req, 405, now, headers=[("Allow", self._allow)])
         try:
             unsupported = [t for t in req.tokens("Require") if t not in SUPPORTED_EXTENSIONS]
         except SipParseError:
@@ -456,6 +500,8 @@ class UserAgent:
             )
         if method == "CANCEL":
             return self._on_cancel(req, tx, now)
+        if method == "REGISTER":
+            return self._on_register(req, tx, source, now)
         to_tag = req.to.tag
         if to_tag is not None:
             return self._in_dialog(req, tx, to_tag, now)
@@ -477,11 +523,74 @@ class UserAgent:
             200,
             now,
             headers=[
-                ("Allow", ", ".join(ALLOWED_METHODS)),
+                ("Allow", self._allow),
                 ("Accept", "application/sdp"),
                 ("Supported", ", ".join(SUPPORTED_EXTENSIONS)),
             ],
         )
+
+    def _on_register(
+        self, req: Request, tx: ServerTransaction | None, source: Target, now: float
+    ) -> list[Event]:
+        """Authenticate, then update the location service (RFC 3261 section 10.3)."""
+        assert self.config.registrar is not None
+        checked = self._authenticate(req, tx, source, now)
+        if isinstance(checked, list):
+            return checked
+        if isinstance(checked, AuthFailed):
+            return self._refuse(req, tx, source, now, checked.user, checked.reason)
+        if checked.user != (req.to.uri.user or ""):
+            return self._refuse(
+                req, tx, source, now, checked.user, f"not the owner of {req.to.uri.user!r}"
+            )
+        result = self.config.registrar.register(req, checked.user, source, now)
+        events = self._respond(tx, req, result.status, now, result.reason, result.headers)
+        if result.status == 200:
+            bindings = sum(1 for name, _ in result.headers if name == "Contact")
+            events.append(Registered(checked.user, source, bindings))
+        return events
+
+    def _authenticate(
+        self, req: Request, tx: ServerTransaction | None, source: Target, now: float
+    ) -> Authorized | AuthFailed | list[Event]:
+        """Check the request's digest credentials. A list: it was answered (401 or 400)."""
+        auth = self.config.auth
+        if auth is None:
+            return self._respond(tx, req, 403, now, "No Users Configured")
+        try:
+            result = auth.check(
+                req.headers.get_all("Authorization"), req.method, source.host, now, body=req.body
+            )
+        except SipParseError as exc:
+            return self._respond(tx, req, 400, now, _reason(400, exc.reason))
+        if isinstance(result, Authorized | AuthFailed):
+            return result
+        challenges = auth.challenges(now, stale=result.stale)
+        headers = [("WWW-Authenticate", c) for c in challenges]
+        return self._respond(tx, req, 401, now, headers=headers)
+
+    def _refuse(
+        self,
+        req: Request,
+        tx: ServerTransaction | None,
+        source: Target,
+        now: float,
+        user: str,
+        reason: str,
+    ) -> list[Event]:
+        """403 for credentials that failed, and an event to log and count it."""
+        events = self._respond(tx, req, 403, now)
+        return [*events, AuthRejected(req.method, user, reason, source)]
+
+    def _invite_claims_user(self, req: Request) -> bool:
+        auth = self.config.auth
+        return auth is not None and (req.from_.uri.user or "") in auth.accounts
+
+    def _invite_needs_auth(self, req: Request) -> bool:
+        mode = self.config.invite_auth
+        if self.config.auth is None or mode == "off":
+            return False
+        return mode == "all" or self._invite_claims_user(req)
 
     def _body_check(self, req: Request, tx: ServerTransaction, now: float) -> list[Event] | None:
         """415 for a body we cannot read, 406 when we may not answer with SDP."""
@@ -509,6 +618,24 @@ class UserAgent:
         if _merge_key(req) in self._pending_invites:
             # The same request reached us twice by different paths (a fork).
             return self._respond(tx, req, 482, now)
+        auth_user = auth_error = None
+        if self._invite_needs_auth(req):
+            checked = self._authenticate(req, tx, source, now)
+            if isinstance(checked, list):
+                return checked
+            caller = req.from_.uri.user or ""
+            if isinstance(checked, AuthFailed):
+                if not checked.known_user or checked.user != caller:
+                    return self._refuse(req, tx, source, now, checked.user, checked.reason)
+                # A registered user's digest failed: the app's auth-failure flow answers.
+                auth_error = f"SIP digest failed for {caller}: {checked.reason}"
+            elif checked.user != caller and self._invite_claims_user(req):
+                # Whoever says they are a provisioned user must prove to be that one.
+                return self._refuse(
+                    req, tx, source, now, checked.user, f"credentials of {checked.user!r}"
+                )
+            else:
+                auth_user = checked.user
         user = req.ruri.user or ""
         if user not in self.config.routes:
             return self._respond(tx, req, 404, now)
@@ -537,6 +664,8 @@ class UserAgent:
             sdp=sdp,
             created_at=now,
             timer=timer,
+            auth_user=auth_user,
+            auth_error=auth_error,
         )
         try:
             if req.body:
@@ -589,7 +718,7 @@ class UserAgent:
             return self._on_notify(call, req, tx, now)
         if method in ("INVITE", "UPDATE"):
             return self._on_refresh(call, req, tx, now)
-        return self._respond(tx, req, 405, now, headers=[("Allow", ", ".join(ALLOWED_METHODS))])
+        return self._respond(tx, req, 405, now, headers=[("Allow", self._allow)])
 
     def _on_notify(
         self, call: Call, req: Request, tx: ServerTransaction | None, now: float
@@ -673,7 +802,7 @@ class UserAgent:
         req.headers.add("CSeq", "1 INVITE")
         tparam = "" if transport == "udp" else f";transport={transport}"
         req.headers.add("Contact", f"<{us}{tparam}>")
-        req.headers.add("Allow", ", ".join(ALLOWED_METHODS))
+        req.headers.add("Allow", self._allow)
         req.headers.add("User-Agent", self.config.user_agent)
         req.headers.add("Content-Type", "application/sdp")
         req.body = sdp.offer().serialise()

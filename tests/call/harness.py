@@ -53,6 +53,7 @@ class FakeCall:
     record: CallRecord = field(default_factory=lambda: CallStore(None).start_call("actor-test"))
     #: Other routes' agents (for the auth-failure hand-over).
     agents: dict[str, Any] = field(default_factory=dict)
+    auth_error: str | None = None
 
     def ring(self) -> None:
         pass

@@ -223,6 +223,47 @@ def test_auth_failure_runs_the_configured_flow(start_server, baresip, tmp_path: 
     assert said >= 0.8, said
 
 
+def test_sip_digest_failure_of_a_registered_user_runs_the_configured_flow(  # type: ignore[no-untyped-def]
+    start_server, baresip, tmp_path: Path
+) -> None:
+    """alice is a provisioned user; her phone (baresip) has the wrong password.
+    Its REGISTER is refused (403), and its INVITE, challenged with 401, comes back
+    with a digest that fails: the call is answered by the auth-failure flow
+    (the message, then our BYE), not by the agent, and the record holds it."""
+    message = "We could not verify your account. Goodbye."
+    server = start_server(
+        routes={"weather": weather_route()},
+        pipeline={
+            **PIPELINE,
+            "recovery": {"auth_failure": {"action": "message", "message": message}},
+        },
+        sip={"auth": {"users": {"alice": {"password": "right-password"}}}},
+    )
+    account = f"<sip:alice@{server.target}>;auth_pass=wrong-password;regint=600"
+    source = caller_wav(WEATHER_QUESTION, tmp_path, lead=1, tail=12)
+    result = baresip(server.uri("weather"), seconds=15, source_wav=source, account=account)
+    assert result.established, result.describe()
+    # (It registers at start-up, before the harness's ctrl_tcp link: read its console.)
+    assert f"reg: sip:alice@{server.target}: 403 Forbidden" in result.output, result.describe()
+    assert "CALL_CLOSED" in result.event_types()  # we hung up, well before its WAV ended
+    log = server.wait_log("call_ended", timeout=15)
+    assert "REGISTER from 'alice': wrong digest response" in log
+    events = _events(server)
+    (error,) = _errors(events, "auth_failure")
+    assert error["stage"] == "sip" and error["recovery"] == "message, then hangup"
+    assert error["error"] == "SIP digest failed for alice: wrong digest response"
+    assert _final(events)["by"] == "local"
+    # Only the message was said: no greeting, and the caller's question never
+    # became a turn for the model.
+    assert [e["text"] for e in events if e["event"] == "agent_said"] == [message]
+    assert not [e for e in events if e["event"] in ("caller_final", "illegal_transition")]
+    assert result.heard_wav is not None
+    heard, _ = read_wav_mono(result.heard_wav)
+    said, greeting = agent_speech(tmp_path, message, WEATHER_GREETING)
+    assert best_alignment(said, heard)[1] >= 0.8
+    assert best_alignment(greeting, heard)[1] < 0.5
+
+
 def test_network_partition_on_sip_ends_the_call_with_state(start_server, sipp) -> None:  # type: ignore[no-untyped-def]
     """Our BYE never reaches the caller (injected): timer F fires, and the call is
     over with the partition recorded and the state captured."""

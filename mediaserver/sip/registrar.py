@@ -1,0 +1,158 @@
+"""The registrar and its location service (RFC 3261 section 10.3). Sans-IO.
+
+`Registrar.register` applies one authenticated REGISTER to the bindings of its
+address-of-record (the To URI's user) and says what to answer: 200 with every
+current binding, 423 with Min-Expires for too short an interval, 400 for a
+malformed request, 500 for one that arrives out of order, 403 past the
+per-user limit. `lookup` gives a user's live contacts (newest first).
+Bindings live in memory: a restarted server waits for the phones' next refresh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mediaserver.sip.errors import SipParseError
+from mediaserver.sip.message import Request
+from mediaserver.sip.transaction import Target
+
+
+@dataclass
+class Binding:
+    """One contact of an address-of-record."""
+
+    contact: str
+    expires_at: float
+    call_id: str
+    cseq: int
+    #: Where the REGISTER came from (to reach a phone behind NAT).
+    source: Target
+    q: float = 1.0
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    """What to answer a REGISTER: `status`, and headers for the response."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    reason: str | None = None
+
+
+class Registrar:
+    """Bindings of the provisioned users, by user name.
+
+    Args:
+        min_expires: shortest registration accepted (else 423).
+        max_expires: longer requests are cut to this.
+        default_expires: used when the REGISTER gives no interval.
+        max_contacts: bindings one user may hold at once.
+    """
+
+    def __init__(
+        self,
+        min_expires: int = 60,
+        max_expires: int = 3600,
+        default_expires: int = 3600,
+        max_contacts: int = 10,
+    ) -> None:
+        self.min_expires = min_expires
+        self.max_expires = max_expires
+        self.default_expires = min(max(default_expires, min_expires), max_expires)
+        self.max_contacts = max_contacts
+        self._bindings: dict[str, dict[str, Binding]] = {}
+
+    def register(self, req: Request, user: str, source: Target, now: float) -> RegisterResult:
+        """Apply REGISTER `req` for `user` (already authenticated as that user)."""
+        try:
+            return self._register(req, user, source, now)
+        except (SipParseError, ValueError) as exc:
+            return RegisterResult(400, reason=f"Bad Request ({exc})"[:120])
+
+    def _register(self, req: Request, user: str, source: Target, now: float) -> RegisterResult:
+        default = self.default_expires
+        if "Expires" in req.headers:
+            default = _seconds(req.headers.get("Expires") or "")
+        call_id, cseq = req.call_id, req.cseq.seq
+        current = self._live(user, now)
+        # (The message parser already refused a `*` among other contacts.)
+        if req.headers.get_list("Contact") == ["*"]:
+            # Remove every binding (section 10.3 step 6), only with Expires: 0.
+            if default != 0:
+                return RegisterResult(400, reason="Wildcard Contact Needs Expires 0")
+            for key, binding in list(current.items()):
+                if binding.call_id == call_id and cseq <= binding.cseq:
+                    return RegisterResult(500, reason="Out Of Order")
+                del current[key]
+            return self._ok(user, now)
+        changes: list[tuple[str, str, int, float]] = []
+        for addr in req.contacts:
+            expires = addr.params.get("expires")
+            seconds = _seconds(expires) if expires is not None else default
+            if 0 < seconds < self.min_expires:
+                return RegisterResult(
+                    423,
+                    headers=(("Min-Expires", str(self.min_expires)),),
+                    reason="Interval Too Brief",
+                )
+            key = str(addr.uri)
+            old = current.get(key)
+            if old is not None and old.call_id == call_id and cseq <= old.cseq:
+                return RegisterResult(500, reason="Out Of Order")
+            q = _q(addr.params.get("q"))
+            changes.append((key, f"<{addr.uri}>", min(seconds, self.max_expires), q))
+        added = {key for key, _, seconds, _ in changes if seconds and key not in current}
+        if len(current) + len(added) > self.max_contacts:
+            return RegisterResult(403, reason="Too Many Contacts")
+        for key, contact, seconds, q in changes:
+            if seconds == 0:
+                current.pop(key, None)
+            else:
+                current[key] = Binding(contact, now + seconds, call_id, cseq, source, q)
+        return self._ok(user, now)
+
+    def _ok(self, user: str, now: float) -> RegisterResult:
+        headers = tuple(
+            ("Contact", f"{b.contact};expires={max(0, round(b.expires_at - now))}")
+            for b in self.lookup(user, now)
+        )
+        if not self._bindings.get(user):
+            self._bindings.pop(user, None)
+        return RegisterResult(200, headers=headers)
+
+    def _live(self, user: str, now: float) -> dict[str, Binding]:
+        """The user's bindings with the expired ones dropped."""
+        bindings = self._bindings.setdefault(user, {})
+        for key in [k for k, b in bindings.items() if b.expires_at <= now]:
+            del bindings[key]
+        return bindings
+
+    def lookup(self, user: str, now: float) -> list[Binding]:
+        """`user`'s live bindings, highest q first, then the most recently refreshed."""
+        if user not in self._bindings:
+            return []
+        live = list(self._live(user, now).values())
+        return sorted(live, key=lambda b: (-b.q, -b.expires_at))
+
+    def registered(self, now: float) -> dict[str, int]:
+        """Users with live bindings and how many each holds."""
+        return {u: n for u in list(self._bindings) if (n := len(self.lookup(u, now)))}
+
+
+def _seconds(text: str) -> int:
+    value = text.strip()
+    if not value.isdigit() or len(value) > 10:
+        raise ValueError(f"bad expires {text[:20]!r}")
+    return int(value)
+
+
+def _q(text: str | None) -> float:
+    if text is None:
+        return 1.0
+    try:
+        q = float(text)
+    except ValueError:
+        raise ValueError(f"bad q {text[:20]!r}") from None
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"bad q {text[:20]!r}")
+    return q
