@@ -615,6 +615,11 @@ class SipServer:
             return
         mode = self.config.sip.transfer
         allow = _allowed_methods(app.call)
+        if self.ua.registered_contact(target, self._now()) is not None:
+            # A phone registered here: only we know where it is, so we dial it.
+            _call_log(app.call).info("transfer_bridging", why="registered user")
+            self._bridge(app, target)
+            return
         if mode == "bridge" or (mode == "auto" and allow is not None and "REFER" not in allow):
             _call_log(app.call).info("transfer_bridging", why=f"sip.transfer={mode}, Allow")
             self._bridge(app, target)

@@ -1139,7 +1139,7 @@ ctrl_tcp_listen {LOCALHOST}:{ctrl_port}
 
 
 def run_baresip(
-    uri: str,
+    uri: str | None,
     workdir: Path,
     *,
     seconds: float = 20.0,
@@ -1154,6 +1154,7 @@ def run_baresip(
     dtmf_delay: float = 1.0,
     dtmf_gap: float = 0.3,
     account: str | None = None,
+    answermode: str | None = None,
 ) -> BaresipResult:
     """Place one call with a headless baresip caller and wait for it to end.
 
@@ -1195,6 +1196,8 @@ def run_baresip(
         dtmf_gap: seconds between the starts of consecutive digits.
         account: the account line (see `write_baresip_config`), e.g. to
             register with the server and answer its digest challenges.
+        answermode: the account's answermode; with ``uri`` None baresip dials
+            nothing and, with ``"auto"``, answers the call that comes (a callee).
     """
     if dtmf:
         dtmf = dtmf.upper()
@@ -1219,10 +1222,11 @@ def run_baresip(
         recordings=recordings_dir,
         codec=codec,
         account=account,
+        answermode=answermode,
     )
     before = set(recordings_dir.glob("*.wav"))
     cmd = [binary, "-f", str(config_dir), "-t", str(max(1, round(seconds)))]
-    if dial_on_cmdline:
+    if dial_on_cmdline and uri is not None:
         cmd += ["-e", f"/dial {uri}"]
     output_path = workdir / "baresip.log"
     messages: list[dict[str, Any]] = []
@@ -1237,7 +1241,7 @@ def run_baresip(
                 target=_collect_ctrl_events,
                 args=(proc, ctrl_port, messages, quit_on_close, seconds + 5),
                 kwargs={
-                    "dial": None if dial_on_cmdline else uri,
+                    "dial": None if dial_on_cmdline else uri,  # None: a callee
                     "dtmf": dtmf or None,
                     "dtmf_delay": dtmf_delay,
                     "dtmf_gap": dtmf_gap,

@@ -144,7 +144,8 @@ class FillerSettings(_Strict):
 
 
 class AuthFailureFlow(_Strict):
-    """What happens when the LLM provider refuses our credentials (401/403)."""
+    """What happens when the LLM provider refuses our credentials (401/403), or a
+    registered user's SIP digest fails."""
 
     #: "message": say `message`, then hang up; "transfer": say `message`, then
     #: transfer to `target`; "agent": hand the call to the agent of route `agent`.

@@ -21,6 +21,7 @@ from mediaserver.sip.transaction import Target
 class Binding:
     """One contact of an address-of-record."""
 
+    #: The contact's URI (without <>), the Request-URI to reach the phone.
     contact: str
     expires_at: float
     call_id: str
@@ -100,20 +101,20 @@ class Registrar:
             if old is not None and old.call_id == call_id and cseq <= old.cseq:
                 return RegisterResult(500, reason="Out Of Order")
             q = _q(addr.params.get("q"))
-            changes.append((key, f"<{addr.uri}>", min(seconds, self.max_expires), q))
-        added = {key for key, _, seconds, _ in changes if seconds and key not in current}
+            changes.append((key, min(seconds, self.max_expires), q))
+        added = {key for key, seconds, _ in changes if seconds and key not in current}
         if len(current) + len(added) > self.max_contacts:
             return RegisterResult(403, reason="Too Many Contacts")
-        for key, contact, seconds, q in changes:
+        for key, seconds, q in changes:
             if seconds == 0:
                 current.pop(key, None)
             else:
-                current[key] = Binding(contact, now + seconds, call_id, cseq, source, q)
+                current[key] = Binding(key, now + seconds, call_id, cseq, source, q)
         return self._ok(user, now)
 
     def _ok(self, user: str, now: float) -> RegisterResult:
         headers = tuple(
-            ("Contact", f"{b.contact};expires={max(0, round(b.expires_at - now))}")
+            ("Contact", f"<{b.contact}>;expires={max(0, round(b.expires_at - now))}")
             for b in self.lookup(user, now)
         )
         if not self._bindings.get(user):

@@ -51,7 +51,7 @@ from mediaserver.sip.message import (
     Response,
     parse_message,
 )
-from mediaserver.sip.registrar import Registrar
+from mediaserver.sip.registrar import Binding, Registrar
 from mediaserver.sip.sdp import (
     MediaOffer,
     NegotiatedMedia,
@@ -770,6 +770,10 @@ class UserAgent:
         it (`CallEnded` with `final_status`), `hangup` CANCELs it while it rings.
         Returns (None, []) when no media port is free.
 
+        A user registered here (`target` names one of our addresses) is called
+        at their newest binding: the Request-URI is its contact, and the INVITE
+        goes where the REGISTER came from (so phones behind NAT are reached).
+
         Raises:
             SipParseError: `target` is not a SIP URI.
         """
@@ -779,15 +783,21 @@ class UserAgent:
         offer = self.media.allocate()
         if offer is None:
             return None, []
-        transport = (uri.params.get("transport") or "udp").lower()
-        if transport not in self.config.local:
-            transport = next(iter(self.config.local))
-        host, port = uri.host_port(5061 if uri.scheme == "sips" else 5060)
-        destination = Target(transport, host, port)
+        binding = self.registered_contact(target, now)
+        if binding is not None:
+            ruri, destination = binding.contact, binding.source
+            transport = destination.transport
+        else:
+            ruri = target
+            transport = (uri.params.get("transport") or "udp").lower()
+            if transport not in self.config.local:
+                transport = next(iter(self.config.local))
+            host, port = uri.host_port(5061 if uri.scheme == "sips" else 5060)
+            destination = Target(transport, host, port)
         local_host, local_port = self.config.local[transport]
         sdp = SdpSession(offer)
         local_tag = new_tag()
-        req = Request(method="INVITE", uri=target)
+        req = Request(method="INVITE", uri=ruri)
         req.headers.add(
             "Via",
             f"SIP/2.0/{transport.upper()} {_hostport(local_host, local_port)}"
@@ -824,6 +834,25 @@ class UserAgent:
         self.calls[call.id] = call
         self._by_invite[id(tx)] = call
         return call, self._dispatch(outs, now)
+
+    def registered_contact(self, target: str, now: float) -> Binding | None:
+        """The binding to call for `target` when it is a user registered here
+        (a sip: URI at one of our addresses), else None."""
+        registrar = self.config.registrar
+        if registrar is None:
+            return None
+        try:
+            uri = parse_uri(target)
+        except SipParseError:
+            return None
+        ours = any(
+            uri.host == host and uri.port in (None, port)
+            for host, port in self.config.local.values()
+        )
+        if not ours or not uri.user:
+            return None
+        bindings = registrar.lookup(uri.user, now)
+        return bindings[0] if bindings else None
 
     def _cancel(self, call: Call, now: float, reason: str) -> list[Event]:
         """Stop ringing a leg we dial (RFC 3261 section 9.1)."""

@@ -8,6 +8,7 @@ Hangup: the tool returns hangup(), the reply is said, then the server sends BYE.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +107,39 @@ def test_refused_refer_is_bridged_as_a_b2bua(  # type: ignore[no-untyped-def]
     lag, corr = best_alignment(for_desk, heard)
     assert corr >= 0.95, (lag / 8000, corr)
     assert lag / 8000 > 10.0  # after the bridge, not the agent's own words
+
+
+def test_transfer_to_a_registered_phone_is_bridged_to_its_binding(  # type: ignore[no-untyped-def]
+    agent_program, baresip, tmp_path: Path
+) -> None:
+    """An operator's softphone (baresip, auto-answer) registers with the front
+    server; the agent transfers the caller to sip:operator@<front>. Only the front
+    knows where that phone is, so it dials the registered contact itself and
+    bridges the two calls: the caller (another baresip) hears the operator."""
+    front = agent_program(
+        AGENT,
+        config={"sip": {"auth": {"users": {"operator": {"password": "op-pw"}}}}},
+        WEATHER_DESK_URI="sip:operator@127.0.0.1",
+    )
+    operator_says = "hello, this is the operator speaking"
+    operator_wav = caller_wav(operator_says, tmp_path / "op", lead=0.5, tail=20)
+    account = f"<sip:operator@{front.target}>;auth_pass=op-pw;regint=600"
+    with ThreadPoolExecutor(1) as pool:
+        operator = pool.submit(
+            baresip, None, seconds=30, source_wav=operator_wav, account=account, answermode="auto"
+        )
+        front.wait_log("sip_registered", timeout=15)
+        source = caller_wav(QUESTION, tmp_path, tail=14)
+        caller = baresip(front.uri("desk"), seconds=22, source_wav=source)
+        callee = operator.result(timeout=40)
+    assert caller.established, caller.describe()
+    assert callee.established, callee.describe()
+    log = front.log_text()
+    assert "why='registered user'" in log, front.log_tail()
+    assert "bridge_connected" in log, front.log_tail()
+    # What the operator's phone sent reached the caller through the bridge.
+    assert caller.heard_wav is not None
+    heard, _ = read_wav_mono(caller.heard_wav)
+    said, _ = read_wav_mono(speech_wav(operator_says, tmp_path / "ref"))
+    _, corr = best_alignment(said, heard)
+    assert corr >= 0.8, corr

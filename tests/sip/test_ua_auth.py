@@ -4,9 +4,9 @@ a registered user's failed digest, refusals."""
 from __future__ import annotations
 
 from mediaserver.sip.auth import Account, DigestAuth
-from mediaserver.sip.message import Response
+from mediaserver.sip.message import Request, Response
 from mediaserver.sip.registrar import Registrar
-from mediaserver.sip.transaction import Target
+from mediaserver.sip.transaction import Send, Target
 from mediaserver.sip.ua import AuthRejected, CallIncoming, Event, Registered, UserAgent
 from tests.sip.test_auth import client_header
 from tests.sip.test_ua import PEER, SDP, make_ua, request, sent, statuses
@@ -64,6 +64,27 @@ def test_register_wrong_password_is_refused_and_reported() -> None:
         register_req(3, 'Authorization: Digest username="alice"', "z9hG4bK-r3"), PEER, 2.0
     )
     assert statuses(bad) == [400]
+
+
+def test_dial_a_registered_user_goes_to_the_binding() -> None:
+    ua = auth_ua()
+    phone = Target("udp", "127.0.0.1", 40123)  # where the REGISTER came from (NAT)
+    challenge = challenge_of(ua.receive(register_req(1), phone, 0.0))
+    creds = client_header(challenge, method="REGISTER", uri="sip:127.0.0.1:5060")
+    ua.receive(register_req(2, f"Authorization: {creds}", "z9hG4bK-r2"), phone, 1.0)
+    for target in ("sip:alice@127.0.0.1", "sip:alice@127.0.0.1:5060"):
+        assert ua.registered_contact(target, 2.0) is not None
+    # Not ours, or nobody registered: dialed as written.
+    assert ua.registered_contact("sip:alice@192.0.2.1", 2.0) is None
+    assert ua.registered_contact("sip:bob@127.0.0.1", 2.0) is None
+    assert ua.registered_contact("sip:alice@127.0.0.1:5099", 2.0) is None
+    leg, events = ua.dial("sip:alice@127.0.0.1", "desk", 2.0)
+    assert leg is not None
+    (send,) = [e for e in events if isinstance(e, Send)]
+    assert send.target == phone
+    invite = send.message
+    assert isinstance(invite, Request)
+    assert invite.uri == "sip:alice@127.0.0.1:5061" and invite.to.uri.user == "alice"
 
 
 def test_register_for_someone_elses_address_is_refused() -> None:
