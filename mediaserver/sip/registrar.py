@@ -86,7 +86,7 @@ class Registrar:
                     return RegisterResult(500, reason="Out Of Order")
                 del current[key]
             return self._ok(user, now)
-        changes: list[tuple[str, str, int, float]] = []
+        changes: list[tuple[str, int, float]] = []
         for addr in req.contacts:
             expires = addr.params.get("expires")
             seconds = _seconds(expires) if expires is not None else default
