@@ -249,6 +249,24 @@ class SipServer:
         """One call's record."""
         return self.store.detail(call_id)
 
+    def registrations(self) -> dict[str, list[dict[str, Any]]]:
+        """The registrar's live bindings by user."""
+        registrar = self.ua.config.registrar if hasattr(self, "ua") else None
+        if registrar is None:
+            return {}
+        now = self._now()
+        return {
+            user: [
+                {
+                    "contact": b.contact,
+                    "expires_in": round(b.expires_at - now),
+                    "source": f"{b.source.transport}:{b.source.host}:{b.source.port}",
+                }
+                for b in bindings
+            ]
+            for user, bindings in registrar.registered(now).items()
+        }
+
     def metrics_text(self) -> bytes:
         """Prometheus exposition of this process."""
         self.metrics.set_active_calls(len(self.store.live))

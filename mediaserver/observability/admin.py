@@ -11,6 +11,7 @@ or grow a buffer. Routes:
     GET /metrics         Prometheus text exposition
     GET /calls           {"live": [...], "recent": [...]}   (?limit=N, default 50, max 500)
     GET /calls/{id}      one call's record | 404 {"error": "no such call"}
+    GET /registrations   {"USER": [{"contact", "expires_in", "source"}, ...]}
     GET / , /calls.html  the calls page (static/calls.html)
 
 With a ``token``, every route but ``/health`` needs ``Authorization: Bearer
@@ -88,6 +89,10 @@ class AdminSource(Protocol):
 
     def metrics_text(self) -> bytes:
         """The Prometheus text exposition."""
+        ...
+
+    def registrations(self) -> dict[str, list[dict[str, Any]]]:
+        """The registrar's live bindings by user (empty without a registrar)."""
         ...
 
 
@@ -418,6 +423,8 @@ class AdminServer:
                 200,
                 {"live": self.source.live_calls(), "recent": self.source.recent_calls(limit)},
             )
+        if path == "/registrations":
+            return json_response(200, self.source.registrations())
         if path.startswith("/calls/") and len(path) > len("/calls/"):
             call_id = unquote(path[len("/calls/") :])
             detail = self.source.call_detail(call_id)

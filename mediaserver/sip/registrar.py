@@ -135,9 +135,9 @@ class Registrar:
         live = list(self._live(user, now).values())
         return sorted(live, key=lambda b: (-b.q, -b.expires_at))
 
-    def registered(self, now: float) -> dict[str, int]:
-        """Users with live bindings and how many each holds."""
-        return {u: n for u in list(self._bindings) if (n := len(self.lookup(u, now)))}
+    def registered(self, now: float) -> dict[str, list[Binding]]:
+        """Every user with live bindings, and those bindings (as `lookup` orders them)."""
+        return {u: found for u in list(self._bindings) if (found := self.lookup(u, now))}
 
 
 def _seconds(text: str) -> int:

@@ -8,9 +8,11 @@ Hangup: the tool returns hangup(), the reply is said, then the server sends BYE.
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -129,6 +131,11 @@ def test_transfer_to_a_registered_phone_is_bridged_to_its_binding(  # type: igno
             baresip, None, seconds=30, source_wav=operator_wav, account=account, answermode="auto"
         )
         front.wait_log("sip_registered", timeout=15)
+        # The admin HTTP lists the binding: where the phone is and where it registered from.
+        admin = int(re.findall(r"admin_listening .*port=(\d+)", front.log_text())[0])
+        (binding,) = httpx.get(f"http://127.0.0.1:{admin}/registrations").json()["operator"]
+        assert binding["contact"].startswith("sip:operator")  # baresip adds a suffix
+        assert 590 <= binding["expires_in"] <= 600 and binding["source"].startswith("udp:")
         source = caller_wav(QUESTION, tmp_path, tail=14)
         caller = baresip(front.uri("desk"), seconds=22, source_wav=source)
         callee = operator.result(timeout=40)

@@ -220,9 +220,13 @@ class Live:
 
 @contextlib.asynccontextmanager
 async def live_actor(
-    agent: AgentSpec, runtime: PipelineRuntime, llm: LlmBackend | None = None
+    agent: AgentSpec,
+    runtime: PipelineRuntime,
+    llm: LlmBackend | None = None,
+    auth_error: str | None = None,
 ) -> AsyncIterator[Live]:
-    """Start an actor on a real RTP session talking to a `Caller`."""
+    """Start an actor on a real RTP session talking to a `Caller` (`auth_error`: the
+    caller's SIP digest failed)."""
     loop = asyncio.get_running_loop()
     caller = Caller()
     clock = MediaClock(loop)
@@ -242,7 +246,7 @@ async def live_actor(
     )
     session = RtpSession(rtp, None, media, clock, MediaSettings(), loop.time())
     call = FakeCall(runtime=runtime, agent=agent)
-    actor = CallActor(call, session, agent, runtime, llm=llm)
+    actor = CallActor(call, session, agent, runtime, llm=llm, auth_error=auth_error)
     caller.start(rtp.getsockname())
     task = loop.create_task(actor.run())
     try:
@@ -258,11 +262,13 @@ async def live_actor(
 
 
 @contextlib.asynccontextmanager
-async def agent_call(agent: AgentSpec, llm: LlmBackend | None = None) -> AsyncIterator[Live]:
+async def agent_call(
+    agent: AgentSpec, llm: LlmBackend | None = None, auth_error: str | None = None
+) -> AsyncIterator[Live]:
     """`live_actor` with a `PipelineRuntime` made from the agent's settings (closed after)."""
     runtime = PipelineRuntime(agent.settings)
     try:
-        async with live_actor(agent, runtime, llm) as live:
+        async with live_actor(agent, runtime, llm, auth_error) as live:
             yield live
     finally:
         await runtime.aclose()

@@ -447,6 +447,53 @@ def test_connect_transfers_after_the_reply_and_recovers_when_declined(
     run(main())
 
 
+def test_failed_sip_digest_gets_only_the_auth_failure_flow(tmp_path: Path) -> None:
+    """A caller whose SIP digest failed: no greeting, the transfer flow's message and
+    transfer, nothing they say reaches the model, and a failed transfer ends the
+    call (no conversation instead)."""
+    question = speech("what is the weather in paris", tmp_path)
+
+    async def main() -> None:
+        from mediaserver.call import events as ev
+
+        cfg = settings()
+        flow = {"action": "transfer", "message": "Let me find someone.", "target": "sip:ops@x"}
+        cfg.recovery = RecoverySettings.model_validate({"auth_failure": flow})
+        agent = weather_agent(cfg, greeting="Hi.")
+        async with agent_call(agent, auth_error="SIP digest failed for alice") as live:
+            actor = live.actor
+            assert await wait_for(lambda: live.call.transfers == ["sip:ops@x"], 10)
+            await live.caller.say(question)
+            await asyncio.sleep(1.5)  # time enough for a turn, were one taken
+            actor.post(ev.TransferResult(False, 486, "Busy Here"))
+            assert await wait_for(lambda: live.call.hangups == 1, 10)
+            said = [e["text"] for e in actor.timeline if e["event"] == "agent_said"]
+            assert said == ["Let me find someone.", RecoverySettings().transfer_failed_phrase]
+            (error, transfer_error) = [e for e in actor.timeline if e["event"] == "error"]
+            assert error["kind"] == "auth_failure" and error["stage"] == "sip"
+            assert error["recovery"] == "message, then transfer to sip:ops@x"
+            assert transfer_error["kind"] == "transfer_failure"
+            assert not [e for e in actor.timeline if e["event"] == "caller_final"]
+            assert actor.end_reason == "auth failure"
+
+    run(main())
+
+
+def test_failed_sip_digest_can_hand_the_call_to_another_agent() -> None:
+    async def main() -> None:
+        cfg = settings()
+        cfg.recovery = RecoverySettings.model_validate(
+            {"auth_failure": {"action": "agent", "agent": "guest"}}
+        )
+        async with agent_call(weather_agent(cfg), auth_error="SIP digest failed") as live:
+            actor = live.actor
+            assert await wait_for(lambda: actor.life.state == CallState.ENDED, 10)
+            assert actor.handoff == "guest" and live.call.hangups == 0
+            assert not [e for e in actor.timeline if e["event"] == "agent_said"]
+
+    run(main())
+
+
 def test_hold_action_ignores_the_caller_then_resumes(tmp_path: Path) -> None:
     question = speech("what is the weather in paris", tmp_path)
 

@@ -60,6 +60,10 @@ class FakeSource:
         self._maybe_fail("metrics_text")
         return self.metrics
 
+    def registrations(self) -> dict[str, list[dict[str, Any]]]:
+        self._maybe_fail("registrations")
+        return {"alice": [{"contact": "sip:alice@127.0.0.1:5070", "expires_in": 60}]}
+
 
 def summary(call: str, **fields: Any) -> dict[str, Any]:
     """A call summary with every required field (ended unless ``ended_at=None``)."""

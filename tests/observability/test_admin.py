@@ -214,6 +214,16 @@ def test_call_detail_and_404() -> None:
     run(main)
 
 
+def test_registrations_route() -> None:
+    async def main() -> None:
+        async with serving(FakeSource()) as (_, base), client(base_url=base) as http:
+            r = await http.get("/registrations")
+            assert r.status_code == 200
+            assert r.json()["alice"][0]["contact"] == "sip:alice@127.0.0.1:5070"
+
+    run(main)
+
+
 def test_calls_page_served_as_html() -> None:
     async def main() -> None:
         async with serving(FakeSource()) as (_, base), client(base_url=base) as http:

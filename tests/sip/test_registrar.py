@@ -50,7 +50,7 @@ def test_bind_refresh_query_and_expire() -> None:
     assert query.status == 200 and len(contacts(query.headers)) == 1
     binding = reg.lookup("alice", 20)[0]
     assert binding.source == PHONE and binding.contact == "sip:alice@10.0.0.5:5070"
-    assert reg.registered(20) == {"alice": 1}
+    assert reg.registered(20) == {"alice": [binding]}
     assert reg.lookup("alice", 3611) == [] and reg.registered(3611) == {}
 
 
