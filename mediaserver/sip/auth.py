@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from mediaserver.sip.errors import SipParseError
 from mediaserver.sip.grammar import WS, is_token, quote, read_quoted, split_outside, unquote
+from mediaserver.sip.uri import parse_uri
 
 #: Algorithms we verify, by their RFC 7616 names, with their hash functions.
 HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
@@ -170,9 +171,11 @@ class DigestAuth:
         nonce_ttl: seconds a nonce stays valid (then the client is told it is stale).
         algorithms: offered in this order, one challenge each (RFC 8760 says
             SHA-256 first; some old phones only read the first one).
-        max_failures: failed attempts one source address may make within
-            `failure_window` seconds; after that every attempt from it fails
-            without being checked, until the window has passed.
+        max_failures: failed attempts one source address may make for one user
+            name within `failure_window` seconds; after that every attempt of
+            that pair fails without being checked, until the window has passed.
+            (Per user as well as per address, so one phone with a stale password
+            behind a proxy or NAT does not lock its neighbours out.)
         secret: the nonce HMAC key (random per process by default).
     """
 
@@ -200,17 +203,16 @@ class DigestAuth:
         self._opaque = secrets.token_hex(8)
         #: nonce -> highest nonce-count used (0: used without qop).
         self._seen: OrderedDict[str, int] = OrderedDict()
-        #: Times of recent failed attempts, by source address.
-        self._failures: dict[str, deque[float]] = {}
+        #: Times of recent failed attempts, by (source address, user name).
+        self._failures: dict[tuple[str, str], deque[float]] = {}
 
     # -- challenges -------------------------------------------------------------
 
     def challenges(self, now: float, *, stale: bool = False) -> list[str]:
         """WWW-Authenticate values: one per offered algorithm, each with a fresh nonce."""
-        nonce = self._nonce(now)
         extra = ", stale=true" if stale else ""
         return [
-            f"Digest realm={quote(self.realm)}, nonce={quote(nonce)}, "
+            f"Digest realm={quote(self.realm)}, nonce={quote(self._nonce(now))}, "
             f'opaque={quote(self._opaque)}, algorithm={alg}, qop="auth"{extra}'
             for alg in self.algorithms
         ]
@@ -236,12 +238,20 @@ class DigestAuth:
     # -- checks -------------------------------------------------------------------
 
     def check(
-        self, headers: list[str], method: str, source: str, now: float, *, body: bytes = b""
+        self,
+        headers: list[str],
+        method: str,
+        uri: str,
+        source: str,
+        now: float,
+        *,
+        body: bytes = b"",
     ) -> AuthResult:
         """Check a request's Authorization values (the one for our realm counts).
 
-        `source` is the sender's address (the lock-out counts failures by it);
-        `now` is the monotonic clock the nonces were issued with.
+        `uri` is the Request-URI (the credentials must be for it); `source` is
+        the sender's address (for the lock-out); `now` is the monotonic clock
+        the nonces were issued with.
 
         Raises:
             SipParseError: a header is malformed (answer 400).
@@ -250,7 +260,8 @@ class DigestAuth:
         if not ours:
             return Challenge()
         creds = ours[0]
-        if self._locked_out(source, now):
+        key = (source, creds.username)
+        if self._locked_out(key, now):
             return AuthFailed(creds.username, "too many failed attempts", False)
         if creds.algorithm.removesuffix("-SESS") not in self.algorithms:
             return Challenge()
@@ -263,16 +274,19 @@ class DigestAuth:
             return Challenge(stale=True)
         account = self.accounts.get(creds.username)
         if account is None:
-            return self._fail(source, now, creds.username, "no such user", known=False)
+            return self._fail(key, now, "no such user", known=False)
         ha1 = account.ha1_for(creds.algorithm.removesuffix("-SESS"), self.realm)
         if ha1 is None:
             return Challenge()
         expected = digest_response(creds, method, ha1, body=body)
         if not hmac.compare_digest(expected, creds.response):
-            return self._fail(source, now, creds.username, "wrong digest response", known=True)
+            return self._fail(key, now, "wrong digest response", known=True)
+        if not _same_uri(creds.uri, uri):
+            # A right answer computed for another request (RFC 7616 section 3.4.6).
+            return self._fail(key, now, "digest uri is not the request's", known=True)
         if not self._fresh(creds):
             # A right answer with an old nonce-count is a replay, not the user.
-            return self._fail(source, now, creds.username, "replayed nonce", known=True)
+            return self._fail(key, now, "replayed nonce", known=True)
         return Authorized(creds.username)
 
     def _fresh(self, creds: Credentials) -> bool:
@@ -293,23 +307,31 @@ class DigestAuth:
             self._seen.popitem(last=False)
         return True
 
-    def _fail(self, source: str, now: float, user: str, reason: str, *, known: bool) -> AuthFailed:
-        self._failures.setdefault(source, deque()).append(now)
+    def _fail(self, key: tuple[str, str], now: float, reason: str, *, known: bool) -> AuthFailed:
+        self._failures.setdefault(key, deque()).append(now)
         if len(self._failures) > MAX_TRACKED_NONCES:
-            self._prune(now)
-        return AuthFailed(user, reason, known)
+            for old in list(self._failures):
+                self._locked_out(old, now)  # drops the expired
+            while len(self._failures) > MAX_TRACKED_NONCES:  # a flood: forget the oldest
+                del self._failures[next(iter(self._failures))]
+        return AuthFailed(key[1], reason, known)
 
-    def _locked_out(self, source: str, now: float) -> bool:
-        times = self._failures.get(source)
+    def _locked_out(self, key: tuple[str, str], now: float) -> bool:
+        times = self._failures.get(key)
         if times is None:
             return False
         while times and times[0] <= now - self.failure_window:
             times.popleft()
         if not times:
-            del self._failures[source]
+            del self._failures[key]
             return False
         return len(times) >= self.max_failures
 
-    def _prune(self, now: float) -> None:
-        for source in list(self._failures):
-            self._locked_out(source, now)
+
+def _same_uri(digest_uri: str, request_uri: str) -> bool:
+    if digest_uri == request_uri:
+        return True
+    try:
+        return parse_uri(digest_uri).equivalent(parse_uri(request_uri))
+    except SipParseError:
+        return False

@@ -559,7 +559,12 @@ class UserAgent:
             return self._respond(tx, req, 403, now, "No Users Configured")
         try:
             result = auth.check(
-                req.headers.get_all("Authorization"), req.method, source.host, now, body=req.body
+                req.headers.get_all("Authorization"),
+                req.method,
+                req.uri,
+                source.host,
+                now,
+                body=req.body,
             )
         except SipParseError as exc:
             return self._respond(tx, req, 400, now, _reason(400, exc.reason))

@@ -132,14 +132,14 @@ def test_parse_credentials_quoted_commas_and_errors() -> None:
 
 def test_challenge_then_right_password_authorizes() -> None:
     auth = make_auth()
-    assert auth.check([], "INVITE", "10.0.0.1", 0.0) == Challenge()
+    assert auth.check([], "INVITE", URI, "10.0.0.1", 0.0) == Challenge()
     (challenge,) = auth.challenges(0.0)
     assert 'realm="mediaserver"' in challenge and 'qop="auth"' in challenge
     header = client_header(challenge)
-    assert auth.check([header], "INVITE", "10.0.0.1", 1.0) == Authorized("alice")
+    assert auth.check([header], "INVITE", URI, "10.0.0.1", 1.0) == Authorized("alice")
     # The same nonce with a higher nonce-count is the phone's next request.
     nxt = client_header(challenge, nc=2, method="BYE")
-    assert auth.check([nxt], "BYE", "10.0.0.1", 2.0) == Authorized("alice")
+    assert auth.check([nxt], "BYE", URI, "10.0.0.1", 2.0) == Authorized("alice")
 
 
 def test_ha1_account_and_sha256() -> None:
@@ -147,49 +147,58 @@ def test_ha1_account_and_sha256() -> None:
     sha, md5 = auth.challenges(0.0)
     assert "algorithm=SHA-256" in sha and "algorithm=MD5" in md5 and sha != md5
     alice = client_header(sha)
-    assert auth.check([alice], "INVITE", "h", 0.5) == Authorized("alice")
+    assert auth.check([alice], "INVITE", URI, "h", 0.5) == Authorized("alice")
     # bob's config holds only an MD5 HA1: he is asked again for SHA-256, and MD5 works.
     bob_sha = client_header(sha, user="bob", password="hunter2")
-    assert auth.check([bob_sha], "INVITE", "h", 0.5) == Challenge()
+    assert auth.check([bob_sha], "INVITE", URI, "h", 0.5) == Challenge()
     # (A new challenge: alice's request used the first nonce.)
     bob_md5 = client_header(auth.challenges(0.6)[1], user="bob", password="hunter2")
-    assert auth.check([bob_md5], "INVITE", "h", 0.7) == Authorized("bob")
+    assert auth.check([bob_md5], "INVITE", URI, "h", 0.7) == Authorized("bob")
 
 
 def test_wrong_password_unknown_user_and_other_realm() -> None:
     auth = make_auth()
     (challenge,) = auth.challenges(0.0)
-    wrong = auth.check([client_header(challenge, password="nope")], "INVITE", "h", 1.0)
+    wrong = auth.check([client_header(challenge, password="nope")], "INVITE", URI, "h", 1.0)
     assert wrong == AuthFailed("alice", "wrong digest response", True)
-    unknown = auth.check([client_header(challenge, user="mallory")], "INVITE", "h", 1.0)
+    unknown = auth.check([client_header(challenge, user="mallory")], "INVITE", URI, "h", 1.0)
     assert isinstance(unknown, AuthFailed) and not unknown.known_user
     # Credentials for someone else's realm are not ours to judge: challenge.
     other = client_header(challenge, realm="elsewhere")
-    assert auth.check([other], "INVITE", "h", 1.0) == Challenge()
+    assert auth.check([other], "INVITE", URI, "h", 1.0) == Challenge()
     # The right answer for another method or URI does not verify.
     moved = client_header(challenge, method="REGISTER")
-    assert isinstance(auth.check([moved], "INVITE", "h", 1.0), AuthFailed)
+    assert isinstance(auth.check([moved], "INVITE", URI, "h", 1.0), AuthFailed)
+    # A right answer for another Request-URI is not this request's.
+    elsewhere = client_header(challenge, uri="sip:other@127.0.0.1")
+    assert auth.check([elsewhere], "INVITE", URI, "h", 1.0) == AuthFailed(
+        "alice", "digest uri is not the request's", True
+    )
+    # The same URI written differently (RFC 3261 19.1.4 comparison) is fine.
+    same = client_header(challenge, uri="sip:hold@127.0.0.1:5060;TRANSPORT=udp", nc=2)
+    upper = URI + ";transport=UDP"
+    assert auth.check([same], "INVITE", upper, "h", 1.0) == Authorized("alice")
 
 
 def test_stale_forged_and_replayed_nonces() -> None:
     auth = make_auth(nonce_ttl=30.0)
     (challenge,) = auth.challenges(0.0)
     header = client_header(challenge)
-    assert auth.check([header], "INVITE", "h", 31.0) == Challenge(stale=True)
+    assert auth.check([header], "INVITE", URI, "h", 31.0) == Challenge(stale=True)
     assert "stale=true" in auth.challenges(31.0, stale=True)[0]
     # A nonce we did not sign is not a failure of the user: a fresh challenge.
     forged = header.replace('nonce="', 'nonce="1', 1)
-    assert auth.check([forged], "INVITE", "h", 1.0) == Challenge()
+    assert auth.check([forged], "INVITE", URI, "h", 1.0) == Challenge()
     # Another server's nonces (another secret) are not ours either.
-    assert make_auth().check([header], "INVITE", "h", 1.0) == Challenge()
-    assert auth.check([header], "INVITE", "h", 1.0) == Authorized("alice")
-    replay = auth.check([header], "INVITE", "h", 2.0)
+    assert make_auth().check([header], "INVITE", URI, "h", 1.0) == Challenge()
+    assert auth.check([header], "INVITE", URI, "h", 1.0) == Authorized("alice")
+    replay = auth.check([header], "INVITE", URI, "h", 2.0)
     assert replay == AuthFailed("alice", "replayed nonce", True)
     # Without qop (RFC 2069 clients) a nonce is good once.
     (fresh,) = auth.challenges(3.0)
     once = client_header(fresh, qop=False)
-    assert auth.check([once], "INVITE", "h", 3.5) == Authorized("alice")
-    assert isinstance(auth.check([once], "INVITE", "h", 4.0), AuthFailed)
+    assert auth.check([once], "INVITE", URI, "h", 3.5) == Authorized("alice")
+    assert isinstance(auth.check([once], "INVITE", URI, "h", 4.0), AuthFailed)
 
 
 def test_lockout_after_repeated_failures_per_address() -> None:
@@ -197,18 +206,24 @@ def test_lockout_after_repeated_failures_per_address() -> None:
     (challenge,) = auth.challenges(0.0)
     wrong = client_header(challenge, password="guess")
     for i in range(3):
-        assert auth.check([wrong], "INVITE", "10.0.0.9", float(i)).reason == (  # type: ignore[union-attr]
+        assert auth.check([wrong], "INVITE", URI, "10.0.0.9", float(i)).reason == (  # type: ignore[union-attr]
             "wrong digest response"
         )
     right = client_header(challenge, nc=5)
-    locked = auth.check([right], "INVITE", "10.0.0.9", 10.0)
+    locked = auth.check([right], "INVITE", URI, "10.0.0.9", 10.0)
     assert locked == AuthFailed("alice", "too many failed attempts", False)
-    # Other addresses are not affected, and the lock-out ends with the window.
-    assert auth.check([client_header(challenge, nc=6)], "INVITE", "10.0.0.1", 10.0) == (
+    # Other users at that address (a proxy, a NAT) and other addresses are not
+    # affected, and the lock-out ends with the window.
+    auth.accounts["carol"] = Account("carol", password="pw")
+    carol = client_header(challenge, user="carol", password="pw", nc=1)
+    assert auth.check([carol], "INVITE", URI, "10.0.0.9", 10.0) == Authorized("carol")
+    assert auth.check([client_header(challenge, nc=6)], "INVITE", URI, "10.0.0.1", 10.0) == (
         Authorized("alice")
     )
     (later,) = auth.challenges(70.0)
-    assert auth.check([client_header(later)], "INVITE", "10.0.0.9", 70.0) == Authorized("alice")
+    assert auth.check([client_header(later)], "INVITE", URI, "10.0.0.9", 70.0) == Authorized(
+        "alice"
+    )
 
 
 def test_bad_algorithm_config() -> None:
