@@ -12,7 +12,8 @@ def _chunks(rate: int) -> tuple[TtsChunk, ...]:
     # Five words of 0.1 s each (at `rate`), spans as a word-timed backend gives them.
     spans = [(0, 4), (5, 10), (11, 14), (15, 22), (23, 28)]
     return tuple(
-        TtsChunk(np.full(rate // 10, i + 1, dtype=np.int16), s, e) for i, (s, e) in enumerate(spans)
+        TtsChunk(np.full(rate // 10, i + 1, dtype=np.int16), s, e)
+        for i, (s, e) in enumerate(spans)
     )
 
 

@@ -292,7 +292,6 @@ def test_background_plays_alone_and_under_queued_audio() -> None:
 
     rec = run(body)
     levels = [int(np.median(ulaw_decode(p.payload))) for p in rec["packets"]]
-
     # Background alone, then mixed under the two queued frames, then it ends (played once).
     def count(level: int) -> int:
         return sum(1 for lv in levels if lv == pytest.approx(level, rel=0.05))
