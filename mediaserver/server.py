@@ -392,15 +392,18 @@ class SipServer:
             elif isinstance(event, AuthRejected):
                 self.metrics.error(ErrorKind.AUTH_FAILURE.value, "sip")
                 self._log_rejected(
-                    Dropped(
-                        f"{event.method} from {event.user!r}: {event.reason}", event.source, 403
-                    )
+                    Dropped(event.reason, event.source, 403),
+                    "sip_auth_rejected",
+                    method=event.method,
+                    user=event.user,
                 )
             elif isinstance(event, Dropped):
                 self._log_rejected(event)
         self._rearm()
 
-    def _log_rejected(self, event: Dropped) -> None:
+    def _log_rejected(
+        self, event: Dropped, what: str = "sip_message_rejected", **extra: str
+    ) -> None:
         """One line per rejected message, at most REJECT_LOG_RATE a second.
 
         A flood of garbage must not turn into a flood of log lines; what is
@@ -415,7 +418,8 @@ class SipServer:
         self._reject_logged += 1
         suppressed, self._reject_suppressed = self._reject_suppressed, 0
         log.warning(
-            "sip_message_rejected",
+            what,
+            **extra,
             reason=event.reason,
             status=event.status,
             peer=f"{event.source.host}:{event.source.port}",

@@ -10,10 +10,12 @@ fallback model's answer), checked by correlation with espeak-ng's audio of it.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.peers import (
@@ -247,7 +249,12 @@ def test_sip_digest_failure_of_a_registered_user_runs_the_configured_flow(  # ty
     assert f"reg: sip:alice@{server.target}: 403 Forbidden" in result.output, result.describe()
     assert "CALL_CLOSED" in result.event_types()  # we hung up, well before its WAV ended
     log = server.wait_log("call_ended", timeout=15)
-    assert "REGISTER from 'alice': wrong digest response" in log
+    assert "sip_auth_rejected" in log and "reason='wrong digest response'" in log
+    assert "method=REGISTER" in log and "user=alice" in log
+    # Both count in /metrics: the refused REGISTER and the call's failed digest.
+    admin = int(re.findall(r"admin_listening .*port=(\d+)", log)[0])
+    metrics = httpx.get(f"http://127.0.0.1:{admin}/metrics").text
+    assert 'mediaserver_errors_total{kind="auth_failure",stage="sip"} 2.0' in metrics
     events = _events(server)
     (error,) = _errors(events, "auth_failure")
     assert error["stage"] == "sip" and error["recovery"] == "message, then hangup"
