@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import re
 import socket
 import time
 import uuid
@@ -34,6 +33,14 @@ from mediaserver.media.rtp import RtpError, RtpPacket
 from mediaserver.media.wavfile import load_wav, write_wav
 from mediaserver.sip.errors import SipParseError
 from mediaserver.sip.message import Request, Response, parse_message
+from mediaserver.sip.sdp import (
+    MediaOffer,
+    NegotiationError,
+    SdpError,
+    SdpSession,
+    SessionDescription,
+    codec,
+)
 from mediaserver.sip.uri import parse_uri
 
 FRAME = 0.02
@@ -129,19 +136,11 @@ class _Dialer(asyncio.DatagramProtocol):
         lines.append(f"Content-Length: {len(body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
-    def offer(self) -> bytes:
-        session = random.randint(1, 2**31)
-        return (
-            f"v=0\r\no=- {session} 1 IN IP4 {self.local_host}\r\ns=-\r\n"
-            f"c=IN IP4 {self.local_host}\r\nt=0 0\r\n"
-            f"m=audio {self.rtp_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
-            "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\n"
-            "a=sendrecv\r\n"
-        ).encode()
-
     async def invite(self, deadline: float) -> Response | None:
         """INVITE (retransmitted on T1 doubling) until a final response or the deadline."""
-        data = self.request("INVITE", self.offer())
+        codecs = [codec("PCMU"), codec("telephone-event")]
+        sdp = SdpSession(MediaOffer(self.local_host, self.rtp_port, codecs), username="-")
+        data = self.request("INVITE", sdp.offer().serialise())
         interval, next_send = 0.5, 0.0
         loop = asyncio.get_running_loop()
         while loop.time() < deadline:
@@ -157,15 +156,13 @@ class _Dialer(asyncio.DatagramProtocol):
                 to = response.headers.get("to")
                 if to:
                     self.to_header = to
-                contact = response.headers.get("contact")
-                if contact:
-                    match = re.search(r"<([^>]+)>", contact)
-                    self.contact = match.group(1) if match else contact.strip()
+                if response.contacts:
+                    self.contact = str(response.contacts[0].uri)
+                self._send(self.request("ACK", cseq=self.cseq))
                 if response.status < 300:
-                    self._send(self.request("ACK", cseq=self.cseq))
-                    self.media_target = _sdp_target(response.body)
-                else:
-                    self._send(self.request("ACK", cseq=self.cseq))
+                    with contextlib.suppress(SdpError, NegotiationError):
+                        answer = sdp.accept_answer(SessionDescription.parse(response.body))
+                        self.media_target = (answer.remote_address, answer.remote_port)
                 return response
             next_send = max(next_send, loop.time() + 1.0)  # provisional: wait longer
         return None
@@ -198,15 +195,6 @@ class _Dialer(asyncio.DatagramProtocol):
                 continue
             if packet.payload_type == 0:
                 self.received.append((now, ulaw_decode(packet.payload)))
-
-
-def _sdp_target(body: bytes) -> tuple[str, int] | None:
-    text = body.decode("latin-1")
-    address = re.search(r"^c=IN IP4 (\S+)", text, re.M)
-    port = re.search(r"^m=audio (\d+)", text, re.M)
-    if not address or not port:
-        return None
-    return address.group(1), int(port.group(1))
 
 
 class _Sender:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import gc
 import os
 import signal
@@ -32,7 +31,7 @@ from mediaserver.call.store import CallRecord, CallStore
 from mediaserver.config import Config, ConfigError, SipSettings
 from mediaserver.media.clock import MediaClock
 from mediaserver.media.ports import PortPool
-from mediaserver.media.relay import bridge_sessions, unbridge
+from mediaserver.media.relay import bridge_sessions
 from mediaserver.media.session import MediaSettings, RtpSession
 from mediaserver.observability.admin import AdminServer
 from mediaserver.observability.metrics import Metrics
@@ -127,9 +126,14 @@ class _Bridge:
     app: _AppCall
     leg: Call
     target: str
+    #: The leg's RTP session, once it answered and the media is cross-connected.
     session: RtpSession | None = None
-    connected: bool = False
     ring_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def connected(self) -> bool:
+        """The target answered and the two calls' media are cross-connected."""
+        return self.session is not None
 
 
 class SipServer:
@@ -392,18 +396,20 @@ class SipServer:
             elif isinstance(event, AuthRejected):
                 self.metrics.error(ErrorKind.AUTH_FAILURE.value, "sip")
                 self._log_rejected(
-                    Dropped(event.reason, event.source, 403),
                     "sip_auth_rejected",
+                    event.source,
                     method=event.method,
                     user=event.user,
+                    reason=event.reason,
+                    status=403,
                 )
             elif isinstance(event, Dropped):
-                self._log_rejected(event)
+                self._log_rejected(
+                    "sip_message_rejected", event.source, reason=event.reason, status=event.status
+                )
         self._rearm()
 
-    def _log_rejected(
-        self, event: Dropped, what: str = "sip_message_rejected", **extra: str
-    ) -> None:
+    def _log_rejected(self, what: str, source: Target, **fields: Any) -> None:
         """One line per rejected message, at most REJECT_LOG_RATE a second.
 
         A flood of garbage must not turn into a flood of log lines; what is
@@ -419,10 +425,8 @@ class SipServer:
         suppressed, self._reject_suppressed = self._reject_suppressed, 0
         log.warning(
             what,
-            **extra,
-            reason=event.reason,
-            status=event.status,
-            peer=f"{event.source.host}:{event.source.port}",
+            **fields,
+            peer=f"{source.host}:{source.port}",
             **({"suppressed_before": suppressed} if suppressed else {}),
         )
 
@@ -506,7 +510,7 @@ class SipServer:
         except Exception:
             # e.g. a codec we offered but cannot run: the call cannot carry audio.
             _call_log(call).exception("media_open_failed")
-            self.command(functools.partial(self._hangup, call, reason="media failure"))
+            self._hangup(call, "media failure")
             return None
         session.on_dtmf = lambda digit, ms: self._digit(call, digit, ms, "rfc4733")
         session.on_timeout = lambda: self._media_timeout(call)
@@ -529,18 +533,29 @@ class SipServer:
         if app is not None and app.record is not None:
             app.record.add(what, data)
 
-    def _error(self, call: Call, kind: ErrorKind, stage: str, error: str, recovery: str) -> None:
-        """An error the server classified (media, network): to the actor (which
-        records it) when one runs the call, else straight to the record."""
+    def _error(
+        self,
+        call: Call,
+        kind: ErrorKind,
+        stage: str,
+        error: str,
+        recovery: str | None = None,
+        *,
+        to_actor: bool = True,
+    ) -> None:
+        """An error the server classified (media, network, SIP): to the actor (which
+        records it) when one runs the call, else straight to the record. The
+        recovery is the kind's (DESIGN's table) unless said otherwise."""
+        recovery = recovery or RECOVERY[kind]
         app = self.apps.get(call.id)
-        if app is not None and app.actor is not None and app.bridge is None:
+        if to_actor and app is not None and app.actor is not None and app.bridge is None:
             app.actor.post(StageError(kind, stage, error, recovery=recovery, final=False))
             return
         self._record(call, "error", kind=kind.value, stage=stage, error=error, recovery=recovery)
 
     def _media_error(self, call: Call, error: str) -> None:
         _call_log(call).warning("media_error", error=error)
-        self._error(call, ErrorKind.MEDIA_FAILURE, "media", error, "concealed, call goes on")
+        self._error(call, ErrorKind.MEDIA_FAILURE, "media", error)
 
     def _digit(self, call: Call, digit: str, duration_ms: int, via: str) -> None:
         _call_log(call).info("dtmf", digit=digit, duration_ms=duration_ms, via=via)
@@ -559,33 +574,20 @@ class SipServer:
     def _media_timeout(self, call: Call) -> None:
         timeout = self.config.media.inactivity_timeout
         _call_log(call).warning("rtp_timeout", seconds=timeout)
-        self._error(
-            call,
-            ErrorKind.NETWORK_PARTITION,
-            "rtp",
-            f"no RTP for {timeout:g} s",
-            RECOVERY[ErrorKind.NETWORK_PARTITION],
-        )
-        self.command(functools.partial(self._hangup, call, reason="rtp timeout"))
+        self._error(call, ErrorKind.NETWORK_PARTITION, "rtp", f"no RTP for {timeout:g} s")
+        self._hangup(call, "rtp timeout")
 
     def _app_done(self, call: Call, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             _call_log(call).error("app_failed", error=repr(task.exception()))
-            self.command(lambda now: self.ua.hangup(call, now, "app failed"))
+            self._hangup(call, "app failed")
 
     def _end_app(self, event: CallEnded) -> None:
         call = event.call
         if event.by == "timeout":
             # A SIP transaction (BYE, refresh) or the ACK timed out: the peer is gone.
             # Straight to the record: the call is over, its actor is stopping.
-            self._record(
-                call,
-                "error",
-                kind=ErrorKind.NETWORK_PARTITION.value,
-                stage="sip",
-                error=event.reason,
-                recovery=RECOVERY[ErrorKind.NETWORK_PARTITION],
-            )
+            self._error(call, ErrorKind.NETWORK_PARTITION, "sip", event.reason, to_actor=False)
         app = self.apps.pop(call.id, None)
         media: dict[str, Any] = {}
         if app is not None:
@@ -596,7 +598,7 @@ class SipServer:
             if app.bridge is not None:
                 # The caller left: the bridged party goes too (BYE, or CANCEL while ringing).
                 leg = app.bridge.leg
-                self.command(functools.partial(self._hangup, leg, reason="caller hung up"))
+                self._hangup(leg, "caller hung up")
         _call_log(call).info(
             "call_ended",
             reason=event.reason,
@@ -624,7 +626,7 @@ class SipServer:
         record.finish(event.reason, event.by, final)
         started = record.summary.get("started_at") or 0.0
         ended = record.summary.get("ended_at") or started
-        self.metrics.call_ended(event.by, event.reason, ended - started, media)
+        self.metrics.call_ended(event.by, ended - started, media)
 
     # -- transfers and bridges --------------------------------------------------------
 
@@ -639,14 +641,14 @@ class SipServer:
         allow = _allowed_methods(app.call)
         if self.ua.registered_contact(target, self._now()) is not None:
             # A phone registered here: only we know where it is, so we dial it.
-            _call_log(app.call).info("transfer_bridging", why="registered user")
-            self._bridge(app, target)
+            why = "registered user"
+        elif mode == "bridge" or (mode == "auto" and allow is not None and "REFER" not in allow):
+            why = f"sip.transfer={mode}, Allow"
+        else:
+            self.command(lambda now: self.ua.refer(app.call, target, now))
             return
-        if mode == "bridge" or (mode == "auto" and allow is not None and "REFER" not in allow):
-            _call_log(app.call).info("transfer_bridging", why=f"sip.transfer={mode}, Allow")
-            self._bridge(app, target)
-            return
-        self.command(lambda now: self.ua.refer(app.call, target, now))
+        _call_log(app.call).info("transfer_bridging", why=why)
+        self._bridge(app, target)
 
     def _bridge(self, app: _AppCall, target: str) -> None:
         """Dial `target` for the caller of `app`; the agent hears how it went."""
@@ -672,7 +674,7 @@ class SipServer:
         assert self._loop is not None
         bridge.ring_timer = self._loop.call_later(
             self.config.sip.bridge_ring_timeout,
-            lambda: self.command(functools.partial(self._hangup, leg, reason="no answer")),
+            lambda: self._hangup(leg, "no answer"),
         )
         _call_log(app.call).info("bridge_dialing", leg=leg.id, target=target)
         self._record(app.call, "sip", event="bridge_dialing", target=target, leg=leg.id)
@@ -682,7 +684,7 @@ class SipServer:
         """The target answered: cross-connect the media and let the agent go."""
         bridge = self.bridges.get(leg.id)
         if bridge is None or bridge.app.call.id not in self.apps or leg.media is None:
-            self.command(functools.partial(self._hangup, leg, reason="caller gone"))
+            self._hangup(leg, "caller gone")
             return
         if bridge.ring_timer is not None:
             bridge.ring_timer.cancel()
@@ -692,7 +694,7 @@ class SipServer:
         session = self._start_session(leg, dataclasses.replace(caller.settings, record_path=None))
         if session is None:
             return
-        bridge.session, bridge.connected = session, True
+        bridge.session = session
         bridge_sessions(caller, session)
         _call_log(bridge.app.call).info(
             "bridge_connected",
@@ -731,10 +733,9 @@ class SipServer:
             reason=event.reason, by=event.by, status=leg.final_status,
         )  # fmt: skip
         if bridge.connected:
-            if app.session is not None:
-                unbridge(app.session)
+            # (The caller's session may relay a moment longer: to a closed session, a no-op.)
             if app.call.id in self.apps:
-                self.command(functools.partial(self._hangup, app.call, reason="bridge ended"))
+                self._hangup(app.call, "bridge ended")
         elif app.actor is not None:
             # DESIGN's transfer_failure: the agent tells the caller and goes on.
             app.actor.post(TransferResult(False, leg.final_status or 480, event.reason))
@@ -751,11 +752,11 @@ class SipServer:
     async def hangup_all(self, wait: float = 5.0) -> None:
         """Hang up every call and give the BYEs `wait` seconds to complete."""
         for call in list(self.ua.calls.values()):
-            self.command(functools.partial(self._hangup, call, reason="shutdown"))
+            self._hangup(call, "shutdown")
         await self._wait_calls(wait)
 
-    def _hangup(self, call: Call, now: float, reason: str) -> list[Event]:
-        return self.ua.hangup(call, now, reason)
+    def _hangup(self, call: Call, reason: str) -> None:
+        self.command(lambda now: self.ua.hangup(call, now, reason))
 
     async def _wait_calls(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()

@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from mediaserver.media import wavfile
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SIPP_SCENARIOS = REPO_ROOT / "tests" / "sipp"
 ALLOW_SKIP_ENV = "MEDIASERVER_ALLOW_SKIP"
@@ -1380,13 +1382,9 @@ def best_alignment(reference: np.ndarray, heard: np.ndarray) -> tuple[int, float
 
 
 def write_wav(path: Path, pcm: np.ndarray, rate: int = 8000) -> Path:
-    """A mono 16-bit WAV (e.g. for baresip to play); returns `path`."""
+    """A mono 16-bit WAV (e.g. for baresip to play), its folder made; returns `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(np.asarray(pcm).astype("<i2").tobytes())
+    wavfile.write_wav(path, pcm, rate)
     return path
 
 

@@ -97,7 +97,7 @@ class CallActor:
         self.recovery = self.settings.recovery
         self.faults = runtime.faults
         #: The call record (SQLite timeline) when the server keeps one.
-        self.record: CallRecord | None = getattr(call, "record", None)
+        self.record: CallRecord | None = call.record
         #: Set when the auth-failure flow hands the call to another agent (route user).
         self.handoff: str | None = None
         #: The caller's SIP digest failed: only the auth-failure flow runs, and
@@ -170,7 +170,9 @@ class CallActor:
             # A bug in child work: make it visible instead of a silent stall.
             exc = task.exception()
             self.log.error("child_task_failed", task=task.get_name(), error=repr(exc))
-            self._note("error", kind="internal", stage="child", error=repr(exc), recovery="logged")
+            self._note(
+                "error", kind=ErrorKind.INTERNAL, stage="child", error=repr(exc), recovery="logged"
+            )
 
     def _arm(self, name: str, delay: float) -> None:
         gen = self._timers.get(name, 0) + 1
@@ -217,7 +219,11 @@ class CallActor:
                     # One bad event must not take the call down; record it and go on.
                     self.log.exception("actor_event_failed", event=type(event).__name__)
                     self._note(
-                        "error", kind="internal", stage="actor", error=repr(exc), recovery="logged"
+                        "error",
+                        kind=ErrorKind.INTERNAL,
+                        stage="actor",
+                        error=repr(exc),
+                        recovery="logged",
                     )
         finally:
             # Only our own hooks: a bridge may have taken the session over already.
@@ -278,7 +284,7 @@ class CallActor:
         if self._auth_error is not None:
             self._go(CallState.LISTENING, "auth failure flow")
             self._on_error(
-                ev.StageError(ErrorKind.AUTH_FAILURE.value, stage="sip", error=self._auth_error)
+                ev.StageError(ErrorKind.AUTH_FAILURE, stage="sip", error=self._auth_error)
             )
             return
         turn = self.settings.turn
@@ -501,9 +507,7 @@ class CallActor:
             timeout = self.settings.stt.timeout
             try:
                 async with asyncio.timeout(timeout):
-                    await self.faults.delay(rule)
-                    if rule is not None and rule.mode == "fail":
-                        raise SttError("injected fault")
+                    await self.faults.inject(rule, SttError("injected fault"))
                     final = await loop.run_in_executor(executor, stream.finalise)
             except TimeoutError:
                 raise SttError(f"no transcript within {timeout:g} s") from None
@@ -765,11 +769,10 @@ class CallActor:
         fall back stays on the fallback, so later turns do not wait for the same
         failure again."""
         primary = self.settings.llm
-        backends = [(primary, self.llm)] + [
-            (fallback, self.runtime.llm_for(self.agent, fallback)) for fallback in primary.fallbacks
-        ]
-        for index in range(min(self._llm_from, len(backends) - 1), len(backends)):
-            cfg, backend = backends[index]
+        chain = [primary, *primary.fallbacks]
+        for index in range(min(self._llm_from, len(chain) - 1), len(chain)):
+            cfg = chain[index]
+            backend = self.llm if index == 0 else self.runtime.llm_for(self.agent, cfg)
             for attempt in range(cfg.retries + 1):
                 started = [False]
                 try:
@@ -789,8 +792,8 @@ class CallActor:
                     if attempt < cfg.retries:
                         wait = exc.retry_after or cfg.retry_backoff * 2**attempt
                         step = f"retry {attempt + 1} of {cfg.retries} in {wait:g} s"
-                    elif index + 1 < len(backends):
-                        wait, step = 0.0, f"fallback to {backends[index + 1][0].model}"
+                    elif index + 1 < len(chain):
+                        wait, step = 0.0, f"fallback to {chain[index + 1].model}"
                     else:
                         self.post(ev.StageError(kind, "llm", error, reply=reply))
                         return
@@ -896,9 +899,7 @@ class CallActor:
             rule = self.faults.check("tts", name or tts.name)
             try:
                 async with asyncio.timeout(cfg.timeout):
-                    await self.faults.delay(rule)
-                    if rule is not None and rule.mode == "fail":
-                        raise TtsError("injected fault")
+                    await self.faults.inject(rule, TtsError("injected fault"))
                     return await self._loop.run_in_executor(
                         self.runtime.executor, _synthesize, tts, clause, name
                     )
@@ -1058,9 +1059,7 @@ class CallActor:
             rule = self.faults.check("tool", call.name)
             try:
                 async with asyncio.timeout(timeout):
-                    await self.faults.delay(rule)
-                    if rule is not None and rule.mode == "fail":
-                        raise InjectedFault(f"injected fault in {call.name}")
+                    await self.faults.inject(rule, InjectedFault(f"injected fault in {call.name}"))
                     if tool.is_async:
                         value = await tool.handler(call.arguments, raw)
                     else:
@@ -1186,8 +1185,12 @@ class CallActor:
         try:
             pcm = load_wav(str(path), self.media.sample_rate)
         except (OSError, EOFError, ValueError, wave.Error) as exc:
-            self._note("error", kind="media_failure", stage="playback", error=str(exc))
-            self.log.warning("background_file_failed", file=str(path), error=str(exc))
+            error = f"{path}: {exc}"
+            self._on_error(
+                ev.StageError(
+                    ErrorKind.MEDIA_FAILURE, "playback", error, recovery="not played", final=False
+                )
+            )
             return
         self._note("background_file", file=str(path))
         self.media.rephase()
@@ -1224,19 +1227,19 @@ class CallActor:
             self._note("transferred", dest=dest, status=event.status)
             self._hangup("transferred")
             return
-        # DESIGN's transfer_failure: tell the caller and go on.
-        self._note(
-            "error",
-            kind="transfer_failure",
-            stage="sip",
-            error=f"{event.status} {event.reason}",
-        )
-        self.log.warning("transfer_failed", dest=dest, status=event.status, reason=event.reason)
+        # DESIGN's transfer_failure: tell the caller and go on (a caller who
+        # failed authentication gets no conversation: the call ends instead).
+        error = f"{dest}: {event.status} {event.reason}"
         if self._auth_error is not None:
-            # The auth-failure flow's transfer failed: no conversation instead.
+            recovery = "caller told, call ended"
             self._end_call(self.recovery.transfer_failed_phrase, "auth failure")
-        elif self.life.live and self._reply is None:
-            self._say(self.recovery.transfer_failed_phrase)
+        else:
+            recovery = RECOVERY[ErrorKind.TRANSFER_FAILURE]
+            if self.life.live and self._reply is None:
+                self._say(self.recovery.transfer_failed_phrase)
+        self._on_error(
+            ev.StageError(ErrorKind.TRANSFER_FAILURE, "sip", error, recovery=recovery, final=False)
+        )
 
     def _after_tools(self, reply: AgentReply) -> None:
         """Every tool of the step is back: feed the results to the model again."""
@@ -1327,7 +1330,7 @@ class CallActor:
 
     def _on_error(self, event: ev.StageError) -> None:
         """Record a classified failure and apply its kind's recovery (DESIGN's table)."""
-        kind = ErrorKind(event.kind)
+        kind = event.kind
         reply = self._current(event.reply) if event.reply is not None else None
         recovery = event.recovery
         if event.final and not recovery:
@@ -1353,7 +1356,7 @@ class CallActor:
             self._turn = None
             self._stt_queue = None
             self._say(self.settings.turn.not_understood)
-            return "recovery phrase: the caller is asked to repeat"
+            return RECOVERY[kind]
         if kind is ErrorKind.AUTH_FAILURE:
             if reply is not None:
                 self._cancel_reply(reply)

@@ -8,6 +8,7 @@ side converts them to psycopg's `%s` / `%(name)s`. Writes are idempotent
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sqlite3
@@ -55,6 +56,14 @@ _END_CALL = (
     " end_reason = excluded.end_reason, ended_by = excluded.ended_by,"
     " final_state = excluded.final_state"
 )
+
+
+@functools.cache
+def _pyformat(text: str) -> str:
+    """SQLite's placeholders (`:name`, `?`) as psycopg's (`%(name)s`, `%s`); cached,
+    since the same few statements are written for every event."""
+    text = re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", text)
+    return text.replace("?", "%s")
 
 
 def to_json(value: Any) -> str:
@@ -196,5 +205,4 @@ class PostgresDatabase(Database):
         return db
 
     def sql(self, text: str) -> str:
-        text = re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", text)
-        return text.replace("?", "%s")
+        return _pyformat(text)

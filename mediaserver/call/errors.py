@@ -31,9 +31,6 @@ class ErrorKind(enum.StrEnum):
     INTERNAL = "internal"
 
 
-#: Kinds that end the call (gracefully, with its state captured).
-FATAL = frozenset({ErrorKind.NETWORK_PARTITION, ErrorKind.AUTH_FAILURE})
-
 #: The recovery each kind gets (DESIGN's error table), as recorded.
 RECOVERY: dict[ErrorKind, str] = {
     ErrorKind.STT_FAILURE: "recovery phrase: the caller is asked to repeat",

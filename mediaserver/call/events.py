@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from mediaserver.call.errors import ErrorKind
 from mediaserver.pipeline.llm.base import ToolCall
 from mediaserver.pipeline.tts.base import TtsChunk
 
@@ -166,7 +167,7 @@ class Timer:
 class StageError:
     """A stage failed; `kind` is one of DESIGN.md's error kinds (`ErrorKind`)."""
 
-    kind: str
+    kind: ErrorKind
     stage: str
     error: str
     reply: int | None = None

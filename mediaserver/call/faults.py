@@ -85,8 +85,10 @@ class Faults:
         self._rules.append(rule)
 
     def clear(self) -> None:
-        """Stop injecting anything."""
+        """Stop injecting anything (and forget the counts)."""
         self._rules.clear()
+        self._seen.clear()
+        self._fired.clear()
 
     def check(self, stage: Stage, name: str | None = None) -> FaultRule | None:
         """The rule that fires for this occurrence of `stage` (on `name`), if any."""
@@ -109,3 +111,10 @@ class Faults:
         """Block for a "hang" or "slow" rule (no-op for None or "fail")."""
         if rule is not None and rule.mode in ("hang", "slow"):
             await asyncio.sleep(rule.delay)
+
+    async def inject(self, rule: FaultRule | None, error: Exception) -> None:
+        """Carry out `rule` at a stage boundary: block for "hang"/"slow", raise
+        `error` for "fail" (no-op for None)."""
+        await self.delay(rule)
+        if rule is not None and rule.mode == "fail":
+            raise error

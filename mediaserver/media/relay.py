@@ -29,11 +29,6 @@ def bridge_sessions(a: RtpSession, b: RtpSession) -> None:
     b.on_audio = _forward(b, a)
 
 
-def unbridge(session: RtpSession) -> None:
-    """Stop relaying what `session` receives (its peer leg ended)."""
-    session.on_audio = None
-
-
 def _forward(source: RtpSession, sink: RtpSession) -> AudioHandler:
     resampler = Resampler(source.sample_rate, sink.sample_rate)
 

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import structlog
@@ -135,7 +135,7 @@ class RtpSession:
         self.stats = SessionStats()
         self.media = media
         self.codec: Codec = _codec_for(media)
-        self.decoder: Codec = _codec_for(media)
+        self.decoder: _Decoder = _codec_for(media)
         self.payload_type = media.codec.payload_type
         self.dtmf_pt = media.dtmf.payload_type if media.dtmf else None
         self.sample_rate = self.codec.sample_rate
@@ -179,7 +179,6 @@ class RtpSession:
         #: frames are concealed as silence gaps and the call goes on.
         self.on_media_error: Callable[[str], None] | None = None
         self._last_media_error = -MEDIA_ERROR_QUIET
-        self._fail_decodes = 0
         self._background: np.ndarray | None = None
         self._background_pos = 0
         # Audio released between ticks (eager jitter buffer), for the recorder.
@@ -353,8 +352,9 @@ class RtpSession:
         self._on_datagram(data, addr, self._loop.time())
 
     def fail_decodes(self, count: int) -> None:
-        """Fault injection: the next `count` audio frames fail to decode."""
-        self._fail_decodes = count
+        """Fault injection: the next `count` audio frames fail to decode (a wrapped
+        decoder, so the packet path pays nothing when no fault is set)."""
+        self.decoder = _FailingDecoder(self.decoder, count)
 
     def drop_inbound(self) -> None:
         """Fault injection: read nothing from now on (a network partition); the
@@ -450,30 +450,23 @@ class RtpSession:
         """Pop due frames, decode, hand them to `on_audio` (and keep them for the
         recorder until the tick; an eager jitter buffer also releases on arrival)."""
         for frame in self.jitter.pop(now):
+            gap = frame.gap
             if frame.payload is None:
                 # Concealment by silence; the frame is marked so VAD/STT know.
                 samples = max(1, round(frame.duration * self.sample_rate / self.codec.clock_rate))
                 pcm = np.zeros(samples, dtype=np.int16)
             else:
                 try:
-                    if self._fail_decodes:
-                        self._fail_decodes -= 1
-                        raise CodecError("injected fault")
                     pcm = self.decoder.decode(frame.payload)
                 except CodecError as exc:
                     # Concealed like a lost packet, so the listener's timeline has no hole.
                     self.stats.decode_errors += 1
                     self._media_error(now, f"undecodable {self.codec.name} frame: {exc}")
-                    pcm = np.zeros(self.frame_samples, dtype=np.int16)
-                    if self._recorder is not None:
-                        self._delivered.append(pcm)
-                    if self.on_audio is not None:
-                        self.on_audio(pcm, frame.media_time, True)
-                    continue
+                    pcm, gap = np.zeros(self.frame_samples, dtype=np.int16), True
             if self._recorder is not None:
                 self._delivered.append(pcm)
             if self.on_audio is not None:
-                self.on_audio(pcm, frame.media_time, frame.gap)
+                self.on_audio(pcm, frame.media_time, gap)
 
     def _media_error(self, now: float, error: str) -> None:
         if now - self._last_media_error >= MEDIA_ERROR_QUIET and self.on_media_error is not None:
@@ -634,3 +627,21 @@ def _batch_for(clock: MediaClock) -> _EncodeBatch:
         batch = _batches[clock] = _EncodeBatch()
         clock.after_slot.append(batch.flush)
     return batch
+
+
+class _Decoder(Protocol):
+    def decode(self, payload: bytes) -> np.ndarray: ...
+
+
+class _FailingDecoder:
+    """Fault injection: the first `count` decodes fail, then `inner` decodes."""
+
+    def __init__(self, inner: _Decoder, count: int) -> None:
+        self.inner = inner
+        self.count = count
+
+    def decode(self, payload: bytes) -> np.ndarray:
+        if self.count > 0:
+            self.count -= 1
+            raise CodecError("injected fault")
+        return self.inner.decode(payload)

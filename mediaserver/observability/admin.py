@@ -101,7 +101,6 @@ class Request:
     """A parsed request head."""
 
     method: str
-    target: str
     path: str
     query: dict[str, list[str]]
     headers: dict[str, str]
@@ -195,7 +194,7 @@ def parse_head(head: bytes) -> Request:
         raise HttpError(error_response(400, "malformed request target"))
     path = parts.path or "/"
     query = parse_qs(parts.query, keep_blank_values=True)
-    return Request(method, target, path, query, headers, version=(1, int(minor)))
+    return Request(method, path, query, headers, version=(1, int(minor)))
 
 
 def _check_request_line(buffer: bytes) -> None:
@@ -279,9 +278,7 @@ class AdminServer:
         if self._server is not None:
             raise RuntimeError("admin server already started")
         self._page = _load_page()
-        self._server = await asyncio.start_server(
-            self._on_connection, self.host, self.port, limit=MAX_HEAD_BYTES * 2
-        )
+        self._server = await asyncio.start_server(self._on_connection, self.host, self.port)
         address = self.address
         assert address is not None
         log.info("admin_listening", host=address[0], port=address[1], auth=self.token is not None)

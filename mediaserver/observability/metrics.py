@@ -24,18 +24,6 @@ from prometheus_client import (
     generate_latest,
 )
 
-#: Per-turn latency components: input key (ms) -> histogram name suffix.
-TURN_COMPONENTS: Final[dict[str, str]] = {
-    "voice_to_voice_ms": "voice_to_voice",
-    "endpointing_ms": "endpointing",
-    "stt_finalise_ms": "stt_finalise",
-    "llm_first_token_ms": "llm_first_token",
-    "llm_first_sentence_ms": "llm_first_sentence",
-    "tts_first_audio_ms": "tts_first_audio",
-    "first_frame_ms": "first_frame",
-    "overhead_ms": "overhead",
-}
-
 _TURN_HELP: Final[dict[str, str]] = {
     "voice_to_voice": "End of caller speech to first reply audio on the wire",
     "endpointing": "End of caller speech to the end-of-turn decision",
@@ -46,6 +34,9 @@ _TURN_HELP: Final[dict[str, str]] = {
     "first_frame": "First TTS audio to the first RTP frame sent",
     "overhead": "Voice-to-voice time not covered by the other components",
 }
+
+#: Per-turn latency components: input key (ms) -> histogram name suffix.
+TURN_COMPONENTS: Final[dict[str, str]] = {f"{name}_ms": name for name in _TURN_HELP}
 
 #: 5 ms .. 10 s, roughly logarithmic, denser where conversational latency lives.
 LATENCY_BUCKETS: Final[tuple[float, ...]] = (
@@ -150,14 +141,13 @@ class Metrics:
         """The number of calls in progress right now."""
         self._active.set(max(0, n))
 
-    def call_ended(self, by: str, reason: str, duration_s: float, rtp: dict[str, float]) -> None:
+    def call_ended(self, by: str, duration_s: float, rtp: dict[str, float]) -> None:
         """A call ended.
 
-        ``reason`` is free-form (it may carry a SIP reason phrase), so it is not
-        a label: unbounded label values would grow the exposition forever. The
+        The free-form end reason (it may carry a SIP reason phrase) is not a
+        label: unbounded label values would grow the exposition forever; the
         call records keep it. ``rtp`` is the media summary; missing keys count 0.
         """
-        del reason
         self._ended.labels(by=by or "unknown").inc()
         duration = _number(duration_s)
         if duration is not None and duration >= 0:

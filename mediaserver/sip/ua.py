@@ -82,7 +82,7 @@ from mediaserver.sip.transaction import (
     TransactionTimeout,
     new_branch,
 )
-from mediaserver.sip.uri import parse_uri
+from mediaserver.sip.uri import Uri, parse_uri
 
 ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO", "NOTIFY")
 _SIPFRAG = re.compile(rb"^SIP/2\.0\s+(\d{3})\s*([^\r\n]*)")
@@ -788,7 +788,7 @@ class UserAgent:
         offer = self.media.allocate()
         if offer is None:
             return None, []
-        binding = self.registered_contact(target, now)
+        binding = self._binding_for(uri, now)
         if binding is not None:
             ruri, destination = binding.contact, binding.source
             transport = destination.transport
@@ -843,12 +843,14 @@ class UserAgent:
     def registered_contact(self, target: str, now: float) -> Binding | None:
         """The binding to call for `target` when it is a user registered here
         (a sip: URI at one of our addresses), else None."""
+        try:
+            return self._binding_for(parse_uri(target), now)
+        except SipParseError:
+            return None
+
+    def _binding_for(self, uri: Uri, now: float) -> Binding | None:
         registrar = self.config.registrar
         if registrar is None:
-            return None
-        try:
-            uri = parse_uri(target)
-        except SipParseError:
             return None
         ours = any(
             uri.host == host and uri.port in (None, port)

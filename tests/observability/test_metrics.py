@@ -47,10 +47,10 @@ def test_calls_active_and_ended() -> None:
         m.call_started()
     m.set_active_calls(3)
     m.set_active_calls(1)
-    m.call_ended("caller", "bye", 61.5, {"rtp_in": 3000, "lost": 4, "late": 1, "jitter_ms": 12.5})
-    m.call_ended("agent", "goodbye", 3.0, {"rtp_in": 150, "lost": 0, "jitter_ms": 2.0})
+    m.call_ended("caller", 61.5, {"rtp_in": 3000, "lost": 4, "late": 1, "jitter_ms": 12.5})
+    m.call_ended("agent", 3.0, {"rtp_in": 150, "lost": 0, "jitter_ms": 2.0})
     # Missing keys count as zero.
-    m.call_ended("caller", "bye", 0.5, {})
+    m.call_ended("caller", 0.5, {})
     s = samples(m)
     assert value(s, "mediaserver_calls_total") == 3
     assert value(s, "mediaserver_active_calls") == 1
