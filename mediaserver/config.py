@@ -82,8 +82,8 @@ class SipAuth(_Strict):
     #: HMAC key of the nonces; give every worker behind one proxy the same one so
     #: each accepts the others' nonces (default: random per process).
     nonce_secret: str | None = Field(None, min_length=16)
-    #: Failed attempts one address may make per `failure_window` seconds, then
-    #: all its attempts get 403 until the window has passed.
+    #: Failed attempts one address may make for one user per `failure_window`
+    #: seconds, then that pair's attempts get 403 until the window has passed.
     max_failures: int = Field(10, gt=0)
     failure_window: float = Field(60.0, gt=0)
 

@@ -20,6 +20,7 @@ import random
 import socket
 import time
 import uuid
+import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from mediaserver.sip.sdp import (
     SessionDescription,
     codec,
 )
+from mediaserver.sip.transaction import new_branch
 from mediaserver.sip.uri import parse_uri
 
 FRAME = 0.02
@@ -117,9 +119,18 @@ class _Dialer(asyncio.DatagramProtocol):
         assert self.transport is not None
         self.transport.sendto(data, self.remote)
 
-    def request(self, method: str, body: bytes = b"", cseq: int | None = None) -> bytes:
-        branch = "z9hG4bK" + uuid.uuid4().hex[:16]
-        ruri = self.contact if method in ("ACK", "BYE") else self.uri
+    def request(
+        self,
+        method: str,
+        body: bytes = b"",
+        cseq: int | None = None,
+        *,
+        branch: str | None = None,
+        ruri: str | None = None,
+    ) -> bytes:
+        """`method` in our dialog (to the remote target once we know it)."""
+        ruri = ruri or (self.contact if method in ("ACK", "BYE") else self.uri)
+        branch = branch or new_branch()
         lines = [
             f"{method} {ruri} SIP/2.0",
             f"Via: SIP/2.0/UDP {self.local_host}:{self.local_port};branch={branch};rport",
@@ -140,7 +151,8 @@ class _Dialer(asyncio.DatagramProtocol):
         """INVITE (retransmitted on T1 doubling) until a final response or the deadline."""
         codecs = [codec("PCMU"), codec("telephone-event")]
         sdp = SdpSession(MediaOffer(self.local_host, self.rtp_port, codecs), username="-")
-        data = self.request("INVITE", sdp.offer().serialise())
+        branch = new_branch()
+        data = self.request("INVITE", sdp.offer().serialise(), branch=branch)
         interval, next_send = 0.5, 0.0
         loop = asyncio.get_running_loop()
         while loop.time() < deadline:
@@ -158,11 +170,14 @@ class _Dialer(asyncio.DatagramProtocol):
                     self.to_header = to
                 if response.contacts:
                     self.contact = str(response.contacts[0].uri)
+                if response.status >= 300:
+                    # Part of the INVITE transaction (RFC 3261 17.1.1.3): its branch and URI.
+                    self._send(self.request("ACK", cseq=self.cseq, branch=branch, ruri=self.uri))
+                    return response
                 self._send(self.request("ACK", cseq=self.cseq))
-                if response.status < 300:
-                    with contextlib.suppress(SdpError, NegotiationError):
-                        answer = sdp.accept_answer(SessionDescription.parse(response.body))
-                        self.media_target = (answer.remote_address, answer.remote_port)
+                with contextlib.suppress(SdpError, NegotiationError):
+                    answer = sdp.accept_answer(SessionDescription.parse(response.body))
+                    self.media_target = (answer.remote_address, answer.remote_port)
                 return response
             next_send = max(next_send, loop.time() + 1.0)  # provisional: wait longer
         return None
@@ -175,7 +190,8 @@ class _Dialer(asyncio.DatagramProtocol):
             try:
                 while True:
                     response = await asyncio.wait_for(self.responses.get(), 0.5)
-                    if response.status >= 200:
+                    # (A repeated 2xx to the INVITE is not the BYE's answer.)
+                    if response.status >= 200 and response.cseq.method == "BYE":
                         return
             except TimeoutError:
                 continue
@@ -280,6 +296,8 @@ async def place_call(
     """Place the call (see the module docstring); never waits longer than `timeout`."""
     report = CallReport(uri)
     loop = asyncio.get_running_loop()
+    # Before dialing: a bad WAV is an error, not a call that goes quiet.
+    audio = _utterance(say, play)
     dialer = _Dialer(uri, local_host)
     transport, _ = await loop.create_datagram_endpoint(lambda: dialer, local_addr=(local_host, 0))
     loop.add_reader(dialer.rtp.fileno(), dialer.read_rtp)
@@ -307,7 +325,6 @@ async def place_call(
         await _agent_quiet(dialer, answered, QUIET, min(10.0, budget()))
         if dialer.received:
             report.first_audio_ms = (dialer.received[0][0] - answered) * 1000
-        audio = _utterance(say, play)
         if audio is not None and not dialer.remote_bye.is_set():
             sender.say(audio)
             while sender.queue and budget() > 0 and not dialer.remote_bye.is_set():
@@ -340,7 +357,10 @@ async def place_call(
 
 def _utterance(say: str | None, play: Path | None) -> np.ndarray | None:
     if play is not None:
-        return load_wav(play, 8000)
+        try:
+            return load_wav(play, 8000)
+        except (OSError, EOFError, wave.Error) as exc:
+            raise ValueError(f"cannot play {play}: {exc}") from None
     if say:
         from mediaserver.pipeline.tts.espeak import EspeakBackend
 

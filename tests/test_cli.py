@@ -54,6 +54,16 @@ def test_call_rejects_a_bad_uri() -> None:
     assert proc.returncode == 2 and "not a sip: URI" in proc.stderr
 
 
+def test_call_with_a_missing_wav_is_one_line(start_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = start_server()
+    missing = tmp_path / "nope.wav"
+    proc = mediaserver("call", server.uri("hold"), "--play", str(missing), "--timeout", "10")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == f"call error: cannot play {missing}: " + (
+        f"[Errno 2] No such file or directory: '{missing}'"
+    )
+
+
 def test_demo_runs_the_support_agent_and_prints_the_turns() -> None:
     proc = mediaserver("demo", timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr

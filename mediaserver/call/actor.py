@@ -924,8 +924,9 @@ class CallActor:
         if reply is None:
             return
         reply.tts_pending -= 1
-        if reply.metrics is not None and not reply.metrics.tts_first_audio_s:
+        if reply.metrics is not None and not reply.metrics.tts_first_audio_at:
             reply.metrics.tts_first_audio_s = event.synth_s
+            reply.metrics.tts_first_audio_at = time.monotonic()
         frames = reply.voicing.add(event.chunks, event.sample_rate, event.offset)
         self._play(reply, frames)
 

@@ -179,8 +179,9 @@ class PostgresDatabase(Database):
         self.bad_item = (psycopg.DataError, psycopg.ProgrammingError)
 
     def __str__(self) -> str:
-        # Never log a password: host, port and database name are enough.
-        return re.sub(r"//([^:@/]*)(:[^@/]*)?@", r"//\1@", self.dsn)
+        # Never log a password (URL or key=value form): host, port and database are enough.
+        text = re.sub(r"//([^:@/]*)(:[^@/]*)?@", r"//\1@", self.dsn)
+        return re.sub(r"(?i)\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S*)", "password=***", text)
 
     def connect(self, *, wait: bool) -> Connection:
         # The loop's connection gives up fast on locks and statements; commits do

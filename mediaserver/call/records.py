@@ -28,6 +28,8 @@ class TurnMetrics:
     #: When the first whole clause was ready for TTS.
     llm_first_sentence: float = 0.0
     tts_first_audio_s: float = 0.0
+    #: When the first clause's audio reached the actor.
+    tts_first_audio_at: float = 0.0
     first_frame_sent: float = 0.0
 
     def summary(self) -> dict[str, float]:
@@ -47,6 +49,10 @@ class TurnMetrics:
         # The split is sequential up to the first sentence (later tokens stream
         # while TTS works), so overhead is what none of the stages accounts for.
         parts["overhead_ms"] = v2v - eos - self.stt_finalise_s - llm - self.tts_first_audio_s
+        if self.tts_first_audio_at:
+            # First audio to the first frame on the wire (the wait for the media
+            # clock's tick): a part of the overhead, shown on its own.
+            parts["first_frame_ms"] = self.first_frame_sent - self.tts_first_audio_at
         return {k: round(v * 1000, 2) for k, v in parts.items()}
 
 

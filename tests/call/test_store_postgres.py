@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pytest
 
+from mediaserver.call.databases import PostgresDatabase
 from mediaserver.call.store import CallStore
 
 
@@ -56,3 +58,16 @@ def test_a_server_keeps_its_records_in_postgres(start_server, sipp, postgres_dsn
     assert rows and rows[0][0] == "hold" and rows[0][1] == "remote"
     assert [r[2] for r in rows][-1] == "final"
     assert not (server.workdir / "records").exists()  # not in SQLite as well
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://rec:s3cret@db.example:5432/calls",
+        "host=db.example user=rec password=s3cret dbname=calls",
+        "host=db.example PASSWORD = 's3 cret' dbname=calls",
+    ],
+)
+def test_logged_dsn_never_shows_the_password(dsn: str) -> None:
+    shown = str(PostgresDatabase(dsn))
+    assert "s3" not in shown and "db.example" in shown and "calls" in shown

@@ -63,7 +63,8 @@ def test_a_real_call_fills_metrics_records_and_the_calls_page(  # type: ignore[n
     assert samples["mediaserver_calls_total"] == 1
     assert samples["mediaserver_active_calls"] == 0
     # The question's turn filled the latency histograms.
-    for part in ("voice_to_voice", "endpointing", "stt_finalise", "llm_first_token"):
+    parts = ("voice_to_voice", "endpointing", "stt_finalise", "llm_first_token", "first_frame")
+    for part in parts:
         assert samples[f"mediaserver_turn_{part}_seconds_count"] >= 1, part
     v2v = samples["mediaserver_turn_voice_to_voice_seconds_sum"]
     assert 0.3 < v2v < 5.0, v2v  # endpointing alone is 0.5 s
