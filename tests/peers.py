@@ -209,6 +209,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "codecs": ["PCMU", "PCMA", "telephone-event"],
     },
     "routes": {"hold": {"app": "hold", "duration": 30, "ring": 0}},
+    # The live tests of calls, turns and recovery ask phrases that pocketsphinx's
+    # grammar hears reliably from espeak-ng; the default recogniser (Whisper) has
+    # its own tests (tests/pipeline/stt/test_whisper.py, tests/test_conversation.py).
+    "pipeline": {"stt": {"backend": "pocketsphinx"}},
     "shutdown": {"drain_timeout": 30},
     "logging": {"level": "info", "format": "console"},
 }

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import inspect
 import json
 import time
@@ -72,6 +73,18 @@ MIN_UNDERSTOOD_SPEECH = 0.3
 HOLD_ENDED = "Thank you for holding."
 #: Seconds to wait for the outcome of a REFER.
 TRANSFER_TIMEOUT = 30.0
+
+
+class _SttMark(enum.Enum):
+    """What the STT feeder passes on besides audio (None ends the turn)."""
+
+    PAUSE = "pause"  # VAD heard the caller stop: SttStream.pause
+    RESUME = "resume"  # ...and start again in the same turn: SttStream.resume
+    FLUSH = "flush"  # internal: feed the audio gathered so far
+
+
+_PAUSE, _RESUME, _FLUSH = _SttMark.PAUSE, _SttMark.RESUME, _SttMark.FLUSH
+_SttInput = np.ndarray | _SttMark | None
 
 
 class CallActor:
@@ -128,7 +141,7 @@ class CallActor:
         self._confident_end: float | None = None
         self._vad = runtime.vad.open(lambda t, p: self.post(ev.VadProb(t, p)))
         self._stt: SttStream = runtime.stt.open(runtime.hints(agent))
-        self._stt_queue: asyncio.Queue[np.ndarray | None] | None = None
+        self._stt_queue: asyncio.Queue[_SttInput] | None = None
         self._stt_task: asyncio.Task[None] | None = None
         self._turn: Turn | None = None
         self._turn_ids = 0
@@ -434,7 +447,11 @@ class CallActor:
             return
         turn = self._turn
         if turn is not None and not turn.finalising:
-            return  # the caller goes on after a short pause: same turn
+            # The caller goes on after a short pause: same turn, and the
+            # recogniser's guess made at the pause no longer covers it.
+            if self._stt_queue is not None:
+                self._stt_queue.put_nowait(_RESUME)
+            return
         speaking = self._reply is not None and self.life.state in (
             CallState.SPEAKING,
             CallState.GREETING,
@@ -457,6 +474,10 @@ class CallActor:
         turn = self._turn
         if turn is None:
             return
+        if self._stt_queue is not None and not turn.finalising:
+            # Let a window-decoding recogniser start on the turn while the
+            # end-of-speech timeout runs (speculative decoding).
+            self._stt_queue.put_nowait(_PAUSE)
         window = self.settings.barge_in.false_resume_window
         if self._interrupted is not None and window > 0 and turn.words == 0:
             self._arm("false_resume", window)
@@ -465,7 +486,7 @@ class CallActor:
         self._turn_ids += 1
         turn = self._turn = Turn(self._turn_ids, onset, barge_in=barge_in)
         turn.metrics = TurnMetrics(turn.id)
-        queue: asyncio.Queue[np.ndarray | None] = asyncio.Queue()
+        queue: asyncio.Queue[_SttInput] = asyncio.Queue()
         self._stt_queue = queue
         for t, pcm in self._preroll:
             if t >= onset - PREROLL:
@@ -485,23 +506,38 @@ class CallActor:
         if self._stt_queue is not None:
             self._stt_queue.put_nowait(None)
 
-    async def _run_stt(self, turn: int, queue: asyncio.Queue[np.ndarray | None]) -> None:
-        """Feed the turn's audio to STT (batched per wake-up), then finalise."""
+    async def _run_stt(self, turn: int, queue: asyncio.Queue[_SttInput]) -> None:
+        """Feed the turn's audio to STT (batched per wake-up), pass VAD pauses on
+        in order, then finalise."""
         loop, executor, stream = self._loop, self.runtime.executor, self._stt
         try:
-            while True:
+            ended = False
+            while not ended:
                 pieces = [await queue.get()]
                 while not queue.empty():
                     pieces.append(queue.get_nowait())
-                audio = [p for p in pieces if p is not None]
-                if audio:
-                    partial = await loop.run_in_executor(
-                        executor, stream.feed, np.concatenate(audio)
-                    )
-                    if partial is not None:
-                        self.post(ev.SttPartial(turn, partial.text))
-                if any(p is None for p in pieces):
-                    break
+                audio: list[np.ndarray] = []
+                # Audio runs are fed in one call; markers keep their place.
+                for piece in [*pieces, _FLUSH]:
+                    if isinstance(piece, np.ndarray):
+                        audio.append(piece)
+                        continue
+                    if audio:
+                        partial = await loop.run_in_executor(
+                            executor, stream.feed, np.concatenate(audio)
+                        )
+                        audio = []
+                        if partial is not None:
+                            self.post(ev.SttPartial(turn, partial.text))
+                    if piece is None:
+                        ended = True
+                        break
+                    if piece is _PAUSE:
+                        partial = await loop.run_in_executor(executor, stream.pause)
+                        if partial is not None:
+                            self.post(ev.SttPartial(turn, partial.text))
+                    elif piece is _RESUME:
+                        stream.resume()
             started = time.monotonic()
             rule = self.faults.check("stt")
             timeout = self.settings.stt.timeout

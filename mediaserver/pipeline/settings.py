@@ -85,21 +85,61 @@ class BargeInSettings(_Strict):
 class SttSettings(_Strict):
     """Speech-to-text backend."""
 
-    backend: Literal["pocketsphinx", "faster-whisper"] = "pocketsphinx"
-    #: Model folder or file (pocketsphinx: the wheel's en-us model by default).
+    #: faster-whisper (Whisper base, installed by setup) is the default; when its
+    #: default model is not installed the server warns and uses pocketsphinx.
+    backend: Literal["pocketsphinx", "faster-whisper", "deepgram", "openai-realtime"] = (
+        "faster-whisper"
+    )
+    #: Model folder or file (faster-whisper: models/faster-whisper-base, or
+    #: $MEDIASERVER_MODELS/faster-whisper-base; pocketsphinx: the wheel's en-us model).
     model: Path | None = None
     language: str = "en-us"
-    #: Decoders kept ready in the pool (more are made on demand).
+    #: pocketsphinx: decoders kept ready (more are made on demand); faster-whisper:
+    #: transcriptions run at once over the one shared model (more wait their turn).
     pool_size: int = Field(2, ge=0)
+    #: faster-whisper: CPU threads per transcription (0: the cores / pool_size).
+    threads: int = Field(0, ge=0, le=64)
+    #: faster-whisper: CTranslate2 quantisation ("int8" on CPU; "float16" on GPU).
+    compute_type: str = "int8"
+    #: faster-whisper: beam width (1: greedy, faster; 4: fewer misheard words).
+    beam_size: int = Field(4, ge=1, le=10)
+    #: faster-whisper: the shortest encoder window, seconds (Whisper pads to 30 s;
+    #: a turn plus padding to this is as accurate and several times cheaper).
+    window: float = Field(10.0, ge=1, le=30)
+    #: faster-whisper: seconds of new audio between interim transcripts (0: none;
+    #: each costs a full transcription; barge_in.min_words needs them).
+    partials: float = Field(0.0, ge=0)
     #: Seconds the final transcript may take once the turn ended (stt_failure after).
+    #: Cloud backends also bound connecting by it.
     timeout: float = Field(5.0, gt=0)
+    #: Cloud backends (deepgram, openai-realtime): the service's WebSocket URL; None:
+    #: the provider's (wss://api.deepgram.com/v1/listen,
+    #: wss://api.openai.com/v1/realtime?intent=transcription).
+    base_url: str | None = None
+    #: Cloud backends: API key, or `env:NAME` to read it from the environment;
+    #: None: env:DEEPGRAM_API_KEY (deepgram) or env:OPENAI_API_KEY (openai-realtime).
+    api_key: str | None = None
+    #: Cloud backends: the provider's model name; None: "nova-3" (deepgram),
+    #: "gpt-4o-mini-transcribe" (openai-realtime).
+    provider_model: str | None = None
+    #: deepgram: milliseconds of silence after which Deepgram closes a segment by
+    #: itself (0: never); our VAD still decides when the caller's turn ends.
+    endpointing_ms: int = Field(300, ge=0)
+    #: Cloud backends: open one connection at start-up, so that a bad key or URL
+    #: fails start-up (ModelLoadError) instead of the first call.
+    verify_at_start: bool = True
+    #: openai-realtime: speak the older beta protocol (`OpenAI-Beta: realtime=v1`,
+    #: `transcription_session.update`) instead of the current one.
+    openai_beta: bool = False
 
 
 class TtsSettings(_Strict):
     """Text-to-speech backend."""
 
-    backend: Literal["espeak-ng", "piper"] = "espeak-ng"
-    #: espeak-ng voice name, or the piper voice (.onnx) path.
+    backend: Literal["espeak-ng", "piper", "openai", "elevenlabs", "cartesia"] = "espeak-ng"
+    #: espeak-ng voice name, the piper voice (.onnx) path, or the provider's
+    #: voice: openai a voice name ("alloy" when left unset), elevenlabs and
+    #: cartesia a voice id (required).
     voice: str = "en-us"
     #: espeak-ng words per minute.
     rate: int = Field(175, ge=80, le=450)
@@ -107,6 +147,25 @@ class TtsSettings(_Strict):
     fallback_voice: str | None = None
     #: Seconds one clause's synthesis may take before it counts as failed.
     timeout: float = Field(5.0, gt=0)
+    #: API root of a network backend; default: openai "https://api.openai.com/v1"
+    #: (any OpenAI-compatible server, e.g. "http://localhost:8880/v1" for
+    #: Kokoro-FastAPI), elevenlabs "wss://api.elevenlabs.io", cartesia
+    #: "wss://api.cartesia.ai".
+    base_url: str | None = None
+    #: API key of a network backend, or `env:NAME` to read it from the
+    #: environment; None: env:ELEVENLABS_API_KEY (elevenlabs), env:CARTESIA_API_KEY
+    #: (cartesia), env:OPENAI_API_KEY (openai at api.openai.com; other
+    #: OpenAI-compatible servers get no key).
+    api_key: str | None = None
+    #: Provider model; default: openai "tts-1", elevenlabs "eleven_flash_v2_5",
+    #: cartesia "sonic-2".
+    provider_model: str | None = None
+    #: Sample rate asked of a network backend (the rate of openai's raw "pcm");
+    #: default: openai 24000, elevenlabs and cartesia 16000.
+    sample_rate: int | None = Field(None, ge=8000, le=48000)
+    #: Speaking speed of a network backend (openai 0.25-4.0, elevenlabs
+    #: 0.7-1.2; cartesia ignores it).
+    speed: float = Field(1.0, ge=0.25, le=4.0)
 
 
 class LlmSettings(_Strict):

@@ -12,7 +12,7 @@ import pytest
 from tests.peers import ServerProcess, server_config
 
 #: Small decoder pool (fast start-up) and a quicker end of turn than the default.
-AGENT_PIPELINE = {"stt": {"pool_size": 1}, "turn": {"end_of_speech_timeout": 0.5}}
+AGENT_PIPELINE = {"stt": {"backend": "pocketsphinx", "pool_size": 1}, "turn": {"end_of_speech_timeout": 0.5}}
 
 
 @pytest.fixture

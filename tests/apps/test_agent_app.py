@@ -23,7 +23,7 @@ from tests.peers import (
 def test_baresip_asks_and_hears_the_right_answer(start_server, baresip, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     server = start_server(
         routes={"weather": weather_route()},
-        pipeline={"stt": {"pool_size": 1}, "turn": {"end_of_speech_timeout": 0.5}},
+        pipeline={"stt": {"backend": "pocketsphinx", "pool_size": 1}, "turn": {"end_of_speech_timeout": 0.5}},
     )
     source = caller_wav("what is the weather in paris", tmp_path, lead=4, tail=8)
     _, rate = read_wav_mono(source)

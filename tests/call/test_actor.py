@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(90)
 def settings(**turn: Any) -> PipelineSettings:
     return PipelineSettings.model_validate(
         {
-            "stt": {"pool_size": 1},
+            "stt": {"backend": "pocketsphinx", "pool_size": 1},
             "turn": {"end_of_speech_timeout": 0.5, "attention_timeout": 0, **turn},
         }
     )
@@ -217,7 +217,7 @@ def test_slow_tool_gets_a_filler_then_its_answer(tmp_path: Path) -> None:
     async def main() -> None:
         cfg = PipelineSettings.model_validate(
             {
-                "stt": {"pool_size": 1},
+                "stt": {"backend": "pocketsphinx", "pool_size": 1},
                 "turn": {"end_of_speech_timeout": 0.5, "attention_timeout": 0},
                 "fillers": {"after": 0.3, "phrases": ["Let me check."]},
             }

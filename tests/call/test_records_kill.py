@@ -22,7 +22,7 @@ from tests.peers import WEATHER_ANSWER, WEATHER_QUESTION, caller_wav, weather_ro
 
 #: Small decoder pool, quick end of turn, no fillers (as in test_recovery_live).
 PIPELINE: dict[str, Any] = {
-    "stt": {"pool_size": 1},
+    "stt": {"backend": "pocketsphinx", "pool_size": 1},
     "turn": {"end_of_speech_timeout": 0.5},
     "fillers": {"enabled": False},
 }

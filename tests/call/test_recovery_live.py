@@ -34,7 +34,7 @@ from tests.peers import (
 
 #: Small decoder pool, quick end of turn, no fillers (the audio stays predictable).
 PIPELINE: dict[str, Any] = {
-    "stt": {"pool_size": 1},
+    "stt": {"backend": "pocketsphinx", "pool_size": 1},
     "turn": {"end_of_speech_timeout": 0.5},
     "fillers": {"enabled": False},
 }

@@ -7,6 +7,9 @@ installed only fails (with `ModelLoadError`) when it is configured.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+
+import structlog
 
 from mediaserver.pipeline.settings import SttSettings
 from mediaserver.pipeline.stt.base import (
@@ -19,6 +22,8 @@ from mediaserver.pipeline.stt.base import (
     Transcript,
 )
 from mediaserver.pipeline.stt.hints import hints_for
+
+log = structlog.get_logger("mediaserver.pipeline.stt")
 
 __all__ = [
     "BACKENDS",
@@ -41,17 +46,58 @@ def _pocketsphinx(settings: SttSettings) -> SttBackend:
 
 
 def _faster_whisper(settings: SttSettings) -> SttBackend:
+    from mediaserver.pipeline.stt.models import default_model_dir
     from mediaserver.pipeline.stt.whisper import FasterWhisperBackend
 
-    if settings.model is None:
-        raise ModelLoadError("faster-whisper: stt.model (a local model folder) is required")
-    return FasterWhisperBackend(settings.model, language=settings.language)
+    def load(model: Path) -> SttBackend:
+        return FasterWhisperBackend(
+            model,
+            compute_type=settings.compute_type,
+            language=settings.language,
+            decoders=max(1, settings.pool_size),
+            threads=settings.threads,
+            beam_size=settings.beam_size,
+            window=settings.window,
+            partials=settings.partials,
+        )
+
+    if settings.model is not None:
+        return load(settings.model)
+    # The default model: a machine set up without it (or without the package)
+    # still answers calls, with the low-cost recogniser and one warning.
+    try:
+        return load(default_model_dir())
+    except ModelLoadError as exc:
+        log.warning("stt_fallback", backend="pocketsphinx", reason=str(exc))
+        return _pocketsphinx(settings.model_copy(update={"backend": "pocketsphinx"}))
+
+
+def _deepgram(settings: SttSettings) -> SttBackend:
+    try:
+        from mediaserver.pipeline.stt import deepgram
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"deepgram: package not installed (pip install 'mediaserver[cloud]'): {exc}"
+        ) from exc
+    return deepgram.from_settings(settings)
+
+
+def _openai_realtime(settings: SttSettings) -> SttBackend:
+    try:
+        from mediaserver.pipeline.stt import openai_realtime
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"openai-realtime: package not installed (pip install 'mediaserver[cloud]'): {exc}"
+        ) from exc
+    return openai_realtime.from_settings(settings)
 
 
 #: Backend name (`SttSettings.backend`) -> factory.
 BACKENDS: dict[str, Callable[[SttSettings], SttBackend]] = {
     "pocketsphinx": _pocketsphinx,
     "faster-whisper": _faster_whisper,
+    "deepgram": _deepgram,
+    "openai-realtime": _openai_realtime,
 }
 
 

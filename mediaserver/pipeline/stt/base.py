@@ -80,6 +80,18 @@ class SttStream(ABC):
     def close(self) -> None:
         """Give back decoder resources (a pooled decoder returns to its pool)."""
 
+    def pause(self) -> Transcript | None:
+        """VAD heard the caller stop (the turn may still go on).
+
+        A backend that decodes whole windows starts its final decode here, so
+        the transcript is ready when the turn ends; a streaming one may ignore
+        it. Returns a new partial when there is one.
+        """
+        return None
+
+    def resume(self) -> None:  # noqa: B027 - optional hook
+        """VAD heard the caller speak again in the same turn (after `pause`)."""
+
 
 class SttBackend(ABC):
     """A loaded STT model that opens streams."""

@@ -37,10 +37,31 @@ def _piper(settings: TtsSettings) -> TtsBackend:
     return PiperBackend(Path(settings.voice).expanduser())
 
 
+def _openai(settings: TtsSettings) -> TtsBackend:
+    from mediaserver.pipeline.tts.openai_speech import from_settings
+
+    return from_settings(settings)
+
+
+def _elevenlabs(settings: TtsSettings) -> TtsBackend:
+    from mediaserver.pipeline.tts.elevenlabs import from_settings
+
+    return from_settings(settings)
+
+
+def _cartesia(settings: TtsSettings) -> TtsBackend:
+    from mediaserver.pipeline.tts.cartesia import from_settings
+
+    return from_settings(settings)
+
+
 #: Backend name (`TtsSettings.backend`) -> factory.
 BACKENDS: dict[str, Callable[[TtsSettings], TtsBackend]] = {
     "espeak-ng": _espeak,
     "piper": _piper,
+    "openai": _openai,
+    "elevenlabs": _elevenlabs,
+    "cartesia": _cartesia,
 }
 
 
@@ -52,7 +73,9 @@ def load_tts(settings: TtsSettings) -> TtsBackend:
 
     Args:
         settings: The pipeline's `tts` settings (espeak-ng: `voice` is a voice
-            name and `rate` words per minute; piper: `voice` is the .onnx path).
+            name and `rate` words per minute; piper: `voice` is the .onnx path;
+            openai, elevenlabs, cartesia: `voice`, `api_key`, `base_url`,
+            `provider_model`, `sample_rate`, `speed`, see their modules).
 
     Returns:
         The loaded backend.

@@ -1,4 +1,4 @@
-"""Tests for mediaserver.pipeline.stt: pocketsphinx, faster-whisper, load_stt, hints_for.
+"""Tests for mediaserver.pipeline.stt: pocketsphinx, load_stt, hints_for (whisper: test_whisper.py).
 
 Speech comes from the espeak-ng CLI (22.05 kHz), resampled to 16 kHz, and also
 sent through the telephone path (8 kHz, G.711 u-law round trip, back to 16 kHz).
@@ -6,7 +6,6 @@ sent through the telephone path (8 kHz, G.711 u-law round trip, back to 16 kHz).
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import wave
@@ -29,7 +28,6 @@ from mediaserver.pipeline.stt import (
     load_stt,
 )
 from mediaserver.pipeline.stt.sphinx import PocketSphinxBackend
-from mediaserver.pipeline.stt.whisper import FasterWhisperBackend
 
 Pcm = npt.NDArray[np.int16]
 FRAME = STT_RATE // 50  # 20 ms
@@ -196,30 +194,9 @@ def test_bad_model_path(tmp_path: Path) -> None:
 
 
 def test_load_stt_pocketsphinx() -> None:
-    stt = load_stt(SttSettings(pool_size=0))
+    stt = load_stt(SttSettings(backend="pocketsphinx", pool_size=0))
     assert isinstance(stt, PocketSphinxBackend) and stt.name == "pocketsphinx"
     stt.close()
-
-
-# ---------------------------------------------------------------- faster-whisper
-
-HAVE_WHISPER = importlib.util.find_spec("faster_whisper") is not None
-
-
-@pytest.mark.skipif(HAVE_WHISPER, reason="faster-whisper is installed")
-def test_whisper_missing_package(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="faster-whisper") as info:
-        FasterWhisperBackend(tmp_path / "model")
-    assert "not installed" in str(info.value)
-    with pytest.raises(ModelLoadError, match="faster-whisper"):
-        load_stt(SttSettings(backend="faster-whisper", model=tmp_path / "model"))
-
-
-def test_whisper_transcribes(tmp_path: Path) -> None:
-    if not HAVE_WHISPER:
-        pytest.skip("faster-whisper not installed (pip install 'mediaserver[whisper]')")
-    with pytest.raises(ModelLoadError, match="faster-whisper"):
-        FasterWhisperBackend(tmp_path / "missing-model")
 
 
 # ---------------------------------------------------------------- hints_for
