@@ -119,10 +119,15 @@ def run_step(
     started = time.monotonic()
     server: ServerProcess | None = None
     try:
-        pool = args.stt_pool if args.stt_pool is not None else n
+        if args.stt_pool is not None:
+            pool = args.stt_pool
+        else:
+            # pocketsphinx: a decoder per call; Whisper: transcriptions at once
+            # over the one shared model, one per core.
+            pool = n if args.stt == "pocketsphinx" else 2
         step.stt_pool_size = pool
         server, _ = start_server(
-            folder / "server", args.eos, args.executor_threads, n + 10, args.python, pool
+            folder / "server", args.eos, args.executor_threads, n + 10, args.python, pool, args.stt
         )
         step.server_rss_mb_idle = proc_rss_mb(server.pid)
         cpu0, t0 = proc_cpu_seconds(server.pid), time.monotonic()
@@ -215,6 +220,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="pipeline.stt.pool_size (default: N, one decoder per call made at start-up,"
         " none made mid-call; see docs/benchmarks.md)",
     )
+    parser.add_argument(
+        "--stt",
+        choices=("pocketsphinx", "faster-whisper"),
+        default="pocketsphinx",
+        help="pipeline.stt.backend (pocketsphinx)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json-out", help="also write the JSON report here")
     parser.add_argument("--workdir", help="keep server logs and caller output here")
@@ -299,7 +310,10 @@ def main(argv: list[str] | None = None) -> int:
             "setup_rate": args.setup_rate,
             "end_of_speech_timeout_s": args.eos,
             "executor_threads": args.executor_threads,
-            "stt_pool_size": args.stt_pool if args.stt_pool is not None else "N (per step)",
+            "stt": args.stt,
+            "stt_pool_size": args.stt_pool
+            if args.stt_pool is not None
+            else ("N (per step)" if args.stt == "pocketsphinx" else 2),
             "llm": "scripted",
             "pass_rule": f"all calls up, every turn answered, p95 voice-to-voice <= {args.ratio}"
             " x the single-call p95 (caller-measured)",

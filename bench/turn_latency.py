@@ -103,6 +103,7 @@ def agent_config(
     executor_threads: int,
     max_calls: int,
     stt_pool: int = 1,
+    stt: str = "pocketsphinx",
 ) -> dict[str, Any]:
     """The server config: one UDP listener, the weather agent, JSON logs at info."""
     return {
@@ -114,7 +115,7 @@ def agent_config(
         "logging": {"level": "info", "format": "json"},
         "shutdown": {"drain_timeout": 2},
         "pipeline": {
-            "stt": {"pool_size": stt_pool},
+            "stt": {"backend": stt, "pool_size": stt_pool},
             "turn": {"end_of_speech_timeout": eos},
             "llm": {"backend": "scripted"},
             "executor_threads": executor_threads,
@@ -205,10 +206,11 @@ def start_server(
     max_calls: int,
     python: str,
     stt_pool: int = 1,
+    stt: str = "pocketsphinx",
 ) -> tuple[ServerProcess, tuple[int, int]]:
     """A fresh server with the agent route; wait until it answers OPTIONS."""
     rtp = free_rtp_range(2 * max_calls + 20)
-    config = agent_config(free_port(), rtp, eos, executor_threads, max_calls, stt_pool)
+    config = agent_config(free_port(), rtp, eos, executor_threads, max_calls, stt_pool, stt)
     server = ServerProcess(config, folder, command=[python, "-m", "mediaserver", "run"])
     server.start()
     server.wait_ready(timeout=60)

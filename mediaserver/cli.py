@@ -42,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     call.add_argument("--dtmf", help="then press these keys (RFC 4733)")
     call.add_argument("--timeout", type=float, default=30.0, help="seconds for the whole call")
     demo = sub.add_parser("demo", help="run the support agent and call it, printing the turns")
-    demo.add_argument("--say", default="check order four two", help="what the caller says")
+    demo.add_argument(
+        "--say",
+        default="Hi, could you check on my order? The number is forty two.",
+        help="what the caller says",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "call":

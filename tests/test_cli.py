@@ -68,6 +68,8 @@ def test_demo_runs_the_support_agent_and_prints_the_turns() -> None:
     proc = mediaserver("demo", timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    assert "caller: check order four two" in out
+    # Whisper's reading of espeak over G.711 varies ("could you check on" ->
+    # "hope you can come"); the order number and the answer must not.
+    assert "caller: " in out and "42" in out.split("caller: ", 1)[1].splitlines()[0]
     assert "agent:  Order 42: shipped, ETA April 2nd" in out
     assert "voice_to_voice" in out

@@ -26,6 +26,7 @@ import json
 import time
 import wave
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,7 +56,8 @@ from mediaserver.pipeline.llm.base import (
 )
 from mediaserver.pipeline.settings import LlmSettings
 from mediaserver.pipeline.stt.base import STT_RATE, SttError, SttStream
-from mediaserver.pipeline.tts.base import TtsBackend, TtsChunk, TtsError
+from mediaserver.pipeline.stt.normalise import normalise_transcript
+from mediaserver.pipeline.tts.base import TtsChunk, TtsError
 from mediaserver.pipeline.vad.detector import SpeechDetector, SpeechStarted, SpeechStopped
 from mediaserver.pipeline.vad.onset import OnsetDetector
 
@@ -571,15 +573,22 @@ class CallActor:
         self._stt_task = None
         if not self.life.live:
             return
-        text = (self._pending_user + event.text).strip()
+        # Numbers and spellings as the model reads them best ("five eight three"
+        # -> 583); the record keeps what the recogniser said too.
+        said = normalise_transcript(event.text)
+        text = (self._pending_user + said).strip()
         self._pending_user = ""
         metrics = turn.metrics
         if metrics is not None:
             metrics.stt_final = time.monotonic()
-            metrics.stt_finalise_s = event.finalise_s
-        self._note("caller_final", turn=turn.id, text=event.text)
+            # The wait for the final once the turn ended: the finalise call, and
+            # before it any speculative decode still running from the pause.
+            waited = metrics.stt_final - metrics.eos_decided if metrics.eos_decided else 0.0
+            metrics.stt_finalise_s = max(event.finalise_s, waited)
+        normalised = {"normalised": said} if said != event.text else {}
+        self._note("caller_final", turn=turn.id, text=event.text, **normalised)
         self._caller_text[turn.id] = text
-        self.log.info("caller_said", turn=turn.id, text=event.text)
+        self.log.info("caller_said", turn=turn.id, text=event.text, **normalised)
         if not text:
             if self._interrupted is not None:
                 self._resume("no words")
@@ -905,7 +914,6 @@ class CallActor:
         offset = reply.clause_start
         reply.clause_start += len(clause)
         if clause.strip():
-            reply.tts_pending += 1
             reply.tts_queue.put_nowait((offset, clause))
 
     async def _run_tts(self, reply: AgentReply) -> None:
@@ -918,30 +926,41 @@ class CallActor:
                 break
             offset, clause = item
             started = time.monotonic()
-            chunks = await self._synthesize(reply.id, clause, voice)
-            self.post(
-                ev.TtsAudio(reply.id, offset, chunks, tts.sample_rate, time.monotonic() - started)
-            )
+            async for chunk in self._synthesize(reply.id, clause, voice):
+                self.post(
+                    ev.TtsAudio(
+                        reply.id, offset, (chunk,), tts.sample_rate, time.monotonic() - started
+                    )
+                )
         self.post(ev.TtsDone(reply.id))
 
-    async def _synthesize(self, reply: int, clause: str, voice: str | None) -> tuple[TtsChunk, ...]:
-        """One clause, in the executor; on failure once more with the fallback voice
-        (DESIGN: tts_failure), else the clause is skipped (nothing is heard of it)."""
+    async def _synthesize(
+        self, reply: int, clause: str, voice: str | None
+    ) -> AsyncIterator[TtsChunk]:
+        """One clause's chunks as the backend makes them (a streaming backend's first
+        audio plays before the clause is done), each `next` in the executor. On a
+        failure before any audio, once more with the fallback voice (DESIGN:
+        tts_failure); after some audio, or with no voice left, the rest of the
+        clause is skipped (the caller heard what was sent)."""
         tts, cfg = self.runtime.tts, self.settings.tts
+        loop, executor = self._loop, self.runtime.executor
         voices = [voice]
         if cfg.fallback_voice and cfg.fallback_voice != voice:
             voices.append(cfg.fallback_voice)
         for i, name in enumerate(voices):
             rule = self.faults.check("tts", name or tts.name)
+            spoke = False
             try:
                 async with asyncio.timeout(cfg.timeout):
                     await self.faults.inject(rule, TtsError("injected fault"))
-                    return await self._loop.run_in_executor(
-                        self.runtime.executor, _synthesize, tts, clause, name
-                    )
+                    chunks = await loop.run_in_executor(executor, tts.synthesize, clause, name)
+                    while (chunk := await loop.run_in_executor(executor, next, chunks, None)):
+                        spoke = True
+                        yield chunk
+                return
             except (TtsError, TimeoutError) as exc:
                 error = str(exc) or f"no audio within {cfg.timeout:g} s"
-                last = i + 1 == len(voices)
+                last = spoke or i + 1 == len(voices)
                 step = "clause skipped" if last else f"fallback voice {voices[i + 1]}"
                 self.post(
                     ev.StageError(
@@ -953,13 +972,13 @@ class CallActor:
                         final=False,
                     )
                 )
-        return ()
+                if last:
+                    return
 
     def _on_tts_audio(self, event: ev.TtsAudio) -> None:
         reply = self._current(event.reply)
         if reply is None:
             return
-        reply.tts_pending -= 1
         if reply.metrics is not None and not reply.metrics.tts_first_audio_at:
             reply.metrics.tts_first_audio_s = event.synth_s
             reply.metrics.tts_first_audio_at = time.monotonic()
@@ -1440,7 +1459,3 @@ class CallActor:
         self._go(CallState.ENDING, reason)
         self.call.hangup()
 
-
-def _synthesize(tts: TtsBackend, text: str, voice: str | None) -> tuple[TtsChunk, ...]:
-    """All chunks of one clause (runs in the executor)."""
-    return tuple(tts.synthesize(text, voice))

@@ -120,7 +120,8 @@ class LlmDone:
 
 @dataclass(frozen=True)
 class TtsAudio:
-    """Synthesised audio of one clause of reply `reply` (text offsets in the reply)."""
+    """Synthesised audio of (a part of) one clause of reply `reply`; `offset` is the
+    clause's offset in the reply, the chunks' spans are relative to it."""
 
     reply: int
     offset: int

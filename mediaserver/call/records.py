@@ -101,7 +101,6 @@ class AgentReply:
     llm_done: bool = True
     tts_task: asyncio.Task[None] | None = None
     tts_queue: asyncio.Queue[tuple[int, str] | None] = field(default_factory=asyncio.Queue)
-    tts_pending: int = 0
     tools_pending: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     tool_results: list[ev.ToolResult] = field(default_factory=list)
     tool_calls_made: int = 0

@@ -23,8 +23,11 @@ import re
 from collections.abc import Sequence
 
 __all__ = [
+    "NUMBER_WORDS",
     "find_numbers",
     "find_spelled",
+    "letter_kind",
+    "number_text",
     "parse_number",
     "parse_spelled",
     "split_identifier",
@@ -53,21 +56,23 @@ _SIGN = {"minus", "negative"}
 # Letter names as a recogniser writes them. "Weak" names are also everyday
 # words ("are you", "why", "see"), so they only count as letters next to an
 # unambiguous letter; otherwise "how are you one two" would read "RU12".
+_LETTER_NAMES: dict[str, str] = {
+    "bee": "B", "cee": "C", "dee": "D", "ee": "E", "ef": "F", "eff": "F", "gee": "G",
+    "aitch": "H", "jay": "J", "kay": "K", "ell": "L", "pee": "P", "ar": "R", "ess": "S",
+    "tee": "T", "vee": "V", "zed": "Z", "zee": "Z",
+}  # fmt: skip
+# NATO phonetic alphabet, which callers use for exactly this purpose.
+_NATO: dict[str, str] = {
+    "alpha": "A", "alfa": "A", "bravo": "B", "charlie": "C", "delta": "D", "echo": "E",
+    "foxtrot": "F", "golf": "G", "hotel": "H", "india": "I", "juliet": "J",
+    "juliett": "J", "kilo": "K", "lima": "L", "mike": "M", "november": "N",
+    "oscar": "O", "papa": "P", "quebec": "Q", "romeo": "R", "sierra": "S",
+    "tango": "T", "uniform": "U", "victor": "V", "whiskey": "W", "whisky": "W",
+    "xray": "X", "yankee": "Y", "zulu": "Z",
+}  # fmt: skip
 _STRONG_LETTERS: dict[str, str] = {c: c.upper() for c in "bcdefghjklmnpqrstuvwxyz"}
-_STRONG_LETTERS.update(
-    {
-        "bee": "B", "cee": "C", "dee": "D", "ee": "E", "ef": "F", "eff": "F", "gee": "G",
-        "aitch": "H", "jay": "J", "kay": "K", "ell": "L", "pee": "P", "ar": "R", "ess": "S",
-        "tee": "T", "vee": "V", "zed": "Z", "zee": "Z",
-        # NATO phonetic alphabet, which callers use for exactly this purpose.
-        "alpha": "A", "alfa": "A", "bravo": "B", "charlie": "C", "delta": "D", "echo": "E",
-        "foxtrot": "F", "golf": "G", "hotel": "H", "india": "I", "juliet": "J",
-        "juliett": "J", "kilo": "K", "lima": "L", "mike": "M", "november": "N",
-        "oscar": "O", "papa": "P", "quebec": "Q", "romeo": "R", "sierra": "S",
-        "tango": "T", "uniform": "U", "victor": "V", "whiskey": "W", "whisky": "W",
-        "xray": "X", "yankee": "Y", "zulu": "Z",
-    }
-)  # fmt: skip
+_STRONG_LETTERS.update(_LETTER_NAMES)
+_STRONG_LETTERS.update(_NATO)
 _WEAK_LETTERS: dict[str, str] = {
     "a": "A", "i": "I", "be": "B", "see": "C", "sea": "C", "eye": "I", "el": "L", "em": "M",
     "en": "N", "o": "O", "pea": "P", "queue": "Q", "cue": "Q", "are": "R", "es": "S",
@@ -103,6 +108,29 @@ def split_identifier(name: str) -> list[str]:
     for part in re.split(r"[^A-Za-z0-9]+", name):
         out.extend(p.lower() for p in _CAMEL_RE.findall(part))
     return out
+
+
+def letter_kind(word: str) -> tuple[str, str] | None:
+    """The letter a word names when spelling, and how sure that reading is.
+
+    Args:
+        word: One lowercase word.
+
+    Returns:
+        (letter, kind) or None. Kinds: "char" (a single letter written as
+        such, "b"), "name" (a letter's name, "bee", "aitch"), "nato" (the
+        phonetic alphabet, "bravo", "xray") and "weak" (everyday words that
+        are also letter names: "a", "i", "you", "see", "why").
+    """
+    if word in _NATO:
+        return _NATO[word], "nato"
+    if word in _LETTER_NAMES:
+        return _LETTER_NAMES[word], "name"
+    if word in _STRONG_LETTERS:
+        return _STRONG_LETTERS[word], "char"
+    if word in _WEAK_LETTERS:
+        return _WEAK_LETTERS[word], "weak"
+    return None
 
 
 def _is_digits(word: str) -> bool:
@@ -219,16 +247,51 @@ def _digit_groups(words: Sequence[str]) -> str | None:
     return "".join(out) if real else None
 
 
-def _integer(words: Sequence[str]) -> int | None:
+def _integer_text(words: Sequence[str]) -> str | None:
     if a_hundred := (len(words) >= 2 and words[0] == "a" and words[1] in ("hundred", *SCALES)):
         words = words[1:]
     value = _cardinal(words)
     if value is not None:
-        return value
+        return str(value)
     if a_hundred:
         return None
-    digits = _digit_groups(words)
-    return int(digits) if digits is not None else None
+    return _digit_groups(words)
+
+
+def number_text(words: Sequence[str] | str) -> str | None:
+    """The number that the words say, written in digits, or None.
+
+    Like `parse_number`, but as text, so that what a value cannot hold
+    survives: the leading zeros of a digit sequence ("oh seven" -> "07",
+    "zero zero seven" -> "007") and the digits of a fraction ("one point
+    five zero" -> "1.50").
+
+    Args:
+        words: Words as from `words_of`, or text (split with `words_of`).
+
+    Returns:
+        Digits with an optional "-" and ".", or None.
+    """
+    ws = words_of(words) if isinstance(words, str) else [w.lower() for w in words]
+    if not ws:
+        return None
+    sign = ""
+    if ws[0] in _SIGN:
+        sign = "-"
+        ws = ws[1:]
+    if len(ws) == 1 and re.fullmatch(r"\d+\.\d+", ws[0]):
+        return sign + ws[0]
+    if "point" in ws:
+        at = ws.index("point")
+        whole_words, frac_words = ws[:at], ws[at + 1 :]
+        whole = _integer_text(whole_words) if whole_words else "0"
+        # The fraction is always read digit by digit: "point one four".
+        frac = _digit_groups(frac_words) if frac_words else None
+        if whole is None or frac is None or any(w in TEENS or w in TENS for w in frac_words):
+            return None
+        return f"{sign}{whole}.{frac}"
+    value = _integer_text(ws)
+    return None if value is None else sign + value
 
 
 def parse_number(words: Sequence[str] | str) -> int | float | None:
@@ -247,29 +310,15 @@ def parse_number(words: Sequence[str] | str) -> int | float | None:
     Returns:
         An int, a float when there is a fractional part, or None.
     """
-    ws = words_of(words) if isinstance(words, str) else [w.lower() for w in words]
-    if not ws:
+    text = number_text(words)
+    if text is None:
         return None
-    sign = 1
-    if ws[0] in _SIGN:
-        sign = -1
-        ws = ws[1:]
-    if len(ws) == 1 and re.fullmatch(r"\d+\.\d+", ws[0]):
-        return sign * float(ws[0])
-    if "point" in ws:
-        at = ws.index("point")
-        whole_words, frac_words = ws[:at], ws[at + 1 :]
-        whole = _integer(whole_words) if whole_words else 0
-        # The fraction is always read digit by digit: "point one four".
-        frac = _digit_groups(frac_words) if frac_words else None
-        if whole is None or frac is None or any(w in TEENS or w in TENS for w in frac_words):
-            return None
-        return sign * float(f"{whole}.{frac}")
-    value = _integer(ws)
-    return None if value is None else sign * value
+    return float(text) if "." in text else int(text)
 
 
-_NUMBER_WORDS = set(UNITS) | set(TEENS) | set(TENS) | set(SCALES) | {"hundred"}
+#: Words that are numbers on their own: units, teens, tens, "hundred" and the scales.
+NUMBER_WORDS = frozenset({*UNITS, *TEENS, *TENS, *SCALES, "hundred"})
+_NUMBER_WORDS = NUMBER_WORDS
 # Words that only belong to a number in the middle of one.
 _JOINERS = {"and", "point", "oh"} | set(_REPEAT)
 
