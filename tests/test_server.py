@@ -179,8 +179,13 @@ def test_malformed_flood_does_not_disturb_a_call(start_server, sipp) -> None:  #
             "silero: VAD model file not found: /nonexistent/vad.onnx",
         ),
         (
-            "pipeline: {stt: {model: /nonexistent/sphinx}}\nroutes: {a: {app: agent}}\n",
+            "pipeline: {stt: {backend: pocketsphinx, model: /nonexistent/sphinx}}\n"
+            "routes: {a: {app: agent}}\n",
             "pocketsphinx",
+        ),
+        (
+            "pipeline: {stt: {model: /nonexistent/whisper}}\nroutes: {a: {app: agent}}\n",
+            "faster-whisper: no model in /nonexistent/whisper",
         ),
     ],
 )

@@ -26,7 +26,7 @@ import json
 import time
 import wave
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -475,6 +475,13 @@ class CallActor:
         self._note("speech_stop", media_time=round(end, 3))
         turn = self._turn
         if turn is None:
+            reply = self._reply
+            if reply is not None and reply.paused_at is not None:
+                # Speech that made no turn (it began before this reply, e.g. the
+                # recovery phrase of a failed turn, or the caller is not listened
+                # to) paused the reply; it is over, so the reply plays on.
+                self._disarm("confirm")
+                self._resume_paused()
             return
         if self._stt_queue is not None and not turn.finalising:
             # Let a window-decoding recogniser start on the turn while the
@@ -950,6 +957,7 @@ class CallActor:
         for i, name in enumerate(voices):
             rule = self.faults.check("tts", name or tts.name)
             spoke = False
+            chunks: Iterator[TtsChunk] | None = None
             try:
                 async with asyncio.timeout(cfg.timeout):
                     await self.faults.inject(rule, TtsError("injected fault"))
@@ -974,6 +982,11 @@ class CallActor:
                 )
                 if last:
                     return
+            finally:
+                # A barge-in cancels us mid-clause: a streaming backend's socket
+                # closes now, not whenever the generator is collected.
+                if chunks is not None:
+                    loop.run_in_executor(executor, _close_quietly, chunks)
 
     def _on_tts_audio(self, event: ev.TtsAudio) -> None:
         reply = self._current(event.reply)
@@ -1087,7 +1100,10 @@ class CallActor:
         reply.tool_calls_made += len(event.calls)
         reply.step_has_tools = True
         for call in event.calls:
-            self._note("tool_call", reply=reply.id, name=call.name, arguments=call.arguments)
+            turn = reply.metrics.turn if reply.metrics is not None else None
+            self._note(
+                "tool_call", reply=reply.id, turn=turn, name=call.name, arguments=call.arguments
+            )
             tool = self.agent.tool(call.name)
             reply.tools_pending[call.id] = self._spawn(self._run_tool(reply.id, call, tool))
         fillers = self.settings.fillers
@@ -1459,3 +1475,11 @@ class CallActor:
         self._go(CallState.ENDING, reason)
         self.call.hangup()
 
+
+def _close_quietly(chunks: Iterator[TtsChunk]) -> None:
+    """Close a synthesis generator (in the executor; a no-op while another thread
+    is still inside it: that `next` ends by itself and the generator is collected)."""
+    close = getattr(chunks, "close", None)
+    if close is not None:
+        with contextlib.suppress(ValueError, TtsError):
+            close()

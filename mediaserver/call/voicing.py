@@ -51,6 +51,7 @@ class Voicing:
         self._pending = np.zeros(0, dtype=np.int16)
         self._base = 0  # sample index of _pending[0] in the reply's audio
         self._spans: list[_Span] = []
+        self._voiced_end = 0  # sample index where the audio added so far truly ends
         self._done_end = 0  # text end of the words whose audio is fully framed
         self.frames_made = 0
         self.frames_sent = 0
@@ -71,7 +72,9 @@ class Voicing:
             resampler = self._resamplers[rate] = Resampler(rate, self.out_rate, low_latency=False)
         for chunk in chunks:
             pcm = resampler.process(chunk.pcm)
-            self._append(pcm, offset + chunk.start, offset + chunk.end)
+            # The resampler holds back some output (25-80 ms): the chunk's audio
+            # ends that much after what it returned, and its words with it.
+            self._append(pcm, offset + chunk.start, offset + chunk.end, lag=resampler.pending)
         return self._cut(final=False)
 
     def finish(self) -> list[tuple[np.ndarray, FrameTag]]:
@@ -84,13 +87,17 @@ class Voicing:
         self._resamplers.clear()
         return self._cut(final=True)
 
-    def _append(self, pcm: np.ndarray, start: int, end: int, extend: bool = False) -> None:
+    def _append(
+        self, pcm: np.ndarray, start: int, end: int, extend: bool = False, lag: int = 0
+    ) -> None:
         self._pending = np.concatenate([self._pending, pcm.astype(np.int16, copy=False)])
-        end_sample = self._base + len(self._pending)
+        end_sample = self._base + len(self._pending) + lag
         if extend and self._spans:
             self._spans[-1].end_sample = end_sample
         else:
-            self._spans.append(_Span(end_sample - len(pcm), end_sample, start, end))
+            # A word starts where the previous chunk's audio truly ended.
+            self._spans.append(_Span(self._voiced_end, end_sample, start, end))
+        self._voiced_end = end_sample
 
     def _cut(self, final: bool) -> list[tuple[np.ndarray, FrameTag]]:
         n = self.frame_samples

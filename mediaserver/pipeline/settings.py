@@ -171,11 +171,22 @@ class TtsSettings(_Strict):
 class LlmSettings(_Strict):
     """One LLM backend."""
 
-    backend: Literal["openai", "scripted"] = "scripted"
+    #: "openai" (any OpenAI-compatible server), "scripted" (offline rules) or
+    #: "llama-cpp" (a local GGUF model in-process, `pip install 'mediaserver[llama]'`).
+    backend: Literal["openai", "scripted", "llama-cpp"] = "scripted"
     base_url: str = "https://api.openai.com/v1"
     #: API key, or `env:NAME` to read it from the environment.
     api_key: str | None = None
     model: str = "gpt-4o-mini"
+    #: llama-cpp: the GGUF model file (needed when backend is llama-cpp).
+    model_path: Path | None = None
+    #: llama-cpp: context window in tokens (prompt, tools and reply together).
+    n_ctx: int = Field(2048, ge=256)
+    #: llama-cpp: CPU threads for generation (one worker process per core: 1).
+    threads: int = Field(1, ge=1)
+    #: llama-cpp: a llama-cpp-python chat format name ("gemma", "chatml", ...);
+    #: None uses the template inside the GGUF, or "gemma" for a Gemma file without one.
+    chat_format: str | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, gt=0)
     #: Seconds to wait for the first token.
@@ -191,6 +202,12 @@ class LlmSettings(_Strict):
     retry_backoff: float = Field(0.25, ge=0)
     #: Backends tried in order when this one keeps failing (llm_timeout, llm_error).
     fallbacks: list[LlmSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _model_path(self) -> LlmSettings:
+        if self.backend == "llama-cpp" and self.model_path is None:
+            raise ValueError("model_path: needed when backend is llama-cpp")
+        return self
 
 
 class FillerSettings(_Strict):

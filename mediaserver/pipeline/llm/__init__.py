@@ -4,6 +4,8 @@
 
 * "openai": `OpenAiBackend`, any OpenAI-compatible Chat Completions server.
 * "scripted": `ScriptedBackend`, the offline deterministic engine.
+* "llama-cpp": `LlamaCppBackend`, a local GGUF model in-process (the `llama`
+  extra; the package is imported only when this backend is configured).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from mediaserver.pipeline.llm.base import (
     ToolCalls,
     ToolSpec,
 )
+from mediaserver.pipeline.llm.llama_cpp import LlamaCppBackend
+from mediaserver.pipeline.llm.llama_cpp import from_settings as llama_cpp_from_settings
 from mediaserver.pipeline.llm.openai_client import OpenAiBackend, from_settings
 from mediaserver.pipeline.llm.scripted import ScriptedBackend, ScriptedConfig, ScriptedReply
 from mediaserver.pipeline.settings import LlmSettings
@@ -29,6 +33,7 @@ from mediaserver.pipeline.settings import LlmSettings
 __all__ = [
     "BACKENDS",
     "Done",
+    "LlamaCppBackend",
     "LlmBackend",
     "LlmError",
     "LlmEvent",
@@ -48,7 +53,7 @@ __all__ = [
 ]
 
 #: Registry names `load_llm` knows.
-BACKENDS = ("openai", "scripted")
+BACKENDS = ("openai", "scripted", "llama-cpp")
 
 
 def load_llm(settings: LlmSettings, scripted: ScriptedConfig | None = None) -> LlmBackend:
@@ -64,9 +69,13 @@ def load_llm(settings: LlmSettings, scripted: ScriptedConfig | None = None) -> L
     Raises:
         ValueError: Unknown backend, or an `env:` API key whose variable is unset
             (the message names the settings key).
+        ModelLoadError: llama-cpp: the package, the model file or its chat
+            format is missing (the message names the backend and the path).
     """
     if settings.backend == "openai":
         return from_settings(settings)
     if settings.backend == "scripted":
         return ScriptedBackend(scripted)
+    if settings.backend == "llama-cpp":
+        return llama_cpp_from_settings(settings)
     raise ValueError(f"llm.backend: unknown backend {settings.backend!r}; known: {BACKENDS}")

@@ -155,8 +155,9 @@ def _cardinal(words: Sequence[str]) -> int | None:
     seen = False
     for i, word in enumerate(words):
         if word == "and":
-            # "one hundred and five": only between number words, never first or last.
-            if state == "start" or i == len(words) - 1:
+            # "one hundred and five", "two thousand and nineteen": only between
+            # number words, never first or last.
+            if (state == "start" and not total) or i == len(words) - 1:
                 return None
             continue
         if word in UNITS and word != "zero":

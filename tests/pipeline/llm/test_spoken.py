@@ -94,6 +94,7 @@ def test_split_identifier() -> None:
         ("one hundred five", 105),
         ("twelve hundred", 1200),
         ("two thousand twenty four", 2024),
+        ("two thousand and nineteen", 2019),
         ("a thousand", 1000),
         ("one million two hundred thousand", 1_200_000),
         ("3 million", 3_000_000),

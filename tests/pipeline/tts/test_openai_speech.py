@@ -14,7 +14,7 @@ import json
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,9 +61,11 @@ class Seen:
 
 @dataclass
 class FakeSpeech:
-    """`/v1/audio/speech` on 127.0.0.1 playing scripted replies in order."""
+    """`/v1/audio/speech` on 127.0.0.1 playing scripted replies in order (or, with
+    `answer`, the reply it makes for each request)."""
 
     replies: list[Reply]
+    answer: Callable[[Seen], Reply] | None = None
     requests: list[Seen] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     sent_all: list[float] = field(default_factory=list)  # when each reply's last byte went out
@@ -79,14 +81,11 @@ class FakeSpeech:
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("content-length", "0")))
-                fake.requests.append(
-                    Seen(
-                        self.path,
-                        {k.lower(): v for k, v in self.headers.items()},
-                        json.loads(raw),
-                    )
+                seen = Seen(
+                    self.path, {k.lower(): v for k, v in self.headers.items()}, json.loads(raw)
                 )
-                fake.play(self, fake.replies.pop(0))
+                fake.requests.append(seen)
+                fake.play(self, fake.answer(seen) if fake.answer else fake.replies.pop(0))
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
