@@ -149,15 +149,24 @@ def normalise_transcript(text: str) -> str:
             tok.taken = True
             edits.append((i, i + 1, tok.letter))
     _numbers(toks, edits)
-    if not edits:
-        return text
-    out: list[str] = []
-    at = 0
-    for first, stop, new in sorted(edits):
-        out += [text[at : toks[first].start], new]
-        at = toks[stop - 1].end
-    out.append(text[at:])
-    return "".join(out)
+    if edits:
+        out: list[str] = []
+        at = 0
+        for first, stop, new in sorted(edits):
+            out += [text[at : toks[first].start], new]
+            at = toks[stop - 1].end
+        out.append(text[at:])
+        text = "".join(out)
+    # Whisper writes "three hundred and twelve" as "300 and 12" (and "two
+    # thousand and nineteen" as "2000 and 19"): one number, said in parts.
+    return _HUNDREDS_AND_RE.sub(_join_hundreds, text)
+
+
+_HUNDREDS_AND_RE = re.compile(r"\b(\d*[1-9]0{2,}) and (\d{1,2})\b(?![.,:]\d)")
+
+
+def _join_hundreds(match: re.Match[str]) -> str:
+    return str(int(match.group(1)) + int(match.group(2)))
 
 
 def _letter_of(word: str) -> str:

@@ -12,6 +12,11 @@ from mediaserver.pipeline.stt.normalise import normalise_transcript
 @pytest.mark.parametrize(
     ("text", "written"),
     [
+        # Whisper's "300 and 12" for "three hundred and twelve"
+        ("Order 300 and 12 please.", "Order 312 please."),
+        ("it was 2000 and 19", "it was 2019"),
+        ("between 100 and 200", "between 100 and 200"),
+        ("100 and 2.5 kg", "100 and 2.5 kg"),
         # digit runs, pocketsphinx style
         ("where is my order five eight three", "where is my order 583"),
         ("four oh five", "405"),
