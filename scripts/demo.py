@@ -165,14 +165,19 @@ def main() -> int:
             print(f"[echo] call FAILED\n{echo_call.describe()}")
             failures.append("echo call was not established")
 
-        # 3. The AI agent: baresip asks the weather line a question and should hear
-        # the answer its tool gives (pocketsphinx -> scripted LLM -> espeak-ng).
+        # 3. The AI agent: baresip asks the weather line a question in everyday words
+        # and should hear the answer its tool gives (Whisper -> scripted engine ->
+        # espeak-ng).
         uri = server.uri("weather")
-        print(f"\n[agent] baresip dials {uri} and asks: what is the weather in paris")
-        source = caller_wav("what is the weather in paris", workdir / "agent-caller")
+        question = "Hi, what's the weather like in Paris today?"
+        print(f"\n[agent] baresip dials {uri} and asks: {question}")
+        source = caller_wav(question, workdir / "agent-caller")
         agent_call = run_baresip(uri, workdir / "agent", seconds=25, source_wav=source)
         log_text = server.log_text()
-        heard_question = "text='what is the weather in paris'" in log_text
+        said = [line for line in log_text.splitlines() if "caller_said" in line]
+        heard_question = any("paris" in line.lower() for line in said)
+        for line in said:
+            print(f"[agent] the server heard: {line.split('text=', 1)[-1].split(' turn=')[0]}")
         answered = "text='It is sunny in paris today.'" in log_text
         latency = [line for line in log_text.splitlines() if "turn_latency" in line]
         if agent_call.established:

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import email.utils
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from mediaserver.pipeline.cloud import env_key
 from mediaserver.pipeline.llm.base import (
     Done,
     LlmBackend,
@@ -470,13 +470,7 @@ def resolve_api_key(value: str | None, key: str = "llm.api_key") -> str | None:
     Raises:
         ValueError: The variable is not set (the message names `key`).
     """
-    if value is None or not value.startswith("env:"):
-        return value
-    var = value[4:]
-    resolved = os.environ.get(var)
-    if not resolved:
-        raise ValueError(f"{key}: environment variable {var} is not set")
-    return resolved
+    return None if value is None else env_key(value, key, ValueError)
 
 
 def from_settings(settings: LlmSettings) -> OpenAiBackend:

@@ -39,23 +39,20 @@ socket is then dropped, so the next turn starts on a fresh connection.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 import structlog
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
-from websockets.sync.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection
 
 from mediaserver.codecs.base import as_mono_int16
+from mediaserver.pipeline.cloud import hang_up, hang_up_later
 from mediaserver.pipeline.settings import SttSettings
 from mediaserver.pipeline.stt.base import (
     STT_RATE,
@@ -65,6 +62,15 @@ from mediaserver.pipeline.stt.base import (
     SttHints,
     SttStream,
     Transcript,
+)
+from mediaserver.pipeline.stt.cloud import (
+    check_url,
+    drain,
+    open_socket,
+    parse_message,
+    resolve_key,
+    still_open,
+    turn_failures,
 )
 
 __all__ = ["DEFAULT_URL", "DeepgramBackend", "DeepgramStream", "from_settings"]
@@ -85,92 +91,6 @@ _MAX_KEYWORDS = 100
 _KEEPALIVE = json.dumps({"type": "KeepAlive"})
 _FINALIZE = json.dumps({"type": "Finalize"})
 _CLOSE_STREAM = json.dumps({"type": "CloseStream"})
-
-
-def resolve_key(value: str | None, env_default: str, backend: str) -> str:
-    """The API key itself: `value`, or the environment variable `env:NAME` names.
-
-    Args:
-        value: the configured `stt.api_key`; None means ``env:{env_default}``.
-        env_default: the provider's usual variable, e.g. "DEEPGRAM_API_KEY".
-        backend: the backend name, for the error message.
-
-    Returns:
-        The key.
-
-    Raises:
-        ModelLoadError: no key, or the variable is unset (names backend and key).
-    """
-    if value is None:
-        value = f"env:{env_default}"
-    if value.startswith("env:"):
-        var = value[4:]
-        resolved = os.environ.get(var, "")
-        if not resolved:
-            raise ModelLoadError(f"{backend}: stt.api_key: environment variable {var} is not set")
-        return resolved
-    if not value:
-        raise ModelLoadError(f"{backend}: stt.api_key is empty")
-    return value
-
-
-def check_url(url: str, backend: str) -> str:
-    """`url` if it is a ws:// or wss:// URL, else ModelLoadError naming stt.base_url."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.netloc:
-        raise ModelLoadError(f"{backend}: stt.base_url must be a ws:// or wss:// URL, not {url!r}")
-    return url
-
-
-def open_socket(
-    url: str, headers: dict[str, str], timeout: float, backend: str
-) -> ClientConnection:
-    """Connect a WebSocket, turning every failure into an `SttError` that says what failed.
-
-    Args:
-        url: the full URL (query included).
-        headers: extra handshake headers (authorisation).
-        timeout: seconds for TCP, TLS and the HTTP upgrade together.
-        backend: the backend name, for messages.
-
-    Returns:
-        The open connection.
-
-    Raises:
-        SttError: connection refused or timed out, or the upgrade rejected; an
-            HTTP 401 or 403 says "authentication failed".
-    """
-    where = url.split("?", 1)[0]  # the query may be long (keyterms); never holds secrets anyway
-    try:
-        # Entered as a context manager although we keep it across turns and close
-        # it ourselves: websockets >= 17.1 warns on a bare connect(), and the
-        # context-manager form works on every version from 12 on.
-        return connect(
-            url,
-            additional_headers=headers,
-            open_timeout=timeout,
-            close_timeout=1.0,
-            # Results are small; a burst while a turn is finalised must not stall
-            # the socket's reader (which also answers pings).
-            max_queue=256,
-        ).__enter__()
-    except InvalidStatus as exc:
-        status = exc.response.status_code
-        detail = (
-            exc.response.body.decode("utf-8", "replace").strip()[:200] if exc.response.body else ""
-        )
-        if status in (401, 403):
-            raise SttError(
-                f"{backend}: authentication failed (HTTP {status}) at {where}"
-                + (f": {detail}" if detail else "")
-                + "; check stt.api_key"
-            ) from exc
-        raise SttError(
-            f"{backend}: {where} refused the WebSocket (HTTP {status})"
-            + (f": {detail}" if detail else "")
-        ) from exc
-    except (OSError, TimeoutError, WebSocketException) as exc:
-        raise SttError(f"{backend}: cannot connect to {where}: {exc!r}") from exc
 
 
 def _language(code: str) -> str:
@@ -316,9 +236,7 @@ class DeepgramBackend(SttBackend):
             conn = self.connect(SttHints())
         except SttError as exc:
             raise ModelLoadError(str(exc)) from exc
-        with contextlib.suppress(ConnectionClosed, OSError):
-            conn.send(_CLOSE_STREAM)
-        conn.close()
+        hang_up(conn, _CLOSE_STREAM)
 
     def stream_url(self, hints: SttHints) -> str:
         """The full URL of a stream biased by `hints`."""
@@ -415,7 +333,7 @@ class DeepgramStream(SttStream):
                 raise SttError("deepgram: stream is closed")
             if samples.size == 0 and self._conn is None:
                 return None
-            try:
+            with turn_failures(self._fail, "deepgram", "mid-utterance"):
                 conn = self._connection()
                 if samples.size:
                     conn.send(samples.astype("<i2", copy=False).tobytes())
@@ -423,12 +341,6 @@ class DeepgramStream(SttStream):
                     self._sent += samples.size / STT_RATE
                     self._turn.samples += samples.size
                 self._drain(conn, 0.0)
-            except ConnectionClosed as exc:
-                raise self._fail(f"deepgram: connection closed mid-utterance: {exc}") from exc
-            except OSError as exc:
-                raise self._fail(f"deepgram: connection failed: {exc!r}") from exc
-            except SttError as exc:
-                raise self._fail(str(exc)) from exc
             text = self._turn.text()
             if text == self._turn.reported:
                 return None
@@ -454,16 +366,10 @@ class DeepgramStream(SttStream):
             if turn.samples == 0 or conn is None:
                 self._new_turn()
                 return Transcript("", final=True)
-            try:
+            with turn_failures(self._fail, "deepgram", "before the final"):
                 conn.send(_FINALIZE)
                 self._last_send = time.monotonic()
                 self._await_final(conn)
-            except ConnectionClosed as exc:
-                raise self._fail(f"deepgram: connection closed before the final: {exc}") from exc
-            except OSError as exc:
-                raise self._fail(f"deepgram: connection failed: {exc!r}") from exc
-            except SttError as exc:
-                raise self._fail(str(exc)) from exc
             text = " ".join(turn.finals)
             scores = turn.confidences
             confidence = sum(scores) / len(scores) if scores else None
@@ -476,9 +382,7 @@ class DeepgramStream(SttStream):
         self._backend._housekeeper.discard(self)
         conn, self._conn = self._conn, None
         if conn is not None:
-            threading.Thread(
-                target=_hang_up, args=(conn,), name="deepgram-close", daemon=True
-            ).start()
+            hang_up_later(conn, "deepgram-close", _CLOSE_STREAM)
 
     def keepalive(self, now: float) -> None:
         """Send KeepAlive if the connection has been idle (housekeeping thread)."""
@@ -500,14 +404,12 @@ class DeepgramStream(SttStream):
     def _connection(self) -> ClientConnection:
         """The open connection; a dropped one is replaced between turns only."""
         conn = self._conn
-        if conn is not None and self._turn.samples == 0:
-            try:
-                self._drain(conn, 0.0)
-            except ConnectionClosed as exc:
-                # It dropped while the caller was silent (idle timeout, a deploy on
-                # their side): no audio of this turn is lost, so just reconnect.
-                log.info("stt_reconnect", backend="deepgram", reason=str(exc))
-                conn = None
+        if (
+            conn is not None
+            and self._turn.samples == 0
+            and not still_open(conn, self._drain, "deepgram")
+        ):
+            conn = None
         if conn is None:
             conn = self._backend.connect(self._hints)
             self._conn = conn
@@ -517,34 +419,13 @@ class DeepgramStream(SttStream):
             self._backend._housekeeper.add(self)
         return conn
 
-    def _drain(
-        self, conn: ClientConnection, timeout: float, until: Callable[[], bool] | None = None
-    ) -> bool:
-        """Read messages until none arrives within `timeout` or `until()` holds.
-
-        Returns:
-            True if any message came.
-        """
-        got = False
-        while True:
-            try:
-                raw = conn.recv(timeout=timeout)
-            except TimeoutError:
-                return got
-            got = True
-            self._handle(raw)
-            if until is not None and until():
-                # Stop here: the service may hang up right after the final, and
-                # reading on would turn a complete turn into a failed one.
-                return got
-            timeout = 0.0
+    def _drain(self, conn: ClientConnection, timeout: float) -> bool:
+        """Read what the service sent (see `drain`); True if any message came."""
+        return drain(conn, timeout, self._handle)
 
     def _handle(self, raw: str | bytes) -> None:
-        try:
-            message: Any = json.loads(raw)
-        except ValueError as exc:
-            raise SttError(f"deepgram: malformed message {raw[:200]!r}") from exc
-        if not isinstance(message, dict):
+        message = parse_message(raw, "deepgram", "message")
+        if message is None:
             return
         kind = message.get("type")
         if kind == "Error":
@@ -583,7 +464,7 @@ class DeepgramStream(SttStream):
                 raise SttError(
                     f"deepgram: no final transcript within {self._backend.final_timeout:g} s"
                 )
-            came = self._drain(conn, min(left, SETTLE), self._final_complete)
+            came = drain(conn, min(left, SETTLE), self._handle, self._final_complete)
             if not came and turn.results and not turn.interim:
                 return  # quiet, and nothing is left unfinalised: nothing more will come
 
@@ -603,16 +484,10 @@ class DeepgramStream(SttStream):
         conn, self._conn = self._conn, None
         self._backend._housekeeper.discard(self)
         if conn is not None:
-            threading.Thread(target=conn.close, name="deepgram-close", daemon=True).start()
+            hang_up_later(conn, "deepgram-close")
         self._sent = 0.0
         self._turn = _Turn()
         return SttError(message)
-
-
-def _hang_up(conn: ClientConnection) -> None:
-    with contextlib.suppress(ConnectionClosed, OSError):
-        conn.send(_CLOSE_STREAM)
-    conn.close()
 
 
 def from_settings(settings: SttSettings) -> DeepgramBackend:

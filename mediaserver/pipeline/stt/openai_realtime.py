@@ -46,7 +46,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import threading
 import time
 from typing import Any
 
@@ -57,6 +56,7 @@ from websockets.sync.client import ClientConnection
 
 from mediaserver.codecs.base import as_mono_int16
 from mediaserver.codecs.resample import Resampler
+from mediaserver.pipeline.cloud import hang_up_later
 from mediaserver.pipeline.settings import SttSettings
 from mediaserver.pipeline.stt.base import (
     STT_RATE,
@@ -67,9 +67,15 @@ from mediaserver.pipeline.stt.base import (
     SttStream,
     Transcript,
 )
-
-# The WebSocket plumbing (key, URL check, connect with clear errors) is shared.
-from mediaserver.pipeline.stt.deepgram import check_url, open_socket, resolve_key
+from mediaserver.pipeline.stt.cloud import (
+    check_url,
+    drain,
+    open_socket,
+    parse_message,
+    resolve_key,
+    still_open,
+    turn_failures,
+)
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_URL", "OpenAiRealtimeBackend", "OpenAiRealtimeStream"]
 
@@ -298,17 +304,11 @@ class OpenAiRealtimeStream(SttStream):
             raise SttError("openai-realtime: stream is closed")
         if samples.size == 0 and self._conn is None:
             return None
-        try:
+        with turn_failures(self._fail, "openai-realtime", "mid-utterance"):
             conn = self._connection()
             if samples.size:
                 self._append(conn, self._resampler.process(samples))
             self._drain(conn, 0.0)
-        except ConnectionClosed as exc:
-            raise self._fail(f"openai-realtime: connection closed mid-utterance: {exc}") from exc
-        except OSError as exc:
-            raise self._fail(f"openai-realtime: connection failed: {exc!r}") from exc
-        except SttError as exc:
-            raise self._fail(str(exc)) from exc
         text = " ".join(t for t in self._deltas.values() if t).strip()
         if text == self._reported:
             return None
@@ -333,7 +333,7 @@ class OpenAiRealtimeStream(SttStream):
         if conn is None:
             self._new_turn()
             return Transcript("", final=True)
-        try:
+        with turn_failures(self._fail, "openai-realtime", "before the transcript"):
             self._append(conn, self._resampler.flush())
             if self._samples < _MIN_COMMIT:
                 self._send(conn, {"type": "input_audio_buffer.clear"})
@@ -341,14 +341,6 @@ class OpenAiRealtimeStream(SttStream):
                 return Transcript("", final=True)
             self._send(conn, {"type": "input_audio_buffer.commit"})
             text = self._await_final(conn)
-        except ConnectionClosed as exc:
-            raise self._fail(
-                f"openai-realtime: connection closed before the transcript: {exc}"
-            ) from exc
-        except OSError as exc:
-            raise self._fail(f"openai-realtime: connection failed: {exc!r}") from exc
-        except SttError as exc:
-            raise self._fail(str(exc)) from exc
         self._new_turn()
         return Transcript(text, final=True)
 
@@ -357,21 +349,19 @@ class OpenAiRealtimeStream(SttStream):
         self._closed = True
         conn, self._conn = self._conn, None
         if conn is not None:
-            threading.Thread(target=conn.close, name="openai-stt-close", daemon=True).start()
+            hang_up_later(conn, "openai-stt-close")
 
     # ------------------------------------------------------------ internals
 
     def _connection(self) -> ClientConnection:
         """The open session; a dropped one is replaced between turns only."""
         conn = self._conn
-        if conn is not None and self._samples == 0:
-            try:
-                self._drain(conn, 0.0)
-            except ConnectionClosed as exc:
-                # Dropped while the caller was silent (e.g. the session's maximum
-                # duration): no audio of this turn is lost, so just reconnect.
-                log.info("stt_reconnect", backend="openai-realtime", reason=str(exc))
-                conn = None
+        if (
+            conn is not None
+            and self._samples == 0
+            and not still_open(conn, self._drain, "openai-realtime")
+        ):
+            conn = None
         if conn is None:
             conn = self._backend.connect(self._prompt)
             self._conn = conn
@@ -390,20 +380,11 @@ class OpenAiRealtimeStream(SttStream):
 
     def _drain(self, conn: ClientConnection, timeout: float) -> None:
         """Read events until none arrives within `timeout`."""
-        while True:
-            try:
-                raw = conn.recv(timeout=timeout)
-            except TimeoutError:
-                return
-            self._handle(raw)
-            timeout = 0.0
+        drain(conn, timeout, self._handle)
 
     def _handle(self, raw: str | bytes) -> None:
-        try:
-            event: Any = json.loads(raw)
-        except ValueError as exc:
-            raise SttError(f"openai-realtime: malformed event {raw[:200]!r}") from exc
-        if not isinstance(event, dict):
+        event = parse_message(raw, "openai-realtime", "event")
+        if event is None:
             return
         kind = event.get("type")
         item = str(event.get("item_id") or "")
@@ -451,7 +432,7 @@ class OpenAiRealtimeStream(SttStream):
         log.warning("stt_failed", backend="openai-realtime", error=message)
         conn, self._conn = self._conn, None
         if conn is not None:
-            threading.Thread(target=conn.close, name="openai-stt-close", daemon=True).start()
+            hang_up_later(conn, "openai-stt-close")
         self._new_turn()
         self._done.clear()  # item ids belong to the dropped session
         return SttError(message)

@@ -32,27 +32,24 @@ is left of `timeout` all raise `TtsError`.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
-import numpy as np
-
-from mediaserver.pipeline.errors import ModelLoadError
 from mediaserver.pipeline.settings import TtsSettings
-from mediaserver.pipeline.tts.base import TtsBackend, TtsChunk, TtsError
+from mediaserver.pipeline.tts.base import TtsBackend, TtsChunk
 from mediaserver.pipeline.tts.cloud import (
     Deadline,
+    Pcm16Decoder,
     WordCutter,
-    connect_ws,
+    check_rate,
+    finish,
+    open_clause,
     provider_error,
     recv_json,
     require_websockets,
-    resolve_key,
+    ws_settings,
 )
 
 __all__ = [
@@ -144,9 +141,7 @@ class CartesiaBackend(TtsBackend):
         timeout: float = 5.0,
     ) -> None:
         require_websockets(self.name)
-        if sample_rate not in RATES:
-            rates = ", ".join(map(str, RATES))
-            raise ModelLoadError(f"cartesia: tts.sample_rate {sample_rate} is not one of {rates}")
+        check_rate(self.name, sample_rate, RATES)
         self.base_url = base_url.rstrip("/")
         self.voice = voice
         self.model = model
@@ -199,12 +194,9 @@ class CartesiaBackend(TtsBackend):
         matcher = WordMatcher(text, cutter.tokens)
         context_id = uuid.uuid4().hex
         headers = {"X-API-Key": self._api_key, "Cartesia-Version": self.version}
-        rest = b""  # an odd byte at the end of a chunk's audio
-        with connect_ws(self.name, self.url, headers, deadline) as ws:
-            try:
-                ws.send(json.dumps(self.request(text, context_id, voice)))
-            except Exception as exc:  # the server closed on us before we were done
-                raise TtsError(f"{self.name}: connection closed while sending: {exc!r}") from exc
+        decoder = Pcm16Decoder(self.name)
+        request = [self.request(text, context_id, voice)]
+        with open_clause(self.name, self.url, headers, request, deadline) as ws:
             while True:
                 data = recv_json(self.name, ws, deadline)
                 if data.get("context_id") not in (None, context_id):
@@ -213,22 +205,12 @@ class CartesiaBackend(TtsBackend):
                 if kind == "error" or (data.get("error") and kind != "chunk"):
                     raise provider_error(self.name, data)
                 if kind == "chunk" and isinstance(data.get("data"), str):
-                    try:
-                        raw = rest + base64.b64decode(data["data"], validate=True)
-                    except (binascii.Error, ValueError) as exc:
-                        raise TtsError(f"{self.name}: bad base64 audio") from exc
-                    usable = len(raw) - len(raw) % 2
-                    rest = raw[usable:]
-                    pcm = np.frombuffer(raw[:usable], dtype="<i2").astype(np.int16)
-                    yield from cutter.add_audio(pcm)
+                    yield from cutter.add_audio(decoder.feed(data["data"]))
                 elif kind == "timestamps":
                     yield from self._words(data.get("word_timestamps"), matcher, cutter)
                 if kind == "done" or (data.get("done") is True and kind != "chunk"):
                     break
-        chunks = cutter.finish()
-        if not chunks and cutter.received == 0:
-            raise TtsError(f"{self.name}: the server sent no audio")
-        yield from chunks
+        yield from finish(self.name, cutter)
 
     def _words(self, stamps: object, matcher: WordMatcher, cutter: WordCutter) -> list[TtsChunk]:
         if not isinstance(stamps, dict):
@@ -259,13 +241,13 @@ def from_settings(settings: TtsSettings) -> CartesiaBackend:
         ModelLoadError: `tts.api_key` or `tts.voice` missing, an unset
             `env:` variable, a bad `base_url` or rate, or no websockets package.
     """
-    key = resolve_key("cartesia", settings.api_key, default_env="CARTESIA_API_KEY", required=True)
-    assert key is not None
-    if "voice" not in settings.model_fields_set:
-        raise ModelLoadError("cartesia: tts.voice is not set (a Cartesia voice id)")
-    base_url = settings.base_url or CARTESIA_URL
-    if not base_url.startswith(("ws://", "wss://")):
-        raise ModelLoadError(f"cartesia: tts.base_url must be a ws(s) URL, not {base_url!r}")
+    key, base_url = ws_settings(
+        settings,
+        "cartesia",
+        default_env="CARTESIA_API_KEY",
+        default_url=CARTESIA_URL,
+        voice="a Cartesia voice id",
+    )
     return CartesiaBackend(
         key,
         settings.voice,

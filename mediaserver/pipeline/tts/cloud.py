@@ -2,11 +2,16 @@
 
 * `resolve_key`: the `tts.api_key` setting, which may be `env:NAME` (the same
   rule as `llm.api_key`); a missing key fails at load with `ModelLoadError`.
+* `ws_settings`, `check_rate`: the settings every WebSocket backend checks
+  at load (key, voice id, ws(s) URL, an output rate the provider offers).
 * `WordCutter`: turns a clause's streamed audio plus word start times into
   one `TtsChunk` per word, as the audio arrives.
-* `connect_ws` / `recv_json`: the `websockets` sync client with every wait
-  bounded and every failure turned into a `TtsError` that says what happened
-  (auth refused, server error, connection refused, timeout, closed mid-clause).
+* `Pcm16Decoder`: base64 pieces of 16-bit PCM to samples (a sample may be
+  split across two messages).
+* `open_clause` / `recv_json` / `finish`: one clause over a WebSocket with the
+  `websockets` sync client, every wait bounded and every failure turned into
+  a `TtsError` that says what happened (auth refused, server error,
+  connection refused, timeout, closed mid-clause, no audio at all).
 
 How spans are chosen (see `mediaserver/call/voicing.py`): the call actor tags
 every outbound frame with the text its chunk voices, and once a chunk's last
@@ -23,16 +28,21 @@ chunk spanning (0, 0): it claims nothing.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import re
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mediaserver.pipeline.cloud import WsConnectError, env_key, open_ws
 from mediaserver.pipeline.errors import ModelLoadError
+from mediaserver.pipeline.settings import TtsSettings
 from mediaserver.pipeline.tts.base import TtsChunk, TtsError
 
 if TYPE_CHECKING:
@@ -40,13 +50,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Deadline",
+    "Pcm16Decoder",
     "WordCutter",
+    "check_rate",
     "connect_ws",
+    "finish",
+    "open_clause",
     "provider_error",
     "recv_json",
     "require_websockets",
     "resolve_key",
     "tokens",
+    "ws_settings",
 ]
 
 _TOKEN = re.compile(r"\S+")
@@ -77,12 +92,7 @@ def resolve_key(
                 " (set the key, or env:NAME to read it from the environment)"
             )
         return key or None
-    key = value
-    if value is not None and value.startswith("env:"):
-        var = value[4:]
-        key = os.environ.get(var)
-        if not key:
-            raise ModelLoadError(f"{backend}: tts.api_key: environment variable {var} is not set")
+    key = None if value is None else env_key(value, f"{backend}: tts.api_key")
     if required and not key:
         raise ModelLoadError(
             f"{backend}: tts.api_key is not set (the API key, or env:NAME to read it"
@@ -104,6 +114,43 @@ def require_websockets(backend: str) -> None:
             f"{backend}: the websockets package is not installed"
             f" (pip install 'mediaserver[cloud]'): {exc}"
         ) from exc
+
+
+def ws_settings(
+    settings: TtsSettings, backend: str, *, default_env: str, default_url: str, voice: str
+) -> tuple[str, str]:
+    """The key and WebSocket URL of a backend that needs both and a voice id.
+
+    Args:
+        settings: The `tts` settings.
+        backend: Backend name, for messages.
+        default_env: Variable read when `tts.api_key` is unset.
+        default_url: The provider's URL, used when `tts.base_url` is unset.
+        voice: What `tts.voice` should be, for the message ("a Cartesia voice id").
+
+    Raises:
+        ModelLoadError: `tts.api_key` or `tts.voice` missing, an unset
+            `env:` variable, or a `tts.base_url` that is not ws(s).
+    """
+    key = resolve_key(backend, settings.api_key, default_env=default_env, required=True)
+    assert key is not None
+    if "voice" not in settings.model_fields_set:
+        raise ModelLoadError(f"{backend}: tts.voice is not set ({voice})")
+    base_url = settings.base_url or default_url
+    if not base_url.startswith(("ws://", "wss://")):
+        raise ModelLoadError(f"{backend}: tts.base_url must be a ws(s) URL, not {base_url!r}")
+    return key, base_url
+
+
+def check_rate(backend: str, rate: int, rates: tuple[int, ...]) -> None:
+    """Fail the load when the provider offers no output at `rate`.
+
+    Raises:
+        ModelLoadError: `rate` is not one of `rates` (the message lists them).
+    """
+    if rate not in rates:
+        offered = ", ".join(map(str, rates))
+        raise ModelLoadError(f"{backend}: tts.sample_rate {rate} is not one of {offered}")
 
 
 def tokens(text: str) -> list[tuple[int, int]]:
@@ -204,6 +251,34 @@ class WordCutter:
         return out
 
 
+class Pcm16Decoder:
+    """Base64 pieces of 16-bit little-endian PCM to int16 samples.
+
+    A piece may end inside a sample: its odd byte waits for the next piece.
+
+    Args:
+        backend: Backend name, for messages.
+    """
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self._rest = b""
+
+    def feed(self, data: str) -> np.ndarray:
+        """The whole samples decoded so far but not yet returned.
+
+        Raises:
+            TtsError: `data` is not base64.
+        """
+        try:
+            raw = self._rest + base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise TtsError(f"{self.backend}: bad base64 audio") from exc
+        usable = len(raw) - len(raw) % 2
+        self._rest = raw[usable:]
+        return np.frombuffer(raw[:usable], dtype="<i2").astype(np.int16)
+
+
 def _is_auth(text: str) -> bool:
     lowered = text.lower()
     return any(word in lowered for word in _AUTH_WORDS)
@@ -219,33 +294,67 @@ def connect_ws(
             the connection failed; or the `websockets` package is missing.
     """
     try:
-        from websockets.exceptions import InvalidHandshake, InvalidStatus
-        from websockets.sync.client import connect
-    except ImportError as exc:  # checked at load; keep the error clear anyway
-        raise TtsError(f"{backend}: the websockets package is not installed: {exc}") from exc
-    try:
-        return connect(
+        return open_ws(
             url,
-            additional_headers=headers,
-            open_timeout=max(deadline.left(), 0.001),
-            close_timeout=1.0,
+            headers,
+            max(deadline.left(), 0.001),
             # Audio arrives base64-encoded in JSON: allow a few seconds per message.
             max_size=16 * 1024 * 1024,
             compression=None,
         )
-    except InvalidStatus as exc:
-        status = exc.response.status_code
-        body = bytes(exc.response.body or b"").decode("utf-8", "replace").strip()[:300]
-        if status in (401, 403):
+    except ImportError as exc:  # checked at load; keep the error clear anyway
+        raise TtsError(f"{backend}: the websockets package is not installed: {exc}") from exc
+    except WsConnectError as exc:
+        if exc.status is not None:
+            body = exc.body[:300]
+            if exc.auth:
+                raise TtsError(
+                    f"{backend}: authentication failed (HTTP {exc.status}): {body or 'refused'}"
+                ) from exc.cause
+            kind = "server error" if exc.status >= 500 else "request refused"
             raise TtsError(
-                f"{backend}: authentication failed (HTTP {status}): {body or 'refused'}"
-            ) from exc
-        kind = "server error" if status >= 500 else "request refused"
-        raise TtsError(f"{backend}: {kind} (HTTP {status}): {body or 'no message'}") from exc
-    except TimeoutError as exc:
-        raise TtsError(f"{backend}: no connection within {deadline.seconds:g} s") from exc
-    except (InvalidHandshake, OSError) as exc:
-        raise TtsError(f"{backend}: cannot connect: {exc!r}") from exc
+                f"{backend}: {kind} (HTTP {exc.status}): {body or 'no message'}"
+            ) from exc.cause
+        if exc.timed_out:
+            raise TtsError(f"{backend}: no connection within {deadline.seconds:g} s") from exc.cause
+        raise TtsError(f"{backend}: cannot connect: {exc.cause!r}") from exc.cause
+
+
+def open_clause(
+    backend: str,
+    url: str,
+    headers: dict[str, str],
+    messages: Iterable[dict[str, Any]],
+    deadline: Deadline,
+) -> ClientConnection:
+    """`connect_ws`, then send `messages` (JSON) that ask for one clause.
+
+    Returns:
+        The connection (a context manager that closes it), for `recv_json`.
+
+    Raises:
+        TtsError: As `connect_ws`, or the server closed before all was sent.
+    """
+    ws = connect_ws(backend, url, headers, deadline)
+    try:
+        for message in messages:
+            ws.send(json.dumps(message))
+    except Exception as exc:  # the server closed on us before we were done
+        ws.close()
+        raise TtsError(f"{backend}: connection closed while sending: {exc!r}") from exc
+    return ws
+
+
+def finish(backend: str, cutter: WordCutter) -> list[TtsChunk]:
+    """The clause's last chunks once the server said it is done.
+
+    Raises:
+        TtsError: The server sent no audio at all.
+    """
+    chunks = cutter.finish()
+    if not chunks and cutter.received == 0:
+        raise TtsError(f"{backend}: the server sent no audio")
+    return chunks
 
 
 def recv_json(backend: str, ws: ClientConnection, deadline: Deadline) -> dict[str, Any]:

@@ -36,26 +36,23 @@ auth), or no message within what is left of `timeout` all raise `TtsError`.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import numpy as np
-
-from mediaserver.pipeline.errors import ModelLoadError
 from mediaserver.pipeline.settings import TtsSettings
-from mediaserver.pipeline.tts.base import TtsBackend, TtsChunk, TtsError
+from mediaserver.pipeline.tts.base import TtsBackend, TtsChunk
 from mediaserver.pipeline.tts.cloud import (
     Deadline,
+    Pcm16Decoder,
     WordCutter,
-    connect_ws,
+    check_rate,
+    finish,
+    open_clause,
     provider_error,
     recv_json,
     require_websockets,
-    resolve_key,
+    ws_settings,
 )
 
 __all__ = ["ELEVENLABS_URL", "RATES", "CharAligner", "ElevenLabsBackend", "from_settings"]
@@ -161,9 +158,7 @@ class ElevenLabsBackend(TtsBackend):
         timeout: float = 5.0,
     ) -> None:
         require_websockets(self.name)
-        if sample_rate not in RATES:
-            rates = ", ".join(map(str, RATES))
-            raise ModelLoadError(f"elevenlabs: tts.sample_rate {sample_rate} is not one of {rates}")
+        check_rate(self.name, sample_rate, RATES)
         self.base_url = base_url.rstrip("/")
         self.voice = voice
         self.model = model
@@ -210,35 +205,22 @@ class ElevenLabsBackend(TtsBackend):
         deadline = Deadline(self.timeout)
         cutter = WordCutter(text)
         aligner = CharAligner(text, cutter.tokens)
-        rest = b""  # an odd byte left at the end of a message's audio
-        with connect_ws(self.name, self.url(voice), {"xi-api-key": self._api_key}, deadline) as ws:
-            try:
-                for message in self.messages(text):
-                    ws.send(json.dumps(message))
-            except Exception as exc:  # the server closed on us before we were done
-                raise TtsError(f"{self.name}: connection closed while sending: {exc!r}") from exc
+        decoder = Pcm16Decoder(self.name)
+        headers = {"xi-api-key": self._api_key}
+        with open_clause(self.name, self.url(voice), headers, self.messages(text), deadline) as ws:
             while True:
                 data = recv_json(self.name, ws, deadline)
                 if data.get("error") or (data.get("message") and "audio" not in data):
                     raise provider_error(self.name, data)
                 audio = data.get("audio")
                 if isinstance(audio, str) and audio:
-                    try:
-                        raw = rest + base64.b64decode(audio, validate=True)
-                    except (binascii.Error, ValueError) as exc:
-                        raise TtsError(f"{self.name}: bad base64 audio") from exc
-                    usable = len(raw) - len(raw) % 2
-                    rest = raw[usable:]
                     offset = cutter.received
-                    pcm = np.frombuffer(raw[:usable], dtype="<i2").astype(np.int16)
+                    pcm = decoder.feed(audio)
                     yield from cutter.add_audio(pcm)
                     yield from self._words(data, aligner, cutter, offset, len(pcm))
                 if data.get("isFinal") is True:
                     break
-        chunks = cutter.finish()
-        if not chunks and cutter.received == 0:
-            raise TtsError(f"{self.name}: the server sent no audio")
-        yield from chunks
+        yield from finish(self.name, cutter)
 
     def _words(
         self,
@@ -275,15 +257,13 @@ def from_settings(settings: TtsSettings) -> ElevenLabsBackend:
         ModelLoadError: `tts.api_key` or `tts.voice` missing, an unset
             `env:` variable, a bad `base_url` or rate, or no websockets package.
     """
-    key = resolve_key(
-        "elevenlabs", settings.api_key, default_env="ELEVENLABS_API_KEY", required=True
+    key, base_url = ws_settings(
+        settings,
+        "elevenlabs",
+        default_env="ELEVENLABS_API_KEY",
+        default_url=ELEVENLABS_URL,
+        voice="an ElevenLabs voice id",
     )
-    assert key is not None
-    if "voice" not in settings.model_fields_set:
-        raise ModelLoadError("elevenlabs: tts.voice is not set (an ElevenLabs voice id)")
-    base_url = settings.base_url or ELEVENLABS_URL
-    if not base_url.startswith(("ws://", "wss://")):
-        raise ModelLoadError(f"elevenlabs: tts.base_url must be a ws(s) URL, not {base_url!r}")
     return ElevenLabsBackend(
         key,
         settings.voice,

@@ -26,7 +26,6 @@ clause as heard as soon as the first piece had played.)
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -35,6 +34,7 @@ import httpx
 import numpy as np
 
 from mediaserver.codecs.resample import Resampler
+from mediaserver.pipeline.cloud import http_error_text
 from mediaserver.pipeline.errors import ModelLoadError
 from mediaserver.pipeline.settings import TtsSettings
 from mediaserver.pipeline.tts.base import TtsBackend, TtsChunk, TtsError
@@ -157,23 +157,8 @@ _EMPTY = np.zeros(0, dtype=np.int16)
 
 
 def _error_text(body: bytes) -> str:
-    """The server's error text: OpenAI's {"error": {"message"}}, FastAPI's {"detail"}, or raw."""
-    text = body.decode("utf-8", errors="replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text[:300] or "no error message"
-    if isinstance(data, dict):
-        error = data.get("error", data)
-        if isinstance(error, dict):
-            for key in ("message", "detail", "msg"):
-                if error.get(key):
-                    return str(error[key])[:300]
-        elif isinstance(error, str) and error:
-            return error[:300]
-        if data.get("detail"):
-            return str(data["detail"])[:300]
-    return text[:300]
+    """The server's error text (see `http_error_text`), at most 300 characters."""
+    return http_error_text(body)[:300]
 
 
 class OpenAiSpeechBackend(TtsBackend):

@@ -1,6 +1,6 @@
 """Tests for mediaserver.pipeline.stt.deepgram against a local WebSocket server.
 
-The fake service is websockets' sync server on 127.0.0.1 (port 0), started and
+The fake service (`tests.pipeline.fake_ws.FakeService`) is started and
 stopped by each test. It speaks Deepgram's live ``/v1/listen`` wire format: it
 checks the ``Authorization: Token`` header at the handshake (HTTP 401 with
 Deepgram's JSON error body otherwise), records the query and every frame,
@@ -14,22 +14,17 @@ hears one word of the scripted transcript per 100 ms of audio.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
-import numpy as np
-import numpy.typing as npt
 import pytest
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
-from websockets.sync.server import Server, ServerConnection, serve
+from websockets.sync.server import ServerConnection
 
 from mediaserver.pipeline.settings import SttSettings
 from mediaserver.pipeline.stt import (
@@ -45,22 +40,12 @@ from mediaserver.pipeline.stt.deepgram import (
     DeepgramBackend,
     query_params,
 )
+from tests.pipeline.fake_ws import EMPTY, FRAME, FakeService, backend_maker, frames, speak
 
 KEY = "dg-test-key"
-FRAME = STT_RATE // 50  # 20 ms
 SECONDS_PER_WORD = 0.1
 HINTS = SttHints(phrases=("check order", "cancel my reservation"), words=("yes", "no", "seven"))
 
-
-def frames(seconds: float) -> list[npt.NDArray[np.int16]]:
-    """20 ms frames of a quiet tone (the fake does not listen to the content)."""
-    n = round(seconds * 50)
-    t = np.arange(FRAME) / STT_RATE
-    tone = (3000 * np.sin(2 * np.pi * 220 * t)).astype(np.int16)
-    return [tone.copy() for _ in range(n)]
-
-
-EMPTY = np.zeros(0, np.int16)
 
 # ---------------------------------------------------------------- the fake service
 
@@ -130,7 +115,7 @@ def results(
     )
 
 
-class FakeDeepgram:
+class FakeDeepgram(FakeService):
     """A scripted ``/v1/listen`` service: turn N is heard as ``transcripts[N]``.
 
     Args:
@@ -145,6 +130,14 @@ class FakeDeepgram:
             its first Finalize (a drop between turns).
     """
 
+    path = "/v1/listen"
+    authorization = f"Token {KEY}"
+    auth_error: ClassVar[dict[str, Any]] = {
+        "err_code": "INVALID_AUTH",
+        "err_msg": "Invalid credentials.",
+        "request_id": "r1",
+    }
+
     def __init__(
         self,
         *transcripts: str,
@@ -154,46 +147,13 @@ class FakeDeepgram:
         close_after_bytes: dict[int, int] | None = None,
         close_after_turn: set[int] | None = None,
     ) -> None:
-        self.transcripts = list(transcripts)
+        super().__init__(*transcripts)
         self.endpoint_after = endpoint_after
         self.flag_finalize = flag_finalize
         self.ignore_finalize = ignore_finalize
         self.close_after_bytes = close_after_bytes or {}
         self.close_after_turn = close_after_turn or set()
         self.connections: list[Seen] = []
-        self.rejected = 0
-        self.turn = 0
-        self._lock = threading.Lock()
-        self._server: Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        port = self._server.socket.getsockname()[1]
-        return f"ws://127.0.0.1:{port}/v1/listen"
-
-    def __enter__(self) -> FakeDeepgram:
-        self._server = serve(self._handle, "127.0.0.1", 0, process_request=self._check_auth)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._server is not None and self._thread is not None
-        self._server.shutdown()
-        self._thread.join(timeout=5)
-        assert not self._thread.is_alive()
-
-    def _check_auth(self, connection: ServerConnection, request: Request) -> Response | None:
-        if request.headers.get("Authorization") == f"Token {KEY}":
-            return None
-        self.rejected += 1
-        body = {"err_code": "INVALID_AUTH", "err_msg": "Invalid credentials.", "request_id": "r1"}
-        response = connection.respond(HTTPStatus.UNAUTHORIZED, json.dumps(body))
-        del response.headers["Content-Type"]
-        response.headers["Content-Type"] = "application/json"
-        return response
 
     def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
@@ -284,41 +244,14 @@ class FakeDeepgram:
         except ConnectionClosed:
             pass
 
-    def _words(self) -> list[str]:
-        with self._lock:
-            turn = self.turn
-        return self.transcripts[turn].split() if turn < len(self.transcripts) else []
-
 
 # ---------------------------------------------------------------- helpers
 
 
 @pytest.fixture
 def make_backend() -> Iterator[Callable[..., DeepgramBackend]]:
-    made: list[DeepgramBackend] = []
-
-    def make(url: str, **kwargs: Any) -> DeepgramBackend:
-        kwargs.setdefault("verify", False)
-        kwargs.setdefault("timeout", 2.0)
-        backend = DeepgramBackend(kwargs.pop("key", KEY), url, **kwargs)
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        backend.close()
-
-
-def speak(stream: SttStream, seconds: float) -> list[str]:
-    """Feed `seconds` of audio in 20 ms frames (paced a little); the partials seen."""
-    partials: list[str] = []
-    for frame in frames(seconds):
-        partial = stream.feed(frame)
-        if partial is not None:
-            assert not partial.final
-            partials.append(partial.text)
-        time.sleep(0.002)
-    return partials
+    with backend_maker(DeepgramBackend, KEY) as make:
+        yield make
 
 
 def settle(stream: SttStream, want: str, seen: list[str]) -> list[str]:

@@ -1,6 +1,6 @@
 """Tests for mediaserver.pipeline.stt.openai_realtime against a local WebSocket server.
 
-The fake service is websockets' sync server on 127.0.0.1 (port 0), started and
+The fake service (`tests.pipeline.fake_ws.FakeService`) is started and
 stopped by each test. It speaks the Realtime API's transcription-session wire
 format: ``Authorization: Bearer`` checked at the handshake (HTTP 401 with
 OpenAI's JSON error body otherwise), ``session.created`` first, then
@@ -17,47 +17,26 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
-import numpy as np
-import numpy.typing as npt
 import pytest
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
-from websockets.sync.server import Server, ServerConnection, serve
+from websockets.sync.server import ServerConnection
 
 from mediaserver.pipeline.settings import SttSettings
-from mediaserver.pipeline.stt import (
-    STT_RATE,
-    ModelLoadError,
-    SttError,
-    SttHints,
-    SttStream,
-    Transcript,
-    load_stt,
-)
+from mediaserver.pipeline.stt import ModelLoadError, SttError, SttHints, Transcript, load_stt
 from mediaserver.pipeline.stt.openai_realtime import OpenAiRealtimeBackend, prompt_for
+from tests.pipeline.fake_ws import EMPTY, FakeService, backend_maker, frames, speak
 
 KEY = "sk-test-key"
-FRAME = STT_RATE // 50  # 20 ms
 RATE = 24000
 SAMPLES_PER_WORD = RATE // 10  # the fake hears one word per 100 ms
 HINTS = SttHints(phrases=("check order", "cancel my reservation"), words=("yes", "no"))
-EMPTY = np.zeros(0, np.int16)
-
-
-def frames(seconds: float) -> list[npt.NDArray[np.int16]]:
-    """20 ms frames of a quiet tone (the fake does not listen to the content)."""
-    t = np.arange(FRAME) / STT_RATE
-    tone = (3000 * np.sin(2 * np.pi * 220 * t)).astype(np.int16)
-    return [tone.copy() for _ in range(round(seconds * 50))]
 
 
 # ---------------------------------------------------------------- the fake service
@@ -76,7 +55,7 @@ class Seen:
     appended: list[int] = field(default_factory=list)
 
 
-class FakeRealtime:
+class FakeRealtime(FakeService):
     """A scripted transcription session: turn N is heard as ``transcripts[N]``.
 
     Args:
@@ -89,6 +68,17 @@ class FakeRealtime:
             this many 24 kHz samples (a provider failure mid-utterance).
     """
 
+    path = "/v1/realtime?intent=transcription"
+    authorization = f"Bearer {KEY}"
+    auth_error: ClassVar[dict[str, Any]] = {
+        "error": {
+            "message": "Incorrect API key provided: wrong-key.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_api_key",
+        }
+    }
+
     def __init__(
         self,
         *transcripts: str,
@@ -97,56 +87,16 @@ class FakeRealtime:
         fail_transcription: bool = False,
         close_after_samples: dict[int, int] | None = None,
     ) -> None:
-        self.transcripts = list(transcripts)
+        super().__init__(*transcripts)
         self.stream_deltas = stream_deltas
         self.ignore_commit = ignore_commit
         self.fail_transcription = fail_transcription
         self.close_after_samples = close_after_samples or {}
         self.connections: list[Seen] = []
-        self.rejected = 0
-        self.turn = 0
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
-        self._server: Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        port = self._server.socket.getsockname()[1]
-        return f"ws://127.0.0.1:{port}/v1/realtime?intent=transcription"
-
-    def __enter__(self) -> FakeRealtime:
-        self._server = serve(self._handle, "127.0.0.1", 0, process_request=self._check_auth)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._server is not None and self._thread is not None
-        self._server.shutdown()
-        self._thread.join(timeout=5)
-        assert not self._thread.is_alive()
 
     def _id(self, prefix: str) -> str:
         return f"{prefix}_{next(self._ids):06d}"
-
-    def _check_auth(self, connection: ServerConnection, request: Request) -> Response | None:
-        if request.headers.get("Authorization") == f"Bearer {KEY}":
-            return None
-        self.rejected += 1
-        body = {
-            "error": {
-                "message": "Incorrect API key provided: wrong-key.",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "invalid_api_key",
-            }
-        }
-        response = connection.respond(HTTPStatus.UNAUTHORIZED, json.dumps(body))
-        del response.headers["Content-Type"]
-        response.headers["Content-Type"] = "application/json"
-        return response
 
     def _send(self, ws: ServerConnection, kind: str, **fields: Any) -> None:
         ws.send(json.dumps({"type": kind, "event_id": self._id("event"), **fields}))
@@ -300,11 +250,6 @@ class FakeRealtime:
         except ConnectionClosed:
             pass
 
-    def _words(self) -> list[str]:
-        with self._lock:
-            turn = self.turn
-        return self.transcripts[turn].split() if turn < len(self.transcripts) else []
-
 
 _DELTA = "conversation.item.input_audio_transcription.delta"
 MODELS = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-live-transcribe")
@@ -317,30 +262,8 @@ _FAILED = "conversation.item.input_audio_transcription.failed"
 
 @pytest.fixture
 def make_backend() -> Iterator[Callable[..., OpenAiRealtimeBackend]]:
-    made: list[OpenAiRealtimeBackend] = []
-
-    def make(url: str, **kwargs: Any) -> OpenAiRealtimeBackend:
-        kwargs.setdefault("verify", False)
-        kwargs.setdefault("timeout", 2.0)
-        backend = OpenAiRealtimeBackend(kwargs.pop("key", KEY), url, **kwargs)
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        backend.close()
-
-
-def speak(stream: SttStream, seconds: float) -> list[str]:
-    """Feed `seconds` of audio in 20 ms frames; the partials seen."""
-    partials: list[str] = []
-    for frame in frames(seconds):
-        partial = stream.feed(frame)
-        if partial is not None:
-            assert not partial.final
-            partials.append(partial.text)
-        time.sleep(0.002)
-    return partials
+    with backend_maker(OpenAiRealtimeBackend, KEY) as make:
+        yield make
 
 
 def session_of(seen: Seen) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Tests for mediaserver.pipeline.tts.cartesia against a local WebSocket server.
 
-The fake server (the `websockets` sync server in a thread, 127.0.0.1 only)
+The fake server (`tests.pipeline.fake_ws.FakeServer`, 127.0.0.1 only)
 speaks Cartesia's TTS WebSocket protocol: it checks the handshake
 (`/tts/websocket?cartesia_version=...`, `X-API-Key`, `Cartesia-Version`),
 reads the generation request, and answers with messages tagged with its
@@ -13,12 +13,8 @@ audio, sent before or after the audio they time), "flush_done", and finally
 from __future__ import annotations
 
 import base64
-import contextlib
-import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,9 +22,7 @@ import pytest
 
 pytest.importorskip("websockets", reason="the websockets package (mediaserver[cloud]) is missing")
 
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
-from websockets.sync.server import Server, ServerConnection, serve
+from websockets.sync.server import ServerConnection
 
 from mediaserver.pipeline.errors import ModelLoadError
 from mediaserver.pipeline.settings import TtsSettings
@@ -40,80 +34,20 @@ from mediaserver.pipeline.tts.cartesia import (
     from_settings,
 )
 from mediaserver.pipeline.tts.cloud import tokens
+from tests.pipeline.fake_ws import FakeServer, server_pool, spans, start, tone
 
 RATE = 16000
 
 # ---------------------------------------------------------------- the fake server
 
 
-@dataclass
-class FakeCartesia:
-    """A WebSocket server on 127.0.0.1 running `script` for each connection."""
-
-    script: Callable[[ServerConnection, FakeCartesia], None]
-    reject: tuple[int, str] | None = None
-    handshakes: list[Request] = field(default_factory=list)
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    last_sent_at: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.server: Server = serve(
-            self._handle, "127.0.0.1", 0, process_request=self._process_request, compression=None
-        )
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.server.socket.getsockname()[1]}"
-
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
-        self.handshakes.append(request)
-        return conn.respond(*self.reject) if self.reject is not None else None
-
-    def _handle(self, conn: ServerConnection) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            self.script(conn, self)
-
-    def request(self, conn: ServerConnection) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(conn.recv(timeout=5))
-        self.requests.append(data)
-        return data
-
-    def send(self, conn: ServerConnection, data: dict[str, Any]) -> None:
-        conn.send(json.dumps(data))
-        self.last_sent_at = time.monotonic()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.server.shutdown()
-        self.thread.join(5)
-
-
 @pytest.fixture
-def servers() -> Iterator[list[FakeCartesia]]:
-    made: list[FakeCartesia] = []
-    try:
+def servers() -> Iterator[list[FakeServer]]:
+    with server_pool() as made:
         yield made
-    finally:
-        for server in made:
-            server.close()
-
-
-def start(
-    servers: list[FakeCartesia], script: Callable[[ServerConnection, FakeCartesia], None], **kw: Any
-) -> FakeCartesia:
-    server = FakeCartesia(script, **kw)
-    servers.append(server)
-    return server
 
 
 # ---------------------------------------------------------------- the wire format
-
-
-def tone(n: int, start: int = 0) -> np.ndarray:
-    return ((np.arange(start, start + n) * 37) % 20000 - 10000).astype(np.int16)
 
 
 def chunk(ctx: str, pcm: np.ndarray) -> dict[str, Any]:
@@ -151,11 +85,11 @@ ENDS = [0.4, 0.6, 0.75, 1.1]
 
 def streaming_script(
     pause: float = 0.25, ending: str = "done"
-) -> Callable[[ServerConnection, FakeCartesia], None]:
+) -> Callable[[ServerConnection, FakeServer], None]:
     """Audio in three messages, timestamps before and after the audio they time."""
 
-    def script(conn: ServerConnection, server: FakeCartesia) -> None:
-        ctx = server.request(conn)["context_id"]
+    def script(conn: ServerConnection, server: FakeServer) -> None:
+        ctx = server.recv_json(conn)["context_id"]
         a, b = int(0.5 * RATE), int(0.9 * RATE)
         server.send(conn, chunk(ctx, AUDIO[:a]))
         server.send(conn, stamps(ctx, WORDS[:2], STARTS[:2], ENDS[:2]))
@@ -186,21 +120,17 @@ def streaming_script(
     return script
 
 
-def backend_for(server: FakeCartesia, **kwargs: Any) -> CartesiaBackend:
+def backend_for(server: FakeServer, **kwargs: Any) -> CartesiaBackend:
     kwargs.setdefault("timeout", 2.0)
     return CartesiaBackend(
         kwargs.pop("api_key", "sk_car_test"), "voice-uuid", "sonic-2", base_url=server.url, **kwargs
     )
 
 
-def spans(chunks: list[TtsChunk]) -> list[tuple[int, int]]:
-    return [(c.start, c.end) for c in chunks]
-
-
 # ---------------------------------------------------------------- tests
 
 
-def test_words_stream_with_exact_spans(servers: list[FakeCartesia]) -> None:
+def test_words_stream_with_exact_spans(servers: list[FakeServer]) -> None:
     server = start(servers, streaming_script())
     got: list[tuple[float, TtsChunk]] = []
     for item in backend_for(server).synthesize(TEXT):
@@ -211,7 +141,7 @@ def test_words_stream_with_exact_spans(servers: list[FakeCartesia]) -> None:
     assert handshake.path == f"/tts/websocket?cartesia_version={CARTESIA_VERSION}"
     assert handshake.headers["X-API-Key"] == "sk_car_test"
     assert handshake.headers["Cartesia-Version"] == CARTESIA_VERSION
-    (request,) = server.requests
+    (request,) = server.received
     assert isinstance(request.pop("context_id"), str)
     assert request == {
         "model_id": "sonic-2",
@@ -235,9 +165,9 @@ def test_words_stream_with_exact_spans(servers: list[FakeCartesia]) -> None:
     assert got[0][0] < server.last_sent_at - 0.2  # first audio well before "done"
 
 
-def test_voice_override_language_and_rate(servers: list[FakeCartesia]) -> None:
-    def script(conn: ServerConnection, server: FakeCartesia) -> None:
-        ctx = server.request(conn)["context_id"]
+def test_voice_override_language_and_rate(servers: list[FakeServer]) -> None:
+    def script(conn: ServerConnection, server: FakeServer) -> None:
+        ctx = server.recv_json(conn)["context_id"]
         server.send(conn, {**chunk("someone-else", tone(50)), "context_id": "someone-else"})
         server.send(conn, chunk(ctx, tone(240)))
         server.send(conn, done(ctx))
@@ -246,13 +176,13 @@ def test_voice_override_language_and_rate(servers: list[FakeCartesia]) -> None:
     backend = backend_for(server, sample_rate=24000, language="fr")
     (only,) = list(backend.synthesize("Bonjour.", voice="other-voice"))
     assert (only.start, only.end, len(only.pcm)) == (0, 8, 240)  # no timestamps: one span
-    request = server.requests[0]
+    request = server.received[0]
     assert request["voice"] == {"mode": "id", "id": "other-voice"}
     assert request["language"] == "fr"
     assert request["output_format"]["sample_rate"] == 24000
 
 
-def test_auth_refused_at_handshake(servers: list[FakeCartesia]) -> None:
+def test_auth_refused_at_handshake(servers: list[FakeServer]) -> None:
     server = start(servers, streaming_script(), reject=(401, "Invalid API key\n"))
     with pytest.raises(
         TtsError, match=r"cartesia: authentication failed \(HTTP 401\): Invalid API key"
@@ -284,9 +214,9 @@ def test_auth_refused_at_handshake(servers: list[FakeCartesia]) -> None:
         ),
     ],
 )
-def test_error_messages(servers: list[FakeCartesia], message: dict[str, Any], pattern: str) -> None:
-    def script(conn: ServerConnection, server: FakeCartesia) -> None:
-        ctx = server.request(conn)["context_id"]
+def test_error_messages(servers: list[FakeServer], message: dict[str, Any], pattern: str) -> None:
+    def script(conn: ServerConnection, server: FakeServer) -> None:
+        ctx = server.recv_json(conn)["context_id"]
         server.send(conn, {**message, "context_id": ctx})
         server.stop.wait(10)
 
@@ -295,7 +225,7 @@ def test_error_messages(servers: list[FakeCartesia], message: dict[str, Any], pa
         list(backend_for(server).synthesize(TEXT))
 
 
-def test_closed_mid_clause(servers: list[FakeCartesia]) -> None:
+def test_closed_mid_clause(servers: list[FakeServer]) -> None:
     server = start(servers, streaming_script(pause=0, ending="close"))
     got: list[TtsChunk] = []
     with pytest.raises(
@@ -307,7 +237,7 @@ def test_closed_mid_clause(servers: list[FakeCartesia]) -> None:
     assert spans(got) == [(0, 0), (0, 6), (7, 17)]
 
 
-def test_stall_times_out(servers: list[FakeCartesia]) -> None:
+def test_stall_times_out(servers: list[FakeServer]) -> None:
     server = start(servers, streaming_script(pause=0, ending="stall"))
     t0 = time.monotonic()
     with pytest.raises(TtsError, match=r"no audio within 0\.4 s"):
@@ -316,7 +246,7 @@ def test_stall_times_out(servers: list[FakeCartesia]) -> None:
 
 
 def test_connection_refused() -> None:
-    server = FakeCartesia(streaming_script())
+    server = FakeServer(streaming_script())
     url = server.url
     server.close()
     with pytest.raises(TtsError, match="cartesia: cannot connect"):

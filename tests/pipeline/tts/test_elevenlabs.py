@@ -1,7 +1,7 @@
 """Tests for mediaserver.pipeline.tts.elevenlabs (and the shared WordCutter).
 
-The fake server is a real WebSocket server on 127.0.0.1 (the `websockets`
-sync server in a thread) speaking ElevenLabs' stream-input protocol: it
+The fake server (`tests.pipeline.fake_ws.FakeServer`) is a real WebSocket
+server on 127.0.0.1 speaking ElevenLabs' stream-input protocol: it
 checks the handshake (path, query, `xi-api-key`), reads the client's three
 messages ({"text": " "}, the clause with "flush", {"text": ""}) and answers
 with {"audio", "alignment", "normalizedAlignment"} messages whose character
@@ -12,12 +12,9 @@ times are relative to each message's audio, as the API reference says, then
 from __future__ import annotations
 
 import base64
-import contextlib
-import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,15 +22,14 @@ import pytest
 
 pytest.importorskip("websockets", reason="the websockets package (mediaserver[cloud]) is missing")
 
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
-from websockets.sync.server import Server, ServerConnection, serve
+from websockets.sync.server import ServerConnection
 
 from mediaserver.pipeline.errors import ModelLoadError
 from mediaserver.pipeline.settings import TtsSettings
 from mediaserver.pipeline.tts import TtsChunk, TtsError, load_tts
 from mediaserver.pipeline.tts.cloud import WordCutter
 from mediaserver.pipeline.tts.elevenlabs import CharAligner, ElevenLabsBackend, from_settings
+from tests.pipeline.fake_ws import FakeServer, server_pool, spans, start, tone
 
 RATE = 16000
 MS = RATE // 1000  # samples per millisecond
@@ -41,81 +37,13 @@ MS = RATE // 1000  # samples per millisecond
 # ---------------------------------------------------------------- the fake server
 
 
-@dataclass
-class FakeServer:
-    """A WebSocket server on 127.0.0.1 running `script` for each connection."""
-
-    script: Callable[[ServerConnection, FakeServer], None]
-    reject: tuple[int, str] | None = None
-    handshakes: list[Request] = field(default_factory=list)
-    received: list[Any] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    last_sent_at: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.server: Server = serve(
-            self._handle,
-            "127.0.0.1",
-            0,
-            process_request=self._process_request,
-            compression=None,
-            max_size=None,
-        )
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.server.socket.getsockname()[1]}"
-
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
-        self.handshakes.append(request)
-        if self.reject is not None:
-            return conn.respond(*self.reject)
-        return None
-
-    def _handle(self, conn: ServerConnection) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            self.script(conn, self)
-
-    def recv_json(self, conn: ServerConnection) -> Any:
-        data = json.loads(conn.recv(timeout=5))
-        self.received.append(data)
-        return data
-
-    def send(self, conn: ServerConnection, data: dict[str, Any]) -> None:
-        conn.send(json.dumps(data))
-        self.last_sent_at = time.monotonic()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.server.shutdown()
-        self.thread.join(5)
-
-
 @pytest.fixture
 def servers() -> Iterator[list[FakeServer]]:
-    made: list[FakeServer] = []
-    try:
+    with server_pool() as made:
         yield made
-    finally:
-        for server in made:
-            server.close()
-
-
-def start(
-    servers: list[FakeServer], script: Callable[[ServerConnection, FakeServer], None], **kw: Any
-) -> FakeServer:
-    server = FakeServer(script, **kw)
-    servers.append(server)
-    return server
 
 
 # ---------------------------------------------------------------- the wire format
-
-
-def tone(n: int, start: int = 0) -> np.ndarray:
-    return ((np.arange(start, start + n) * 37) % 20000 - 10000).astype(np.int16)
 
 
 @dataclass
@@ -205,10 +133,6 @@ def backend_for(server: FakeServer, **kwargs: Any) -> ElevenLabsBackend:
         base_url=server.url,
         **kwargs,
     )
-
-
-def spans(chunks: list[TtsChunk]) -> list[tuple[int, int]]:
-    return [(c.start, c.end) for c in chunks]
 
 
 # ---------------------------------------------------------------- tests

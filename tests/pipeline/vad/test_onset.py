@@ -73,4 +73,3 @@ def test_carry_between_packets_of_odd_sizes(hello: np.ndarray) -> None:
     pieces = [hello[i : i + 123] for i in range(0, len(hello), 123)]
     got = [i for i, p in enumerate(pieces) if b.update(p)]
     assert bool(whole) == bool(got)
-
