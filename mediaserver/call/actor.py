@@ -696,7 +696,7 @@ class CallActor:
 
     def _heard(self, reply: AgentReply) -> tuple[str, str | None]:
         heard, cut = reply.voicing.heard(reply.text)
-        return reply.prefix + heard, cut
+        return reply.prefix + _spoken(heard, reply.unsaid), cut
 
     def _commit_interrupted(self) -> None:
         """The interruption was real: keep exactly what the caller heard."""
@@ -933,7 +933,7 @@ class CallActor:
                 break
             offset, clause = item
             started = time.monotonic()
-            async for chunk in self._synthesize(reply.id, clause, voice):
+            async for chunk in self._synthesize(reply.id, offset, clause, voice):
                 self.post(
                     ev.TtsAudio(
                         reply.id, offset, (chunk,), tts.sample_rate, time.monotonic() - started
@@ -942,7 +942,7 @@ class CallActor:
         self.post(ev.TtsDone(reply.id))
 
     async def _synthesize(
-        self, reply: int, clause: str, voice: str | None
+        self, reply: int, offset: int, clause: str, voice: str | None
     ) -> AsyncIterator[TtsChunk]:
         """One clause's chunks as the backend makes them (a streaming backend's first
         audio plays before the clause is done), each `next` in the executor. On a
@@ -954,6 +954,7 @@ class CallActor:
         voices = [voice]
         if cfg.fallback_voice and cfg.fallback_voice != voice:
             voices.append(cfg.fallback_voice)
+        voiced = 0  # end of the clause text voiced so far
         for i, name in enumerate(voices):
             rule = self.faults.check("tts", name or tts.name)
             spoke = False
@@ -964,6 +965,7 @@ class CallActor:
                     chunks = await loop.run_in_executor(executor, tts.synthesize, clause, name)
                     while (chunk := await loop.run_in_executor(executor, next, chunks, None)):
                         spoke = True
+                        voiced = max(voiced, chunk.end)
                         yield chunk
                 return
             except (TtsError, TimeoutError) as exc:
@@ -978,6 +980,7 @@ class CallActor:
                         reply,
                         recovery=step,
                         final=False,
+                        unsaid=(offset + voiced, offset + len(clause)) if last else None,
                     )
                 )
                 if last:
@@ -1048,15 +1051,18 @@ class CallActor:
         ):
             return
         self._reply = None
-        text = reply.prefix + reply.text
+        # What was voiced: clauses TTS skipped were never heard.
+        text = reply.prefix + _spoken(reply.text, reply.unsaid)
         # An LLM reply's earlier steps are already in the conversation (with
         # their tool calls); fixed text (greeting, prompts) is kept whole.
-        said = reply.text[reply.step_start :] if reply.kind == "llm" else text
+        said = _spoken(reply.text, reply.unsaid, reply.step_start)
+        if reply.kind != "llm":
+            said = text
         if said.strip():
             self.messages.append(Message("assistant", said))
         self._note("agent_said", reply=reply.id, text=text)
         self.log.info("agent_said", reply=reply.id, text=text)
-        self._record_turn(reply, generated=text, heard=text)
+        self._record_turn(reply, generated=reply.prefix + reply.text, heard=text)
         if reply.then_hangup or self.life.state == CallState.ENDING:
             self._hangup("agent")
             return
@@ -1407,6 +1413,8 @@ class CallActor:
         recovery = event.recovery
         if event.final and not recovery:
             recovery = self._final_recovery(kind, event, reply)
+        if reply is not None and event.unsaid is not None:
+            reply.unsaid.append(event.unsaid)
         self._note(
             "error", kind=kind.value, stage=event.stage, error=event.error, recovery=recovery
         )
@@ -1483,3 +1491,15 @@ def _close_quietly(chunks: Iterator[TtsChunk]) -> None:
     if close is not None:
         with contextlib.suppress(ValueError, TtsError):
             close()
+
+
+def _spoken(text: str, unsaid: list[tuple[int, int]], start: int = 0) -> str:
+    """`text[start:]` without the `unsaid` spans (offsets into the whole text)."""
+    out, at = [], start
+    for a, b in sorted(unsaid):
+        if b <= at:
+            continue
+        out.append(text[at : max(a, at)])
+        at = b
+    out.append(text[at:])
+    return "".join(out)

@@ -178,6 +178,9 @@ class StageError:
     #: The stage gave up: the actor's recovery for the kind applies. False: the
     #: stage recovered by itself and the error is only recorded.
     final: bool = True
+    #: Text offsets of the reply that the failure left unsaid (a skipped clause):
+    #: the caller never heard them, so the conversation must not keep them.
+    unsaid: tuple[int, int] | None = None
 
 
 Event = (

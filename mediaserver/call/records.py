@@ -104,6 +104,8 @@ class AgentReply:
     tools_pending: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     tool_results: list[ev.ToolResult] = field(default_factory=list)
     tool_calls_made: int = 0
+    #: Spans of `text` that were never voiced (clauses TTS skipped).
+    unsaid: list[tuple[int, int]] = field(default_factory=list)
     #: The current LLM step asked for tools and its stream has not ended yet.
     step_has_tools: bool = False
     filler_said: bool = False
