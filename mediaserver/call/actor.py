@@ -518,7 +518,7 @@ class CallActor:
     async def _run_stt(self, turn: int, queue: asyncio.Queue[_SttInput]) -> None:
         """Feed the turn's audio to STT (batched per wake-up), pass VAD pauses on
         in order, then finalise."""
-        loop, executor, stream = self._loop, self.runtime.executor, self._stt
+        loop, executor, stream = self._loop, self.runtime.stt_executor, self._stt
         try:
             ended = False
             while not ended:

@@ -1,8 +1,9 @@
 """The process-wide part of the pipeline: models loaded once, shared by every call.
 
-One bounded executor runs all CPU-bound inference (VAD batches, STT decoding,
-TTS synthesis), so a burst of calls queues work instead of starting threads
-without limit; the event loop only moves packets and events.
+Bounded executors run all CPU-bound inference (one thread for VAD batches,
+`executor_threads` for STT decoding and as many for TTS synthesis and the
+rest), so a burst of calls queues work instead of starting threads without
+limit; the event loop only moves packets and events.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ class PipelineRuntime:
         # VAD gets its own thread: it is on every call's critical path (barge-in,
         # end of turn) and must never queue behind a long STT or TTS job.
         self.vad_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
+        # STT has its own threads too: a Whisper transcription holds one for
+        # ~0.3-0.6 s, and TTS (first audio of every reply) must not wait behind it.
+        self.stt_executor = ThreadPoolExecutor(
+            max_workers=settings.executor_threads, thread_name_prefix="stt"
+        )
         self.vad_model = SileroModel(settings.vad.model)
         self.vad = VadBatcher(self.vad_model, self.vad_executor, settings.vad, loop)
         self.stt: SttBackend = load_stt(settings.stt)
@@ -100,4 +106,5 @@ class PipelineRuntime:
         self.stt.close()
         self.tts.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.stt_executor.shutdown(wait=False, cancel_futures=True)
         self.vad_executor.shutdown(wait=False, cancel_futures=True)

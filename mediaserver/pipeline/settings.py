@@ -280,7 +280,8 @@ class PipelineSettings(_Strict):
     #: jitter buffer's playout schedule (`media.jitter_window` later); only a
     #: missing packet is waited for. Saves the window on every turn and barge-in.
     eager_jitter: bool = True
-    #: Threads for CPU-bound inference (STT, TTS, VAD) shared by all calls.
+    #: Threads for STT decoding, and as many for TTS and tools' blocking work,
+    #: shared by all calls (VAD has a thread of its own).
     executor_threads: int = Field(2, ge=1, le=64)
     #: Seconds a tool may run before it is abandoned (tool_timeout).
     tool_timeout: float = Field(10.0, gt=0)
