@@ -109,6 +109,10 @@ class SttSettings(_Strict):
     #: faster-whisper: seconds of new audio between interim transcripts (0: none;
     #: each costs a full transcription; barge_in.min_words needs them).
     partials: float = Field(0.0, ge=0)
+    #: A second backend that transcribes a turn this one failed (the turn's audio
+    #: is kept), e.g. {backend: faster-whisper} under deepgram; stt_failure only
+    #: when both fail.
+    fallback: SttSettings | None = None
     #: Seconds the final transcript may take once the turn ended (stt_failure after).
     #: Cloud backends also bound connecting by it.
     timeout: float = Field(5.0, gt=0)
@@ -166,6 +170,9 @@ class TtsSettings(_Strict):
     #: Speaking speed of a network backend (openai 0.25-4.0, elevenlabs
     #: 0.7-1.2; cartesia ignores it).
     speed: float = Field(1.0, ge=0.25, le=4.0)
+    #: A second backend that speaks a clause this one failed before any audio,
+    #: e.g. {backend: espeak-ng} under a cloud voice (resampled to this one's rate).
+    fallback: TtsSettings | None = None
 
 
 class LlmSettings(_Strict):

@@ -102,7 +102,8 @@ BACKENDS: dict[str, Callable[[SttSettings], SttBackend]] = {
 
 
 def load_stt(settings: SttSettings) -> SttBackend:
-    """Load the STT backend `settings` names (blocking: models load here).
+    """Load the STT backend `settings` names (blocking: models load here), wrapped
+    with its `fallback` backend when one is configured (`FallbackSttBackend`).
 
     Args:
         settings: the pipeline's `stt` settings.
@@ -119,10 +120,15 @@ def load_stt(settings: SttSettings) -> SttBackend:
             f"stt: unknown backend {settings.backend!r} (known: {', '.join(sorted(BACKENDS))})"
         )
     try:
-        return factory(settings)
+        backend = factory(settings)
     except ModelLoadError:
         raise
     except Exception as exc:
         raise ModelLoadError(
             f"{settings.backend}: cannot load model {settings.model}: {exc}"
         ) from exc
+    if settings.fallback is not None:
+        from mediaserver.pipeline.stt.fallback import FallbackSttBackend
+
+        return FallbackSttBackend(backend, load_stt(settings.fallback))
+    return backend

@@ -60,6 +60,10 @@ class SttHints:
 
     phrases: tuple[str, ...] = ()
     words: tuple[str, ...] = ()
+    #: What the agent asks callers about, as words: its tools' argument names
+    #: ("order id", "city"). Vocabulary for a prompt or key terms, not phrases a
+    #: caller says whole (a grammar-based recogniser ignores them).
+    terms: tuple[str, ...] = ()
     #: Keep open (free) speech possible besides the hinted vocabulary.
     open_vocabulary: bool = True
     extra: dict[str, str] = field(default_factory=dict)

@@ -100,9 +100,9 @@ def _language(code: str) -> str:
 
 
 def _vocabulary(hints: SttHints) -> list[str]:
-    """Phrases, then words, each once, in the agent's order."""
+    """Phrases, then terms, then words, each once, in the agent's order."""
     seen: dict[str, None] = {}
-    for term in (*hints.phrases, *hints.words):
+    for term in (*hints.phrases, *hints.terms, *hints.words):
         term = " ".join(term.split())
         if term and term.lower() not in {s.lower() for s in seen}:
             seen[term] = None

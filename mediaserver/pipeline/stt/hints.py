@@ -79,7 +79,13 @@ def _schema_types(schema: Mapping[str, Any]) -> set[str]:
     return set()
 
 
-def _vocabulary(name: str, schema: Mapping[str, Any], phrases: list[str], words: list[str]) -> None:
+def _vocabulary(
+    name: str,
+    schema: Mapping[str, Any],
+    phrases: list[str],
+    words: list[str],
+    terms: list[str] | None = None,
+) -> None:
     """Add the words one parameter's schema implies (recursing into objects and arrays)."""
     enum = schema.get("enum")
     if isinstance(enum, list):
@@ -102,18 +108,20 @@ def _vocabulary(name: str, schema: Mapping[str, Any], phrases: list[str], words:
             words.extend(LETTER_WORDS)
     items = schema.get("items")
     if isinstance(items, Mapping):
-        _vocabulary(name, items, phrases, words)
+        _vocabulary(name, items, phrases, words, terms)
     for key in ("anyOf", "oneOf", "allOf"):
         alternatives = schema.get(key)
         if isinstance(alternatives, list):
             for alternative in alternatives:
                 if isinstance(alternative, Mapping):
-                    _vocabulary(name, alternative, phrases, words)
+                    _vocabulary(name, alternative, phrases, words, terms)
     properties = schema.get("properties")
     if isinstance(properties, Mapping):
         for child_name, child in properties.items():
             if isinstance(child, Mapping):
-                _vocabulary(str(child_name), child, phrases, words)
+                if terms is not None:
+                    terms.append(phrase_for_name(str(child_name)))
+                _vocabulary(str(child_name), child, phrases, words, terms)
 
 
 def _unique(items: Iterable[str]) -> tuple[str, ...]:
@@ -127,7 +135,8 @@ def hints_for(phrases: list[str], tool_parameter_schemas: list[dict[str, Any]]) 
     Each schema is either a tool definition (``{"name": "check_order",
     "parameters": {...}}``, OpenAI's ``{"type": "function", "function": {...}}``
     too) or a bare JSON-schema parameters object. Tool names become phrases
-    ("check_order" -> "check order"); integer and number parameters add the
+    ("check_order" -> "check order"), argument names become terms ("order id");
+    integer and number parameters add the
     number words; string parameters whose name or description mention an id,
     code, number or letters add digits and spelled letters; enums add their
     values as phrases; booleans add "yes" and "no".
@@ -142,6 +151,7 @@ def hints_for(phrases: list[str], tool_parameter_schemas: list[dict[str, Any]]) 
     """
     out_phrases = [" ".join(phrase.lower().split()) for phrase in phrases]
     out_words: list[str] = []
+    out_terms: list[str] = []
     for schema in tool_parameter_schemas:
         tool: Mapping[str, Any] = schema
         function = schema.get("function")
@@ -152,5 +162,7 @@ def hints_for(phrases: list[str], tool_parameter_schemas: list[dict[str, Any]]) 
             out_phrases.append(phrase_for_name(tool_name))
         parameters = tool.get("parameters", tool if "properties" in tool else None)
         if isinstance(parameters, Mapping):
-            _vocabulary("", parameters, out_phrases, out_words)
-    return SttHints(phrases=_unique(out_phrases), words=_unique(out_words))
+            _vocabulary("", parameters, out_phrases, out_words, out_terms)
+    return SttHints(
+        phrases=_unique(out_phrases), words=_unique(out_words), terms=_unique(out_terms)
+    )

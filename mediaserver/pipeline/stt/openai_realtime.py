@@ -96,10 +96,11 @@ _AUTH_CODES = ("invalid_api_key", "invalid_authentication", "unauthorized")
 
 
 def prompt_for(hints: SttHints) -> str | None:
-    """The transcription prompt for `hints`: its phrases and words, comma separated."""
+    """The transcription prompt for `hints`: its phrases, terms and words, comma separated."""
     terms: list[str] = []
     size = 0
-    for term in dict.fromkeys(" ".join(t.split()) for t in (*hints.phrases, *hints.words)):
+    vocabulary = (*hints.phrases, *hints.terms, *hints.words)
+    for term in dict.fromkeys(" ".join(t.split()) for t in vocabulary):
         if not term:
             continue
         size += len(term) + 2

@@ -18,11 +18,12 @@ espeak-ng speech through G.711; docs/benchmarks.md has the runs):
   end-of-speech timeout runs; if the caller does not speak again before the
   turn ends, `finalise` returns that transcript at once instead of decoding
   then. Speech after the pause (`resume`) throws the guess away.
-* **Hints as a prompt.** The agent's phrases (its hints, its tools' names) go
-  in as Whisper's "previous text", which biases spelling and vocabulary. A
-  prompt can also make the base model stop early or repeat the prompt, so a
-  prompted transcript that is cut short (far fewer words than the speech
-  holds) is redone without the prompt, and an echoed prompt is removed.
+* **Hints as a prompt.** The agent's phrases (its hints, its tools' names) and
+  its tools' argument names go in as Whisper's "previous text", which biases
+  spelling and vocabulary. A prompt can also make the base model stop early or
+  repeat the prompt, so a prompted transcript that is cut short (far fewer
+  words than the speech holds) is redone without the prompt, and an echoed
+  prompt is removed.
 * **No text from noise.** A window Whisper itself thinks holds no speech
   (no-speech probability above 0.6 with a low average log-probability, the
   thresholds faster-whisper uses) gives an empty transcript, so line noise
@@ -159,8 +160,8 @@ class FasterWhisperBackend(SttBackend):
         self.transcriptions = 0
 
     def prompt_for(self, hints: SttHints) -> list[int]:
-        """Whisper "previous text" tokens for `hints` (its phrases; none: empty)."""
-        phrases = [p for p in hints.phrases if p]
+        """Whisper "previous text" tokens for `hints` (its phrases and terms; none: empty)."""
+        phrases = list(dict.fromkeys(p for p in (*hints.phrases, *hints.terms) if p))
         if not phrases:
             return []
         text = " " + ", ".join(phrases) + "."

@@ -66,7 +66,8 @@ BACKENDS: dict[str, Callable[[TtsSettings], TtsBackend]] = {
 
 
 def load_tts(settings: TtsSettings) -> TtsBackend:
-    """Load the TTS backend `settings` names (blocking: libraries and models load here).
+    """Load the TTS backend `settings` names (blocking: libraries and models load here),
+    wrapped with its `fallback` backend when one is configured (`FallbackTtsBackend`).
 
     `settings.fallback_voice` is not used here: it is the voice the caller
     passes to `synthesize` when synthesis with the default one fails.
@@ -90,10 +91,15 @@ def load_tts(settings: TtsSettings) -> TtsBackend:
             f"tts: unknown backend {settings.backend!r} (known: {', '.join(sorted(BACKENDS))})"
         )
     try:
-        return factory(settings)
+        backend = factory(settings)
     except ModelLoadError:
         raise
     except Exception as exc:
         raise ModelLoadError(
             f"{settings.backend}: cannot load voice {settings.voice}: {exc}"
         ) from exc
+    if settings.fallback is not None:
+        from mediaserver.pipeline.tts.fallback import FallbackTtsBackend
+
+        return FallbackTtsBackend(backend, load_tts(settings.fallback))
+    return backend

@@ -230,6 +230,8 @@ def test_hints_for_tools() -> None:
         "extra large",
         "get weather",
     )
+    # Argument names are vocabulary for prompts, not phrases for a grammar.
+    assert hints.terms == ("order id", "quantity", "express", "size", "note")
     for word in (
         "zero",
         "oh",
