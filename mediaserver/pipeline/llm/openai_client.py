@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from mediaserver.pipeline.cloud import env_key
+from mediaserver.pipeline.cloud import env_key, http_error_text
 from mediaserver.pipeline.llm.base import (
     Done,
     LlmBackend,
@@ -138,26 +138,6 @@ class _PendingCall:
     id: str = ""
     name: str = ""
     arguments: str = ""
-
-
-def _error_message(body: bytes) -> str:
-    """The provider's error text: OpenAI's {"error": {"message"}}, or what else there is."""
-    text = body.decode("utf-8", errors="replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text[:300] or "no error message"
-    if isinstance(data, dict):
-        error = data.get("error", data)
-        if isinstance(error, dict):
-            for key in ("message", "detail", "msg"):
-                if error.get(key):
-                    return str(error[key])
-        elif isinstance(error, str) and error:
-            return error
-        if data.get("detail"):
-            return str(data["detail"])
-    return text[:300]
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -376,7 +356,7 @@ class OpenAiBackend(LlmBackend):
             raise LlmError(f"bad chunk from the LLM: {event.data[:200]!r}")
         if event.event == "error" or "error" in data:
             # Some servers report failures mid-stream as a data line.
-            raise LlmError(_error_message(event.data.encode()))
+            raise LlmError(http_error_text(event.data.encode()))
         for choice in data.get("choices") or []:
             if choice.get("index", 0) != 0:
                 continue  # n > 1 is never requested
@@ -453,7 +433,7 @@ class OpenAiBackend(LlmBackend):
         if response.status_code in (429, 503):
             retry = _retry_after(response.headers.get("retry-after"))
         raise LlmError(
-            f"LLM HTTP {response.status_code}: {_error_message(body)}",
+            f"LLM HTTP {response.status_code}: {http_error_text(body)}",
             status=response.status_code,
             retry_after=retry,
         )
