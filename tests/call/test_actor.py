@@ -144,9 +144,10 @@ def test_barge_in_flushes_cancels_and_keeps_only_what_was_heard(
 
 def test_false_barge_in_resumes_where_the_agent_stopped(tmp_path: Path) -> None:
     story = speech("tell me a story", tmp_path)
-    backchannel = speech("mmm hmm", tmp_path)  # voice, but no words for the grammar
+    backchannel = speech("mmm hmm", tmp_path)  # voice, but (mostly) no words for the grammar
 
-    async def main() -> None:
+    async def main() -> bool:
+        """One call; False when pocketsphinx heard a word in the backchannel."""
         cfg = settings()
         agent = weather_agent(cfg, greeting="Hi.")
         async with agent_call(agent) as live:
@@ -159,7 +160,17 @@ def test_false_barge_in_resumes_where_the_agent_stopped(tmp_path: Path) -> None:
             await asyncio.sleep(1.5)
             await caller.say(backchannel)
             assert await wait_for(lambda: bool(actor.barge_ins), 5)
-            assert await wait_for(lambda: actor.barge_ins[0].resumed, 5)
+
+            def heard() -> list[str]:
+                finals = [e.get("text") for e in actor.timeline if e["event"] == "caller_final"]
+                return [t for t in finals if t and t != "tell me a story"]
+
+            assert await wait_for(lambda: actor.barge_ins[0].resumed or bool(heard()), 5)
+            if heard():
+                # A grammar decoder sometimes finds a word ("hello", "get") in a
+                # hum, depending on the turn's exact edges: then the interruption
+                # was real, and this call cannot test the false one.
+                return False
             barge = actor.barge_ins[0]
             assert barge.false
             # The agent goes on from the word it was cut in, to the end.
@@ -168,8 +179,9 @@ def test_false_barge_in_resumes_where_the_agent_stopped(tmp_path: Path) -> None:
             assert said[-1] == told.text
             users = [m.content for m in actor.messages if m.role == "user"]
             assert users == ["tell me a story"]  # the backchannel is not a turn
+            return True
 
-    run(main())
+    assert any(run(main()) for _ in range(3)), "pocketsphinx heard words in every backchannel"
 
 
 def test_unintelligible_speech_gets_the_recovery_phrase(tmp_path: Path) -> None:
