@@ -8,8 +8,6 @@ G.711 u-law and back).
 from __future__ import annotations
 
 import shutil
-import subprocess
-import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,8 +15,6 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from mediaserver.codecs.g711 import ulaw_decode, ulaw_encode
-from mediaserver.codecs.resample import resample
 from mediaserver.pipeline.settings import SttSettings
 from mediaserver.pipeline.stt import STT_RATE, ModelLoadError, SttHints, load_stt
 from mediaserver.pipeline.stt import models as stt_models
@@ -38,24 +34,6 @@ def whisper() -> Iterator[FasterWhisperBackend]:
     backend = FasterWhisperBackend(MODEL, beam_size=1, threads=2)
     yield backend
     backend.close()
-
-
-@pytest.fixture(scope="module")
-def speak(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, bool], Pcm]:
-    folder = tmp_path_factory.mktemp("speech")
-
-    def synth(text: str, phone: bool = False) -> Pcm:
-        path = folder / (text.replace(" ", "_") + ".wav")
-        if not path.exists():
-            subprocess.run(["espeak-ng", "-w", str(path), text], check=True, timeout=20)
-        with wave.open(str(path)) as wav:
-            rate = wav.getframerate()
-            pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
-        if not phone:
-            return resample(pcm, rate, STT_RATE)
-        return resample(ulaw_decode(ulaw_encode(resample(pcm, rate, 8000))), 8000, STT_RATE)
-
-    return synth
 
 
 def words(text: str) -> list[str]:
