@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mediaserver.call.faults import FaultSettings
+from mediaserver.faults import FaultSettings
 from mediaserver.pipeline.settings import PipelineSettings
 from mediaserver.sip.sdp import CODECS
 

@@ -22,13 +22,14 @@ import structlog
 
 from mediaserver.apps import APPS
 from mediaserver.apps.agent import agent_from_config
+from mediaserver.call.actor import CallActor
 from mediaserver.call.errors import RECOVERY, ErrorKind
 from mediaserver.call.events import HoldChanged, StageError, TransferResult
-from mediaserver.call.faults import Faults
 from mediaserver.call.runtime import PipelineRuntime
 from mediaserver.call.spec import AgentSpec
 from mediaserver.call.store import CallRecord, CallStore
 from mediaserver.config import Config, ConfigError, SipSettings
+from mediaserver.faults import Faults
 from mediaserver.media.clock import MediaClock
 from mediaserver.media.ports import PortPool
 from mediaserver.media.relay import bridge_sessions
@@ -81,7 +82,7 @@ class _AppCall:
     session: RtpSession | None = None
     runtime: PipelineRuntime | None = None
     agent: AgentSpec | None = None
-    actor: Any = None
+    actor: CallActor | None = None
     bridge: _Bridge | None = None
     #: Where the agent's last transfer goes (to bridge it if the REFER is refused).
     transfer_target: str | None = None
@@ -611,16 +612,16 @@ class SipServer:
         record = app.record
         if record is None:
             return
-        actor = app.actor
         final: dict[str, Any] = {"sip_reason": event.reason, "media": media}
-        if actor is not None:
+        if app.actor is not None:
+            summary = app.actor.summary()
             final.update(
-                agent_end_reason=actor.end_reason,
-                state=actor.life.state.value,
-                global_data=actor.global_data,
-                metadata=actor.metadata,
-                digits="".join(actor.digits),
-                turns=len(actor.turns),
+                agent_end_reason=summary.end_reason,
+                state=summary.state,
+                global_data=summary.global_data,
+                metadata=summary.metadata,
+                digits=summary.digits,
+                turns=summary.turns,
             )
         record.add("sip", {"event": "ended", "reason": event.reason, "by": event.by})
         record.finish(event.reason, event.by, final)

@@ -16,6 +16,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from mediaserver.agent.actions import to_commands
+from mediaserver.call.commands import Command
+
 
 class SwaigFunctionResult:
     """A tool's answer for the model and the actions for the call.
@@ -136,9 +139,9 @@ class SwaigFunctionResult:
             out["post_process"] = True
         return out
 
-    def to_tool_output(self) -> tuple[str, tuple[Any, ...]]:
-        """(text for the model, actions for the actor): what `CallActor` consumes."""
-        return self.response, tuple(self.action)
+    def to_tool_output(self) -> tuple[str, tuple[Command, ...]]:
+        """(text for the model, the actions as the call's commands): what the call runs."""
+        return self.response, to_commands(self.action)
 
     def __repr__(self) -> str:
         return f"SwaigFunctionResult({json.dumps(self.to_dict())})"

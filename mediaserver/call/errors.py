@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import enum
 
+from mediaserver.pipeline.llm.base import LlmError, LlmTimeout
+
 
 class ErrorKind(enum.StrEnum):
     """What went wrong, independent of which backend it was."""
@@ -47,6 +49,9 @@ RECOVERY: dict[ErrorKind, str] = {
 }
 
 
-def llm_error_kind(status: int | None) -> ErrorKind:
-    """The kind of an LLM provider error with HTTP `status` (None: no response)."""
-    return ErrorKind.AUTH_FAILURE if status in (401, 403) else ErrorKind.LLM_ERROR
+def llm_error_kind(exc: LlmError) -> ErrorKind:
+    """The kind of a model failure: a timeout, refused credentials (HTTP 401/403)
+    or any other error."""
+    if isinstance(exc, LlmTimeout):
+        return ErrorKind.LLM_TIMEOUT
+    return ErrorKind.AUTH_FAILURE if exc.status in (401, 403) else ErrorKind.LLM_ERROR

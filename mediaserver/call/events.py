@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from mediaserver.call.commands import Command
 from mediaserver.call.errors import ErrorKind
 from mediaserver.pipeline.llm.base import ToolCall
 from mediaserver.pipeline.tts.base import TtsChunk
@@ -153,7 +154,7 @@ class ToolResult:
     content: str
     duration_s: float
     error: str | None = None
-    actions: tuple[Any, ...] = ()
+    commands: tuple[Command, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from mediaserver.call import events as ev
 from mediaserver.call.voicing import Voicing
@@ -124,3 +125,15 @@ class AgentReply:
     def tasks(self) -> list[asyncio.Task[None]]:
         out = [t for t in (self.llm_task, self.tts_task) if t is not None]
         return out + list(self.tools_pending.values())
+
+
+@dataclass(frozen=True)
+class CallSummary:
+    """How a call went, for the server's call record (`CallActor.summary`)."""
+
+    end_reason: str
+    state: str
+    global_data: dict[str, Any]
+    metadata: dict[str, Any]
+    digits: str
+    turns: int

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 
-from mediaserver.call.faults import Faults
 from mediaserver.call.spec import AgentSpec
+from mediaserver.faults import Faults
 from mediaserver.pipeline.llm import ScriptedConfig, ScriptedReply, load_llm
 from mediaserver.pipeline.llm.base import LlmBackend
 from mediaserver.pipeline.settings import LlmSettings, PipelineSettings

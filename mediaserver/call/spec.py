@@ -12,14 +12,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mediaserver.call.commands import Command
 from mediaserver.pipeline.llm.base import ToolSpec
 from mediaserver.pipeline.settings import PipelineSettings
 
 #: A tool handler: called with the decoded arguments and the call's context
 #: (SignalWire's raw_data: function, argument, call_id, global_data); may be
 #: sync or async. Returns text for the model, a dict (sent as JSON), None, or
-#: an object with `to_tool_output() -> tuple[str, tuple[Any, ...]]` (response
-#: and actions).
+#: an object with `to_tool_output() -> tuple[str, tuple[Command, ...]]`
+#: (response and commands; front-ends translate their action names).
 ToolHandler = Callable[[dict[str, Any], dict[str, Any]], Any | Awaitable[Any]]
 
 
@@ -79,8 +80,8 @@ class AgentSpec:
         return next((t for t in self.tools if t.spec.name == name), None)
 
 
-def tool_output(value: Any) -> tuple[str, tuple[Any, ...]]:
-    """A handler's return value as (text for the model, actions for the actor)."""
+def tool_output(value: Any) -> tuple[str, tuple[Command, ...]]:
+    """A handler's return value as (text for the model, commands for the call)."""
     if hasattr(value, "to_tool_output"):
         text, actions = value.to_tool_output()
         return str(text), tuple(actions)

@@ -49,23 +49,23 @@ def test_greets_answers_a_question_with_a_tool_and_keeps_the_conversation(
             assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
             greeting_packets = len(caller.received)
             assert greeting_packets > 20
-            assert actor.messages[1].content == "Hello, this is the weather line."
+            assert actor.convo.messages[1].content == "Hello, this is the weather line."
 
             _, spoke_end = await caller.say(question)
-            assert await wait_for(lambda: len(actor.turns) == 1, 10)
+            assert await wait_for(lambda: len(actor.replies.turns) == 1, 10)
             assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
-            roles = [m.role for m in actor.messages]
+            roles = [m.role for m in actor.convo.messages]
             assert roles == ["system", "assistant", "user", "assistant", "tool", "assistant"]
-            user = actor.messages[2].content or ""
+            user = actor.convo.messages[2].content or ""
             assert "weather" in user and "paris" in user
-            call = actor.messages[3].tool_calls[0]
+            call = actor.convo.messages[3].tool_calls[0]
             assert call.name == "get_weather" and call.arguments == {"city": "paris"}
-            assert actor.messages[4].content == "It is sunny in paris today."
-            assert "sunny in paris" in (actor.messages[5].content or "")
+            assert actor.convo.messages[4].content == "It is sunny in paris today."
+            assert "sunny in paris" in (actor.convo.messages[5].content or "")
             # The answer was sent on the wire after the question ended.
             answer = caller.agent_audio(since=spoke_end)
             assert len(answer) > 8000  # more than a second of speech
-            metrics = actor.turns[0].summary()
+            metrics = actor.replies.turns[0].summary()
             assert metrics["voice_to_voice_ms"] > metrics["endpointing_ms"] >= 400
             assert not actor.life.refused
 
@@ -93,7 +93,7 @@ def test_barge_in_flushes_cancels_and_keeps_only_what_was_heard(
             assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
             await caller.say(story)
             assert await wait_for(lambda: actor.life.state == CallState.SPEAKING, 10)
-            reply = actor._reply
+            reply = actor.replies.current
             assert reply is not None and reply.kind == "llm"
             await asyncio.sleep(1.5)  # the story is being told
             sent: list[object] = []
@@ -106,8 +106,8 @@ def test_barge_in_flushes_cancels_and_keeps_only_what_was_heard(
 
             session.on_sent = spy
             await caller.say(interruption)
-            assert await wait_for(lambda: bool(actor.barge_ins), 5)
-            barge = actor.barge_ins[0]
+            assert await wait_for(lambda: bool(actor.replies.interruptions.all), 5)
+            barge = actor.replies.interruptions.all[0]
             assert barge.flushed_frames > 0
             # Nothing of the reply left after the decision, but what was
             # already in this tick's batch (one frame at most).
@@ -126,12 +126,12 @@ def test_barge_in_flushes_cancels_and_keeps_only_what_was_heard(
             # exactly the text voiced by the frames that were sent.
             assert await wait_for(
                 lambda: any(
-                    m.role == "user" and "stop" in (m.content or "") for m in actor.messages
+                    m.role == "user" and "stop" in (m.content or "") for m in actor.convo.messages
                 ),
                 10,
             )
             heard, _ = reply.voicing.heard(reply.text)
-            kept = [m.content for m in actor.messages if m.role == "assistant"]
+            kept = [m.content for m in actor.convo.messages if m.role == "assistant"]
             assert heard in kept
             assert barge.heard == heard and heard != reply.text
             assert reply.text.startswith(heard.rstrip("—").rsplit(" ", 1)[0])
@@ -155,29 +155,29 @@ def test_false_barge_in_resumes_where_the_agent_stopped(tmp_path: Path) -> None:
             assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
             await caller.say(story)
             assert await wait_for(lambda: actor.life.state == CallState.SPEAKING, 10)
-            told = actor._reply
+            told = actor.replies.current
             assert told is not None
             await asyncio.sleep(1.5)
             await caller.say(backchannel)
-            assert await wait_for(lambda: bool(actor.barge_ins), 5)
+            assert await wait_for(lambda: bool(actor.replies.interruptions.all), 5)
 
             def heard() -> list[str]:
                 finals = [e.get("text") for e in actor.timeline if e["event"] == "caller_final"]
                 return [t for t in finals if t and t != "tell me a story"]
 
-            assert await wait_for(lambda: actor.barge_ins[0].resumed or bool(heard()), 5)
+            assert await wait_for(lambda: actor.replies.interruptions.all[0].resumed or bool(heard()), 5)
             if heard():
                 # A grammar decoder sometimes finds a word ("hello", "get") in a
                 # hum, depending on the turn's exact edges: then the interruption
                 # was real, and this call cannot test the false one.
                 return False
-            barge = actor.barge_ins[0]
+            barge = actor.replies.interruptions.all[0]
             assert barge.false
             # The agent goes on from the word it was cut in, to the end.
             assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 20)
-            said = [m.content for m in actor.messages if m.role == "assistant"]
+            said = [m.content for m in actor.convo.messages if m.role == "assistant"]
             assert said[-1] == told.text
-            users = [m.content for m in actor.messages if m.role == "user"]
+            users = [m.content for m in actor.convo.messages if m.role == "user"]
             assert users == ["tell me a story"]  # the backchannel is not a turn
             return True
 
@@ -200,7 +200,7 @@ def test_unintelligible_speech_gets_the_recovery_phrase(tmp_path: Path) -> None:
                 lambda: any(e["event"] == "not_understood" for e in actor.timeline), 5
             )
             assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
-            assert actor.messages[-1].content == cfg.turn.not_understood
+            assert actor.convo.messages[-1].content == cfg.turn.not_understood
 
     run(main())
 
@@ -215,7 +215,7 @@ def test_silent_caller_gets_a_prompt_then_a_polite_hangup() -> None:
             assert await wait_for(lambda: actor.life.state == CallState.ENDED, 5)
             events = [e["event"] for e in actor.timeline]
             assert events.index("attention_prompt") < events.index("inactivity_hangup")
-            said = [m.content for m in actor.messages if m.role == "assistant"]
+            said = [m.content for m in actor.convo.messages if m.role == "assistant"]
             assert said == ["Hi.", cfg.turn.attention_prompt, cfg.turn.goodbye]
             assert actor.end_reason == "caller silent"
             assert not actor.life.refused
@@ -254,8 +254,8 @@ def test_slow_tool_gets_a_filler_then_its_answer(tmp_path: Path) -> None:
             assert said()[-1] == "Let me check. It is raining in paris."
             events = [e["event"] for e in actor.timeline]
             assert events.index("filler") < events.index("tool")
-            assert actor.messages[-1].content == "It is raining in paris."
-            assert actor.messages[-1].role == "assistant"
+            assert actor.convo.messages[-1].content == "It is raining in paris."
+            assert actor.convo.messages[-1].role == "assistant"
 
     run(main())
 
@@ -273,7 +273,7 @@ def test_a_noise_burst_pauses_the_agent_which_then_resumes_mid_word(tmp_path: Pa
             assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
             await caller.say(story)
             assert await wait_for(lambda: actor.life.state == CallState.SPEAKING, 10)
-            told = actor._reply
+            told = actor.replies.current
             assert told is not None
             await asyncio.sleep(1.0)
             await caller.say(burst)
@@ -282,9 +282,9 @@ def test_a_noise_burst_pauses_the_agent_which_then_resumes_mid_word(tmp_path: Pa
             )
             events = [e["event"] for e in actor.timeline]
             assert events.index("barge_in_pause") < events.index("barge_in_unpause")
-            assert not actor.barge_ins  # never confirmed
+            assert not actor.replies.interruptions.all  # never confirmed
             assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 20)
-            said = [m.content for m in actor.messages if m.role == "assistant"]
+            said = [m.content for m in actor.convo.messages if m.role == "assistant"]
             assert said[-1] == told.text
 
     run(main())
@@ -304,13 +304,13 @@ def test_speech_pauses_the_agent_before_silero_confirms(tmp_path: Path) -> None:
             assert await wait_for(lambda: actor.life.state == CallState.SPEAKING, 10)
             await asyncio.sleep(1.0)
             await caller.say(interruption)
-            assert await wait_for(lambda: bool(actor.barge_ins), 5)
+            assert await wait_for(lambda: bool(actor.replies.interruptions.all), 5)
             events = [e["event"] for e in actor.timeline]
             pause = events.index("barge_in_pause")
             # The audio stopped on the fast test; silero's speech start confirmed it.
             assert pause < events.index("interrupted")
             assert pause < len(events) - 1 - events[::-1].index("speech_start")
-            assert actor.barge_ins[0].flushed_frames > 0
+            assert actor.replies.interruptions.all[0].flushed_frames > 0
 
     run(main())
 
@@ -344,8 +344,8 @@ def test_tool_actions_say_toggle_data_and_hangup(tmp_path: Path) -> None:
             assert await wait_for(lambda: live.call.hangups == 1, 20)
             said = [e["text"] for e in actor.timeline if e["event"] == "agent_said"]
             assert said[-1] == "Bring an umbrella. Rain in paris, visit 1."
-            assert actor.global_data == {"visits": 2, "city": "paris"}
-            assert actor.disabled_tools == {"get_weather"}
+            assert actor.convo.global_data == {"visits": 2, "city": "paris"}
+            assert actor.convo.disabled_tools == {"get_weather"}
             actions = [e["name"] for e in actor.timeline if e["event"] == "action"]
             assert actions == ["say", "set_global_data", "toggle_functions", "hangup"]
             assert actor.end_reason == "agent"
@@ -525,10 +525,10 @@ def test_hold_action_ignores_the_caller_then_resumes(tmp_path: Path) -> None:
             assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
             await live.caller.say(question)
             assert await wait_for(lambda: said()[-1:] == ["Please hold."], 10)
-            users = len([m for m in actor.messages if m.role == "user"])
+            users = len([m for m in actor.convo.messages if m.role == "user"])
             await live.caller.say(question)  # while on hold: not a turn
             assert await wait_for(lambda: said()[-1] == HOLD_ENDED, 10)
-            assert len([m for m in actor.messages if m.role == "user"]) == users
+            assert len([m for m in actor.convo.messages if m.role == "user"]) == users
             events = [e["event"] for e in actor.timeline]
             assert events.index("hold_started") < events.index("hold_ended")
 

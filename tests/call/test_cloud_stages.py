@@ -150,16 +150,16 @@ def test_deepgram_closing_mid_turn_asks_to_repeat_and_the_call_goes_on(tmp_path:
                 assert await wait_for(lambda: said(actor)[-1:] == [phrase], 15)
                 assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
                 assert heard_samples(caller, spoke_end) > 8000  # over a second
-                assert [m.content for m in actor.messages if m.role == "user"] == []
-                assert actor.messages[-1].role == "assistant"
-                assert actor.messages[-1].content == phrase
+                assert [m.content for m in actor.convo.messages if m.role == "user"] == []
+                assert actor.convo.messages[-1].role == "assistant"
+                assert actor.convo.messages[-1].content == phrase
 
                 # The call goes on: the repeated question reaches the model.
                 await caller.say(question)
                 assert await answered(actor)
-                call = next(c for m in actor.messages for c in m.tool_calls)
+                call = next(c for m in actor.convo.messages for c in m.tool_calls)
                 assert (call.name, call.arguments) == ("get_weather", {"city": "paris"})
-                assert [m.content for m in actor.messages if m.role == "user"] == [QUESTION]
+                assert [m.content for m in actor.convo.messages if m.role == "user"] == [QUESTION]
                 assert live.call.hangups == 0 and actor.life.live
                 assert len(errors(actor, ErrorKind.STT_FAILURE)) == 1
 
@@ -210,10 +210,10 @@ def test_deepgram_final_transcript_reaches_the_model(tmp_path: Path) -> None:
                 assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
                 await live.caller.say(question)
                 assert await answered(actor)
-                roles = [m.role for m in actor.messages]
+                roles = [m.role for m in actor.convo.messages]
                 assert roles == ["system", "assistant", "user", "assistant", "tool", "assistant"]
-                assert actor.messages[2].content == QUESTION
-                call = actor.messages[3].tool_calls[0]
+                assert actor.convo.messages[2].content == QUESTION
+                call = actor.convo.messages[3].tool_calls[0]
                 assert (call.name, call.arguments) == ("get_weather", {"city": "paris"})
                 finals = [e["text"] for e in actor.timeline if e["event"] == "caller_final"]
                 assert finals == [QUESTION]
@@ -334,7 +334,7 @@ def test_openai_speech_500_is_a_tts_failure_and_the_call_goes_on(
                     else:  # the tool ran, but its answer was never voiced
                         assert await wait_for(
                             lambda: len([e for e in actor.timeline if e["event"] == "tool"]) == 1
-                            and actor._reply is None
+                            and actor.replies.current is None
                             and actor.life.state == CallState.LISTENING,
                             15,
                         )
@@ -481,16 +481,16 @@ def test_elevenlabs_barge_in_keeps_exactly_the_words_sent(tmp_path: Path, rate: 
                     assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
                     _, story_end = await caller.say(story)
                     assert await wait_for(lambda: actor.life.state == CallState.SPEAKING, 10)
-                    reply = actor._reply
+                    reply = actor.replies.current
                     assert reply is not None and reply.kind == "llm"
                     await asyncio.sleep(1.5)  # the story is being told
                     await caller.say(interruption)
-                    assert await wait_for(lambda: bool(actor.barge_ins), 5)
-                    barge = actor.barge_ins[0]
+                    assert await wait_for(lambda: bool(actor.replies.interruptions.all), 5)
+                    barge = actor.replies.interruptions.all[0]
                     assert await wait_for(
                         lambda: any(
                             m.role == "user" and m.content == "stop stop stop"
-                            for m in actor.messages
+                            for m in actor.convo.messages
                         ),
                         10,
                     )
@@ -507,7 +507,7 @@ def test_elevenlabs_barge_in_keeps_exactly_the_words_sent(tmp_path: Path, rate: 
                     assert words(barge.heard) == expected_heard(text, got)
                     assert barge.heard.endswith(CUT_MARK) or text.startswith(barge.heard)
                     assert 0 < len(barge.heard) < len(text)
-                    kept = [m.content for m in actor.messages if m.role == "assistant"]
+                    kept = [m.content for m in actor.convo.messages if m.role == "assistant"]
                     assert barge.heard in kept and text not in kept
 
             run(main())

@@ -8,22 +8,25 @@ Whisper and espeak-ng.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import wave
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mediaserver.codecs.resample import resample
+from mediaserver.faults import FaultRule, Faults
 from mediaserver.pipeline.settings import SttSettings, TtsSettings
 from mediaserver.pipeline.stt import STT_RATE, SttError, SttHints, load_stt
 from mediaserver.pipeline.stt.fallback import FallbackSttBackend
 from mediaserver.pipeline.stt.whisper import FasterWhisperBackend
 from mediaserver.pipeline.tts import load_tts
-from mediaserver.pipeline.tts.base import TtsError
-from mediaserver.pipeline.tts.fallback import FallbackTtsBackend
+from mediaserver.pipeline.tts.base import TtsChunk, TtsError
+from mediaserver.pipeline.tts.fallback import FallbackTts, FallbackTtsBackend, TtsFailure
 from tests.pipeline.stt.test_deepgram import KEY, FakeDeepgram
 from tests.pipeline.tts.test_openai_speech import FakeSpeech, Reply
 
@@ -181,3 +184,31 @@ def test_tts_fallback_failing_too_raises() -> None:
     with pytest.raises(TtsError):
         list(tts.synthesize("Hello."))
     tts.close()
+
+
+def _voice_chain(faults: Faults, timeout: float = 5.0) -> FallbackTts:
+    cfg = TtsSettings(voice="en-us", fallback_voice="en-gb", timeout=timeout)
+    return FallbackTts(load_tts(cfg), cfg, ThreadPoolExecutor(1), faults)
+
+
+async def _clause(tts: FallbackTts, text: str) -> tuple[list[TtsChunk], list[TtsFailure]]:
+    failures: list[TtsFailure] = []
+    chunks = [c async for c in tts.clause(text, failures.append)]
+    return chunks, failures
+
+
+def test_a_voice_that_fails_before_any_audio_is_replaced_by_the_fallback_voice() -> None:
+    faults = Faults()
+    faults.add(FaultRule(stage="tts", match="en-us", mode="fail", times=1))
+    chunks, failures = asyncio.run(_clause(_voice_chain(faults), "Hello there."))
+    assert [(c.start, c.end) for c in chunks] == [(0, 5), (6, 11)]  # word by word
+    assert failures == [TtsFailure("en-us: injected fault", "fallback voice en-gb")]
+
+
+def test_a_clause_no_voice_can_say_is_skipped_whole() -> None:
+    faults = Faults()
+    faults.add(FaultRule(stage="tts", mode="hang", delay=30))
+    chunks, failures = asyncio.run(_clause(_voice_chain(faults, timeout=0.2), "Hello there."))
+    assert chunks == []
+    assert [f.step for f in failures] == ["fallback voice en-gb", "clause skipped"]
+    assert failures[-1].unsaid == (0, len("Hello there."))

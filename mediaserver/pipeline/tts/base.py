@@ -46,6 +46,9 @@ class TtsBackend(ABC):
     name: str = ""
     #: Output sample rate of `synthesize`.
     sample_rate: int = 16000
+    #: Whether `synthesize` takes the agent's `tts.voice` per call (espeak-ng);
+    #: other backends speak the voice of their own configuration.
+    takes_voice: bool = False
 
     @abstractmethod
     def synthesize(self, text: str, voice: str | None = None) -> Iterator[TtsChunk]:

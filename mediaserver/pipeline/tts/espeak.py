@@ -485,6 +485,7 @@ class EspeakBackend(TtsBackend):
     """
 
     name = "espeak-ng"
+    takes_voice = True
 
     def __init__(
         self,

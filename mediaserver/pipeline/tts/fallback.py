@@ -1,4 +1,8 @@
-"""A voice that falls back to another backend, with the same interface.
+"""Voices that fall back: to another backend, and to another voice.
+
+`FallbackTtsBackend` (the `tts.fallback` setting) and `FallbackTts` (the call's
+voice chain: `tts.voice`, then `tts.fallback_voice`) are the two halves.
+
 
 `tts.fallback` in the config wraps the configured backend (typically a cloud
 one) with a second (typically espeak-ng, which cannot fail for network
@@ -12,14 +16,20 @@ part of the clause, and the actor keeps exactly that. Each switch is logged
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass
 
 import structlog
 
 from mediaserver.codecs.resample import resample
+from mediaserver.faults import Faults
+from mediaserver.pipeline.settings import TtsSettings
 from mediaserver.pipeline.tts.base import TtsBackend, TtsChunk, TtsError
 
-__all__ = ["FallbackTtsBackend"]
+__all__ = ["FallbackTts", "FallbackTtsBackend", "TtsFailure"]
 
 log = structlog.get_logger("mediaserver.pipeline.tts")
 
@@ -37,6 +47,7 @@ class FallbackTtsBackend(TtsBackend):
         self.fallback = fallback
         self.name = primary.name
         self.sample_rate = primary.sample_rate
+        self.takes_voice = primary.takes_voice
 
     def synthesize(self, text: str, voice: str | None = None) -> Iterator[TtsChunk]:
         """The primary's chunks; on a failure before its first, the fallback's.
@@ -76,3 +87,109 @@ class FallbackTtsBackend(TtsBackend):
         """Release both backends."""
         self.primary.close()
         self.fallback.close()
+
+
+@dataclass(frozen=True)
+class TtsFailure:
+    """A voice failed on a clause; `step` says what came next.
+
+    Attributes:
+        error: the failure, naming the voice.
+        step: "fallback voice NAME", or "clause skipped" when the clause is given up.
+        unsaid: when given up, the span of the clause (character offsets) the
+            caller never heard: everything after the last voiced word.
+    """
+
+    error: str
+    step: str
+    unsaid: tuple[int, int] | None = None
+
+
+class FallbackTts:
+    """One call's voice: the backend in the executor, a timeout, a fallback voice.
+
+    A clause the voice fails (an error, or no audio within `settings.timeout`)
+    before any audio is spoken again with `settings.fallback_voice` (DESIGN:
+    tts_failure). After some audio, or with no voice left, the rest of the
+    clause is skipped: the caller heard what was sent. Injected faults for the
+    "tts" stage (matched on the voice) are checked here, once per attempt.
+
+    Args:
+        backend: the (shared) synthesiser.
+        settings: the call's TTS settings (read at every clause).
+        executor: where the blocking synthesis runs.
+        faults: the fault injection rules (none: no faults).
+    """
+
+    def __init__(
+        self,
+        backend: TtsBackend,
+        settings: TtsSettings,
+        executor: Executor,
+        faults: Faults | None = None,
+    ) -> None:
+        self.backend = backend
+        self.settings = settings
+        self._executor = executor
+        self._faults = faults or Faults()
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate of the chunks."""
+        return self.backend.sample_rate
+
+    def _voices(self) -> list[str | None]:
+        cfg = self.settings
+        voice = cfg.voice if self.backend.takes_voice else None
+        voices = [voice]
+        if cfg.fallback_voice and cfg.fallback_voice != voice:
+            voices.append(cfg.fallback_voice)
+        return voices
+
+    async def clause(
+        self, text: str, report: Callable[[TtsFailure], None]
+    ) -> AsyncIterator[TtsChunk]:
+        """The chunks of `text` as the backend makes them (each `next` in the
+        executor, so a streaming backend's first audio plays before the clause
+        is done); every failure goes to `report`."""
+        loop = asyncio.get_running_loop()
+        executor, timeout = self._executor, self.settings.timeout
+        voices = self._voices()
+        voiced = 0  # end of the clause text voiced so far
+        for i, name in enumerate(voices):
+            rule = self._faults.check("tts", name or self.backend.name)
+            spoke = False
+            chunks: Iterator[TtsChunk] | None = None
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._faults.inject(rule, TtsError("injected fault"))
+                    chunks = await loop.run_in_executor(
+                        executor, self.backend.synthesize, text, name
+                    )
+                    while chunk := await loop.run_in_executor(executor, next, chunks, None):
+                        spoke = True
+                        voiced = max(voiced, chunk.end)
+                        yield chunk
+                return
+            except (TtsError, TimeoutError) as exc:
+                error = str(exc) or f"no audio within {timeout:g} s"
+                last = spoke or i + 1 == len(voices)
+                step = "clause skipped" if last else f"fallback voice {voices[i + 1]}"
+                unsaid = (voiced, len(text)) if last else None
+                report(TtsFailure(f"{name}: {error}", step, unsaid))
+                if last:
+                    return
+            finally:
+                # A barge-in cancels us mid-clause: a streaming backend's socket
+                # closes now, not whenever the generator is collected.
+                if chunks is not None:
+                    loop.run_in_executor(executor, _close_quietly, chunks)
+
+
+def _close_quietly(chunks: Iterator[TtsChunk]) -> None:
+    """Close a synthesis generator (in the executor; a no-op while another thread
+    is still inside it: that `next` ends by itself and the generator is collected)."""
+    close = getattr(chunks, "close", None)
+    if close is not None:
+        with contextlib.suppress(ValueError, TtsError):
+            close()

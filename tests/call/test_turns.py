@@ -1,0 +1,229 @@
+"""The turn rules, sans-IO: VAD chunks, word counts and timer expiries on a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from mediaserver.call import turns as tt
+from mediaserver.call.turns import Floor, TurnTaker
+from mediaserver.pipeline.settings import BargeInSettings, TurnSettings, VadSettings
+
+CHUNK = 0.032
+QUIET = Floor()
+SPEAKING = Floor(reply=True, speaking=True)
+INTERRUPTED = Floor(interrupted=True)
+
+
+class Clock:
+    """Media time, advanced one VAD chunk at a time."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+
+def make(**barge: object) -> TurnTaker:
+    return TurnTaker(
+        VadSettings(),
+        TurnSettings(end_of_speech_timeout=0.5, attention_timeout=10, inactivity_timeout=20),
+        BargeInSettings(**barge),  # type: ignore[arg-type]
+    )
+
+
+def chunks(
+    taker: TurnTaker, clock: Clock, seconds: float, prob: float, floor: Floor = QUIET
+) -> list[tt.Decision]:
+    """`seconds` of chunks at `prob`; every decision made on the way."""
+    out: list[tt.Decision] = []
+    for _ in range(round(seconds / CHUNK)):
+        clock.t += CHUNK
+        out += taker.vad(clock.t, prob, clock.t, floor)
+    return out
+
+
+def kinds(decisions: list[tt.Decision]) -> list[type]:
+    return [type(d) for d in decisions if not isinstance(d, tt.SetTimer | tt.StopTimer)]
+
+
+def timers(decisions: list[tt.Decision]) -> dict[str, float]:
+    """The last deadline set for each timer."""
+    return {d.name: d.at for d in decisions if isinstance(d, tt.SetTimer)}
+
+
+def test_a_turn_ends_after_the_end_of_speech_silence() -> None:
+    taker, clock = make(), Clock()
+    out = chunks(taker, clock, 1.0, 0.9)
+    assert kinds(out) == [tt.SpeechStart, tt.TurnStarted]
+    turn = taker.turn
+    assert turn is not None and turn.speech_s == pytest.approx(clock.t - turn.started_media)
+    speech_end = clock.t
+    out = chunks(taker, clock, 0.4, 0.05)
+    assert kinds(out) == [tt.SpeechStop, tt.SpeechPaused]
+    # Not yet: the deadline is the speech's end plus the timeout, on the media clock.
+    assert timers(out)["eos"] == pytest.approx(speech_end + 0.5)
+    out = chunks(taker, clock, 0.2, 0.05)
+    (ended,) = [d for d in out if isinstance(d, tt.TurnEnded)]
+    assert ended.turn is turn and ended.speech_end == pytest.approx(speech_end)
+    assert turn.finalising
+    # Ended once: more silence decides nothing.
+    assert kinds(chunks(taker, clock, 0.2, 0.05)) == []
+
+
+def test_the_eos_timer_ends_the_turn_between_chunks() -> None:
+    taker, clock = make(), Clock()
+    chunks(taker, clock, 0.5, 0.9)
+    chunks(taker, clock, 0.15, 0.05)
+    assert kinds(taker.timer("eos", Floor())) == [tt.TurnEnded]
+    # A stale expiry (the turn already ended) decides nothing.
+    assert taker.timer("eos", Floor()) == []
+
+
+def test_speech_before_the_timeout_continues_the_same_turn() -> None:
+    taker, clock = make(), Clock()
+    chunks(taker, clock, 0.5, 0.9)
+    turn = taker.turn
+    chunks(taker, clock, 0.3, 0.05)
+    out = chunks(taker, clock, 0.3, 0.9)
+    assert kinds(out) == [tt.SpeechStart, tt.SpeechResumed]
+    assert tt.StopTimer("eos") in out
+    assert taker.turn is turn
+    # The timer that was set for the first pause is now stale.
+    assert taker.timer("eos", Floor()) == []
+
+
+def test_a_fading_word_does_not_delay_the_end_of_the_turn() -> None:
+    taker, clock = make(), Clock()
+    chunks(taker, clock, 0.5, 0.9)
+    confident_end = clock.t
+    # Between neg_threshold and threshold: still "speaking", not confident speech.
+    chunks(taker, clock, 0.3, 0.4)
+    out = chunks(taker, clock, 0.2, 0.05)
+    assert timers(out)["eos"] == pytest.approx(confident_end + 0.5)
+
+
+def test_end_of_speech_timeout_changed_during_the_call_applies() -> None:
+    settings = TurnSettings(end_of_speech_timeout=0.5)
+    taker, clock = TurnTaker(VadSettings(), settings, BargeInSettings()), Clock()
+    chunks(taker, clock, 0.5, 0.9)
+    settings.end_of_speech_timeout = 2.0
+    out = chunks(taker, clock, 1.0, 0.05)
+    assert tt.TurnEnded not in kinds(out)
+    assert timers(out)["eos"] == pytest.approx(0.5 - CHUNK + 0.032 + 2.0, abs=0.04)
+
+
+def test_speech_over_the_agent_barges_in_at_once_by_default() -> None:
+    taker, clock = make(), Clock()
+    out = chunks(taker, clock, 0.1, 0.9, SPEAKING)
+    assert kinds(out) == [tt.SpeechStart, tt.TurnStarted, tt.BargeInDecided]
+    # Decided once.
+    assert tt.BargeInDecided not in kinds(chunks(taker, clock, 0.5, 0.9, SPEAKING))
+
+
+def test_barge_in_waits_for_min_speech() -> None:
+    taker, clock = make(min_speech=0.5), Clock()
+    out = chunks(taker, clock, 0.45, 0.9, SPEAKING)
+    assert tt.BargeInDecided not in kinds(out)
+    out = chunks(taker, clock, 0.15, 0.9, SPEAKING)
+    assert kinds(out) == [tt.BargeInDecided]
+
+
+def test_barge_in_waits_for_min_words_from_stt() -> None:
+    taker, clock = make(min_words=2), Clock()
+    chunks(taker, clock, 0.5, 0.9, SPEAKING)
+    turn = taker.turn
+    assert turn is not None
+    assert kinds(taker.words(turn.id, 1, SPEAKING)) == []
+    assert kinds(taker.words(turn.id, 2, SPEAKING)) == [tt.BargeInDecided]
+    # Words of another (stale) turn change nothing.
+    assert taker.words(turn.id + 1, 5, SPEAKING) == []
+
+
+def test_no_barge_in_while_the_agent_thinks_or_when_disabled() -> None:
+    taker, clock = make(), Clock()
+    thinking = Floor(reply=True, speaking=False)
+    assert tt.BargeInDecided not in kinds(chunks(taker, clock, 0.3, 0.9, thinking))
+    taker, clock = make(enabled=False), Clock()
+    assert tt.BargeInDecided not in kinds(chunks(taker, clock, 0.3, 0.9, SPEAKING))
+
+
+def test_an_interruption_without_words_is_false_after_the_window() -> None:
+    taker, clock = make(false_resume_window=1.0), Clock()
+    chunks(taker, clock, 0.2, 0.9, SPEAKING)
+    out = chunks(taker, clock, 0.2, 0.05, INTERRUPTED)
+    stop = next(d for d in out if isinstance(d, tt.SpeechStop))
+    assert timers(out)["false_resume"] == pytest.approx(stop.media_time + 1.0, abs=0.2)
+    turn = taker.turn
+    out = taker.timer("false_resume", INTERRUPTED)
+    assert out == [tt.TurnAbandoned(turn), tt.FalseBargeIn("no words within the window")]  # type: ignore[arg-type]
+    assert taker.turn is None
+
+
+def test_words_within_the_window_make_the_interruption_real() -> None:
+    taker, clock = make(), Clock()
+    chunks(taker, clock, 0.2, 0.9, SPEAKING)
+    chunks(taker, clock, 0.2, 0.05, INTERRUPTED)
+    turn = taker.turn
+    assert turn is not None
+    assert tt.StopTimer("false_resume") in taker.words(turn.id, 1, INTERRUPTED)
+    # An expiry that raced the words decides nothing.
+    assert taker.timer("false_resume", INTERRUPTED) == []
+
+
+def test_an_empty_transcript_resumes_asks_again_or_is_ignored() -> None:
+    taker, clock = make(), Clock()
+    chunks(taker, clock, 0.2, 0.9, SPEAKING)
+    turn = taker.turn
+    assert turn is not None
+    assert taker.final(turn.id + 1) is None  # stale
+    assert taker.final(turn.id) is turn and taker.turn is None
+    assert taker.empty_final(turn, clock.t, INTERRUPTED) == [tt.FalseBargeIn("no words")]
+    turn.speech_s = 0.5
+    assert taker.empty_final(turn, clock.t, Floor()) == [tt.NotUnderstood(turn)]
+    turn.speech_s = 0.1  # a cough: ignored, the caller still owes an answer
+    assert taker.empty_final(turn, clock.t, Floor()) == [tt.SetTimer("attention", clock.t + 10)]
+
+
+def test_fast_pause_is_confirmed_or_undone() -> None:
+    taker, clock = make(), Clock()
+    assert taker.fast_pause_armed(SPEAKING)
+    assert not taker.fast_pause_armed(Floor(reply=True, speaking=True, paused=True))
+    assert not make(min_words=1).fast_pause_armed(SPEAKING)
+    assert taker.paused(5.0) == [tt.SetTimer("confirm", 5.3)]
+    # Silero heard nothing: play on.
+    assert taker.timer("confirm", Floor(reply=True, speaking=True, paused=True)) == [tt.Unpause()]
+    # Silero confirmed: a turn is open and the pause stands (the barge-in decides).
+    chunks(taker, clock, 0.2, 0.9, Floor(reply=True, speaking=True, paused=True))
+    assert not taker.fast_pause_armed(SPEAKING)
+    assert taker.timer("confirm", SPEAKING) == []
+
+
+def test_speech_that_makes_no_turn_unpauses_when_it_ends() -> None:
+    taker, clock = make(), Clock()
+    taker.deaf = True
+    paused = Floor(reply=True, speaking=True, paused=True)
+    out = chunks(taker, clock, 0.3, 0.9, paused)
+    assert kinds(out) == [tt.SpeechStart] and taker.turn is None
+    out = chunks(taker, clock, 0.2, 0.05, paused)
+    assert kinds(out) == [tt.SpeechStop, tt.Unpause]
+
+
+def test_attention_prompt_then_inactivity_and_speech_resets_it() -> None:
+    taker, clock = make(), Clock()
+    assert taker.idle(1.0) == [tt.SetTimer("attention", 11.0)]
+    assert taker.timer("attention", Floor(reply=True)) == []  # the agent is busy
+    assert taker.timer("attention", Floor()) == [tt.AttentionDue()]
+    assert taker.idle(20.0) == [tt.SetTimer("attention", 40.0)]
+    assert taker.timer("attention", Floor()) == [tt.InactivityDue()]
+    # The caller speaks: the attention clock starts over with the prompt.
+    out = chunks(taker, clock, 0.2, 0.9)
+    assert tt.StopTimer("attention") in out
+    taker.final(taker.turn.id)  # type: ignore[union-attr]
+    assert taker.idle(50.0) == [tt.SetTimer("attention", 60.0)]
+
+
+def test_no_attention_prompts_on_hold_and_no_turns_when_deaf() -> None:
+    taker, clock = make(), Clock()
+    taker.on_hold = True
+    assert taker.idle(1.0) == []
+    taker.deaf = True
+    assert tt.TurnStarted not in kinds(chunks(taker, clock, 0.5, 0.9))
+    assert taker.turn is None
