@@ -2,27 +2,26 @@
 
 Everything runs on one event loop. The sans-IO `UserAgent` decides; this module
 moves bytes, keeps one wake-up armed for the core's next deadline, runs one app
-task per call, and joins a caller to a transfer target as a B2BUA when the
-caller's side will not take a REFER (`_Bridge`).
+task per call (`CallHandle`, `mediaserver.handle`), and hands transfers to
+`mediaserver.bridge` (REFER, or a B2BUA bridge when the caller's side will
+not take one).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gc
 import os
 import signal
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from mediaserver.apps import APPS
 from mediaserver.apps.agent import agent_from_config
-from mediaserver.call.actor import CallActor
+from mediaserver.bridge import Bridges
 from mediaserver.call.errors import RECOVERY, ErrorKind
 from mediaserver.call.events import HoldChanged, StageError, TransferResult
 from mediaserver.call.runtime import PipelineRuntime
@@ -30,14 +29,13 @@ from mediaserver.call.spec import AgentSpec
 from mediaserver.call.store import CallRecord, CallStore
 from mediaserver.config import Config, ConfigError, SipSettings
 from mediaserver.faults import Faults
+from mediaserver.handle import CallHandle
 from mediaserver.media.clock import MediaClock
 from mediaserver.media.ports import PortPool
-from mediaserver.media.relay import bridge_sessions
 from mediaserver.media.session import MediaSettings, RtpSession
 from mediaserver.observability.admin import AdminServer
 from mediaserver.observability.metrics import Metrics
 from mediaserver.sip.auth import Account, DigestAuth
-from mediaserver.sip.errors import SipParseError
 from mediaserver.sip.registrar import Registrar
 from mediaserver.sip.session_timer import SessionTimerPolicy
 from mediaserver.sip.transaction import Send, Target, Timers
@@ -69,74 +67,6 @@ def _call_log(call: Call) -> Any:
     return log.bind(call=call.id, call_id=call.invite.call_id)
 
 
-@dataclass
-class _AppCall:
-    """The server's handle on one call, given to its app (`CallControl`)."""
-
-    server: SipServer
-    call: Call
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
-    media_ready: asyncio.Event = field(default_factory=asyncio.Event)
-    digits: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
-    task: asyncio.Task[None] | None = None
-    session: RtpSession | None = None
-    runtime: PipelineRuntime | None = None
-    agent: AgentSpec | None = None
-    actor: CallActor | None = None
-    bridge: _Bridge | None = None
-    #: Where the agent's last transfer goes (to bridge it if the REFER is refused).
-    transfer_target: str | None = None
-    #: The call's record (timeline in SQLite).
-    record: CallRecord | None = None
-    #: Why the caller's SIP digest failed (the agent runs its auth-failure flow).
-    auth_error: str | None = None
-
-    @property
-    def call_id(self) -> str:
-        return self.call.invite.call_id
-
-    @property
-    def media(self) -> RtpSession | None:
-        return self.session
-
-    def ring(self) -> None:
-        self.server.command(lambda now: self.server.ua.ring(self.call, now))
-
-    def answer(self) -> None:
-        self.server.command(lambda now: self.server.ua.answer(self.call, now))
-
-    def hangup(self) -> None:
-        self.server.command(lambda now: self.server.ua.hangup(self.call, now))
-
-    def transfer(self, target: str) -> None:
-        self.server.transfer(self, target)
-
-    def agent_for(self, route: str) -> AgentSpec | None:
-        return self.server.agents.get(route)
-
-
-@dataclass
-class _Bridge:
-    """A transfer done as a B2BUA: the caller's call and the leg we dialed to `target`.
-
-    While the leg rings the agent still owns the caller's media; once the leg
-    answers, the two RTP sessions are cross-connected and the agent steps out.
-    Either side hanging up then hangs up the other.
-    """
-
-    app: _AppCall
-    leg: Call
-    target: str
-    #: The leg's RTP session, once it answered and the media is cross-connected.
-    session: RtpSession | None = None
-    ring_timer: asyncio.TimerHandle | None = None
-
-    @property
-    def connected(self) -> bool:
-        """The target answered and the two calls' media are cross-connected."""
-        return self.session is not None
-
-
 class SipServer:
     """One server process: listeners, the UAS core, and the calls' apps."""
 
@@ -146,7 +76,7 @@ class SipServer:
         self.transports = Transports(self._on_message)
         self.ua: UserAgent
         self.ports: PortPool
-        self.apps: dict[str, _AppCall] = {}
+        self.apps: dict[str, CallHandle] = {}
         self.bound: dict[str, tuple[str, int]] = {}
         self._wakeup: asyncio.TimerHandle | None = None
         self._wakeup_at: float | None = None
@@ -157,13 +87,27 @@ class SipServer:
         self._reject_suppressed = 0
         self.runtime: PipelineRuntime | None = None
         self.agents: dict[str, AgentSpec] = {}
-        #: Bridged transfers by the id of the leg we dialed.
-        self.bridges: dict[str, _Bridge] = {}
+        #: Transfers, and the B2BUA bridges of those REFER would not do.
+        self.bridges = Bridges(self)
         self.faults = Faults(config.faults)
         self.store = CallStore(config.records.path, dsn=config.records.dsn)
         self.metrics = Metrics()
         self.store.listeners.append(self._observe)
         self.admin: AdminServer | None = None
+        #: App tasks of ended calls still finishing (their records close after).
+        self._finishing: set[asyncio.Task[None]] = set()
+        self._on_event: dict[type, Callable[[Any], None]] = {
+            Send: self._on_send,
+            CallIncoming: self._on_incoming,
+            CallConfirmed: self._on_confirmed,
+            CallMediaChanged: self._on_media_changed,
+            CallEnded: self._on_ended,
+            TransferOutcome: self._on_transfer_outcome,
+            DtmfInfo: self._on_dtmf_info,
+            Registered: self._on_registered,
+            AuthRejected: self._on_auth_rejected,
+            Dropped: self._on_dropped,
+        }
 
     def load_agents(self) -> None:
         """Build the agents of `agent` routes and load the pipeline's models (once).
@@ -259,7 +203,7 @@ class SipServer:
         registrar = self.ua.config.registrar if hasattr(self, "ua") else None
         if registrar is None:
             return {}
-        now = self._now()
+        now = self.now()
         return {
             user: [
                 {
@@ -288,7 +232,7 @@ class SipServer:
 
     # -- the core's inputs ------------------------------------------------------
 
-    def _now(self) -> float:
+    def now(self) -> float:
         assert self._loop is not None
         return self._loop.time()
 
@@ -296,119 +240,124 @@ class SipServer:
         if self._loop is None or not hasattr(self, "ua"):
             return  # a listener is up but the core is not built yet: as if lost
         try:
-            events = self.ua.receive(data, source, self._now())
+            events = self.ua.receive(data, source, self.now())
         except Exception:
             # A bug must cost one message, never the process or other calls.
             log.exception("message_handling_failed", peer=f"{source.host}:{source.port}")
             return
-        self._handle(events)
+        self.handle(events)
 
     def command(self, action: Callable[[float], list[Event]]) -> None:
         """Run an app command against the core (`action(now) -> events`)."""
         try:
-            events = action(self._now())
+            events = action(self.now())
         except Exception:
             log.exception("command_failed")
             return
-        self._handle(events)
+        self.handle(events)
 
     def _on_wakeup(self) -> None:
         self._wakeup = None
         self._wakeup_at = None
         try:
-            events = self.ua.tick(self._now())
+            events = self.ua.tick(self.now())
         except Exception:
             log.exception("timer_handling_failed")
             events = []
-        self._handle(events)
+        self.handle(events)
 
     # -- the core's outputs -------------------------------------------------------
 
-    def _handle(self, events: list[Event]) -> None:
+    def handle(self, events: list[Event]) -> None:
+        """Carry out the SIP core's events, then re-arm its wake-up."""
         for event in events:
-            if isinstance(event, Send):
-                method = getattr(event.message, "method", None)
-                if method is not None and self.faults.check("sip", method) is not None:
-                    continue  # injected: this request is lost on the way
-                self.transports.send(event.message.encode(), event.target)
-            elif isinstance(event, CallIncoming):
-                self._start_app(event.call)
-            elif isinstance(event, CallConfirmed):
-                _call_log(event.call).info("call_confirmed")
-                self._record(event.call, "sip", event="confirmed")
-                if event.call.outbound:
-                    self._bridge_answered(event.call)
-                else:
-                    self._open_media(event.call)  # the answer may have come in the ACK
-            elif isinstance(event, CallMediaChanged):
-                media = event.call.media
-                _call_log(event.call).info(
-                    "call_media_changed",
-                    on_hold=event.call.on_hold,
-                    direction=media.direction if media else None,
-                )
-                bridge = self.bridges.get(event.call.id)
-                app = self.apps.get(event.call.id)
-                self._record(event.call, "sip", event="media_changed", on_hold=event.call.on_hold)
-                if bridge is not None:
-                    if bridge.session is not None and media is not None:
-                        bridge.session.update(media)
-                elif app is not None and app.session is not None and media is not None:
-                    app.session.update(media)
-                    if app.actor is not None and app.bridge is None:
-                        app.actor.post(HoldChanged(event.call.on_hold))
-                else:
-                    self._open_media(event.call)
-            elif isinstance(event, CallEnded):
-                if event.call.outbound:
-                    self._bridge_ended(event)
-                else:
-                    self._end_app(event)
-            elif isinstance(event, TransferOutcome):
-                _call_log(event.call).info(
-                    "transfer_outcome",
-                    ok=event.ok,
-                    status=event.status,
-                    reason=event.reason,
-                )
-                app = self.apps.get(event.call.id)
-                self._record(
-                    event.call, "sip", event="transfer", ok=event.ok, status=event.status,
-                    reason=event.reason, refused=event.refused,
-                )  # fmt: skip
-                if app is None or app.actor is None:
-                    continue
-                target = app.transfer_target
-                if not event.ok and event.refused and target and self.config.sip.transfer == "auto":
-                    # The caller's side will not transfer: bridge the call ourselves.
-                    _call_log(event.call).info("transfer_bridging", refer_status=event.status)
-                    self._bridge(app, target)
-                else:
-                    app.actor.post(TransferResult(event.ok, event.status, event.reason))
-            elif isinstance(event, DtmfInfo):
-                self._digit(event.call, event.digit, event.duration_ms, "info")
-            elif isinstance(event, Registered):
-                log.info(
-                    "sip_registered",
-                    user=event.user,
-                    bindings=event.bindings,
-                    peer=f"{event.source.host}:{event.source.port}",
-                )
-            elif isinstance(event, AuthRejected):
-                self.metrics.error(ErrorKind.AUTH_FAILURE.value, "sip")
-                self._log_rejected(
-                    "sip_auth_rejected",
-                    event.source,
-                    method=event.method,
-                    user=event.user,
-                    reason=event.reason,
-                    status=403,
-                )
-            elif isinstance(event, Dropped):
-                self._log_rejected(
-                    "sip_message_rejected", event.source, reason=event.reason, status=event.status
-                )
+            self._on_event[type(event)](event)
         self._rearm()
+
+    def _on_send(self, event: Send) -> None:
+        method = getattr(event.message, "method", None)
+        if method is not None and self.faults.check("sip", method) is not None:
+            return  # injected: this request is lost on the way
+        self.transports.send(event.message.encode(), event.target)
+
+    def _on_incoming(self, event: CallIncoming) -> None:
+        self._start_app(event.call)
+
+    def _on_confirmed(self, event: CallConfirmed) -> None:
+        _call_log(event.call).info("call_confirmed")
+        self.record(event.call, "sip", event="confirmed")
+        if event.call.outbound:
+            self.bridges.answered(event.call)
+        else:
+            self._open_media(event.call)  # the answer may have come in the ACK
+
+    def _on_media_changed(self, event: CallMediaChanged) -> None:
+        call, media = event.call, event.call.media
+        _call_log(call).info(
+            "call_media_changed",
+            on_hold=call.on_hold,
+            direction=media.direction if media else None,
+        )
+        bridge = self.bridges.legs.get(call.id)
+        app = self.apps.get(call.id)
+        self.record(call, "sip", event="media_changed", on_hold=call.on_hold)
+        if bridge is not None:
+            if bridge.session is not None and media is not None:
+                bridge.session.update(media)
+        elif app is not None and app.session is not None and media is not None:
+            app.session.update(media)
+            if app.actor is not None and app.bridge is None:
+                app.actor.post(HoldChanged(call.on_hold))
+        else:
+            self._open_media(call)
+
+    def _on_ended(self, event: CallEnded) -> None:
+        if event.call.outbound:
+            self.bridges.ended(event)
+        else:
+            self._end_app(event)
+
+    def _on_transfer_outcome(self, event: TransferOutcome) -> None:
+        _call_log(event.call).info(
+            "transfer_outcome", ok=event.ok, status=event.status, reason=event.reason
+        )
+        self.record(
+            event.call, "sip", event="transfer", ok=event.ok, status=event.status,
+            reason=event.reason, refused=event.refused,
+        )  # fmt: skip
+        app = self.apps.get(event.call.id)
+        if app is None or app.actor is None:
+            return
+        # The caller's side will not transfer: maybe bridge the call ourselves.
+        if event.ok or not event.refused or not self.bridges.refused(app, event.status):
+            app.actor.post(TransferResult(event.ok, event.status, event.reason))
+
+    def _on_dtmf_info(self, event: DtmfInfo) -> None:
+        self._digit(event.call, event.digit, event.duration_ms, "info")
+
+    def _on_registered(self, event: Registered) -> None:
+        log.info(
+            "sip_registered",
+            user=event.user,
+            bindings=event.bindings,
+            peer=f"{event.source.host}:{event.source.port}",
+        )
+
+    def _on_auth_rejected(self, event: AuthRejected) -> None:
+        self.metrics.error(ErrorKind.AUTH_FAILURE.value, "sip")
+        self._log_rejected(
+            "sip_auth_rejected",
+            event.source,
+            method=event.method,
+            user=event.user,
+            reason=event.reason,
+            status=403,
+        )
+
+    def _on_dropped(self, event: Dropped) -> None:
+        self._log_rejected(
+            "sip_message_rejected", event.source, reason=event.reason, status=event.status
+        )
 
     def _log_rejected(self, what: str, source: Target, **fields: Any) -> None:
         """One line per rejected message, at most REJECT_LOG_RATE a second.
@@ -416,7 +365,7 @@ class SipServer:
         A flood of garbage must not turn into a flood of log lines; what is
         held back is counted and reported with the next line that gets out.
         """
-        now = self._now()
+        now = self.now()
         if now - self._reject_window >= 1.0:
             self._reject_window, self._reject_logged = now, 0
         if self._reject_logged >= REJECT_LOG_RATE:
@@ -445,7 +394,7 @@ class SipServer:
         self.calls_total += 1
         route = self.config.routes[call.user]
         agent = self.agents.get(call.user)
-        app = _AppCall(self, call, runtime=self.runtime, agent=agent)
+        app = CallHandle(self, call, runtime=self.runtime, agent=agent)
         self.apps[call.id] = app
         app.record = self.store.start_call(
             call.id,
@@ -495,14 +444,14 @@ class SipServer:
             latch_any_address=cfg.latch_any_address,
             record_path=cfg.recordings_dir / f"{call.id}.wav" if cfg.record_calls else None,
         )
-        session = self._start_session(call, settings)
+        session = self.start_session(call, settings)
         if session is None:
             return
         self._inject_media_faults(session)
         app.session = session
         app.media_ready.set()
 
-    def _start_session(self, call: Call, settings: MediaSettings) -> RtpSession | None:
+    def start_session(self, call: Call, settings: MediaSettings) -> RtpSession | None:
         """Open `call`'s RTP session with its reports wired to us; None (and the call
         hung up) when it cannot carry audio."""
         assert call.media is not None
@@ -511,7 +460,7 @@ class SipServer:
         except Exception:
             # e.g. a codec we offered but cannot run: the call cannot carry audio.
             _call_log(call).exception("media_open_failed")
-            self._hangup(call, "media failure")
+            self.hangup(call, "media failure")
             return None
         session.on_dtmf = lambda digit, ms: self._digit(call, digit, ms, "rfc4733")
         session.on_timeout = lambda: self._media_timeout(call)
@@ -526,10 +475,10 @@ class SipServer:
         if self.faults.check("rtp") is not None:
             session.drop_inbound()
 
-    def _record(self, call: Call, what: str, /, **data: Any) -> None:
+    def record(self, call: Call, what: str, /, **data: Any) -> None:
         """Append to the call's record (of the caller's call, for a bridge leg)."""
         app = self.apps.get(call.id)
-        if app is None and (bridge := self.bridges.get(call.id)) is not None:
+        if app is None and (bridge := self.bridges.legs.get(call.id)) is not None:
             app, data = bridge.app, {"leg": call.id, **data}
         if app is not None and app.record is not None:
             app.record.add(what, data)
@@ -552,7 +501,7 @@ class SipServer:
         if to_actor and app is not None and app.actor is not None and app.bridge is None:
             app.actor.post(StageError(kind, stage, error, recovery=recovery, final=False))
             return
-        self._record(call, "error", kind=kind.value, stage=stage, error=error, recovery=recovery)
+        self.record(call, "error", kind=kind.value, stage=stage, error=error, recovery=recovery)
 
     def _media_error(self, call: Call, error: str) -> None:
         _call_log(call).warning("media_error", error=error)
@@ -560,15 +509,13 @@ class SipServer:
 
     def _digit(self, call: Call, digit: str, duration_ms: int, via: str) -> None:
         _call_log(call).info("dtmf", digit=digit, duration_ms=duration_ms, via=via)
-        self._record(call, "dtmf", digit=digit, duration_ms=duration_ms, via=via)
-        app = self.apps.get(call.id)
-        bridge = app.bridge if app is not None else self.bridges.get(call.id)
-        if bridge is not None and bridge.connected:
+        self.record(call, "dtmf", digit=digit, duration_ms=duration_ms, via=via)
+        other = self.bridges.other_side(call)
+        if other is not None:
             # Bridged: the digit is for the other party (e.g. a desk's IVR).
-            other = bridge.session if call is bridge.app.call else bridge.app.session
-            if other is not None:
-                other.send_dtmf(digit, duration_ms or 100)
+            other.send_dtmf(digit, duration_ms or 100)
             return
+        app = self.apps.get(call.id)
         if app is not None:
             app.digits.put_nowait(digit)
 
@@ -576,12 +523,12 @@ class SipServer:
         timeout = self.config.media.inactivity_timeout
         _call_log(call).warning("rtp_timeout", seconds=timeout)
         self._error(call, ErrorKind.NETWORK_PARTITION, "rtp", f"no RTP for {timeout:g} s")
-        self._hangup(call, "rtp timeout")
+        self.hangup(call, "rtp timeout")
 
     def _app_done(self, call: Call, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             _call_log(call).error("app_failed", error=repr(task.exception()))
-            self._hangup(call, "app failed")
+            self.hangup(call, "app failed")
 
     def _end_app(self, event: CallEnded) -> None:
         call = event.call
@@ -595,11 +542,11 @@ class SipServer:
             app.ended.set()
             if app.session is not None:
                 media = app.session.summary()  # the core already closed the session
-            self._finish_record(app, event, media)
+            self._finish_when_done(app, event, media)
             if app.bridge is not None:
                 # The caller left: the bridged party goes too (BYE, or CANCEL while ringing).
                 leg = app.bridge.leg
-                self._hangup(leg, "caller hung up")
+                self.hangup(leg, "caller hung up")
         _call_log(call).info(
             "call_ended",
             reason=event.reason,
@@ -607,7 +554,22 @@ class SipServer:
             **media,
         )
 
-    def _finish_record(self, app: _AppCall, event: CallEnded, media: dict[str, Any]) -> None:
+    def _finish_when_done(self, app: CallHandle, event: CallEnded, media: dict[str, Any]) -> None:
+        """Close the record once the app is done: the actor handles the hangup after
+        us (and may still summarise the call), and its final state belongs in it."""
+        task = app.task
+        if task is None or task.done():
+            self._finish_record(app, event, media)
+            return
+        self._finishing.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._finishing.discard(task)
+            self._finish_record(app, event, media)
+
+        task.add_done_callback(done)
+
+    def _finish_record(self, app: CallHandle, event: CallEnded, media: dict[str, Any]) -> None:
         """Close the call's record with the state the call ended in."""
         record = app.record
         if record is None:
@@ -629,117 +591,11 @@ class SipServer:
         ended = record.summary.get("ended_at") or started
         self.metrics.call_ended(event.by, ended - started, media)
 
-    # -- transfers and bridges --------------------------------------------------------
+    # -- transfers ---------------------------------------------------------------------
 
-    def transfer(self, app: _AppCall, target: str) -> None:
-        """An agent's transfer: REFER, or a bridge where REFER will not do (`sip.transfer`)."""
-        app.transfer_target = target
-        rule = self.faults.check("transfer", target)
-        if rule is not None and app.actor is not None:
-            app.actor.post(TransferResult(False, rule.status or 503, "injected fault"))
-            return
-        mode = self.config.sip.transfer
-        allow = _allowed_methods(app.call)
-        if self.ua.registered_contact(target, self._now()) is not None:
-            # A phone registered here: only we know where it is, so we dial it.
-            why = "registered user"
-        elif mode == "bridge" or (mode == "auto" and allow is not None and "REFER" not in allow):
-            why = f"sip.transfer={mode}, Allow"
-        else:
-            self.command(lambda now: self.ua.refer(app.call, target, now))
-            return
-        _call_log(app.call).info("transfer_bridging", why=why)
-        self._bridge(app, target)
-
-    def _bridge(self, app: _AppCall, target: str) -> None:
-        """Dial `target` for the caller of `app`; the agent hears how it went."""
-
-        def fail(status: int, reason: str) -> None:
-            if app.actor is not None:
-                app.actor.post(TransferResult(False, status, reason))
-
-        if app.bridge is not None or app.session is None:
-            fail(491, "a transfer is already under way")
-            return
-        display = app.agent.name if app.agent is not None else None
-        try:
-            leg, events = self.ua.dial(target, app.call.user, self._now(), display=display)
-        except SipParseError as exc:
-            _call_log(app.call).warning("bridge_bad_target", target=target, error=exc.reason)
-            fail(400, f"bad target: {exc.reason}")
-            return
-        if leg is None:
-            fail(503, "no media ports for the bridge")
-            return
-        bridge = app.bridge = self.bridges[leg.id] = _Bridge(app, leg, target)
-        assert self._loop is not None
-        bridge.ring_timer = self._loop.call_later(
-            self.config.sip.bridge_ring_timeout,
-            lambda: self._hangup(leg, "no answer"),
-        )
-        _call_log(app.call).info("bridge_dialing", leg=leg.id, target=target)
-        self._record(app.call, "sip", event="bridge_dialing", target=target, leg=leg.id)
-        self._handle(events)
-
-    def _bridge_answered(self, leg: Call) -> None:
-        """The target answered: cross-connect the media and let the agent go."""
-        bridge = self.bridges.get(leg.id)
-        if bridge is None or bridge.app.call.id not in self.apps or leg.media is None:
-            self._hangup(leg, "caller gone")
-            return
-        if bridge.ring_timer is not None:
-            bridge.ring_timer.cancel()
-        caller = bridge.app.session
-        assert caller is not None
-        # The caller's recording (if any) already holds both directions.
-        session = self._start_session(leg, dataclasses.replace(caller.settings, record_path=None))
-        if session is None:
-            return
-        bridge.session = session
-        bridge_sessions(caller, session)
-        _call_log(bridge.app.call).info(
-            "bridge_connected",
-            leg=leg.id,
-            target=bridge.target,
-            caller_codec=caller.media.codec.encoding,
-            target_codec=leg.media.codec.encoding,
-        )
-        self._record(bridge.app.call, "sip", event="bridge_connected", leg=leg.id)
-        if bridge.app.actor is not None:
-            bridge.app.actor.post(TransferResult(True, 200, "bridged", bridged=True))
-
-    def _bridge_ended(self, event: CallEnded) -> None:
-        """The leg we dialed is over: before the answer the transfer failed, after
-        it the bridge is over and the caller is hung up too."""
-        leg = event.call
-        bridge = self.bridges.pop(leg.id, None)
-        if bridge is None:
-            return
-        if bridge.ring_timer is not None:
-            bridge.ring_timer.cancel()
-        app = bridge.app
-        app.bridge = None
-        media = bridge.session.summary() if bridge.session is not None else {}
-        _call_log(app.call).info(
-            "bridge_ended",
-            leg=leg.id,
-            connected=bridge.connected,
-            reason=event.reason,
-            by=event.by,
-            status=leg.final_status,
-            **media,
-        )
-        self._record(
-            app.call, "sip", event="bridge_ended", leg=leg.id, connected=bridge.connected,
-            reason=event.reason, by=event.by, status=leg.final_status,
-        )  # fmt: skip
-        if bridge.connected:
-            # (The caller's session may relay a moment longer: to a closed session, a no-op.)
-            if app.call.id in self.apps:
-                self._hangup(app.call, "bridge ended")
-        elif app.actor is not None:
-            # DESIGN's transfer_failure: the agent tells the caller and goes on.
-            app.actor.post(TransferResult(False, leg.final_status or 480, event.reason))
+    def transfer(self, handle: CallHandle, target: str) -> None:
+        """An agent's transfer (REFER or a bridge, see `mediaserver.bridge`)."""
+        self.bridges.transfer(handle, target)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -753,10 +609,10 @@ class SipServer:
     async def hangup_all(self, wait: float = 5.0) -> None:
         """Hang up every call and give the BYEs `wait` seconds to complete."""
         for call in list(self.ua.calls.values()):
-            self._hangup(call, "shutdown")
+            self.hangup(call, "shutdown")
         await self._wait_calls(wait)
 
-    def _hangup(self, call: Call, reason: str) -> None:
+    def hangup(self, call: Call, reason: str) -> None:
         self.command(lambda now: self.ua.hangup(call, now, reason))
 
     async def _wait_calls(self, timeout: float) -> None:
@@ -766,10 +622,13 @@ class SipServer:
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:
-        """Cancel apps and close sockets."""
-        for app in list(self.apps.values()):
-            if app.task is not None:
-                app.task.cancel()
+        """Cancel apps (their records are closed first) and close sockets."""
+        tasks = {app.task for app in self.apps.values() if app.task is not None}
+        tasks |= self._finishing
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
         if self._wakeup is not None:
             self._wakeup.cancel()
         await self.transports.close()
@@ -803,16 +662,6 @@ def _auth(sip: SipSettings) -> dict[str, Any]:
         min_expires=reg.min_expires, max_expires=reg.max_expires, max_contacts=reg.max_contacts
     )
     return {"auth": auth, "registrar": registrar}
-
-
-def _allowed_methods(call: Call) -> set[str] | None:
-    """The methods the caller's INVITE says it accepts, or None when it does not say."""
-    if "Allow" not in call.invite.headers:
-        return None
-    try:
-        return {token.upper() for token in call.invite.tokens("Allow")}
-    except SipParseError:
-        return None
 
 
 #: Garbage-collector thresholds. Finished transactions keep ~25 objects per call

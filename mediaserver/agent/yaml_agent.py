@@ -26,6 +26,7 @@ the key: `agent.yaml:14: tools.0.parameters: Input should be a valid dictionary`
 
 from __future__ import annotations
 
+import inspect
 import urllib.parse
 from pathlib import Path
 from typing import Any, Literal
@@ -223,6 +224,12 @@ def _handler(tool: ToolEntry, where: str) -> Any:
     """A legacy-style handler(args, raw_data) for the tool."""
     if tool.function is not None:
         target = import_callable(tool.function, f"{where}.function")
+        if inspect.iscoroutinefunction(target):
+            # Awaited by the tool runner, not called in a thread.
+            async def call_async(args: dict[str, Any], raw_data: dict[str, Any]) -> Any:
+                return await target(**args)
+
+            return call_async
 
         def call_function(args: dict[str, Any], raw_data: dict[str, Any]) -> Any:
             return target(**args)

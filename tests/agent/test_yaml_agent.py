@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
 import runpy
@@ -86,6 +87,18 @@ def test_function_tool(tmp_path: Path) -> None:
     )
     tool = load_agent(path).tools["status"]
     assert tool.handler({"order_id": "7"}, {}).response == "Order 7 is packed."
+
+
+def test_async_function_tool_is_awaited(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "name: A\ntools:\n  - name: status\n    parameters: {order_id: {type: string}}\n"
+        "    function: tests.agent.yaml_tools:order_status_async\n"
+    )
+    (tool,) = load_agent(path).to_spec().tools
+    assert tool.is_async
+    result = asyncio.run(tool.handler({"order_id": "7"}, {}))
+    assert result.response == "Order 7 is on its way."
 
 
 @pytest.fixture

@@ -1,0 +1,111 @@
+"""`CallHandle`: the server's typed handle on one call, as its app and actor see it.
+
+It implements `CallControl` (the port an app, and through it the call actor,
+uses to ring, answer, hang up and transfer) on top of the server's SIP core,
+and holds what the server keeps per call: the app task, the RTP session, the
+actor, the record, the `Bridge` of a transfer in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from mediaserver.call.actor import CallActor
+from mediaserver.call.runtime import PipelineRuntime
+from mediaserver.call.spec import AgentSpec
+from mediaserver.call.store import CallRecord
+from mediaserver.media.session import RtpSession
+from mediaserver.sip.ua import Call, Event, UserAgent
+
+__all__ = ["Bridge", "CallHandle", "Switchboard"]
+
+
+class Switchboard(Protocol):
+    """What a call handle needs of the server."""
+
+    ua: UserAgent
+    agents: dict[str, AgentSpec]
+
+    def command(self, action: Callable[[float], list[Event]]) -> None:
+        """Run `action(now)` against the SIP core and handle its events."""
+
+    def transfer(self, handle: CallHandle, target: str) -> None:
+        """Put the caller of `handle` through to `target` (REFER or a bridge)."""
+
+
+@dataclass
+class CallHandle:
+    """One call's handle (see the module docstring)."""
+
+    server: Switchboard
+    call: Call
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    media_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    digits: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
+    session: RtpSession | None = None
+    runtime: PipelineRuntime | None = None
+    agent: AgentSpec | None = None
+    actor: CallActor | None = None
+    bridge: Bridge | None = None
+    #: Where the agent's last transfer goes (to bridge it if the REFER is refused).
+    transfer_target: str | None = None
+    #: The call's record (timeline in SQLite).
+    record: CallRecord | None = None
+    #: Why the caller's SIP digest failed (the agent runs its auth-failure flow).
+    auth_error: str | None = None
+
+    @property
+    def call_id(self) -> str:
+        """The SIP Call-ID."""
+        return self.call.invite.call_id
+
+    @property
+    def media(self) -> RtpSession | None:
+        """The call's RTP session once `media_ready` is set."""
+        return self.session
+
+    def ring(self) -> None:
+        """Send 180 Ringing."""
+        self.server.command(lambda now: self.server.ua.ring(self.call, now))
+
+    def answer(self) -> None:
+        """Answer with 200 OK."""
+        self.server.command(lambda now: self.server.ua.answer(self.call, now))
+
+    def hangup(self) -> None:
+        """End the call from our side."""
+        self.server.command(lambda now: self.server.ua.hangup(self.call, now))
+
+    def transfer(self, target: str) -> None:
+        """Transfer the caller to `target` (the outcome reaches the actor)."""
+        self.server.transfer(self, target)
+
+    def agent_for(self, route: str) -> AgentSpec | None:
+        """The agent answering `route` on this server."""
+        return self.server.agents.get(route)
+
+
+@dataclass
+class Bridge:
+    """A transfer done as a B2BUA: the caller's call and the leg we dialed to `target`.
+
+    While the leg rings the agent still owns the caller's media; once the leg
+    answers, the two RTP sessions are cross-connected and the agent steps out.
+    Either side hanging up then hangs up the other (`mediaserver.bridge`).
+    """
+
+    app: CallHandle
+    leg: Call
+    target: str
+    #: The leg's RTP session, once it answered and the media is cross-connected.
+    session: RtpSession | None = None
+    ring_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def connected(self) -> bool:
+        """The target answered and the two calls' media are cross-connected."""
+        return self.session is not None
