@@ -13,8 +13,24 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 __all__ = ["AgentBase", "AgentServer", "FunctionResult", "SwaigFunctionResult"]
 
+from mediaserver.agent import runner as _runner
+
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from mediaserver.agent import AgentBase, AgentServer, FunctionResult, SwaigFunctionResult
+    from mediaserver.call.spec import AgentSpec
+    from mediaserver.config import Config
+
+
+def _serve(config: Config, agents: dict[str, AgentSpec]) -> Coroutine[Any, Any, int]:
+    """The server, for `AgentServer.run` (the agent layer cannot import it)."""
+    from mediaserver.server import serve
+
+    return serve(config, agents=agents)
+
+
+_runner.install(_serve)
 
 
 def __getattr__(name: str) -> Any:

@@ -21,7 +21,7 @@ from mediaserver.config import Config
 from mediaserver.faults import Faults
 from mediaserver.handle import Bridge, CallHandle
 from mediaserver.media.relay import bridge_sessions
-from mediaserver.media.session import MediaSettings, RtpSession
+from mediaserver.media.session import RtpSession, SessionSettings
 from mediaserver.sip.errors import SipParseError
 from mediaserver.sip.ua import Call, CallEnded, Event, UserAgent
 
@@ -50,7 +50,7 @@ class BridgeHost(Protocol):
     def record(self, call: Call, what: str, /, **data: Any) -> None:
         """Append to the call's record."""
 
-    def start_session(self, call: Call, settings: MediaSettings) -> RtpSession | None:
+    def start_session(self, call: Call, settings: SessionSettings) -> RtpSession | None:
         """Open `call`'s RTP session (None: it cannot carry audio; hung up)."""
 
     def hangup(self, call: Call, reason: str) -> None:

@@ -16,18 +16,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from mediaserver.codecs.params import CODECS
 from mediaserver.faults import FaultSettings
+from mediaserver.media.session import SessionSettings
 from mediaserver.pipeline.settings import PipelineSettings
-from mediaserver.sip.sdp import CODECS
+from mediaserver.strict import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Listen(_Strict):
+class Listen(Strict):
     """One SIP listening socket."""
 
     transport: Literal["udp", "tcp", "tls"] = "udp"
@@ -37,14 +35,14 @@ class Listen(_Strict):
     advertise: str | None = None
 
 
-class Tls(_Strict):
+class Tls(Strict):
     """Certificate and key for TLS listeners (PEM files)."""
 
     cert: Path | None = None
     key: Path | None = None
 
 
-class SipUser(_Strict):
+class SipUser(Strict):
     """One provisioned SIP user: `password`, or `ha1` = md5("user:realm:password")
     so the file need not hold the password (MD5 digests only)."""
 
@@ -65,7 +63,7 @@ def _md5_only() -> list[DigestAlgorithm]:
     return ["MD5"]
 
 
-class SipAuth(_Strict):
+class SipAuth(Strict):
     """Digest authentication (RFC 3261 section 22) of REGISTER and INVITE."""
 
     realm: str = Field("mediaserver", min_length=1)
@@ -94,7 +92,7 @@ class SipAuth(_Strict):
         return self
 
 
-class RegistrarSettings(_Strict):
+class RegistrarSettings(Strict):
     """Registration intervals and limits (active when `sip.auth.users` is set)."""
 
     min_expires: int = Field(60, ge=1)
@@ -108,7 +106,7 @@ class RegistrarSettings(_Strict):
         return self
 
 
-class SipSettings(_Strict):
+class SipSettings(Strict):
     """SIP signalling settings."""
 
     listen: list[Listen] = Field(
@@ -144,7 +142,7 @@ class SipSettings(_Strict):
         return self
 
 
-class MediaSettings(_Strict):
+class MediaSettings(Strict):
     """RTP settings (the media layer grows these)."""
 
     address: str = "127.0.0.1"
@@ -173,8 +171,17 @@ class MediaSettings(_Strict):
                 raise ValueError(f"unknown codec {name!r} (known: {', '.join(sorted(CODECS))})")
         return self
 
+    def for_call(self, call_id: str) -> SessionSettings:
+        """The RTP session settings of call `call_id` (its recording file included)."""
+        return SessionSettings(
+            jitter_window=self.jitter_window,
+            inactivity_timeout=self.inactivity_timeout,
+            latch_any_address=self.latch_any_address,
+            record_path=self.recordings_dir / f"{call_id}.wav" if self.record_calls else None,
+        )
 
-class ToolConfig(_Strict):
+
+class ToolConfig(Strict):
     """A tool of an inline agent: a Python callable or a response template."""
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -195,14 +202,14 @@ class ToolConfig(_Strict):
         return self
 
 
-class ReplyConfig(_Strict):
+class ReplyConfig(Strict):
     """A canned reply of the scripted engine."""
 
     match: list[str] = Field(min_length=1)
     reply: str
 
 
-class AgentConfig(_Strict):
+class AgentConfig(Strict):
     """An agent declared inline in a route (app `agent`)."""
 
     name: str | None = None
@@ -216,7 +223,7 @@ class AgentConfig(_Strict):
     pipeline: dict[str, Any] = Field(default_factory=dict)
 
 
-class Route(_Strict):
+class Route(Strict):
     """A Request-URI user and the built-in app answering it.
 
     Apps: `hold` (answer, silence), `echo` (send back what the caller says,
@@ -251,20 +258,20 @@ class Route(_Strict):
         return self
 
 
-class Shutdown(_Strict):
+class Shutdown(Strict):
     """Graceful drain on SIGTERM."""
 
     drain_timeout: float = Field(30.0, ge=0)
 
 
-class Logging(_Strict):
+class Logging(Strict):
     """Log level and format."""
 
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["console", "json"] = "console"
 
 
-class Records(_Strict):
+class Records(Strict):
     """Call records (per call: an append-only timeline, written as it happens)."""
 
     #: SQLite file (WAL); relative paths are relative to the config file's folder.
@@ -287,7 +294,7 @@ class Records(_Strict):
         return self
 
 
-class Admin(_Strict):
+class Admin(Strict):
     """The admin HTTP: /health, /ready, /metrics, /calls, /calls/{id} and the calls page."""
 
     enabled: bool = True
@@ -299,7 +306,7 @@ class Admin(_Strict):
     token: str | None = None
 
 
-class Config(_Strict):
+class Config(Strict):
     """The whole server configuration."""
 
     sip: SipSettings = Field(default_factory=SipSettings)

@@ -26,17 +26,17 @@ import asyncio
 from typing import Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from mediaserver.strict import Strict
 
 log = structlog.get_logger("mediaserver.faults")
 
 Stage = Literal["stt", "llm", "tts", "tool", "transfer", "media", "rtp", "sip"]
 
 
-class FaultRule(BaseModel):
+class FaultRule(Strict):
     """One injected fault."""
-
-    model_config = ConfigDict(extra="forbid")
 
     stage: Stage
     mode: Literal["fail", "hang", "slow"] = "fail"
@@ -54,10 +54,8 @@ class FaultRule(BaseModel):
     times: int = Field(0, ge=0)
 
 
-class FaultSettings(BaseModel):
+class FaultSettings(Strict):
     """The `faults` config section: rules, all off unless `enabled`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False
     rules: list[FaultRule] = Field(default_factory=list)

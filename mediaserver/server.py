@@ -32,7 +32,7 @@ from mediaserver.faults import Faults
 from mediaserver.handle import CallHandle
 from mediaserver.media.clock import MediaClock
 from mediaserver.media.ports import PortPool
-from mediaserver.media.session import MediaSettings, RtpSession
+from mediaserver.media.session import RtpSession, SessionSettings
 from mediaserver.observability.admin import AdminServer
 from mediaserver.observability.metrics import Metrics
 from mediaserver.sip.auth import Account, DigestAuth
@@ -437,21 +437,14 @@ class SipServer:
         app = self.apps.get(call.id)
         if app is None or app.session is not None or call.media is None:
             return
-        cfg = self.config.media
-        settings = MediaSettings(
-            jitter_window=cfg.jitter_window,
-            inactivity_timeout=cfg.inactivity_timeout,
-            latch_any_address=cfg.latch_any_address,
-            record_path=cfg.recordings_dir / f"{call.id}.wav" if cfg.record_calls else None,
-        )
-        session = self.start_session(call, settings)
+        session = self.start_session(call, self.config.media.for_call(call.id))
         if session is None:
             return
         self._inject_media_faults(session)
         app.session = session
         app.media_ready.set()
 
-    def start_session(self, call: Call, settings: MediaSettings) -> RtpSession | None:
+    def start_session(self, call: Call, settings: SessionSettings) -> RtpSession | None:
         """Open `call`'s RTP session with its reports wired to us; None (and the call
         hung up) when it cannot carry audio."""
         assert call.media is not None

@@ -14,13 +14,25 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from mediaserver.agent.runner import serve
+from mediaserver.call.spec import AgentSpec
 from mediaserver.config import Config, ConfigError, Listen, Route, load_config
+from mediaserver.pipeline.settings import PipelineSettings
 
-if TYPE_CHECKING:
-    from mediaserver.agent.base import AgentBase
-    from mediaserver.call.spec import AgentSpec
+
+class Servable(Protocol):
+    """What the server needs of an agent (`AgentBase` is one)."""
+
+    name: str
+
+    @property
+    def sip_user(self) -> str:
+        """The SIP user the agent answers at."""
+
+    def to_spec(self, base: PipelineSettings | None = None) -> AgentSpec:
+        """The agent as the call actor runs it."""
 
 
 class AgentServer:
@@ -39,9 +51,9 @@ class AgentServer:
         self.host = host
         self.port = port
         self._config = config
-        self.agents: dict[str, AgentBase] = {}
+        self.agents: dict[str, Servable] = {}
 
-    def register(self, agent: AgentBase, route: str | None = None) -> None:
+    def register(self, agent: Servable, route: str | None = None) -> None:
         """Serve `agent` at its route's SIP user (or `route`'s last segment).
 
         Raises:
@@ -83,7 +95,6 @@ class AgentServer:
 
         from mediaserver.observability.logging import configure
         from mediaserver.pipeline.errors import ModelLoadError
-        from mediaserver.server import serve
 
         try:
             config = self.config()
@@ -92,7 +103,7 @@ class AgentServer:
             raise SystemExit(2) from None
         configure(config.logging.level, config.logging.format)
         try:
-            code = uvloop.run(serve(config, agents=self.specs(config)))
+            code = uvloop.run(serve(config, self.specs(config)))
         except (ConfigError, ModelLoadError) as exc:
             print(f"cannot start: {exc}", file=sys.stderr)
             raise SystemExit(2) from None

@@ -32,18 +32,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from mediaserver.agent.base import AgentBase
 from mediaserver.agent.targets import fill, import_callable
 from mediaserver.config import ConfigError
+from mediaserver.strict import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Section(_Strict):
+class Section(Strict):
     """A prompt section."""
 
     title: str
@@ -54,7 +51,7 @@ class Section(_Strict):
     subsections: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class LanguageEntry(_Strict):
+class LanguageEntry(Strict):
     """An `add_language` call."""
 
     name: str
@@ -66,7 +63,7 @@ class LanguageEntry(_Strict):
     model: str | None = None
 
 
-class HttpRequest(_Strict):
+class HttpRequest(Strict):
     """A data tool that calls a web service."""
 
     url: str
@@ -75,7 +72,7 @@ class HttpRequest(_Strict):
     timeout: float = Field(5.0, gt=0)
 
 
-class ToolEntry(_Strict):
+class ToolEntry(Strict):
     """A tool: a template, a Python function or an HTTP request."""
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -101,7 +98,7 @@ class ToolEntry(_Strict):
         return self
 
 
-class AgentFile(_Strict):
+class AgentFile(Strict):
     """The whole YAML agent."""
 
     name: str

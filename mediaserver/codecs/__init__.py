@@ -1,7 +1,7 @@
 """Audio codecs for RTP and the resampler between their rates.
 
 The registry builds a `Codec` by its SDP encoding name (the names of
-`mediaserver.sip.sdp.CODECS`)::
+`mediaserver.codecs.params.CODECS`)::
 
     codec = create("G722")                  # one instance per call direction
     payload = codec.encode(pcm_16k_frame)   # 320 int16 samples -> 160 bytes
@@ -97,7 +97,7 @@ def _opus_present() -> bool:
     return opus_available()
 
 
-# Keyed by upper-cased name, like mediaserver.sip.sdp.CODECS. The first clock
+# Keyed by upper-cased name, like mediaserver.codecs.params.CODECS. The first clock
 # rate and channel count are the defaults and match what that registry announces.
 _REGISTRY: dict[str, _Entry] = {
     entry.name.upper(): entry

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import structlog
 
+from mediaserver.codecs.params import MediaOffer, NegotiatedMedia, codec
 from mediaserver.media.clock import MediaClock
-from mediaserver.media.session import MediaSettings, RtpSession
-from mediaserver.sip.sdp import MediaOffer, NegotiatedMedia, codec
+from mediaserver.media.session import RtpSession, SessionSettings
 
 log = structlog.get_logger("mediaserver.media.ports")
 
@@ -62,7 +62,7 @@ class PortPool:
         return None
 
     def open_session(
-        self, offer: MediaOffer, media: NegotiatedMedia, settings: MediaSettings
+        self, offer: MediaOffer, media: NegotiatedMedia, settings: SessionSettings
     ) -> RtpSession:
         """Start the RTP session on `offer`'s sockets (once per allocation)."""
         pair = self._used[offer.port]

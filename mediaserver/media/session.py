@@ -38,6 +38,7 @@ import structlog
 
 from mediaserver.codecs import Codec, CodecError, create
 from mediaserver.codecs.g711 import alaw_encode, ulaw_encode
+from mediaserver.codecs.params import NegotiatedMedia
 from mediaserver.media.clock import FRAME, MediaClock
 from mediaserver.media.dtmf import DtmfPacket, DtmfReceiver, DtmfSender
 from mediaserver.media.jitter import JitterBuffer
@@ -54,7 +55,6 @@ from mediaserver.media.rtcp import (
     serialise_compound,
 )
 from mediaserver.media.rtp import RtpError, RtpPacket, RtpReceiver, is_rtcp
-from mediaserver.sip.sdp import NegotiatedMedia
 
 log = structlog.get_logger("mediaserver.media.session")
 
@@ -78,8 +78,8 @@ DigitHandler = Callable[[str, int], None]
 
 
 @dataclass
-class MediaSettings:
-    """Per-session settings (from the `media` config section)."""
+class SessionSettings:
+    """One session's settings (`MediaSettings.for_call` makes them from the config)."""
 
     jitter_window: float = 0.040
     inactivity_timeout: float = 30.0
@@ -125,7 +125,7 @@ class RtpSession:
         rtcp_sock: socket.socket | None,
         media: NegotiatedMedia,
         clock: MediaClock,
-        settings: MediaSettings,
+        settings: SessionSettings,
         now: float,
     ) -> None:
         self.rtp_sock = rtp_sock

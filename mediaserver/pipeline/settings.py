@@ -9,14 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from mediaserver.strict import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class VadSettings(_Strict):
+class VadSettings(Strict):
     """Silero VAD with hysteresis (probabilities per 32 ms chunk at 16 kHz)."""
 
     #: Path to a silero ONNX file; default: the one in the silero-vad wheel.
@@ -43,7 +41,7 @@ class VadSettings(_Strict):
         return self
 
 
-class TurnSettings(_Strict):
+class TurnSettings(Strict):
     """When the caller's turn ends and who speaks first."""
 
     #: Seconds of silence (with the STT final) that end the caller's turn.
@@ -62,7 +60,7 @@ class TurnSettings(_Strict):
     not_understood: str = "Sorry, I did not catch that. Could you say it again?"
 
 
-class BargeInSettings(_Strict):
+class BargeInSettings(Strict):
     """Interrupting the agent."""
 
     enabled: bool = True
@@ -82,7 +80,7 @@ class BargeInSettings(_Strict):
     confirm_window: float = Field(0.3, gt=0, le=2.0)
 
 
-class SttSettings(_Strict):
+class SttSettings(Strict):
     """Speech-to-text backend."""
 
     #: faster-whisper (Whisper base, installed by setup) is the default; when its
@@ -137,7 +135,7 @@ class SttSettings(_Strict):
     openai_beta: bool = False
 
 
-class TtsSettings(_Strict):
+class TtsSettings(Strict):
     """Text-to-speech backend."""
 
     backend: Literal["espeak-ng", "piper", "openai", "elevenlabs", "cartesia"] = "espeak-ng"
@@ -175,7 +173,7 @@ class TtsSettings(_Strict):
     fallback: TtsSettings | None = None
 
 
-class LlmSettings(_Strict):
+class LlmSettings(Strict):
     """One LLM backend."""
 
     #: "openai" (any OpenAI-compatible server), "scripted" (offline rules) or
@@ -217,7 +215,7 @@ class LlmSettings(_Strict):
         return self
 
 
-class FillerSettings(_Strict):
+class FillerSettings(Strict):
     """Phrases played when a tool runs long."""
 
     enabled: bool = True
@@ -226,7 +224,7 @@ class FillerSettings(_Strict):
     phrases: list[str] = Field(default_factory=lambda: ["One moment please."])
 
 
-class AuthFailureFlow(_Strict):
+class AuthFailureFlow(Strict):
     """What happens when the LLM provider refuses our credentials (401/403), or a
     registered user's SIP digest fails."""
 
@@ -246,7 +244,7 @@ class AuthFailureFlow(_Strict):
         return self
 
 
-class RecoverySettings(_Strict):
+class RecoverySettings(Strict):
     """Phrases and flows of the error recoveries (DESIGN's error table)."""
 
     #: Said when the model (and every fallback) failed.
@@ -272,7 +270,7 @@ class RecoverySettings(_Strict):
     auth_failure: AuthFailureFlow = Field(default_factory=AuthFailureFlow)
 
 
-class PipelineSettings(_Strict):
+class PipelineSettings(Strict):
     """Everything the voice-AI pipeline of one call needs."""
 
     vad: VadSettings = Field(default_factory=VadSettings)

@@ -26,7 +26,7 @@ from mediaserver.call.store import CallRecord, CallStore
 from mediaserver.codecs.g711 import ulaw_decode, ulaw_encode
 from mediaserver.media.clock import MediaClock
 from mediaserver.media.rtp import RtpPacket
-from mediaserver.media.session import MediaSettings, RtpSession
+from mediaserver.media.session import RtpSession, SessionSettings
 from mediaserver.pipeline.llm.base import LlmBackend, ToolSpec
 from mediaserver.pipeline.settings import PipelineSettings
 from mediaserver.sip.sdp import NegotiatedMedia, RtpMap
@@ -244,7 +244,7 @@ async def live_actor(
         ptime=20,
         rtcp_mux=True,
     )
-    session = RtpSession(rtp, None, media, clock, MediaSettings(), loop.time())
+    session = RtpSession(rtp, None, media, clock, SessionSettings(), loop.time())
     call = FakeCall(runtime=runtime, agent=agent)
     actor = CallActor(call, session, agent, runtime, llm=llm, auth_error=auth_error)
     caller.start(rtp.getsockname())

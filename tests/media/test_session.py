@@ -16,7 +16,7 @@ from mediaserver.media.clock import MediaClock
 from mediaserver.media.dtmf import build_event, parse_event
 from mediaserver.media.rtcp import Bye, parse_compound
 from mediaserver.media.rtp import RtpPacket
-from mediaserver.media.session import MediaSettings, RtpSession
+from mediaserver.media.session import RtpSession, SessionSettings
 from mediaserver.sip.sdp import NegotiatedMedia, RtpMap
 
 
@@ -83,7 +83,7 @@ def run(
         clock = MediaClock(loop)
         rtp, rtcp = udp(), udp()
         session = RtpSession(
-            rtp, rtcp, negotiated(peer.port), clock, MediaSettings(**settings), loop.time()
+            rtp, rtcp, negotiated(peer.port), clock, SessionSettings(**settings), loop.time()
         )
         session.on_sent = record["sent"].append
         session.on_audio = lambda pcm, t, gap: record["audio"].append((pcm, t, gap))
