@@ -34,11 +34,11 @@ from mediaserver.media.rtp import RtpError, RtpPacket
 from mediaserver.media.wavfile import load_wav, write_wav
 from mediaserver.sip.errors import SipParseError
 from mediaserver.sip.message import Request, Response, parse_message
+from mediaserver.sip.offer_answer import SdpSession
 from mediaserver.sip.sdp import (
     MediaOffer,
     NegotiationError,
     SdpError,
-    SdpSession,
     SessionDescription,
     codec,
 )

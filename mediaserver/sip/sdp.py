@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import secrets
 from dataclasses import dataclass, field
 
 from mediaserver.codecs.params import (
@@ -31,6 +30,7 @@ from mediaserver.codecs.params import (
 )
 
 __all__ = [
+    "ACCEPTED_PROTOS",
     "CODECS",
     "DIRECTIONS",
     "MAX_MEDIA_LINES",
@@ -44,10 +44,11 @@ __all__ = [
     "Origin",
     "RtpMap",
     "SdpError",
-    "SdpSession",
     "SessionDescription",
     "Timing",
+    "address_type",
     "codec",
+    "is_dtmf",
 ]
 
 MAX_SDP_SIZE = 64 * 1024
@@ -60,7 +61,7 @@ DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 """The RFC 3264 direction attributes."""
 
 # Protocols we can answer: plain RTP only, since there is no SRTP/DTLS here.
-_ACCEPTED_PROTOS = frozenset({"RTP/AVP", "RTP/AVPF"})
+ACCEPTED_PROTOS = frozenset({"RTP/AVP", "RTP/AVPF"})
 
 # RFC 3551 static payload types, used when an m= line lists a static PT
 # without an a=rtpmap line (which RFC 4566 allows).
@@ -115,7 +116,7 @@ class NegotiationError(Exception):
 # --------------------------------------------------------------------------
 
 
-def _is_dtmf(name: str) -> bool:
+def is_dtmf(name: str) -> bool:
     return name.lower() == DTMF_NAME
 
 
@@ -662,7 +663,7 @@ def _emit_media(out: list[str], media: MediaDescription) -> None:
     _emit_extras(out, extras, "i")
     if media.connection is not None:
         _check_token(media.connection, "c= address")
-        addrtype = media.connection_addrtype or _addrtype(media.connection)
+        addrtype = media.connection_addrtype or address_type(media.connection)
         _check_token(addrtype, "c= addrtype")
         out.append(f"c=IN {addrtype} {media.connection}")
     _emit_extras(out, extras, "cbk")
@@ -670,344 +671,5 @@ def _emit_media(out: list[str], media: MediaDescription) -> None:
     _emit_extras(out, extras, None, _MEDIA_EXTRA_ORDER)
 
 
-def _addrtype(address: str) -> str:
+def address_type(address: str) -> str:
     return "IP6" if ":" in address else "IP4"
-
-
-# --------------------------------------------------------------------------
-# Offer/answer (RFC 3264)
-# --------------------------------------------------------------------------
-
-
-def _check_direction(direction: str) -> None:
-    if direction not in DIRECTIONS:
-        raise ValueError(f"invalid direction {direction!r}; expected one of {DIRECTIONS}")
-
-
-def _combine_directions(remote: str, local: str) -> str:
-    """Our direction given the remote's declared one and what we want (RFC 3264 6.1)."""
-    we_send = local in ("sendrecv", "sendonly") and remote in ("sendrecv", "recvonly")
-    we_receive = local in ("sendrecv", "recvonly") and remote in ("sendrecv", "sendonly")
-    if we_send and we_receive:
-        return "sendrecv"
-    if we_send:
-        return "sendonly"
-    if we_receive:
-        return "recvonly"
-    return "inactive"
-
-
-def _is_on_hold(remote_direction: str, remote_address: str) -> bool:
-    # RFC 2543 hold: c=0.0.0.0 instead of a direction attribute.
-    return remote_direction in ("sendonly", "inactive") or remote_address == "0.0.0.0"
-
-
-def _pick_formats(
-    formats: dict[int, RtpMap], supported: list[CodecSpec], want_dtmf: bool
-) -> tuple[RtpMap, RtpMap | None] | None:
-    """Pick the first format in `formats` order that we support, plus DTMF."""
-    chosen = next(
-        (
-            rtpmap
-            for rtpmap in formats.values()
-            if not _is_dtmf(rtpmap.encoding) and any(rtpmap.matches(s) for s in supported)
-        ),
-        None,
-    )
-    if chosen is None:
-        return None
-    dtmf: RtpMap | None = None
-    if want_dtmf:
-        # RFC 4733: telephone-event must run at the clock rate of the codec.
-        dtmf = next(
-            (
-                rtpmap
-                for rtpmap in formats.values()
-                if _is_dtmf(rtpmap.encoding) and rtpmap.clock_rate == chosen.clock_rate
-            ),
-            None,
-        )
-    return chosen, dtmf
-
-
-class SdpSession:
-    """Our side of one call's SDP state.
-
-    Keeps the o= session id and bumps the version only when our SDP changes
-    (RFC 3264 section 8), so a session-refresh re-INVITE gets an identical
-    body with the same version.
-
-    Attributes:
-        local: what we offer; mutable so the media layer can change the port.
-        username: the o= username.
-        session_id: the o= session id, fixed for the session.
-    """
-
-    def __init__(
-        self, local: MediaOffer, username: str = "mediaserver", session_id: int | None = None
-    ) -> None:
-        """Create the SDP state for one call.
-
-        Args:
-            local: our address, port and codecs.
-            username: the o= username.
-            session_id: the o= session id; random when None.
-        """
-        self.local = local
-        self.username = username
-        # Below 2**31 so that peers storing it in a signed 32-bit int cope.
-        self.session_id = secrets.randbelow(2**31) if session_id is None else session_id
-        self._version: int | None = None
-        self._last_body: bytes | None = None
-        # (offered payload formats, offered direction) of our pending offer.
-        self._pending_offer: tuple[list[RtpMap], str] | None = None
-
-    @property
-    def version(self) -> int | None:
-        """The o= session version of the last SDP we produced (None before any)."""
-        return self._version
-
-    def answer(
-        self, offer: SessionDescription, *, local_direction: str = "sendrecv"
-    ) -> tuple[SessionDescription, NegotiatedMedia]:
-        """Answer a remote offer.
-
-        The first audio stream over RTP/AVP(F) with a codec we support is
-        accepted; every other m= line is rejected with port 0.
-
-        Args:
-            offer: the remote's offer.
-            local_direction: the direction we want (e.g. "sendonly" to put
-                the remote on hold).
-
-        Returns:
-            Our answer and the negotiated media parameters.
-
-        Raises:
-            NegotiationError: no acceptable audio stream (answer 488).
-            SdpError: the accepted stream has no connection address.
-            ValueError: `local_direction` is not a direction.
-        """
-        _check_direction(local_direction)
-        supported = [c for c in self.local.codecs if not _is_dtmf(c.name)]
-        want_dtmf = any(_is_dtmf(c.name) for c in self.local.codecs)
-        accepted: tuple[int, RtpMap, RtpMap | None] | None = None
-        for index, media in enumerate(offer.media):
-            if (
-                media.media.lower() != "audio"
-                or media.port == 0
-                or media.proto.upper() not in _ACCEPTED_PROTOS
-            ):
-                continue
-            picked = _pick_formats(media.rtpmaps(), supported, want_dtmf)
-            if picked is not None:
-                accepted = (index, *picked)
-                break
-        if accepted is None:
-            raise NegotiationError("no supported audio codec in the offer")
-        index, chosen, dtmf = accepted
-        offered = offer.media[index]
-        remote_address = offer.media_address(offered)
-        if remote_address is None:
-            raise SdpError("offered audio stream has no connection address (c=)")
-
-        remote_direction = offered.direction(offer)
-        direction = _combine_directions(remote_direction, local_direction)
-        ptime = offered.ptime() or self.local.ptime
-        rtcp_mux = offered.rtcp_mux()
-
-        formats = [str(chosen.payload_type)]
-        attributes: list[tuple[str, str | None]] = [("rtpmap", chosen.rtpmap_value())]
-        spec = next(s for s in supported if chosen.matches(s))
-        if spec.fmtp:
-            attributes.append(("fmtp", f"{chosen.payload_type} {spec.fmtp}"))
-        if dtmf is not None:
-            formats.append(str(dtmf.payload_type))
-            attributes.append(("rtpmap", dtmf.rtpmap_value()))
-            attributes.append(("fmtp", f"{dtmf.payload_type} {dtmf.fmtp or self._dtmf_fmtp()}"))
-        attributes.append(("ptime", str(ptime)))
-        if rtcp_mux:
-            attributes.append(("rtcp-mux", None))
-        attributes.append((direction, None))
-
-        media_lines: list[MediaDescription] = []
-        for i, media in enumerate(offer.media):
-            if i == index:
-                media_lines.append(
-                    MediaDescription(
-                        media=media.media,
-                        port=self.local.port,
-                        proto=media.proto,
-                        formats=formats,
-                        attributes=attributes,
-                    )
-                )
-            else:
-                # RFC 3264 6: rejected streams keep their place with port 0
-                # and at least one format.
-                media_lines.append(
-                    MediaDescription(
-                        media=media.media,
-                        port=0,
-                        proto=media.proto,
-                        formats=list(media.formats) or ["0"],
-                    )
-                )
-        desc = self._stamp(self._description(media_lines))
-        self._pending_offer = None
-        negotiated = NegotiatedMedia(
-            codec=chosen,
-            dtmf=dtmf,
-            remote_address=remote_address,
-            remote_port=offered.port,
-            direction=direction,
-            remote_direction=remote_direction,
-            on_hold=_is_on_hold(remote_direction, remote_address),
-            ptime=ptime,
-            rtcp_mux=rtcp_mux,
-        )
-        return desc, negotiated
-
-    def offer(self, *, local_direction: str = "sendrecv") -> SessionDescription:
-        """Make an offer with all our codecs (re-INVITE/UPDATE, or a 200 to an empty INVITE).
-
-        Args:
-            local_direction: the direction we want.
-
-        Returns:
-            Our offer; `accept_answer` takes the answer to it.
-
-        Raises:
-            ValueError: `local_direction` is not a direction, or we have more
-                codecs than dynamic payload types.
-        """
-        _check_direction(local_direction)
-        formats = self._local_formats()
-        attributes: list[tuple[str, str | None]] = []
-        for rtpmap in formats:
-            attributes.append(("rtpmap", rtpmap.rtpmap_value()))
-            if rtpmap.fmtp:
-                attributes.append(("fmtp", f"{rtpmap.payload_type} {rtpmap.fmtp}"))
-        attributes.append(("ptime", str(self.local.ptime)))
-        attributes.append((local_direction, None))
-        media = MediaDescription(
-            media="audio",
-            port=self.local.port,
-            proto="RTP/AVP",
-            formats=[str(rtpmap.payload_type) for rtpmap in formats],
-            attributes=attributes,
-        )
-        desc = self._stamp(self._description([media]))
-        self._pending_offer = (formats, local_direction)
-        return desc
-
-    def accept_answer(self, answer: SessionDescription) -> NegotiatedMedia:
-        """Process the answer to our last offer.
-
-        Args:
-            answer: the remote's answer.
-
-        Returns:
-            The negotiated media; `codec` and `dtmf` carry the payload types
-            the answer uses (normally the ones we offered).
-
-        Raises:
-            NegotiationError: the answer rejects our stream, has the wrong
-                number of m= lines, or picks a codec we did not offer.
-            SdpError: the accepted stream has no connection address.
-        """
-        if self._pending_offer is not None:
-            offered_formats, offered_direction = self._pending_offer
-        else:
-            offered_formats, offered_direction = self._local_formats(), "sendrecv"
-        if len(answer.media) != 1:
-            raise NegotiationError(f"answer has {len(answer.media)} m= lines, our offer had 1")
-        media = answer.media[0]
-        if media.port == 0:
-            raise NegotiationError("answer rejected our audio stream")
-        if media.media.lower() != "audio" or media.proto.upper() != "RTP/AVP":
-            raise NegotiationError(f"answer changed the stream to {media.media} {media.proto}")
-        offered_specs = [
-            CodecSpec(f.encoding, f.clock_rate, f.channels)
-            for f in offered_formats
-            if not _is_dtmf(f.encoding)
-        ]
-        want_dtmf = any(_is_dtmf(f.encoding) for f in offered_formats)
-        picked = _pick_formats(media.rtpmaps(), offered_specs, want_dtmf)
-        if picked is None:
-            raise NegotiationError("answer contains no codec we offered")
-        chosen, dtmf = picked
-        remote_address = answer.media_address(media)
-        if remote_address is None:
-            raise SdpError("answered audio stream has no connection address (c=)")
-        remote_direction = media.direction(answer)
-        return NegotiatedMedia(
-            codec=chosen,
-            dtmf=dtmf,
-            remote_address=remote_address,
-            remote_port=media.port,
-            direction=_combine_directions(remote_direction, offered_direction),
-            remote_direction=remote_direction,
-            on_hold=_is_on_hold(remote_direction, remote_address),
-            ptime=media.ptime() or self.local.ptime,
-            # We never offer rtcp-mux, so an answer must not turn it on.
-            rtcp_mux=False,
-        )
-
-    # -- internals ---------------------------------------------------------
-
-    def _dtmf_fmtp(self) -> str:
-        for spec in self.local.codecs:
-            if _is_dtmf(spec.name) and spec.fmtp:
-                return spec.fmtp
-        return "0-16"
-
-    def _local_formats(self) -> list[RtpMap]:
-        """Our codecs with payload types: static ones, 101 for DTMF, else 96 upward."""
-        used = {c.static_pt for c in self.local.codecs if c.static_pt is not None}
-        assigned: list[int | None] = []
-        for spec in self.local.codecs:
-            if spec.static_pt is not None:
-                assigned.append(spec.static_pt)
-            elif _is_dtmf(spec.name) and 101 not in used:
-                # 101 is the de-facto telephone-event PT; many peers assume it.
-                used.add(101)
-                assigned.append(101)
-            else:
-                assigned.append(None)
-        next_pt = 96
-        formats: list[RtpMap] = []
-        for spec, pt in zip(self.local.codecs, assigned, strict=True):
-            if pt is None:
-                while next_pt in used:
-                    next_pt += 1
-                if next_pt > 127:
-                    raise ValueError("too many codecs for the dynamic payload type range")
-                pt = next_pt
-                used.add(pt)
-            formats.append(RtpMap(pt, spec.name, spec.clock_rate, spec.channels, spec.fmtp))
-        return formats
-
-    def _description(self, media: list[MediaDescription]) -> SessionDescription:
-        addrtype = _addrtype(self.local.address)
-        return SessionDescription(
-            origin=Origin(self.username, self.session_id, 0, "IN", addrtype, self.local.address),
-            session_name="-",
-            connection=Connection(self.local.address, addrtype),
-            timing=[Timing(0, 0)],
-            media=media,
-        )
-
-    def _stamp(self, desc: SessionDescription) -> SessionDescription:
-        """Set the o= version: +1 when the body differs from the last one we sent."""
-        # Compare serialised bodies: cheap, and immune to the caller mutating
-        # the description it gets back.
-        body = dataclasses.replace(desc, origin=Origin()).serialise()
-        if self._version is None:
-            # Start at the session id, as RFC 4566 suggests both be NTP-like.
-            self._version = self.session_id
-        elif body != self._last_body:
-            self._version += 1
-        self._last_body = body
-        desc.origin.session_version = self._version
-        return desc

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mediaserver.sip.offer_answer import SdpSession
 from mediaserver.sip.sdp import (
     CODECS,
     MAX_MEDIA_LINES,
@@ -22,7 +23,6 @@ from mediaserver.sip.sdp import (
     Origin,
     RtpMap,
     SdpError,
-    SdpSession,
     SessionDescription,
     Timing,
     codec,

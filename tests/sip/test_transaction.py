@@ -24,19 +24,18 @@ from mediaserver.sip.transaction import (
     Output,
     RequestReceived,
     ResponseReceived,
-    Retransmitter,
     Send,
     ServerTransaction,
     Target,
     Timers,
     Transaction,
     TransactionError,
-    TransactionLayer,
     TransactionState,
     TransactionTerminated,
     TransactionTimeout,
     new_branch,
 )
+from mediaserver.sip.transaction_layer import Retransmitter, TransactionLayer
 
 S = TransactionState
 

@@ -1,0 +1,252 @@
+"""What the user-agent core keeps and tells: calls, their states, the events for
+the application, and its configuration (`mediaserver.sip.ua` is the behaviour)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal, Protocol
+
+from mediaserver.codecs.params import MediaOffer, NegotiatedMedia
+from mediaserver.sip.auth import DigestAuth
+from mediaserver.sip.dialog import Dialog
+from mediaserver.sip.message import DEFAULT_LIMITS, Limits, Request, Response
+from mediaserver.sip.offer_answer import SdpSession
+from mediaserver.sip.registrar import Registrar
+from mediaserver.sip.session_timer import Negotiated, SessionTimerPolicy
+from mediaserver.sip.transaction import (
+    ClientTransaction,
+    InviteClientTransaction,
+    InviteServerTransaction,
+    Send,
+    ServerTransaction,
+    Target,
+    Timers,
+)
+from mediaserver.sip.transaction_layer import Retransmitter
+
+__all__ = [
+    "AuthRejected",
+    "Call",
+    "CallConfirmed",
+    "CallEnded",
+    "CallIncoming",
+    "CallMediaChanged",
+    "CallState",
+    "Dropped",
+    "DtmfInfo",
+    "Event",
+    "MediaProvider",
+    "PendingOk",
+    "Registered",
+    "TransferOutcome",
+    "UaConfig",
+]
+
+
+class MediaProvider(Protocol):
+    """Hands out our side of a call's media (address, RTP port, codecs)."""
+
+    def allocate(self) -> MediaOffer | None:
+        """Reserve media for a new call, or None when no port is free."""
+
+    def release(self, offer: MediaOffer) -> None:
+        """Return what `allocate` gave."""
+
+
+class CallState(Enum):
+    """Signalling state of one call."""
+
+    DIALING = "dialing"  # our INVITE sent (outbound leg), no final response yet
+    INCOMING = "incoming"  # INVITE received, no final response yet
+    ANSWERED = "answered"  # 2xx sent, waiting for the ACK
+    CONFIRMED = "confirmed"  # ACK received
+    ENDING = "ending"  # we sent BYE
+    ENDED = "ended"
+
+
+@dataclass
+class PendingOk:
+    """A 2xx to an INVITE, re-sent by the TU until the ACK (RFC 3261 13.3.1.4)."""
+
+    tx: InviteServerTransaction
+    response: Response
+    retransmit: Retransmitter
+
+
+@dataclass
+class Call:
+    """Signalling state of one call. Only `UserAgent` mutates it."""
+
+    id: str
+    invite: Request
+    #: The INVITE's transaction: a server one for a call we answer, a client
+    #: one for a leg we dial (`outbound`).
+    invite_tx: InviteServerTransaction | InviteClientTransaction
+    #: Where the INVITE came from (inbound) or went to (outbound).
+    source: Target
+    user: str
+    local_tag: str
+    offer: MediaOffer
+    sdp: SdpSession
+    created_at: float
+    state: CallState = CallState.INCOMING
+    dialog: Dialog | None = None
+    media: NegotiatedMedia | None = None
+    answer_body: bytes = b""
+    #: The INVITE had no SDP: our 2xx carries the offer and the ACK the answer.
+    offer_in_answer: bool = False
+    #: Our latest 2xx to an INVITE (initial or re-INVITE), re-sent until ACKed.
+    ok: PendingOk | None = None
+    timer: Negotiated | None = None
+    refresh_at: float | None = None
+    expire_at: float | None = None
+    #: An INVITE or UPDATE from the peer we have not answered yet.
+    remote_pending: ServerTransaction | None = None
+    #: Our own re-INVITE/UPDATE in flight (glare detection, section 14.2).
+    local_pending: ClientTransaction | None = None
+    #: Our ACK for the 2xx to our last re-INVITE, re-sent if that 2xx repeats.
+    local_ack: tuple[ClientTransaction, Send] | None = None
+    bye_pending: str | None = None
+    bye_tx: ClientTransaction | None = None
+    #: Our REFER in flight or awaiting its final NOTIFY (RFC 3515).
+    refer_tx: ClientTransaction | None = None
+    refer_open: bool = False
+    answered_at: float | None = None
+    end_reason: str = ""
+    #: We dialed this leg (B2BUA); `user` is then our From user.
+    outbound: bool = False
+    #: Hung up while dialing before any provisional response: CANCEL once one
+    #: comes (RFC 3261 section 9.1 forbids it earlier).
+    cancel_pending: bool = False
+    #: The final status that ended an outbound leg before it was answered.
+    final_status: int | None = None
+    #: The user whose digest credentials the INVITE carried and passed.
+    auth_user: str | None = None
+    #: Why a provisioned user's digest failed (the app runs its auth-failure flow).
+    auth_error: str | None = None
+
+    @property
+    def on_hold(self) -> bool:
+        """The peer has put us on hold (sendonly/inactive or 0.0.0.0)."""
+        return bool(self.media and self.media.on_hold)
+
+
+@dataclass(frozen=True)
+class CallIncoming:
+    """A new call passed admission and offer/answer; the app should ring/answer/reject."""
+
+    call: Call
+
+
+@dataclass(frozen=True)
+class CallConfirmed:
+    """The ACK for our 2xx arrived."""
+
+    call: Call
+
+
+@dataclass(frozen=True)
+class CallMediaChanged:
+    """A re-INVITE or UPDATE changed the media (e.g. hold or unhold)."""
+
+    call: Call
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    """The call is over; `by` is "remote", "local" or "timeout"."""
+
+    call: Call
+    reason: str
+    by: str
+
+
+@dataclass(frozen=True)
+class DtmfInfo:
+    """A DTMF digit received in SIP INFO."""
+
+    call: Call
+    digit: str
+    duration_ms: int
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A message got no response (unparseable, stray, ...): log it."""
+
+    reason: str
+    source: Target
+    status: int | None = None
+
+
+@dataclass(frozen=True)
+class AuthRejected:
+    """A request was refused for its credentials (403): log and count it."""
+
+    method: str
+    user: str
+    reason: str
+    source: Target
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A REGISTER was applied: `user` now has `bindings` live contacts."""
+
+    user: str
+    source: Target
+    bindings: int
+
+
+@dataclass(frozen=True)
+class TransferOutcome:
+    """How a REFER we sent ended (RFC 3515): `ok` once the transferee's new call
+    was answered (a NOTIFY with a 2xx sipfrag), else the status that failed it
+    (the REFER's own error response, or the sipfrag's final status)."""
+
+    call: Call
+    ok: bool
+    status: int
+    reason: str
+    #: The peer refused the REFER itself (an error response to it), as opposed
+    #: to accepting it and then failing to reach the target: the caller's side
+    #: will not transfer, so the call can be bridged instead.
+    refused: bool = False
+
+
+Event = (
+    Send
+    | CallIncoming
+    | CallConfirmed
+    | CallMediaChanged
+    | CallEnded
+    | DtmfInfo
+    | TransferOutcome
+    | AuthRejected
+    | Registered
+    | Dropped
+)
+
+
+@dataclass
+class UaConfig:
+    """Settings of the UAS core."""
+
+    #: transport -> (host, port) we advertise in Via and Contact.
+    local: dict[str, tuple[str, int]]
+    #: Request-URI users that have an application.
+    routes: frozenset[str]
+    max_calls: int = 500
+    retry_after: int = 5
+    timers: Timers = field(default_factory=Timers)
+    session: SessionTimerPolicy = field(default_factory=SessionTimerPolicy)
+    user_agent: str = "mediaserver"
+    limits: Limits = DEFAULT_LIMITS
+    #: Digest authentication of REGISTER and INVITE (None: nobody is challenged).
+    auth: DigestAuth | None = None
+    #: The registrar (REGISTER is answered 405 without one).
+    registrar: Registrar | None = None
+    #: Which INVITEs are challenged: "users" (From names a provisioned user),
+    #: "all" (unknown users get 403), or "off".
+    invite_auth: Literal["users", "all", "off"] = "users"
