@@ -181,25 +181,86 @@ class MediaSettings(Strict):
         )
 
 
+class PromptSection(Strict):
+    """A section of an agent's prompt (the SDK's `prompt_add_section`)."""
+
+    title: str
+    body: str = ""
+    bullets: list[str] = Field(default_factory=list)
+    numbered: bool = False
+    numbered_bullets: bool = False
+    subsections: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class LanguageConfig(Strict):
+    """A language of an agent (the SDK's `add_language`)."""
+
+    name: str
+    code: str
+    voice: str
+    speech_fillers: list[str] = Field(default_factory=list)
+    function_fillers: list[str] = Field(default_factory=list)
+    engine: str | None = None
+    model: str | None = None
+
+
+class HttpRequest(Strict):
+    """A data tool's web service call (its answer fills the tool's `response`)."""
+
+    url: str
+    method: Literal["GET", "POST"] = "GET"
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(5.0, gt=0)
+
+
 class ToolConfig(Strict):
-    """A tool of an inline agent: a Python callable or a response template."""
+    """A tool of a config-declared agent: a Python callable, a response template,
+    or a template filled from a web service."""
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     description: str = ""
-    #: JSON schema of the arguments (an object schema as in OpenAI's API).
-    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    #: The arguments: a JSON object schema (as in OpenAI's API), or the SDK's
+    #: bare properties map `{arg: {type: string, description: ...}}`.
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    #: Required arguments (with a properties map; an object schema has its own).
+    required: list[str] = Field(default_factory=list)
     #: "package.module:function", called as function(**arguments).
     function: str | None = Field(None, pattern=r"^[\w.]+:[\w.]+$")
     #: A reply template instead of a function, e.g. "Order {order_id} has shipped."
     response: str | None = None
+    #: Fill `response` from this web service's JSON answer.
+    http: HttpRequest | None = None
     fillers: list[str] = Field(default_factory=list)
     timeout: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _one_target(self) -> ToolConfig:
-        if (self.function is None) == (self.response is None):
-            raise ValueError("a tool needs exactly one of `function` or `response`")
+        if (self.function is None) == (self.response is None) or (
+            self.function is not None and self.http is not None
+        ):
+            raise ValueError(
+                "a tool needs exactly one of `function` or `response` (with optional `http`)"
+            )
+        properties = self.object_schema().get("properties", {})
+        if not isinstance(properties, dict) or not all(
+            isinstance(p, dict) for p in properties.values()
+        ):
+            raise ValueError("parameters: each argument is a mapping ({type: ..., ...})")
+        unknown = [r for r in self.required if r not in properties]
+        if unknown:
+            raise ValueError(f"required names unknown parameters: {', '.join(unknown)}")
         return self
+
+    def object_schema(self) -> dict[str, Any]:
+        """The arguments as a JSON object schema (whichever form they were given in)."""
+        params = self.parameters
+        if params.get("type") == "object" or "properties" in params:
+            schema: dict[str, Any] = {"type": "object", **params}
+        else:
+            schema = {"type": "object", "properties": dict(params)}
+        if self.required:
+            schema["required"] = list(dict.fromkeys([*schema.get("required", []), *self.required]))
+        return schema
 
 
 class ReplyConfig(Strict):
@@ -210,12 +271,25 @@ class ReplyConfig(Strict):
 
 
 class AgentConfig(Strict):
-    """An agent declared inline in a route (app `agent`)."""
+    """An agent declared in config: inline in a route (app `agent`), or a YAML
+    agent file (`mediaserver.agent.yaml_agent`, which adds `route`).
+
+    The SignalWire-style keys (`languages`, `params` in the SDK's units,
+    `post_prompt`, `global_data`) and the server's own (`replies`, `fallback`
+    for the scripted engine, `pipeline` overrides) work in both.
+    """
 
     name: str | None = None
-    prompt: str = "You are a helpful voice assistant on a phone call."
+    #: The system prompt: text, or the SDK's sections.
+    prompt: list[PromptSection] | str = "You are a helpful voice assistant on a phone call."
+    #: Said when the call is answered (None: `params.static_greeting`, else the model).
     greeting: str | None = "Hello! How can I help you?"
+    post_prompt: str | None = None
+    languages: list[LanguageConfig] = Field(default_factory=list)
+    #: The SDK's `set_params` (end_of_speech_timeout in ms, static_greeting, ...).
+    params: dict[str, Any] = Field(default_factory=dict)
     hints: list[str] = Field(default_factory=list)
+    global_data: dict[str, Any] = Field(default_factory=dict)
     tools: list[ToolConfig] = Field(default_factory=list)
     replies: list[ReplyConfig] = Field(default_factory=list)
     fallback: str = "I'm sorry, I can't help with that."

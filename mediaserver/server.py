@@ -19,8 +19,8 @@ from typing import Any
 
 import structlog
 
+from mediaserver.agent.from_config import route_agent
 from mediaserver.apps import APPS
-from mediaserver.apps.agent import agent_from_config
 from mediaserver.bridge import Bridges
 from mediaserver.call.errors import RECOVERY, ErrorKind
 from mediaserver.call.events import HoldChanged, StageError, TransferResult
@@ -35,6 +35,7 @@ from mediaserver.media.ports import PortPool
 from mediaserver.media.session import RtpSession, SessionSettings
 from mediaserver.observability.admin import AdminServer
 from mediaserver.observability.metrics import Metrics
+from mediaserver.pipeline.errors import ModelLoadError
 from mediaserver.sip.auth import Account, DigestAuth
 from mediaserver.sip.registrar import Registrar
 from mediaserver.sip.session_timer import SessionTimerPolicy
@@ -120,14 +121,14 @@ class SipServer:
             if user in self._preset_agents:
                 self.agents[user] = self._preset_agents[user]  # a Python agent (AgentBase)
             elif route.app == "agent" and route.agent is not None:
-                self.agents[user] = agent_from_config(user, route.agent, self.config.pipeline)
+                self.agents[user] = route_agent(user, route.agent, self.config.pipeline)
         if self.agents and self.runtime is None:
             self.runtime = PipelineRuntime(self.config.pipeline, faults=self.faults)
         for user, agent in self.agents.items():
             assert self.runtime is not None
             try:
                 self.runtime.prepare(agent)  # e.g. a missing API key fails now, not mid-call
-            except ValueError as exc:
+            except (ValueError, ModelLoadError) as exc:
                 raise ConfigError(f"routes.{user}.agent: {exc}") from None
 
     async def start(self) -> None:

@@ -34,7 +34,7 @@ LAYERS: list[set[str]] = [
 KNOWN_UPWARD: set[tuple[str, str]] = set()
 KNOWN_FILE_CYCLES: set[frozenset[str]] = set()
 KNOWN_PACKAGE_CYCLES: set[frozenset[str]] = set()
-KNOWN_BIG = {"mediaserver.sip.ua"}
+KNOWN_BIG: set[str] = set()
 MAX_LINES = 900
 
 

@@ -205,6 +205,7 @@ class CallActor:
         self.post(ev.StageError(kind, "llm", str(retry.error), recovery=retry.step, final=False))
 
     def _onset_wall(self, media_time: float) -> float | None:
+        """`media_time` on the wall clock, or None before any caller audio arrived."""
         listener = self.listener
         return listener.wall(media_time) if listener.media_offset is not None else None
 

@@ -79,7 +79,8 @@ class PipelineRuntime:
         """Load what `agent`'s calls need (decoders, its LLM) before calls arrive.
 
         Raises:
-            ValueError: the agent's LLM settings are unusable (e.g. a missing API key).
+            ModelLoadError: the agent's LLM cannot be built (e.g. an unset API key
+                variable: the message names the settings key).
         """
         self.stt.prepare(self.hints(agent))
         self.llm_for(agent)

@@ -41,6 +41,7 @@ __all__ = [
     "Registered",
     "TransferOutcome",
     "UaConfig",
+    "parse_dtmf_info",
 ]
 
 
@@ -250,3 +251,19 @@ class UaConfig:
     #: Which INVITEs are challenged: "users" (From names a provisioned user),
     #: "all" (unknown users get 403), or "off".
     invite_auth: Literal["users", "all", "off"] = "users"
+
+
+def parse_dtmf_info(body: bytes, ctype: str) -> tuple[str, int]:
+    """Digit and duration from application/dtmf-relay or application/dtmf."""
+    text = body.decode("utf-8", errors="replace").strip()
+    if ctype == "application/dtmf":
+        return (text[:1] if text[:1] in "0123456789*#ABCDabcd" else ""), 0
+    digit, duration = "", 0
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        key, value = key.strip().lower(), value.strip()
+        if key == "signal" and value[:1] in "0123456789*#ABCDabcd":
+            digit = value[:1].upper()
+        elif key == "duration" and value.isdigit():
+            duration = int(value)
+    return digit, duration

@@ -177,11 +177,12 @@ class Address:
         out = ""
         if self.display_name is not None:
             name = self.display_name
-            out = (name if is_token(name.replace(" ", "")) and name else _q(name)) + " "
+            out = (name if is_token(name.replace(" ", "")) and name else quote_string(name)) + " "
         return f"{out}<{self.uri}>{format_params(self.params)}"
 
 
-def _q(text: str) -> str:
+def quote_string(text: str) -> str:
+    """`text` as a SIP quoted-string (RFC 3261 section 25.1)."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

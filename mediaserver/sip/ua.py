@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import re
 import secrets
 from collections.abc import Iterable
 
@@ -52,6 +51,7 @@ from mediaserver.sip.calls import (
     Registered,
     TransferOutcome,
     UaConfig,
+    parse_dtmf_info,
 )
 from mediaserver.sip.dialog import Dialog, new_tag
 from mediaserver.sip.errors import SipParseError
@@ -64,7 +64,6 @@ from mediaserver.sip.message import (
     parse_message,
 )
 from mediaserver.sip.offer_answer import SdpSession
-from mediaserver.sip.registrar import Binding
 from mediaserver.sip.sdp import (
     NegotiationError,
     SdpError,
@@ -88,7 +87,7 @@ from mediaserver.sip.transaction import (
     new_branch,
 )
 from mediaserver.sip.transaction_layer import Retransmitter, TransactionLayer
-from mediaserver.sip.uri import Uri, parse_uri
+from mediaserver.sip.ua_outbound import OutboundCalls, hostport
 
 __all__ = [
     "ALLOWED_METHODS",
@@ -110,13 +109,12 @@ __all__ = [
 ]
 
 ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO", "NOTIFY")
-_SIPFRAG = re.compile(rb"^SIP/2\.0\s+(\d{3})\s*([^\r\n]*)")
 SUPPORTED_EXTENSIONS = ("timer",)
 ACCEPTED_BODIES = ("application/sdp",)
 DTMF_BODIES = ("application/dtmf-relay", "application/dtmf")
 
 
-class UserAgent:
+class UserAgent(OutboundCalls):
     """Sans-IO UAS core. See the module docstring for the contract."""
 
     def __init__(self, config: UaConfig, media: MediaProvider) -> None:
@@ -542,203 +540,6 @@ class UserAgent:
             return self._on_refresh(call, req, tx, now)
         return self._respond(tx, req, 405, now, headers=[("Allow", self._allow)])
 
-    def _on_notify(
-        self, call: Call, req: Request, tx: ServerTransaction | None, now: float
-    ) -> list[Event]:
-        """Progress of our REFER (RFC 3515 section 2.4.5): a message/sipfrag status line."""
-        event = (req.headers.get("Event") or "").split(";")[0].strip().lower()
-        if event != "refer" or not call.refer_open:
-            return self._respond(tx, req, 489, now, "Bad Event")
-        events = self._respond(tx, req, 200, now)
-        match = _SIPFRAG.match(req.body.lstrip())
-        if match is None:
-            return events
-        status = int(match.group(1))
-        if status < 200:
-            return events
-        call.refer_open = False
-        reason = match.group(2).decode("latin-1", "replace").strip()
-        events.append(TransferOutcome(call, status < 300, status, reason))
-        return events
-
-    def refer(self, call: Call, target: str, now: float) -> list[Event]:
-        """Ask the caller to call `target` instead (REFER with Refer-To, RFC 3515).
-
-        The outcome comes as a `TransferOutcome` event: from the REFER's error
-        response, or from the NOTIFY that reports the new call's final status.
-        """
-        if call.state is not CallState.CONFIRMED or call.refer_open:
-            return [TransferOutcome(call, False, 491, "no transfer possible now")]
-        assert call.dialog is not None
-        call.refer_open = True
-        _, events = self._send_request(
-            call,
-            "REFER",
-            now,
-            headers=[
-                ("Refer-To", f"<{target}>"),
-                ("Referred-By", f"<{call.dialog.local.uri}>"),
-            ],
-        )
-        return events
-
-    def dial(
-        self, target: str, user: str, now: float, *, display: str | None = None
-    ) -> tuple[Call | None, list[Event]]:
-        """Call `target` (a SIP URI) as UAC, for a B2BUA bridge; `user` is our From user.
-
-        The INVITE carries our offer. The leg is a `Call` with `outbound` set: a
-        2xx confirms it (`CallConfirmed`, after our ACK), an error or timeout ends
-        it (`CallEnded` with `final_status`), `hangup` CANCELs it while it rings.
-        Returns (None, []) when no media port is free.
-
-        A user registered here (`target` names one of our addresses) is called
-        at their newest binding: the Request-URI is its contact, and the INVITE
-        goes where the REGISTER came from (so phones behind NAT are reached).
-
-        Raises:
-            SipParseError: `target` is not a SIP URI.
-        """
-        uri = parse_uri(target)
-        if uri.scheme not in ("sip", "sips") or not uri.host:
-            raise SipParseError(f"cannot dial {target!r}: not a sip: URI with a host")
-        offer = self.media.allocate()
-        if offer is None:
-            return None, []
-        binding = self._binding_for(uri, now)
-        if binding is not None:
-            ruri, destination = binding.contact, binding.source
-            transport = destination.transport
-        else:
-            ruri = target
-            transport = (uri.params.get("transport") or "udp").lower()
-            if transport not in self.config.local:
-                transport = next(iter(self.config.local))
-            host, port = uri.host_port(5061 if uri.scheme == "sips" else 5060)
-            destination = Target(transport, host, port)
-        local_host, local_port = self.config.local[transport]
-        sdp = SdpSession(offer)
-        local_tag = new_tag()
-        req = Request(method="INVITE", uri=ruri)
-        req.headers.add(
-            "Via",
-            f"SIP/2.0/{transport.upper()} {_hostport(local_host, local_port)}"
-            f";branch={new_branch()};rport",
-        )
-        req.headers.add("Max-Forwards", "70")
-        name = f"{_quote(display)} " if display else ""
-        us = f"sip:{user}@{_hostport(local_host, local_port)}"
-        req.headers.add("From", f"{name}<{us}>;tag={local_tag}")
-        req.headers.add("To", f"<{target}>")
-        req.headers.add("Call-ID", f"{secrets.token_hex(12)}@{local_host}")
-        req.headers.add("CSeq", "1 INVITE")
-        tparam = "" if transport == "udp" else f";transport={transport}"
-        req.headers.add("Contact", f"<{us}{tparam}>")
-        req.headers.add("Allow", self._allow)
-        req.headers.add("User-Agent", self.config.user_agent)
-        req.headers.add("Content-Type", "application/sdp")
-        req.body = sdp.offer().serialise()
-        tx, outs = self.tx.send_request(req, destination, now)
-        assert isinstance(tx, InviteClientTransaction)
-        call = Call(
-            id=secrets.token_hex(8),
-            invite=req,
-            invite_tx=tx,
-            source=destination,
-            user=user,
-            local_tag=local_tag,
-            offer=offer,
-            sdp=sdp,
-            created_at=now,
-            state=CallState.DIALING,
-            outbound=True,
-        )
-        self.calls[call.id] = call
-        self._by_invite[id(tx)] = call
-        return call, self._dispatch(outs, now)
-
-    def registered_contact(self, target: str, now: float) -> Binding | None:
-        """The binding to call for `target` when it is a user registered here
-        (a sip: URI at one of our addresses), else None."""
-        try:
-            return self._binding_for(parse_uri(target), now)
-        except SipParseError:
-            return None
-
-    def _binding_for(self, uri: Uri, now: float) -> Binding | None:
-        registrar = self.config.registrar
-        if registrar is None:
-            return None
-        ours = any(
-            uri.host == host and uri.port in (None, port)
-            for host, port in self.config.local.values()
-        )
-        if not ours or not uri.user:
-            return None
-        bindings = registrar.lookup(uri.user, now)
-        return bindings[0] if bindings else None
-
-    def _cancel(self, call: Call, now: float, reason: str) -> list[Event]:
-        """Stop ringing a leg we dial (RFC 3261 section 9.1)."""
-        call.end_reason = call.end_reason or reason
-        tx = call.invite_tx
-        if tx.last_response is None:
-            call.cancel_pending = True  # no CANCEL before a provisional response
-            return []
-        call.state = CallState.ENDING
-        invite = call.invite
-        cancel = Request(method="CANCEL", uri=invite.uri)
-        cancel.headers.add("Via", invite.headers.get_list("Via")[0])
-        cancel.headers.add("Max-Forwards", "70")
-        for name in ("From", "To", "Call-ID"):
-            cancel.headers.add(name, invite.headers.get(name) or "")
-        cancel.headers.add("CSeq", f"{invite.cseq.seq} CANCEL")
-        _, outs = self.tx.send_request(cancel, call.source, now)
-        # If no final response ever comes, give up after 64*T1 (section 9.1).
-        call.expire_at = now + self.config.timers.timeout
-        self._schedule(call, call.expire_at)
-        return self._dispatch(outs, now)
-
-    def _on_dial_response(self, call: Call, resp: Response, now: float) -> list[Event]:
-        """A response to the INVITE of a leg we dial."""
-        status = resp.status
-        if status < 200:
-            if call.cancel_pending and call.state is CallState.DIALING:
-                call.cancel_pending = False
-                return self._cancel(call, now, call.end_reason)
-            return []
-        if status >= 300:
-            # The transaction has ACKed it already.
-            call.final_status = status
-            by = "local" if call.state is CallState.ENDING else "remote"
-            return self._end(call, f"{status} {resp.reason}", by)
-        if call.dialog is not None:
-            # The 2xx again (our ACK was lost, or a second fork): ACK it again.
-            return self._send_ack(call, resp, now) if call.dialog.remote_tag == resp.to.tag else []
-        try:
-            call.dialog = Dialog.from_response(call.invite, resp)
-        except SipParseError as exc:
-            call.final_status = 502
-            return self._end(call, f"unusable 2xx: {exc.reason}", "remote")
-        self._by_dialog[call.dialog.key] = call
-        call.answered_at = now
-        events = self._send_ack(call, resp, now)
-        cancelled = call.state is CallState.ENDING or call.cancel_pending
-        call.state = CallState.CONFIRMED
-        if cancelled:
-            # The answer crossed our CANCEL: the dialog exists, end it with BYE.
-            return events + self._send_bye(call, now, call.end_reason or "cancelled")
-        try:
-            if resp.content_type != "application/sdp" or not resp.body:
-                raise SdpError("2xx without an SDP answer")
-            call.media = call.sdp.accept_answer(SessionDescription.parse(resp.body))
-        except (SdpError, NegotiationError) as exc:
-            call.end_reason = f"bad SDP answer: {exc}"
-            call.final_status = 488
-            return events + self._send_bye(call, now, "bad answer")
-        events.append(CallConfirmed(call))
-        return events
-
     def _on_info(
         self, call: Call, req: Request, tx: ServerTransaction | None, now: float
     ) -> list[Event]:
@@ -747,7 +548,7 @@ class UserAgent:
             return self._respond(tx, req, 415, now, headers=[("Accept", ", ".join(DTMF_BODIES))])
         events = self._respond(tx, req, 200, now)
         if req.body:
-            digit, duration = _parse_dtmf_info(req.body, ctype or "")
+            digit, duration = parse_dtmf_info(req.body, ctype or "")
             if digit:
                 events.append(DtmfInfo(call, digit, duration))
         return events
@@ -907,7 +708,7 @@ class UserAgent:
         assert call.dialog is not None
         transport = call.source.transport
         host, port = self.config.local[transport]
-        via = f"SIP/2.0/{transport.upper()} {_hostport(host, port)};branch={new_branch()};rport"
+        via = f"SIP/2.0/{transport.upper()} {hostport(host, port)};branch={new_branch()};rport"
         req = call.dialog.create_request(method, via=via, contact=self._contact(call))
         req.headers.add("User-Agent", self.config.user_agent)
         for name, value in headers or []:
@@ -940,7 +741,7 @@ class UserAgent:
         host, port = self.config.local[transport]
         ack.headers.add(
             "Via",
-            f"SIP/2.0/{transport.upper()} {_hostport(host, port)};branch={new_branch()};rport",
+            f"SIP/2.0/{transport.upper()} {hostport(host, port)};branch={new_branch()};rport",
         )
         ack.headers.add("Max-Forwards", "70")
         for route in call.dialog.route_set:
@@ -970,7 +771,7 @@ class UserAgent:
         host, port = self.config.local[transport]
         scheme = "sips" if transport == "tls" else "sip"
         tparam = "" if transport == "udp" else f";transport={transport}"
-        return f"<{scheme}:{call.user}@{_hostport(host, port)}{tparam}>"
+        return f"<{scheme}:{call.user}@{hostport(host, port)}{tparam}>"
 
     def _dialog_response(self, call: Call, status: int) -> Response:
         resp = call.invite.response(status, to_tag=call.local_tag)
@@ -1083,32 +884,8 @@ def _safe_tokens(msg: Message, name: str) -> list[str]:
         return []
 
 
-def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _reason(status: int, detail: str) -> str:
     """A reason phrase that says what was wrong, without control characters."""
     base = REASONS.get(status, "Error")
     clean = "".join(c for c in detail if c.isprintable())[:80]
     return f"{base} ({clean})" if clean else base
-
-
-def _parse_dtmf_info(body: bytes, ctype: str) -> tuple[str, int]:
-    """Digit and duration from application/dtmf-relay or application/dtmf."""
-    text = body.decode("utf-8", errors="replace").strip()
-    if ctype == "application/dtmf":
-        return (text[:1] if text[:1] in "0123456789*#ABCDabcd" else ""), 0
-    digit, duration = "", 0
-    for line in text.splitlines():
-        key, _, value = line.partition("=")
-        key, value = key.strip().lower(), value.strip()
-        if key == "signal" and value[:1] in "0123456789*#ABCDabcd":
-            digit = value[:1].upper()
-        elif key == "duration" and value.isdigit():
-            duration = int(value)
-    return digit, duration

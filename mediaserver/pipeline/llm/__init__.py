@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from mediaserver.pipeline.llm.base import (
     Done,
     LlmBackend,
@@ -28,6 +30,7 @@ from mediaserver.pipeline.llm.llama_cpp import LlamaCppBackend
 from mediaserver.pipeline.llm.llama_cpp import from_settings as llama_cpp_from_settings
 from mediaserver.pipeline.llm.openai_client import OpenAiBackend, from_settings
 from mediaserver.pipeline.llm.scripted import ScriptedBackend, ScriptedConfig, ScriptedReply
+from mediaserver.pipeline.registry import Backends
 from mediaserver.pipeline.settings import LlmSettings
 
 __all__ = [
@@ -52,8 +55,23 @@ __all__ = [
     "load_llm",
 ]
 
+
+def _scripted(settings: LlmSettings, scripted: ScriptedConfig | None) -> LlmBackend:
+    return ScriptedBackend(scripted)
+
+
+def _openai(settings: LlmSettings, scripted: ScriptedConfig | None) -> LlmBackend:
+    return from_settings(settings)
+
+
+def _llama_cpp(settings: LlmSettings, scripted: ScriptedConfig | None) -> LlmBackend:
+    return llama_cpp_from_settings(settings)
+
+
+_FACTORIES = {"openai": _openai, "scripted": _scripted, "llama-cpp": _llama_cpp}
+
 #: Registry names `load_llm` knows.
-BACKENDS = ("openai", "scripted", "llama-cpp")
+BACKENDS = tuple(_FACTORIES)
 
 
 def load_llm(settings: LlmSettings, scripted: ScriptedConfig | None = None) -> LlmBackend:
@@ -67,15 +85,13 @@ def load_llm(settings: LlmSettings, scripted: ScriptedConfig | None = None) -> L
         A ready backend; call `aclose()` when done with it.
 
     Raises:
-        ValueError: Unknown backend, or an `env:` API key whose variable is unset
-            (the message names the settings key).
-        ModelLoadError: llama-cpp: the package, the model file or its chat
-            format is missing (the message names the backend and the path).
+        ModelLoadError: unknown backend; an `env:` API key whose variable is
+            unset (the message names the settings key); llama-cpp: the package,
+            the model file or its chat format is missing.
     """
-    if settings.backend == "openai":
-        return from_settings(settings)
-    if settings.backend == "scripted":
-        return ScriptedBackend(scripted)
-    if settings.backend == "llama-cpp":
-        return llama_cpp_from_settings(settings)
-    raise ValueError(f"llm.backend: unknown backend {settings.backend!r}; known: {BACKENDS}")
+    backends: Backends[LlmSettings, LlmBackend] = Backends(
+        "llm",
+        {name: functools.partial(make, scripted=scripted) for name, make in _FACTORIES.items()},
+        lambda settings: f"model {settings.model}",
+    )
+    return backends.load(settings)

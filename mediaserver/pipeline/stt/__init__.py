@@ -6,11 +6,11 @@ installed only fails (with `ModelLoadError`) when it is configured.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 
+from mediaserver.pipeline.registry import Backends
 from mediaserver.pipeline.settings import SttSettings
 from mediaserver.pipeline.stt.base import (
     STT_RATE,
@@ -93,12 +93,16 @@ def _openai_realtime(settings: SttSettings) -> SttBackend:
 
 
 #: Backend name (`SttSettings.backend`) -> factory.
-BACKENDS: dict[str, Callable[[SttSettings], SttBackend]] = {
-    "pocketsphinx": _pocketsphinx,
-    "faster-whisper": _faster_whisper,
-    "deepgram": _deepgram,
-    "openai-realtime": _openai_realtime,
-}
+BACKENDS: Backends[SttSettings, SttBackend] = Backends(
+    "stt",
+    {
+        "pocketsphinx": _pocketsphinx,
+        "faster-whisper": _faster_whisper,
+        "deepgram": _deepgram,
+        "openai-realtime": _openai_realtime,
+    },
+    lambda settings: f"model {settings.model}",
+)
 
 
 def load_stt(settings: SttSettings) -> SttBackend:
@@ -114,19 +118,7 @@ def load_stt(settings: SttSettings) -> SttBackend:
     Raises:
         ModelLoadError: unknown backend name, package missing or model unloadable.
     """
-    factory = BACKENDS.get(settings.backend)
-    if factory is None:
-        raise ModelLoadError(
-            f"stt: unknown backend {settings.backend!r} (known: {', '.join(sorted(BACKENDS))})"
-        )
-    try:
-        backend = factory(settings)
-    except ModelLoadError:
-        raise
-    except Exception as exc:
-        raise ModelLoadError(
-            f"{settings.backend}: cannot load model {settings.model}: {exc}"
-        ) from exc
+    backend = BACKENDS.load(settings)
     if settings.fallback is not None:
         from mediaserver.pipeline.stt.fallback import FallbackSttBackend
 

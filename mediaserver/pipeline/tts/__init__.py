@@ -6,10 +6,10 @@ installed only fails (with `ModelLoadError`) when it is configured.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from mediaserver.pipeline.errors import ModelLoadError
+from mediaserver.pipeline.registry import Backends
 from mediaserver.pipeline.settings import TtsSettings
 from mediaserver.pipeline.tts.base import TtsBackend, TtsChunk, TtsError
 from mediaserver.pipeline.tts.clauses import ClauseAggregator
@@ -56,13 +56,17 @@ def _cartesia(settings: TtsSettings) -> TtsBackend:
 
 
 #: Backend name (`TtsSettings.backend`) -> factory.
-BACKENDS: dict[str, Callable[[TtsSettings], TtsBackend]] = {
-    "espeak-ng": _espeak,
-    "piper": _piper,
-    "openai": _openai,
-    "elevenlabs": _elevenlabs,
-    "cartesia": _cartesia,
-}
+BACKENDS: Backends[TtsSettings, TtsBackend] = Backends(
+    "tts",
+    {
+        "espeak-ng": _espeak,
+        "piper": _piper,
+        "openai": _openai,
+        "elevenlabs": _elevenlabs,
+        "cartesia": _cartesia,
+    },
+    lambda settings: f"voice {settings.voice}",
+)
 
 
 def load_tts(settings: TtsSettings) -> TtsBackend:
@@ -85,19 +89,7 @@ def load_tts(settings: TtsSettings) -> TtsBackend:
         ModelLoadError: Unknown backend name, library or package missing, or
             voice unloadable (the message names the backend and the path).
     """
-    factory = BACKENDS.get(settings.backend)
-    if factory is None:
-        raise ModelLoadError(
-            f"tts: unknown backend {settings.backend!r} (known: {', '.join(sorted(BACKENDS))})"
-        )
-    try:
-        backend = factory(settings)
-    except ModelLoadError:
-        raise
-    except Exception as exc:
-        raise ModelLoadError(
-            f"{settings.backend}: cannot load voice {settings.voice}: {exc}"
-        ) from exc
+    backend = BACKENDS.load(settings)
     if settings.fallback is not None:
         from mediaserver.pipeline.tts.fallback import FallbackTtsBackend
 
