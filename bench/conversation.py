@@ -24,7 +24,8 @@ line (``--stt faster-whisper|pocketsphinx`` (default: the server's default,
 faster-whisper), ``--stt-model``, ``--llm``; the
 rest is the server's default: silero VAD, end-of-speech timeout 0.7 s,
 espeak-ng). This process is the caller: per call a SIP UAC over UDP (the test
-dialer's, ``mediaserver.dialer``; INVITE offering PCMU, ACK, BYE) and one RTP
+dialer's, ``mediaserver.dialer``, on the server's own SIP core; INVITE offering
+PCMU, ACK, BYE) and one RTP
 stream of 20 ms G.711 u-law frames sent on absolute deadlines for the whole call
 (line noise, or digital silence, between utterances, as a phone does). It waits
 for the greeting to end, says the request (an 8 kHz espeak-ng WAV trimmed to its
@@ -480,7 +481,8 @@ class Line:
             if target is None:
                 continue
             frame, speech = self._frame()
-            packet = RtpPacket(0, self.seq, self.ts, self.ssrc, ulaw_encode(frame).tobytes())
+            payload = ulaw_encode(frame).tobytes()
+            packet = RtpPacket(self.dialer.audio_pt, self.seq, self.ts, self.ssrc, payload)
             with contextlib.suppress(OSError):
                 self.dialer.rtp.sendto(packet.serialise(), target)
             if speech:
@@ -529,8 +531,7 @@ async def place(
     result = CallResult(item)
     loop = asyncio.get_running_loop()
     dialer = _Dialer(uri, LOCALHOST)
-    result.call_id = dialer.call_id
-    transport, _ = await loop.create_datagram_endpoint(lambda: dialer, local_addr=(LOCALHOST, 0))
+    await dialer.start()
     loop.add_reader(dialer.rtp.fileno(), dialer.read_rtp)
     line = Line(dialer, noise)
     sending = loop.create_task(line.run())
@@ -541,9 +542,12 @@ async def place(
         return max(0.0, min(limit, deadline - loop.time()))
 
     try:
-        response = await dialer.invite(loop.time() + budget(16.0))
-        if response is None or response.status >= 300:
-            result.error = "no answer" if response is None else f"{response.status} to INVITE"
+        answered = await dialer.invite(loop.time() + budget(16.0))
+        if dialer.leg is not None:
+            result.call_id = dialer.leg.invite.call_id
+        if not answered:
+            status = dialer.leg.final_status if dialer.leg is not None else None
+            result.error = f"{status} to INVITE" if status else "no answer"
             return result
         result.established = True
         await _agent_quiet(dialer, time.monotonic(), 0.8, budget(GREETING_LIMIT))
@@ -579,7 +583,7 @@ async def place(
             await sending
         loop.remove_reader(dialer.rtp.fileno())
         dialer.rtp.close()
-        transport.close()
+        await dialer.close()
 
 
 # --------------------------------------------------------------------------- the record

@@ -2,7 +2,8 @@
 
     mediaserver call sip:support@127.0.0.1:5060 --say "check order four two"
 
-It places one call over UDP (INVITE with PCMU and telephone-event, ACK, BYE),
+It places one call over UDP with the server's own SIP user-agent core (INVITE
+with PCMU and telephone-event, ACK, BYE; CANCEL when it is not answered in time),
 sends continuous 20 ms RTP like a phone (silence when it has nothing to say),
 waits for the agent's greeting to end, says its line (espeak-ng in-process, or
 a WAV), presses DTMF keys if asked, waits for the answer, hangs up, and prints
@@ -19,32 +20,25 @@ import contextlib
 import random
 import socket
 import time
-import uuid
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from mediaserver.codecs.g711 import ulaw_decode, ulaw_encode
+from mediaserver.codecs.params import MediaOffer, codec
 from mediaserver.codecs.resample import resample
 from mediaserver.media.dtmf import DtmfSender
 from mediaserver.media.rtp import RtpError, RtpPacket
 from mediaserver.media.wavfile import load_wav, write_wav
-from mediaserver.sip.errors import SipParseError
-from mediaserver.sip.message import Request, Response, parse_message
-from mediaserver.sip.offer_answer import SdpSession
-from mediaserver.sip.sdp import (
-    MediaOffer,
-    NegotiationError,
-    SdpError,
-    SessionDescription,
-    codec,
-)
-from mediaserver.sip.transaction import new_branch
+from mediaserver.sip.transaction import Send, Target
+from mediaserver.sip.transport import Transports
+from mediaserver.sip.ua import Call, CallConfirmed, CallEnded, Event, UaConfig, UserAgent
 from mediaserver.sip.uri import parse_uri
 
+#: The dialer's User-Agent header.
+USER_AGENT = "mediaserver-call"
 FRAME = 0.02
 SAMPLES = 160
 #: Agent audio counts as finished after this much silence from it.
@@ -70,131 +64,126 @@ class CallReport:
     recording: Path | None = None
 
 
-class _Dialer(asyncio.DatagramProtocol):
-    """One call: SIP on one socket, RTP on another."""
+class _OnePort:
+    """The dialer's media: one RTP port, offered once (`MediaProvider`)."""
+
+    def __init__(self, offer: MediaOffer) -> None:
+        self.offer = offer
+
+    def allocate(self) -> MediaOffer | None:
+        return self.offer
+
+    def release(self, offer: MediaOffer) -> None:
+        pass
+
+
+class _Dialer:
+    """One call: the SIP user-agent core as UAC on one UDP socket, RTP on another.
+
+    The same `UserAgent` the server runs does the signalling (INVITE with our
+    offer, retransmissions, ACK, CANCEL, BYE, re-INVITEs and session timers);
+    this shell moves its datagrams and keeps its one wake-up armed.
+    """
 
     def __init__(self, uri: str, local_host: str) -> None:
         self.uri = uri
         target = parse_uri(uri)
         if not target.is_sip or not target.host:
             raise ValueError(f"not a sip: URI: {uri}")
-        self.remote = target.host_port()
         self.local_host = local_host
-        self.call_id = uuid.uuid4().hex
-        self.tag = uuid.uuid4().hex[:10]
-        self.cseq = 1
-        self.responses: asyncio.Queue[Response] = asyncio.Queue()
-        self.remote_bye = asyncio.Event()
-        self.transport: asyncio.DatagramTransport | None = None
         self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.rtp.bind((local_host, 0))
         self.rtp.setblocking(False)
         self.rtp_port = self.rtp.getsockname()[1]
+        self.transports = Transports(self._on_message)
+        self.ua: UserAgent | None = None
+        self.leg: Call | None = None
+        self.answered = asyncio.Event()
+        self.ended = asyncio.Event()
+        #: How the call ended (the reason of the core's `CallEnded`), once it has.
+        self.end_reason = ""
+        self.remote_bye = asyncio.Event()
         self.media_target: tuple[str, int] | None = None
+        #: Negotiated payload types: the audio codec's and telephone-event's.
+        self.audio_pt = 0
+        self.dtmf_pt: int | None = None
         self.received: list[tuple[float, np.ndarray]] = []
-        self.to_header = f"<{uri}>"
-        self.contact = uri
-        self.local_port = 0
+        self._wakeup: asyncio.TimerHandle | None = None
 
-    # -- SIP ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Bind the SIP socket and build the core."""
+        host, port = await self.transports.listen_udp(self.local_host, 0)
+        offer = MediaOffer(host, self.rtp_port, [codec("PCMU"), codec("telephone-event")])
+        config = UaConfig(local={"udp": (host, port)}, routes=frozenset(), user_agent=USER_AGENT)
+        self.ua = UserAgent(config, _OnePort(offer))
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # a datagram endpoint's
-        self.local_port = transport.get_extra_info("sockname")[1]
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
 
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        try:
-            message = parse_message(data)
-        except SipParseError:
-            return
-        if isinstance(message, Response):
-            self.responses.put_nowait(message)
-        elif isinstance(message, Request):
-            if message.method == "BYE":
-                self.remote_bye.set()
-            if message.method != "ACK":
-                self._send(message.response(200).encode())
+    def _on_message(self, data: bytes, source: Target) -> None:
+        assert self.ua is not None
+        self._handle(self.ua.receive(data, source, self._now()))
 
-    def _send(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.sendto(data, self.remote)
+    def _on_wakeup(self) -> None:
+        self._wakeup = None
+        assert self.ua is not None
+        self._handle(self.ua.tick(self._now()))
 
-    def request(
-        self,
-        method: str,
-        body: bytes = b"",
-        cseq: int | None = None,
-        *,
-        branch: str | None = None,
-        ruri: str | None = None,
-    ) -> bytes:
-        """`method` in our dialog (to the remote target once we know it)."""
-        ruri = ruri or (self.contact if method in ("ACK", "BYE") else self.uri)
-        branch = branch or new_branch()
-        lines = [
-            f"{method} {ruri} SIP/2.0",
-            f"Via: SIP/2.0/UDP {self.local_host}:{self.local_port};branch={branch};rport",
-            "Max-Forwards: 70",
-            f"From: <sip:dialer@{self.local_host}>;tag={self.tag}",
-            f"To: {self.to_header}",
-            f"Call-ID: {self.call_id}",
-            f"CSeq: {cseq if cseq is not None else self.cseq} {method}",
-            f"Contact: <sip:dialer@{self.local_host}:{self.local_port}>",
-            "User-Agent: mediaserver-call",
-        ]
-        if body:
-            lines.append("Content-Type: application/sdp")
-        lines.append(f"Content-Length: {len(body)}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    def _handle(self, events: list[Event]) -> None:
+        assert self.ua is not None
+        for event in events:
+            if isinstance(event, Send):
+                self.transports.send(event.message.encode(), event.target)
+            elif isinstance(event, CallConfirmed) and event.call.media is not None:
+                media = event.call.media
+                self.media_target = (media.remote_address, media.remote_port)
+                self.audio_pt = media.codec.payload_type
+                self.dtmf_pt = media.dtmf.payload_type if media.dtmf is not None else None
+                self.answered.set()
+            elif isinstance(event, CallEnded):
+                self.end_reason = event.reason
+                if event.by == "remote" and self.answered.is_set():
+                    self.remote_bye.set()
+                self.ended.set()
+        deadline = self.ua.next_deadline()
+        if deadline is not None:
+            if self._wakeup is not None:
+                self._wakeup.cancel()
+            self._wakeup = asyncio.get_running_loop().call_at(deadline, self._on_wakeup)
 
-    async def invite(self, deadline: float) -> Response | None:
-        """INVITE (retransmitted on T1 doubling) until a final response or the deadline."""
-        codecs = [codec("PCMU"), codec("telephone-event")]
-        sdp = SdpSession(MediaOffer(self.local_host, self.rtp_port, codecs), username="-")
-        branch = new_branch()
-        data = self.request("INVITE", sdp.offer().serialise(), branch=branch)
-        interval, next_send = 0.5, 0.0
-        loop = asyncio.get_running_loop()
-        while loop.time() < deadline:
-            if loop.time() >= next_send:
-                self._send(data)
-                next_send = loop.time() + interval
-                interval = min(interval * 2, 4.0)
-            try:
-                response = await asyncio.wait_for(self.responses.get(), 0.05)
-            except TimeoutError:
-                continue
-            if response.status >= 200:
-                to = response.headers.get("to")
-                if to:
-                    self.to_header = to
-                if response.contacts:
-                    self.contact = str(response.contacts[0].uri)
-                if response.status >= 300:
-                    # Part of the INVITE transaction (RFC 3261 17.1.1.3): its branch and URI.
-                    self._send(self.request("ACK", cseq=self.cseq, branch=branch, ruri=self.uri))
-                    return response
-                self._send(self.request("ACK", cseq=self.cseq))
-                with contextlib.suppress(SdpError, NegotiationError):
-                    answer = sdp.accept_answer(SessionDescription.parse(response.body))
-                    self.media_target = (answer.remote_address, answer.remote_port)
-                return response
-            next_send = max(next_send, loop.time() + 1.0)  # provisional: wait longer
-        return None
+    async def invite(self, deadline: float) -> bool:
+        """Dial the URI; True once the call is answered, False if it ended first
+        or `deadline` passed (then the INVITE is cancelled)."""
+        assert self.ua is not None
+        self.leg, events = self.ua.dial(self.uri, "dialer", self._now())
+        self._handle(events)
+        answered = asyncio.ensure_future(self.answered.wait())
+        ended = asyncio.ensure_future(self.ended.wait())
+        await asyncio.wait(
+            {answered, ended},
+            timeout=max(0.0, deadline - self._now()),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        answered.cancel()
+        ended.cancel()
+        if self.answered.is_set():
+            return True
+        if not self.ended.is_set():
+            await self.bye()  # CANCEL while it rings
+        return False
 
     async def bye(self) -> None:
-        self.cseq += 1
-        data = self.request("BYE")
-        for _ in range(4):
-            self._send(data)
-            try:
-                while True:
-                    response = await asyncio.wait_for(self.responses.get(), 0.5)
-                    # (A repeated 2xx to the INVITE is not the BYE's answer.)
-                    if response.status >= 200 and response.cseq.method == "BYE":
-                        return
-            except TimeoutError:
-                continue
+        """Hang up (BYE, or CANCEL while ringing) and wait a moment for the answer."""
+        if self.ua is None or self.leg is None or self.ended.is_set():
+            return
+        self._handle(self.ua.hangup(self.leg, self._now()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.ended.wait(), 2.0)
+
+    async def close(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+        await self.transports.close()
 
     # -- RTP ------------------------------------------------------------------------------
 
@@ -209,7 +198,7 @@ class _Dialer(asyncio.DatagramProtocol):
                 packet = RtpPacket.parse(data)
             except RtpError:
                 continue
-            if packet.payload_type == 0:
+            if packet.payload_type == self.audio_pt:
                 self.received.append((now, ulaw_decode(packet.payload)))
 
 
@@ -231,7 +220,10 @@ class _Sender:
         self.queue.extend(pcm.reshape(-1, SAMPLES))
 
     def press(self, digits: str) -> None:
-        sender = DtmfSender(101, 8000)
+        pt = self.dialer.dtmf_pt
+        if pt is None:
+            return  # the far end did not take telephone-event
+        sender = DtmfSender(pt, 8000)
         start = time.monotonic()
         for i, digit in enumerate(digits):
             ts = (self.ts + int((0.3 * i + 0.1) * 8000)) & 0xFFFFFFFF
@@ -252,7 +244,7 @@ class _Sender:
             now = time.monotonic()
             while self.dtmf and self.dtmf[0][0] <= now:
                 _, payload, marker, ts = self.dtmf.pop(0)
-                self._send(101, payload, marker, ts, target)
+                self._send(self.dialer.dtmf_pt or 101, payload, marker, ts, target)
             if self.queue:
                 frame = self.queue.pop(0)
                 if self.first_speech_sent is None:
@@ -261,7 +253,7 @@ class _Sender:
                     self.last_speech_sent = now
             else:
                 frame = silence
-            self._send(0, ulaw_encode(frame).tobytes(), False, self.ts, target)
+            self._send(self.dialer.audio_pt, ulaw_encode(frame).tobytes(), False, self.ts, target)
             self.ts = (self.ts + SAMPLES) & 0xFFFFFFFF
 
     def _send(
@@ -299,21 +291,22 @@ async def place_call(
     # Before dialing: a bad WAV is an error, not a call that goes quiet.
     audio = _utterance(say, play)
     dialer = _Dialer(uri, local_host)
-    transport, _ = await loop.create_datagram_endpoint(lambda: dialer, local_addr=(local_host, 0))
+    await dialer.start()
     loop.add_reader(dialer.rtp.fileno(), dialer.read_rtp)
     sender = _Sender(dialer)
     sending = loop.create_task(sender.run())
     deadline = loop.time() + timeout
     started = time.monotonic()
     try:
-        response = await dialer.invite(min(deadline, loop.time() + 32))
-        if response is None:
-            report.error = "no final response to INVITE"
+        if not await dialer.invite(min(deadline, loop.time() + 32)):
+            status = dialer.leg.final_status if dialer.leg is not None else None
+            report.status = status
+            if status:
+                report.error = f"call rejected: {dialer.end_reason}"
+            else:
+                report.error = "no final response to INVITE"
             return report
-        report.status = response.status
-        if response.status >= 300:
-            report.error = f"call rejected: {response.status} {response.reason}"
-            return report
+        report.status = 200
         report.answered = True
         answered = time.monotonic()
         report.setup_ms = (answered - started) * 1000
@@ -348,7 +341,7 @@ async def place_call(
         sending.cancel()
         loop.remove_reader(dialer.rtp.fileno())
         dialer.rtp.close()
-        transport.close()
+        await dialer.close()
         report.heard = _transcribe(dialer.received, started)
         if record is not None and dialer.received:
             write_wav(record, np.concatenate([pcm for _, pcm in dialer.received]), 8000)
