@@ -386,6 +386,12 @@ class CallActor:
         # Numbers and spellings as the model reads them best ("five eight three"
         # -> 583); the record keeps what the recogniser said too.
         said = normalise_transcript(event.text)
+        keep_floor = self.listener.taker.backchannel(said, self._floor())
+        if keep_floor is not None:
+            # "Mhm" over the agent: a listener's sound, not a turn for the model.
+            self._note("backchannel", turn=turn.id, text=event.text)
+            self.listener.apply(keep_floor)
+            return
         text = self.convo.take_pending(said)
         metrics = turn.metrics
         if metrics is not None:

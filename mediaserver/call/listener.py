@@ -120,12 +120,13 @@ class Listener:
         self.apply(self.taker.vad(event.media_time, event.prob, self.now(), self._floor()))
 
     def partial(self, event: ev.SttPartial) -> None:
-        """An interim transcript: its word count may make a barge-in."""
+        """An interim transcript: its words (backchannels aside) may make a barge-in."""
         turn = self.taker.turn
         if turn is None or turn.id != event.turn:
             return
         turn.partial = event.text
-        self.apply(self.taker.words(turn.id, len(event.text.split()), self._floor()))
+        words = self.taker.content_words(event.text)
+        self.apply(self.taker.words(turn.id, words, self._floor()))
 
     def final(self, event: ev.SttFinal) -> Turn | None:
         """The final transcript closes its turn (None: a stale final, ignored)."""

@@ -24,6 +24,9 @@ The rules:
   was noise: the agent resumes from the cut word.
 - **Fast pause**: an onset the energy test caught pauses the agent's audio;
   speech silero does not confirm within `confirm_window` lets it play on.
+- **Backchannels**: words over the agent that are only what a listener says
+  ("mhm", "yeah yeah", `barge_in.backchannels`) are not a turn: an agent still
+  talking goes on, an interrupted one resumes from the cut word.
 - **Not understood**: a turn with no words is asked again when its speech
   lasted `MIN_UNDERSTOOD_SPEECH`; shorter (a cough, a click) is ignored.
 - **Attention**: a silent caller gets the attention prompt after
@@ -33,6 +36,7 @@ The rules:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from mediaserver.call.records import Turn
@@ -295,6 +299,27 @@ class TurnTaker:
             return [NotUnderstood(turn)]
         return self.idle(now)
 
+    def backchannel(self, text: str, floor: Floor) -> list[Decision] | None:
+        """The closed turn's words, if they are only a listener's backchannel said
+        over the agent: the decisions that keep the agent's floor (None: they are
+        a turn for the model)."""
+        if not (floor.speaking or floor.interrupted) or not _only(
+            _tokens(text), self._backchannels()
+        ):
+            return None
+        return [FalseBargeIn("backchannel")] if floor.interrupted else []
+
+    def content_words(self, text: str) -> int:
+        """How many words of `text` count towards a barge-in: none when it is
+        only a backchannel."""
+        tokens = _tokens(text)
+        return 0 if _only(tokens, self._backchannels()) else len(tokens)
+
+    def _backchannels(self) -> list[tuple[str, ...]]:
+        phrases = {tuple(_tokens(p)) for p in self._barge_cfg.backchannels}
+        # Longest first, so "mm hmm" is not taken as "mm" and an unknown "hmm".
+        return sorted((p for p in phrases if p), key=len, reverse=True)
+
     def drop(self, turn_id: int | None = None) -> Turn | None:
         """Close the open turn without a transcript (a failed recogniser).
 
@@ -418,3 +443,19 @@ class TurnTaker:
         if last is None or last < turn.started_media:
             return self._detector.last_speech_end or turn.started_media
         return last
+
+
+def _tokens(text: str) -> list[str]:
+    """Lower-case words, hyphens as spaces ("Uh-huh." -> ["uh", "huh"])."""
+    return re.findall(r"[a-z']+", text.lower().replace("-", " "))
+
+
+def _only(tokens: list[str], phrases: list[tuple[str, ...]]) -> bool:
+    """Whether `tokens` is one or more of `phrases`, back to back (and not empty)."""
+    at = 0
+    while at < len(tokens):
+        match = next((p for p in phrases if tuple(tokens[at : at + len(p)]) == p), None)
+        if match is None:
+            return False
+        at += len(match)
+    return bool(tokens)

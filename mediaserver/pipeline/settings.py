@@ -78,6 +78,26 @@ class BargeInSettings(Strict):
     #: Seconds silero has to confirm speech after a fast pause; without it the
     #: agent resumes from the word it was in.
     confirm_window: float = Field(0.3, gt=0, le=2.0)
+    #: What a listener says while the agent talks without taking the turn: said
+    #: over the agent (alone or repeated, e.g. "mhm", "yeah yeah"), it is not an
+    #: interruption: the agent goes on, or resumes from the cut word. Empty: off.
+    backchannels: list[str] = Field(
+        default_factory=lambda: [
+            "mhm",
+            "mm hmm",
+            "hmm",
+            "uh huh",
+            "yeah",
+            "yep",
+            "yes",
+            "okay",
+            "ok",
+            "right",
+            "sure",
+            "i see",
+            "got it",
+        ]
+    )
 
 
 class SttSettings(Strict):

@@ -165,7 +165,9 @@ def test_false_barge_in_resumes_where_the_agent_stopped(tmp_path: Path) -> None:
                 finals = [e.get("text") for e in actor.timeline if e["event"] == "caller_final"]
                 return [t for t in finals if t and t != "tell me a story"]
 
-            assert await wait_for(lambda: actor.replies.interruptions.all[0].resumed or bool(heard()), 5)
+            assert await wait_for(
+                lambda: actor.replies.interruptions.all[0].resumed or bool(heard()), 5
+            )
             if heard():
                 # A grammar decoder sometimes finds a word ("hello", "get") in a
                 # hum, depending on the turn's exact edges: then the interruption
@@ -182,6 +184,49 @@ def test_false_barge_in_resumes_where_the_agent_stopped(tmp_path: Path) -> None:
             return True
 
     assert any(run(main()) for _ in range(3)), "pocketsphinx heard words in every backchannel"
+
+
+def test_a_backchannel_over_the_agent_is_not_an_interruption(tmp_path: Path) -> None:
+    story = speech("tell me a story", tmp_path)
+    yeah = speech("yeah yeah", tmp_path)
+
+    async def main() -> bool:
+        """One call; False when the recogniser heard more than the backchannel."""
+        cfg = settings()
+        agent = weather_agent(cfg, greeting="Hi.")
+        agent.hints = [*agent.hints, "yeah"]
+        async with agent_call(agent) as live:
+            actor, caller = live.actor, live.caller
+            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+            await caller.say(story)
+            assert await wait_for(lambda: actor.life.state == CallState.SPEAKING, 10)
+            told = actor.replies.current
+            assert told is not None
+            await asyncio.sleep(1.5)
+            await caller.say(yeah)
+            assert await wait_for(lambda: bool(actor.replies.interruptions.all), 5)
+
+            def finals(kind: str) -> list[str]:
+                return [e.get("text") or "" for e in actor.timeline if e["event"] == kind]
+
+            def decided() -> bool:
+                return bool(finals("backchannel")) or len(finals("caller_final")) > 1
+
+            assert await wait_for(decided, 8)
+            if not finals("backchannel"):
+                return False  # the recogniser heard other words: a real turn
+            assert "yeah" in finals("backchannel")[0].lower()
+            barge = actor.replies.interruptions.all[0]
+            assert await wait_for(lambda: barge.false, 5)
+            # The story goes on from the cut word, and "yeah" never reached the model.
+            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 20)
+            said = [m.content for m in actor.convo.messages if m.role == "assistant"]
+            assert said[-1] == told.text
+            users = [m.content for m in actor.convo.messages if m.role == "user"]
+            assert users == ["tell me a story"]
+            return True
+
+    assert any(run(main()) for _ in range(3)), "the recogniser never heard just the backchannel"
 
 
 def test_unintelligible_speech_gets_the_recovery_phrase(tmp_path: Path) -> None:

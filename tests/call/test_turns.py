@@ -227,3 +227,38 @@ def test_no_attention_prompts_on_hold_and_no_turns_when_deaf() -> None:
     taker.deaf = True
     assert tt.TurnStarted not in kinds(chunks(taker, clock, 0.5, 0.9))
     assert taker.turn is None
+
+
+@pytest.mark.parametrize("said", ["Mhm.", "uh-huh", "Yeah, yeah.", "Okay okay", "mm hmm right"])
+def test_a_backchannel_over_the_agent_keeps_the_agents_floor(said: str) -> None:
+    taker = make()
+    # Still talking (the barge-in waits for words): the agent goes on.
+    assert taker.backchannel(said, SPEAKING) == []
+    # Already cut: it was no interruption, the reply resumes from the cut word.
+    assert taker.backchannel(said, INTERRUPTED) == [tt.FalseBargeIn("backchannel")]
+
+
+def test_words_beyond_a_backchannel_or_after_the_agent_finished_are_a_turn() -> None:
+    taker = make()
+    assert taker.backchannel("yeah I want to cancel", SPEAKING) is None
+    assert taker.backchannel("no wait", INTERRUPTED) is None
+    # The agent asked and finished: "yes" answers it.
+    assert taker.backchannel("Yes.", QUIET) is None
+    assert taker.backchannel("", SPEAKING) is None
+
+
+def test_backchannels_do_not_count_towards_min_words() -> None:
+    taker, clock = make(min_words=2), Clock()
+    chunks(taker, clock, 0.5, 0.9, SPEAKING)
+    turn = taker.turn
+    assert turn is not None
+    assert taker.content_words("yeah yeah") == 0
+    assert kinds(taker.words(turn.id, taker.content_words("yeah yeah"), SPEAKING)) == []
+    words = taker.content_words("stop talking")
+    assert kinds(taker.words(turn.id, words, SPEAKING)) == [tt.BargeInDecided]
+
+
+def test_an_empty_backchannel_list_turns_the_rule_off() -> None:
+    taker = make(backchannels=[])
+    assert taker.backchannel("mhm", INTERRUPTED) is None
+    assert taker.content_words("mhm") == 1
