@@ -22,8 +22,9 @@ from mediaserver.faults import Faults
 from mediaserver.handle import Bridge, CallHandle
 from mediaserver.media.relay import bridge_sessions
 from mediaserver.media.session import RtpSession, SessionSettings
+from mediaserver.sip.calls import Call, CallEnded, Event
 from mediaserver.sip.errors import SipParseError
-from mediaserver.sip.ua import Call, CallEnded, Event, UserAgent
+from mediaserver.sip.ua import UserAgent
 
 __all__ = ["BridgeHost", "Bridges"]
 

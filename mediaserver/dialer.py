@@ -32,9 +32,16 @@ from mediaserver.codecs.resample import resample
 from mediaserver.media.dtmf import DtmfSender
 from mediaserver.media.rtp import RtpError, RtpPacket
 from mediaserver.media.wavfile import load_wav, write_wav
+from mediaserver.sip.calls import (
+    Call,
+    CallConfirmed,
+    CallEnded,
+    Event,
+    UaConfig,
+)
 from mediaserver.sip.transaction import Send, Target
 from mediaserver.sip.transport import Transports
-from mediaserver.sip.ua import Call, CallConfirmed, CallEnded, Event, UaConfig, UserAgent
+from mediaserver.sip.ua import UserAgent
 from mediaserver.sip.uri import parse_uri
 
 #: The dialer's User-Agent header.

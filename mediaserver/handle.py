@@ -18,7 +18,8 @@ from mediaserver.call.runtime import PipelineRuntime
 from mediaserver.call.spec import AgentSpec
 from mediaserver.call.store import CallRecord
 from mediaserver.media.session import RtpSession
-from mediaserver.sip.ua import Call, Event, UserAgent
+from mediaserver.sip.calls import Call, Event
+from mediaserver.sip.ua import UserAgent
 
 __all__ = ["Bridge", "CallHandle", "Switchboard"]
 

@@ -37,11 +37,7 @@ from mediaserver.observability.admin import AdminServer
 from mediaserver.observability.metrics import Metrics
 from mediaserver.pipeline.errors import ModelLoadError
 from mediaserver.sip.auth import Account, DigestAuth
-from mediaserver.sip.registrar import Registrar
-from mediaserver.sip.session_timer import SessionTimerPolicy
-from mediaserver.sip.transaction import Send, Target, Timers
-from mediaserver.sip.transport import Transports
-from mediaserver.sip.ua import (
+from mediaserver.sip.calls import (
     AuthRejected,
     Call,
     CallConfirmed,
@@ -54,8 +50,12 @@ from mediaserver.sip.ua import (
     Registered,
     TransferOutcome,
     UaConfig,
-    UserAgent,
 )
+from mediaserver.sip.registrar import Registrar
+from mediaserver.sip.session_timer import SessionTimerPolicy
+from mediaserver.sip.transaction import Send, Target, Timers
+from mediaserver.sip.transport import Transports
+from mediaserver.sip.ua import UserAgent
 
 log = structlog.get_logger("mediaserver.server")
 

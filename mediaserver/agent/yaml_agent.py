@@ -86,7 +86,7 @@ def load_agent(path: str | Path) -> AgentBase:
         line = _line_of(node, loc)
         msg = err["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{path}:{line}: {key}: {msg}") from None
-    return _build(spec, path)
+    return ConfigAgent(spec, name=spec.name, route=spec.route, where=f"{path}: ")
 
 
 def _line_of(node: yaml.Node | None, loc: list[Any]) -> int:
@@ -111,7 +111,3 @@ def _line_of(node: yaml.Node | None, loc: list[Any]) -> int:
             break
         node = child
     return line
-
-
-def _build(spec: AgentFile, path: Path) -> AgentBase:
-    return ConfigAgent(spec, name=spec.name, route=spec.route, where=f"{path}: ")

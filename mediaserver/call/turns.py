@@ -232,11 +232,6 @@ class TurnTaker:
         self.deaf = False
         self.on_hold = False
 
-    @property
-    def speaking(self) -> bool:
-        """Whether VAD says the caller is speaking now."""
-        return self._detector.speaking
-
     # -- inputs -----------------------------------------------------------------
 
     def vad(self, media_time: float, prob: float, now: float, floor: Floor) -> list[Decision]:

@@ -10,7 +10,7 @@ backend refused (an `env:` key whose variable is unset names the key).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from mediaserver.pipeline.errors import ModelLoadError
 
@@ -31,14 +31,15 @@ class Backends(Generic[S, B]):
 
     Args:
         stage: the settings section ("stt", "tts", "llm"), for messages.
-        factories: backend name -> a factory taking the stage's settings.
+        factories: backend name -> a factory taking the stage's settings (and
+            whatever else `load` is given for the stage).
         what: what a factory loads, for the failure message ("model X").
     """
 
     def __init__(
         self,
         stage: str,
-        factories: Mapping[str, Callable[[S], B]],
+        factories: Mapping[str, Callable[..., B]],
         what: Callable[[S], str],
     ) -> None:
         self.stage = stage
@@ -49,8 +50,8 @@ class Backends(Generic[S, B]):
         """The backend names, sorted."""
         return sorted(self._factories)
 
-    def load(self, settings: S) -> B:
-        """The backend `settings.backend` names, built from `settings`.
+    def load(self, settings: S, *args: Any) -> B:
+        """The backend `settings.backend` names, built from `settings` (and `args`).
 
         Raises:
             ModelLoadError: unknown name, or the backend could not be built
@@ -62,7 +63,7 @@ class Backends(Generic[S, B]):
             known = ", ".join(self.names())
             raise ModelLoadError(f"{self.stage}.backend: unknown backend {name!r} (known: {known})")
         try:
-            return factory(settings)
+            return factory(settings, *args)
         except ModelLoadError:
             raise
         except Exception as exc:

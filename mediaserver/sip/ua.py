@@ -89,24 +89,7 @@ from mediaserver.sip.transaction import (
 from mediaserver.sip.transaction_layer import Retransmitter, TransactionLayer
 from mediaserver.sip.ua_outbound import OutboundCalls, hostport
 
-__all__ = [
-    "ALLOWED_METHODS",
-    "AuthRejected",
-    "Call",
-    "CallConfirmed",
-    "CallEnded",
-    "CallIncoming",
-    "CallMediaChanged",
-    "CallState",
-    "Dropped",
-    "DtmfInfo",
-    "Event",
-    "MediaProvider",
-    "Registered",
-    "TransferOutcome",
-    "UaConfig",
-    "UserAgent",
-]
+__all__ = ["ALLOWED_METHODS", "UserAgent"]
 
 ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO", "NOTIFY")
 SUPPORTED_EXTENSIONS = ("timer",)

@@ -142,6 +142,30 @@ def test_barge_in_flushes_cancels_and_keeps_only_what_was_heard(
     run(main())
 
 
+async def interrupt_story(live: Any, story: np.ndarray, audio: np.ndarray) -> Any:
+    """Ask for the story, say `audio` ~1.5 s into it; the reply that was cut."""
+    actor, caller = live.actor, live.caller
+    assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+    await caller.say(story)
+    assert await wait_for(lambda: actor.life.state == CallState.SPEAKING, 10)
+    told = actor.replies.current
+    assert told is not None
+    await asyncio.sleep(1.5)
+    await caller.say(audio)
+    assert await wait_for(lambda: bool(actor.replies.interruptions.all), 5)
+    return told
+
+
+async def assert_story_resumed(live: Any, told: Any) -> None:
+    """The story went on from the cut word to its end; the caller said one thing."""
+    actor = live.actor
+    assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 20)
+    said = [m.content for m in actor.convo.messages if m.role == "assistant"]
+    assert said[-1] == told.text
+    users = [m.content for m in actor.convo.messages if m.role == "user"]
+    assert users == ["tell me a story"]
+
+
 def test_false_barge_in_resumes_where_the_agent_stopped(tmp_path: Path) -> None:
     story = speech("tell me a story", tmp_path)
     backchannel = speech("mmm hmm", tmp_path)  # voice, but (mostly) no words for the grammar
@@ -151,15 +175,8 @@ def test_false_barge_in_resumes_where_the_agent_stopped(tmp_path: Path) -> None:
         cfg = settings()
         agent = weather_agent(cfg, greeting="Hi.")
         async with agent_call(agent) as live:
-            actor, caller = live.actor, live.caller
-            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
-            await caller.say(story)
-            assert await wait_for(lambda: actor.life.state == CallState.SPEAKING, 10)
-            told = actor.replies.current
-            assert told is not None
-            await asyncio.sleep(1.5)
-            await caller.say(backchannel)
-            assert await wait_for(lambda: bool(actor.replies.interruptions.all), 5)
+            actor = live.actor
+            told = await interrupt_story(live, story, backchannel)
 
             def heard() -> list[str]:
                 finals = [e.get("text") for e in actor.timeline if e["event"] == "caller_final"]
@@ -176,11 +193,7 @@ def test_false_barge_in_resumes_where_the_agent_stopped(tmp_path: Path) -> None:
             barge = actor.replies.interruptions.all[0]
             assert barge.false
             # The agent goes on from the word it was cut in, to the end.
-            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 20)
-            said = [m.content for m in actor.convo.messages if m.role == "assistant"]
-            assert said[-1] == told.text
-            users = [m.content for m in actor.convo.messages if m.role == "user"]
-            assert users == ["tell me a story"]  # the backchannel is not a turn
+            await assert_story_resumed(live, told)  # the backchannel is not a turn
             return True
 
     assert any(run(main()) for _ in range(3)), "pocketsphinx heard words in every backchannel"
@@ -196,15 +209,8 @@ def test_a_backchannel_over_the_agent_is_not_an_interruption(tmp_path: Path) -> 
         agent = weather_agent(cfg, greeting="Hi.")
         agent.hints = [*agent.hints, "yeah"]
         async with agent_call(agent) as live:
-            actor, caller = live.actor, live.caller
-            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
-            await caller.say(story)
-            assert await wait_for(lambda: actor.life.state == CallState.SPEAKING, 10)
-            told = actor.replies.current
-            assert told is not None
-            await asyncio.sleep(1.5)
-            await caller.say(yeah)
-            assert await wait_for(lambda: bool(actor.replies.interruptions.all), 5)
+            actor = live.actor
+            told = await interrupt_story(live, story, yeah)
 
             def finals(kind: str) -> list[str]:
                 return [e.get("text") or "" for e in actor.timeline if e["event"] == kind]
@@ -219,11 +225,7 @@ def test_a_backchannel_over_the_agent_is_not_an_interruption(tmp_path: Path) -> 
             barge = actor.replies.interruptions.all[0]
             assert await wait_for(lambda: barge.false, 5)
             # The story goes on from the cut word, and "yeah" never reached the model.
-            assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 20)
-            said = [m.content for m in actor.convo.messages if m.role == "assistant"]
-            assert said[-1] == told.text
-            users = [m.content for m in actor.convo.messages if m.role == "user"]
-            assert users == ["tell me a story"]
+            await assert_story_resumed(live, told)
             return True
 
     assert any(run(main()) for _ in range(3)), "the recogniser never heard just the backchannel"

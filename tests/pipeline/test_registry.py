@@ -19,7 +19,7 @@ from mediaserver.pipeline.tts import load_tts
 def test_the_registries_know_exactly_the_names_the_settings_accept() -> None:
     assert STT_BACKENDS.names() == sorted(get_args(SttSettings.model_fields["backend"].annotation))
     assert TTS_BACKENDS.names() == sorted(get_args(TtsSettings.model_fields["backend"].annotation))
-    assert sorted(LLM_BACKENDS) == sorted(get_args(LlmSettings.model_fields["backend"].annotation))
+    assert LLM_BACKENDS.names() == sorted(get_args(LlmSettings.model_fields["backend"].annotation))
 
 
 @pytest.mark.parametrize(

@@ -6,12 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mediaserver.sip.errors import SipParseError
-from mediaserver.sip.message import Request, Response, parse_message
-from mediaserver.sip.sdp import CODECS, MediaOffer
-from mediaserver.sip.session_timer import SessionTimerPolicy
-from mediaserver.sip.transaction import Send, Target, Timers
-from mediaserver.sip.ua import (
+from mediaserver.sip.calls import (
     CallConfirmed,
     CallEnded,
     CallIncoming,
@@ -22,8 +17,13 @@ from mediaserver.sip.ua import (
     Event,
     TransferOutcome,
     UaConfig,
-    UserAgent,
 )
+from mediaserver.sip.errors import SipParseError
+from mediaserver.sip.message import Request, Response, parse_message
+from mediaserver.sip.sdp import CODECS, MediaOffer
+from mediaserver.sip.session_timer import SessionTimerPolicy
+from mediaserver.sip.transaction import Send, Target, Timers
+from mediaserver.sip.ua import UserAgent
 
 PEER = Target("udp", "127.0.0.1", 5061)
 

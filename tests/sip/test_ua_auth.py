@@ -4,10 +4,11 @@ a registered user's failed digest, refusals."""
 from __future__ import annotations
 
 from mediaserver.sip.auth import Account, DigestAuth
+from mediaserver.sip.calls import AuthRejected, CallIncoming, Event, Registered
 from mediaserver.sip.message import Request, Response
 from mediaserver.sip.registrar import Registrar
 from mediaserver.sip.transaction import Send, Target
-from mediaserver.sip.ua import AuthRejected, CallIncoming, Event, Registered, UserAgent
+from mediaserver.sip.ua import UserAgent
 from tests.sip.test_auth import client_header
 from tests.sip.test_ua import PEER, SDP, make_ua, request, sent, statuses
 

@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import functools
-
 from mediaserver.pipeline.llm.base import (
     Done,
     LlmBackend,
@@ -68,10 +66,13 @@ def _llama_cpp(settings: LlmSettings, scripted: ScriptedConfig | None) -> LlmBac
     return llama_cpp_from_settings(settings)
 
 
-_FACTORIES = {"openai": _openai, "scripted": _scripted, "llama-cpp": _llama_cpp}
-
-#: Registry names `load_llm` knows.
-BACKENDS = tuple(_FACTORIES)
+#: Backend name (`LlmSettings.backend`) -> factory (the scripted engine's replies
+#: are the second argument).
+BACKENDS: Backends[LlmSettings, LlmBackend] = Backends(
+    "llm",
+    {"openai": _openai, "scripted": _scripted, "llama-cpp": _llama_cpp},
+    lambda settings: f"model {settings.model}",
+)
 
 
 def load_llm(settings: LlmSettings, scripted: ScriptedConfig | None = None) -> LlmBackend:
@@ -89,9 +90,4 @@ def load_llm(settings: LlmSettings, scripted: ScriptedConfig | None = None) -> L
             unset (the message names the settings key); llama-cpp: the package,
             the model file or its chat format is missing.
     """
-    backends: Backends[LlmSettings, LlmBackend] = Backends(
-        "llm",
-        {name: functools.partial(make, scripted=scripted) for name, make in _FACTORIES.items()},
-        lambda settings: f"model {settings.model}",
-    )
-    return backends.load(settings)
+    return BACKENDS.load(settings, scripted)
