@@ -157,6 +157,9 @@ class MediaSettings(Strict):
     #: Latch to RTP from any address (callers behind NAT whose media comes from
     #: another host than their SDP says); by default only the SDP host may.
     latch_any_address: bool = False
+    #: Subtract the agent's own voice when the caller's phone sends it back (poor
+    #: echo cancellation), so it cannot interrupt the agent (`media/echo.py`).
+    echo_cancel: bool = True
     #: Record every call to a stereo WAV (caller left, server right).
     record_calls: bool = False
     recordings_dir: Path = Path("recordings")
@@ -177,6 +180,7 @@ class MediaSettings(Strict):
             jitter_window=self.jitter_window,
             inactivity_timeout=self.inactivity_timeout,
             latch_any_address=self.latch_any_address,
+            echo_cancel=self.echo_cancel,
             record_path=self.recordings_dir / f"{call_id}.wav" if self.record_calls else None,
         )
 

@@ -58,6 +58,13 @@ from mediaserver.sip.transport import Transports
 from mediaserver.sip.ua import UserAgent
 
 log = structlog.get_logger("mediaserver.server")
+#: Call record events counted as turn-taking outcomes (metric label by event).
+_TURN_EVENTS = {
+    "turn_held": "held",
+    "backchannel": "backchannel",
+    "noise_interruption": "noise_interruption",
+    "go_ahead": "go_ahead",
+}
 
 #: Most "sip_message_rejected" log lines per second (the rest are counted).
 REJECT_LOG_RATE = 20
@@ -230,6 +237,12 @@ class SipServer:
             self.metrics.barge_in(data.get("stop_ms") or 0.0, bool(data.get("false")))
         elif kind == "error":
             self.metrics.error(str(data.get("kind")), str(data.get("stage")))
+        elif kind == "turn_check":
+            self.metrics.turn_check(data.get("complete"), data.get("ms") or 0.0)
+        elif kind == "preemptive":
+            self.metrics.turn_event("preempt_used" if data.get("used") else "preempt_dropped")
+        elif kind in _TURN_EVENTS:
+            self.metrics.turn_event(_TURN_EVENTS[kind])
 
     # -- the core's inputs ------------------------------------------------------
 

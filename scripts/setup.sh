@@ -110,6 +110,9 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     # Only for its silero ONNX files: the package's declared dependencies (torch,
     # torchaudio) are several GB and never imported; onnxruntime runs the model.
     "${VENV}/bin/python" -m pip install --disable-pip-version-check -q --no-deps silero-vad
+    # Only for its Smart Turn v3 ONNX file (the end-of-turn model), likewise: its
+    # dependencies are a framework we do not use.
+    "${VENV}/bin/python" -m pip install --disable-pip-version-check -q --no-deps pipecat-ai
     touch "$STAMP"
 else
     log "${VENV} is up to date"

@@ -33,6 +33,15 @@ def _file(data: Any) -> cmd.Command:
     return cmd.PlayBackground(str(data.get("file") if isinstance(data, dict) else data))
 
 
+def _collect(data: Any) -> cmd.Command:
+    data = data if isinstance(data, dict) else {"max_digits": data}
+    return cmd.CollectDigits(
+        int(data.get("max_digits", 0)),
+        str(data.get("terminators", "#")),
+        float(data.get("digit_timeout", 3000)) / 1000,
+    )
+
+
 def _dest(data: Any) -> cmd.Command:
     return cmd.Transfer(str(data.get("dest") if isinstance(data, dict) else data))
 
@@ -49,6 +58,7 @@ _ACTIONS: dict[str, Callable[[Any], cmd.Command]] = {
     "end_of_speech_timeout": lambda data: cmd.SetEndOfSpeech(max(0.25, float(data) / 1000)),
     "send_dtmf": lambda data: cmd.SendDtmf(str(data)),
     "user_input": lambda data: cmd.UserInput(str(data)),
+    "collect_digits": _collect,
     "hold": lambda data: cmd.Hold(max(1.0, float(data or 300))),
     "playback_bg": _file,
     "stop_playback_bg": lambda _: cmd.StopBackground(),

@@ -112,6 +112,19 @@ class _ToolDecorator:
         return tool
 
 
+#: Words the SDK accepts for booleans.
+_FLAGS = {"true", "false", "yes", "no", "on", "off"}
+
+
+def _seconds_or_flag(value: Any) -> float:
+    """`interrupt_on_noise`: true is 1 s, false 0; a number is seconds, or
+    milliseconds from 100 up (the SDK's other params are in ms)."""
+    if isinstance(value, bool) or str(value).lower() in _FLAGS:
+        return 1.0 if _truthy(value) else 0.0
+    number = float(value)
+    return number / 1000 if number >= 100 else number
+
+
 def _filler_list(fillers: list[str] | dict[str, list[str]] | None) -> list[str] | None:
     if fillers is None:
         return None
@@ -127,6 +140,10 @@ _PARAMS: dict[str, tuple[str, float]] = {
     "inactivity_timeout": ("turn.inactivity_timeout", 0.001),
     "barge_min_words": ("barge_in.min_words", 1),
     "barge_min_speech": ("barge_in.min_speech", 0.001),
+    "barge_match_string": ("barge_in.match", 1),
+    "digit_timeout": ("dtmf.digit_timeout", 0.001),
+    "digit_terminators": ("dtmf.terminators", 1),
+    "transparent_barge_max_time": ("barge_in.transparent_max_time", 0.001),
     "temperature": ("llm.temperature", 1),
     "max_tokens": ("llm.max_tokens", 1),
     "ai_model": ("llm.model", 1),
@@ -345,7 +362,9 @@ class AgentBase:
 
         Known: end_of_speech_timeout, attention_timeout, inactivity_timeout
         (milliseconds, as in the SDK), barge_min_words, barge_min_speech (ms),
-        enable_barge / barge_in (false turns barge-in off), temperature,
+        enable_barge / barge_in (false turns barge-in off), barge_match_string,
+        interrupt_on_noise, transparent_barge, transparent_barge_max_time (ms),
+        acknowledge_interruptions, digit_timeout (ms), digit_terminators, temperature,
         max_tokens, ai_model, static_greeting, and llm_backend, llm_base_url,
         llm_api_key, stt_backend, tts_backend. Others are logged once and ignored.
         """
@@ -418,9 +437,20 @@ class AgentBase:
                 data[section][attr] = value * scale if scale != 1 else value
             elif key in ("enable_barge", "barge_in"):
                 data["barge_in"]["enabled"] = _truthy(value)
+            elif key == "transparent_barge":
+                data["barge_in"]["transparent"] = _truthy(value)
+            elif key == "interrupt_on_noise":
+                data["barge_in"]["interrupt_on_noise"] = _seconds_or_flag(value)
+            elif key == "acknowledge_interruptions":
+                # true: every interruption; a number: at most that many.
+                flag = isinstance(value, bool) or str(value).lower() in _FLAGS
+                data["barge_in"]["acknowledge"] = (
+                    (1_000_000 if _truthy(value) else 0) if flag else int(value)
+                )
             elif key not in _OTHER_PARAMS:
                 self._log_once(f"param:{key}", "agent_param_unknown", param=key)
-        if data["turn"]["end_of_speech_timeout"] < 0.25:
+        eos = data["turn"]["end_of_speech_timeout"]
+        if eos is not None and eos < 0.25:
             data["turn"]["end_of_speech_timeout"] = 0.25
         if self._languages:
             local = self._languages[0].local

@@ -86,6 +86,16 @@ class SwaigFunctionResult:
         """Same as `connect`."""
         return self.connect(destination, final)
 
+    def collect_digits(
+        self, max_digits: int = 0, terminators: str = "#", digit_timeout: int = 3000
+    ) -> SwaigFunctionResult:
+        """Ask for the caller's next keypad input with these limits (an extension:
+        the digits reach the model as the caller's words)."""
+        return self.add_action(
+            "collect_digits",
+            {"max_digits": max_digits, "terminators": terminators, "digit_timeout": digit_timeout},
+        )
+
     def send_dtmf(self, digits: str) -> SwaigFunctionResult:
         """Send DTMF digits to the caller (RFC 4733)."""
         return self.add_action("send_dtmf", digits)

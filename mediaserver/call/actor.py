@@ -12,17 +12,20 @@ Ordering and cancellation rules, enforced here:
   a `FrameTag`; the media plane reports tags as frames are sent, and the
   assistant message kept after an interruption is cut at the last sent frame.
 - Turn-taking runs on media time (RTP timestamps from the jitter buffer), not
-  arrival time: the caller's turn ends after `end_of_speech_timeout` of VAD
-  silence in the audio itself, together with the STT final.
+  arrival time: the caller's turn ends on silence in the audio itself (the
+  turn model's verdict after a short pause, or `end_of_speech_timeout`),
+  together with the STT final; a final that ends mid-sentence is held for
+  the caller to go on.
 
 The work is done by parts the actor owns and calls, each in its own module:
 `Listener` (audio in, VAD, the sans-IO `TurnTaker`, the recogniser),
 `Replies` (the agent's answers, their tools and commands, what was heard,
 with `Speaker` and `Interruptions`), `Conversation` (history and call data),
-`FallbackLlm` (the model with its retries and fallbacks), `ToolRunner` and
+`FallbackLlm` (the model with its retries and fallbacks), `ToolRunner`,
+`Keypad` (DTMF input), `Failures` (the recovery of failed stages) and
 `Timers`. The actor runs the lifecycle, routes events, turns the turn taker's
-decisions into replies, carries out call control (hold, transfer, hangup) and
-the recovery of failed stages, supervises child tasks and keeps the record.
+decisions into replies, carries out call control (hold, transfer, hangup),
+supervises child tasks and keeps the record.
 """
 
 from __future__ import annotations
@@ -38,10 +41,12 @@ from mediaserver.call import events as ev
 from mediaserver.call import turns as tt
 from mediaserver.call.conversation import Conversation
 from mediaserver.call.errors import RECOVERY, ErrorKind, llm_error_kind
+from mediaserver.call.failures import Failures
+from mediaserver.call.keypad import Keypad
 from mediaserver.call.lifecycle import CallState, Lifecycle
 from mediaserver.call.listener import Listener
 from mediaserver.call.ports import CallPorts
-from mediaserver.call.records import AgentReply, CallSummary
+from mediaserver.call.records import AgentReply, CallSummary, TurnMetrics
 from mediaserver.call.replies import Replies
 from mediaserver.call.runtime import PipelineRuntime
 from mediaserver.call.speaker import Speaker
@@ -135,6 +140,18 @@ class CallActor:
             self.settings,
             self.log,
         )
+        listening = lambda: not self.listener.taker.deaf  # noqa: E731
+        self.keypad = Keypad(ports, self.settings.dtmf, self.convo, listening, self._keypad)
+        self.failures = Failures(
+            ports,
+            self.replies,
+            self.listener,
+            self.settings,
+            self.log,
+            lambda: self.life.live,
+            self._end_call,
+            self._hand_off,
+        )
         self._transfer_dest: str | None = None
         self._holding = False  # a tool put the caller on hold
         self._on_hold = False  # the call is on hold (re-INVITE)
@@ -143,6 +160,7 @@ class CallActor:
         self._handlers: dict[type, Callable[[Any], None]] = {
             ev.AudioIn: self.listener.audio,
             ev.VadProb: self.listener.vad,
+            ev.TurnChecked: self.listener.turn_checked,
             ev.SttPartial: self.listener.partial,
             ev.SttFinal: self._on_final,
             ev.SpeechOnset: self._on_onset,
@@ -154,9 +172,9 @@ class CallActor:
             ev.TtsDone: replies.tts_done,
             ev.ToolResult: replies.tool_result,
             ev.Timer: self._on_timer,
-            ev.StageError: self._on_error,
+            ev.StageError: self.failures.error,
             ev.TransferResult: self._on_transfer,
-            ev.DtmfIn: self._on_dtmf,
+            ev.DtmfIn: lambda event: self.keypad.press(event.digit),
             ev.HoldChanged: self._on_hold_changed,
             ev.CallHangup: self._on_hangup,
         }
@@ -283,7 +301,7 @@ class CallActor:
     def _start(self) -> None:
         if self._auth_error is not None:
             self._go(CallState.LISTENING, "auth failure flow")
-            self._on_error(
+            self.failures.error(
                 ev.StageError(ErrorKind.AUTH_FAILURE, stage="sip", error=self._auth_error)
             )
             return
@@ -304,10 +322,13 @@ class CallActor:
             task.cancel()
         self.listener.close()
 
-    def _on_dtmf(self, event: ev.DtmfIn) -> None:
-        self.convo.digits.append(event.digit)
-        self._note("dtmf", digit=event.digit)
-        self.log.info("dtmf", digit=event.digit)
+    def _keypad(self, digits: str) -> None:
+        """A complete keypad input: the caller's words for the model."""
+        if not self.life.live:
+            return
+        self.timers.disarm("held")  # "my number is" + keys: one input
+        text = self.convo.take_pending(f"Keypad: {digits}")
+        self._caller_words(text, self.listener.now(), None)
 
     def _on_hold_changed(self, event: ev.HoldChanged) -> None:
         self._on_hold = event.on_hold
@@ -344,14 +365,28 @@ class CallActor:
         """The turn taker's decisions about the agent's reply."""
         replies = self.replies
         match decision:
-            case tt.TurnStarted():
-                if self.life.state == CallState.THINKING and replies.current is not None:
+            case tt.TurnStarted(turn):
+                # The caller goes on: a held transcript waits for this turn's.
+                self.timers.disarm("held")
+                if (
+                    self.life.state == CallState.THINKING
+                    and replies.current is not None
+                    and self.listener.taker.joins_last_turn(turn.started_media)
+                ):
                     # The caller adds to what they said: the reply in the works is stale.
                     replies.cancel()
                     self.convo.take_back_caller()
                     self._go(CallState.LISTENING, "caller continued")
+            case tt.Preempt(turn, text):
+                replies.preempt(turn, normalise_transcript(text))
+            case tt.SpeechResumed():
+                replies.drop("the caller went on")
             case tt.BargeInDecided(turn):
                 replies.interrupt(turn.started_media)
+            case tt.NoiseInterruption(turn):
+                self._note("noise_interruption", turn=turn.id)
+                replies.commit()
+                self._idle()
             case tt.FalseBargeIn(why):
                 if replies.resume(why):
                     self._idle()
@@ -403,18 +438,32 @@ class CallActor:
         self._note("caller_final", turn=turn.id, text=event.text, **normalised)
         replies.caller_text[turn.id] = text
         self.log.info("caller_said", turn=turn.id, text=event.text, **normalised)
+        if replies.confirm(text):
+            return  # the preemptive answer to exactly these words plays now
         if not text:
             self.listener.empty(turn)
             return
+        hold = self.listener.taker.hold_for(text, self.listener.now())
+        if hold > 0:
+            # "...my order to": the caller has not finished; wait for the rest.
+            self._note("turn_held", turn=turn.id, seconds=round(hold, 3))
+            self.convo.pending_user = text + " "
+            self.timers.arm("held", hold)
+            return
+        self._caller_words(text, turn.started_media, metrics)
+
+    def _caller_words(self, text: str, started_media: float, metrics: TurnMetrics | None) -> None:
+        """Answer what the caller said (or pressed), cutting the agent if it talks."""
+        replies = self.replies
         if replies.current is not None and not self.settings.barge_in.enabled:
             # No interrupting: the caller's words wait until the agent has finished.
             self.convo.pending_user = text + " "
             return
         replies.commit()
         if replies.current is not None:
-            # A barge-in that never cut the reply (min_words not reached):
-            # the caller's words take over now.
-            replies.interrupt(turn.started_media)
+            # A barge-in that never cut the reply (min_words not reached), or
+            # keys pressed over the agent: the caller's words take over now.
+            replies.interrupt(started_media)
             replies.commit()
         self.convo.caller(text)
         if self.convo.stopped:
@@ -440,8 +489,12 @@ class CallActor:
         if not self.life.live:
             return
         self._go(CallState.LISTENING, "reply finished")
+        self._answer_waiting()
+
+    def _answer_waiting(self) -> None:
+        """Answer what the caller said that is still waiting, or listen."""
         waiting = self.convo.pending_user.strip()
-        if waiting and self.listener.turn is None:
+        if waiting and self.listener.turn is None and self.replies.current is None:
             self.convo.pending_user = ""
             self.convo.caller(waiting)
             self.replies.answer(None)
@@ -490,7 +543,7 @@ class CallActor:
             recovery = RECOVERY[ErrorKind.TRANSFER_FAILURE]
             if self.life.live and self.replies.current is None:
                 self.replies.say(self.recovery.transfer_failed_phrase)
-        self._on_error(
+        self.failures.error(
             ev.StageError(ErrorKind.TRANSFER_FAILURE, "sip", error, recovery=recovery, final=False)
         )
 
@@ -502,6 +555,10 @@ class CallActor:
         name = event.name
         if name in _TURN_TIMERS:
             self.listener.timer(name)
+        elif name == "held":
+            self._answer_waiting()
+        elif name == "digits":
+            self.keypad.timer()
         elif name == "filler":
             self.replies.filler()
         elif name == "transfer":
@@ -513,61 +570,12 @@ class CallActor:
             if self.life.live:
                 self.replies.say(HOLD_ENDED)
 
-    def _on_error(self, event: ev.StageError) -> None:
-        """Record a classified failure and apply its kind's recovery (DESIGN's table)."""
-        kind = event.kind
-        reply = self.replies.of(event.reply) if event.reply is not None else None
-        recovery = event.recovery
-        if event.final and not recovery:
-            recovery = self._final_recovery(kind, event, reply)
-        if reply is not None and event.unsaid is not None:
-            reply.unsaid.append(event.unsaid)
-        self._note(
-            "error", kind=kind.value, stage=event.stage, error=event.error, recovery=recovery
-        )
-        self.log.warning(
-            "stage_error", kind=kind.value, stage=event.stage, error=event.error, recovery=recovery
-        )
-        if kind is ErrorKind.TOOL_TIMEOUT and reply is not None and self.life.live:
-            # Tell the caller why it is quiet; the tool is then retried or skipped.
-            self.replies.speak_into(reply, self.recovery.tool_timeout_phrase + " ")
-
-    def _final_recovery(
-        self, kind: ErrorKind, event: ev.StageError, reply: AgentReply | None
-    ) -> str:
-        """Carry out the recovery of a stage that gave up; say what was done."""
-        if kind is ErrorKind.STT_FAILURE:
-            if event.turn is None or not self.listener.drop(event.turn):
-                return "turn already over"
-            self.replies.say(self.settings.turn.not_understood)
-            return RECOVERY[kind]
-        if kind is ErrorKind.AUTH_FAILURE:
-            if reply is not None:
-                self.replies.cancel()
-            return self._auth_failure()
-        if reply is None:
-            return "reply already over"
-        if event.stage == "llm":
-            self.replies.say(self.recovery.trouble_phrase)
-            return "retries and fallbacks exhausted: trouble phrase said"
-        return RECOVERY[kind]
-
-    def _auth_failure(self) -> str:
-        """The configured flow for refused credentials: a message and hangup, a
-        transfer, or another agent."""
-        flow = self.recovery.auth_failure
-        if flow.action == "agent" and flow.agent:
-            self.handoff = flow.agent
-            self.end_reason = f"handed to agent {flow.agent}"
-            self._note("handoff", agent=flow.agent)
-            self._go(CallState.ENDED, "auth failure: another agent")
-            return f"handed to agent {flow.agent}"
-        if flow.action == "transfer" and flow.target:
-            reply = self.replies.say(flow.message)
-            reply.then_transfer = flow.target
-            return f"message, then transfer to {flow.target}"
-        self._end_call(flow.message, "auth failure")
-        return "message, then hangup"
+    def _hand_off(self, agent: str) -> None:
+        """The auth-failure flow gives the call to another agent."""
+        self.handoff = agent
+        self.end_reason = f"handed to agent {agent}"
+        self._note("handoff", agent=agent)
+        self._go(CallState.ENDED, "auth failure: another agent")
 
     def _end_call(self, goodbye: str | None, reason: str) -> None:
         """Say goodbye (if any), then hang up."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 __all__ = [
+    "CollectDigits",
     "Command",
     "Hangup",
     "Hold",
@@ -102,6 +103,16 @@ class SendDtmf:
 
 
 @dataclass(frozen=True)
+class CollectDigits:
+    """Limits for the caller's next keypad input (0 digits: no limit)."""
+
+    name: ClassVar[str] = "collect_digits"
+    max_digits: int = 0
+    terminators: str = "#"
+    timeout: float = 3.0
+
+
+@dataclass(frozen=True)
 class UserInput:
     """Treat `text` as if the caller had said it (before their next words)."""
 
@@ -166,6 +177,7 @@ Command = (
     | SetMetadata
     | SetEndOfSpeech
     | SendDtmf
+    | CollectDigits
     | UserInput
     | Hold
     | PlayBackground

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mediaserver.call import commands as cmd
+from mediaserver.call.digits import DigitCollector, DigitRequest
 from mediaserver.call.spec import AgentSpec
 from mediaserver.pipeline.llm.base import Message, ToolCall, ToolSpec
 
@@ -36,6 +37,8 @@ class Conversation:
     pending_user: str = ""
     #: DTMF digits, in order.
     digits: list[str] = field(default_factory=list)
+    #: Keypad input for the model (the actor sets it up with the call's settings).
+    keypad: DigitCollector | None = None
 
     @classmethod
     def start(cls, agent: AgentSpec) -> Conversation:
@@ -59,11 +62,21 @@ class Conversation:
         if text.strip():
             self.messages.append(Message("assistant", text))
 
+    def note(self, text: str) -> None:
+        """Tell the model something about the call (a system message)."""
+        self.messages.append(Message("system", text))
+
     def take_back_caller(self) -> None:
         """The caller goes on talking before the answer: their last words wait
         for the rest (the model will see them together)."""
         if self.messages[-1].role == "user":
             self.pending_user = (self.messages.pop().content or "") + " "
+
+    def take_back_draft(self, text: str) -> None:
+        """A preemptive answer was dropped: the words it answered are not said yet."""
+        last = self.messages[-1]
+        if last.role == "user" and last.content == text:
+            self.messages.pop()
 
     def take_pending(self, said: str) -> str:
         """Waiting caller words followed by `said` (and nothing waits any more)."""
@@ -101,6 +114,9 @@ class Conversation:
                     self.global_data.pop(key, None)
             case cmd.SetMetadata(data):
                 self.metadata.update(data)
+            case cmd.CollectDigits(max_digits, terminators, timeout):
+                if self.keypad is not None:
+                    self.keypad.request(DigitRequest(max_digits, terminators, timeout))
             case cmd.UserInput(text):
                 self.pending_user = f"{text} "
             case cmd.WaitForUser():

@@ -80,6 +80,18 @@ class VadProb:
 
 
 @dataclass(frozen=True)
+class TurnChecked:
+    """The turn model's P(complete) for turn `turn` paused at `speech_end` (media
+    time); None when the model failed (`error`)."""
+
+    turn: int
+    speech_end: float
+    prob: float | None
+    seconds: float
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class SttPartial:
     """An interim transcript of turn `turn`."""
 
@@ -192,6 +204,7 @@ Event = (
     | TransferResult
     | SpeechOnset
     | VadProb
+    | TurnChecked
     | SttPartial
     | SttFinal
     | LlmToken

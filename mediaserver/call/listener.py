@@ -1,15 +1,18 @@
 """The caller's side of a call: audio in, VAD, the turn taker, the recogniser.
 
 `Listener` is the IO shell around the sans-IO `TurnTaker` (`call/turns.py`):
-it resamples the caller's audio for VAD and STT, keeps a short pre-roll so a
-turn's first syllable reaches the recogniser, maps the media clock to the wall
-clock for timers, runs the fast onset test, and carries out the decisions that
-concern listening (timers, the recogniser feed of each turn). Decisions about
-the agent's reply (barge-in, resume, prompts) go to the actor's `decide`.
+it resamples the caller's audio for VAD and STT, keeps the recent audio (a
+pre-roll so a turn's first syllable reaches the recogniser, and the turn's
+last 8 s for the turn model), maps the media clock to the wall clock for
+timers, runs the fast onset test, and carries out the decisions that concern
+listening (timers, the recogniser feed of each turn, turn model checks).
+Decisions about the agent's reply (barge-in, resume, prompts) go to the
+actor's `decide`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -33,6 +36,10 @@ __all__ = ["PREROLL", "Listener"]
 
 #: Audio kept from before VAD fires, so the first syllable reaches STT.
 PREROLL = 0.3
+#: Audio before the turn's speech the turn model hears (as it was trained).
+MODEL_PREROLL = 0.5
+#: Audio kept: the turn model's 8 s window and its pre-roll.
+KEPT = 8.5
 
 
 class Listener:
@@ -64,9 +71,13 @@ class Listener:
         self._rate = sample_rate
         self._floor = floor
         self._decide = decide
-        self.taker = TurnTaker(settings.vad, settings.turn, settings.barge_in)
+        self._turns = runtime.turns_for(settings.turn)
+        self.taker = TurnTaker(
+            settings.vad, settings.turn, settings.barge_in, model=self._turns is not None
+        )
         self._resampler = Resampler(sample_rate, STT_RATE)
-        self._preroll: deque[tuple[float, np.ndarray]] = deque()
+        #: (media time, 16 kHz audio) of the last `KEPT` seconds.
+        self._recent: deque[tuple[float, np.ndarray]] = deque()
         self._onset = OnsetDetector(sample_rate)
         self._vad = runtime.vad.open(lambda t, p: ports.post(ev.VadProb(t, p)))
         self._stt = runtime.stt.open(runtime.hints(agent))
@@ -108,9 +119,9 @@ class Listener:
         duration = len(event.pcm) / self._rate
         self.media_offset = time.monotonic() - (event.media_time + duration)
         self._vad.push(pcm, event.media_time)
-        self._preroll.append((event.media_time, pcm))
-        while self._preroll and self._preroll[0][0] < event.media_time - PREROLL:
-            self._preroll.popleft()
+        self._recent.append((event.media_time, pcm))
+        while self._recent and self._recent[0][0] < event.media_time - KEPT:
+            self._recent.popleft()
         turn = self.taker.turn
         if self._feed is not None and turn is not None and not turn.finalising:
             self._feed.audio(pcm)
@@ -127,6 +138,18 @@ class Listener:
         turn.partial = event.text
         words = self.taker.content_words(event.text)
         self.apply(self.taker.words(turn.id, words, self._floor()))
+        self.apply(self.taker.transcript(turn.id, event.text, self.now()))
+
+    def turn_checked(self, event: ev.TurnChecked) -> None:
+        """The turn model's answer."""
+        fields: dict[str, object] = {"ms": round(event.seconds * 1000, 1)}
+        if event.prob is not None:
+            fields["prob"] = round(event.prob, 3)
+            fields["complete"] = event.prob >= self._settings.turn.smart_turn.threshold
+        if event.error:
+            fields["error"] = event.error
+        self._ports.note("turn_check", turn=event.turn, **fields)
+        self.apply(self.taker.turn_checked(event.turn, event.speech_end, event.prob, self.now()))
 
     def final(self, event: ev.SttFinal) -> Turn | None:
         """The final transcript closes its turn (None: a stale final, ignored)."""
@@ -158,7 +181,7 @@ class Listener:
 
     def timer(self, name: str) -> None:
         """One of the turn taker's timers expired."""
-        self.apply(self.taker.timer(name, self._floor()))
+        self.apply(self.taker.timer(name, self._floor(), self.now()))
 
     def close(self) -> None:
         """The call ended: release VAD and the recogniser stream."""
@@ -195,6 +218,9 @@ class Listener:
                 case tt.SpeechResumed():
                     if self._feed is not None:
                         self._feed.resume()
+                    self._decide(decision)  # a preemptive answer is stale
+                case tt.CheckTurn(turn, speech_end):
+                    self._check(turn, speech_end)
                 case tt.TurnEnded(turn, speech_end):
                     if turn.metrics is not None:
                         turn.metrics.speech_end = self.wall(speech_end)
@@ -219,6 +245,29 @@ class Listener:
             self._ports.post,
             self._ports.spawn,
         )
-        for t, pcm in self._preroll:
+        for t, pcm in self._recent:
             if t >= turn.started_media - PREROLL:
                 feed.audio(pcm)
+
+    def _check(self, turn: Turn, speech_end: float) -> None:
+        """Ask the turn model about the turn's audio so far; the answer comes
+        back through the inbox (`TurnChecked`)."""
+        turns = self._turns
+        if turns is None:
+            return
+        start = turn.started_media - MODEL_PREROLL
+        audio = np.concatenate([pcm for t, pcm in self._recent if t >= start] or [np.zeros(0)])
+        asked = time.monotonic()
+        post = self._ports.post
+
+        def answered(future: asyncio.Future[float]) -> None:
+            seconds = time.monotonic() - asked
+            if future.cancelled():
+                return
+            error = future.exception()
+            if error is None:
+                post(ev.TurnChecked(turn.id, speech_end, future.result(), seconds))
+            else:
+                post(ev.TurnChecked(turn.id, speech_end, None, seconds, repr(error)))
+
+        turns.check(audio).add_done_callback(answered)

@@ -120,6 +120,11 @@ class AgentReply:
     first_frame_seen: bool = False
     #: Audio stopped by the fast onset test, waiting for silero to confirm.
     paused_at: float | None = None
+    #: A preemptive answer: the caller's words it answers, while their turn is
+    #: not over (its audio waits; a model step that calls tools waits in `held`).
+    draft: str | None = None
+    draft_at: float = 0.0
+    held: list[ev.LlmToolCalls | ev.LlmDone] = field(default_factory=list)
     paused_frames: int = 0
 
     def tasks(self) -> list[asyncio.Task[None]]:

@@ -25,10 +25,10 @@ from mediaserver.call import commands as cmd
 from mediaserver.call import events as ev
 from mediaserver.call.conversation import Conversation
 from mediaserver.call.errors import ErrorKind, llm_error_kind
-from mediaserver.call.interruptions import Interruptions
+from mediaserver.call.interruptions import Heard, Interruptions
 from mediaserver.call.lifecycle import CallState, Lifecycle
 from mediaserver.call.ports import CallPorts
-from mediaserver.call.records import AgentReply, TurnMetrics
+from mediaserver.call.records import AgentReply, Turn, TurnMetrics
 from mediaserver.call.speaker import Speaker
 from mediaserver.call.tools import ToolRunner
 from mediaserver.call.turns import Floor
@@ -86,6 +86,8 @@ class Replies:
         self._settings = settings
         self._log = log
         self.interruptions = Interruptions(ports, speaker, wall, log)
+        #: Real interruptions acknowledged so far (`barge_in.acknowledge`).
+        self._acknowledged = 0
         #: The reply in the works.
         self.current: AgentReply | None = None
         #: Latency of every answered turn, in order.
@@ -122,13 +124,68 @@ class Replies:
             self._go(CallState.SPEAKING, "say")
         return reply
 
-    def answer(self, metrics: TurnMetrics | None) -> None:
-        """Ask the model for the next reply (the caller's turn, or the greeting)."""
+    def answer(self, metrics: TurnMetrics | None, draft: str | None = None) -> None:
+        """Ask the model for the next reply (the caller's turn, or the greeting).
+
+        Args:
+            metrics: the turn's latency record.
+            draft: a preemptive answer to these words of a turn not over yet:
+                its audio and tools wait for `confirm`.
+        """
         self.cancel()
         reply = self.current = self._speaker.new("llm", metrics)
+        reply.draft, reply.draft_at = draft, time.monotonic()
         if self._life.state != CallState.GREETING:
             self._go(CallState.THINKING, "caller turn ended")
         self._step(reply)
+
+    @property
+    def draft(self) -> str | None:
+        """The words the preemptive answer in the works answers (None: none)."""
+        return self.current.draft if self.current is not None else None
+
+    def confirm(self, text: str) -> bool:
+        """The turn ended on `text`: play the preemptive answer if it answers
+        exactly that (True), else drop it (False)."""
+        reply = self.current
+        if reply is None or reply.draft is None:
+            return False
+        if reply.draft != text:
+            self.drop("the transcript changed")
+            return False
+        reply.draft = None
+        head_start = round((time.monotonic() - reply.draft_at) * 1000, 1)
+        self._ports.note("preemptive", reply=reply.id, used=True, head_start_ms=head_start)
+        held, reply.held = reply.held, []
+        for event in held:
+            if isinstance(event, ev.LlmToolCalls):
+                self.tool_calls(event)
+            else:
+                self.llm_done(event)
+        self._speaker.unpause(reply)
+        self._maybe_finished(reply)
+        return True
+
+    def preempt(self, turn: Turn, said: str) -> None:
+        """Start answering `said` (normalised words that look finished) before
+        `turn` is over: the answer waits for `confirm`."""
+        draft = (self._convo.pending_user + said).strip()
+        if self.draft == draft or (self.current is not None and self.draft is None):
+            return  # the same words, or the agent is busy with something else
+        self.drop("the transcript changed")
+        self._ports.note("preempt", turn=turn.id, text=draft)
+        self._convo.caller(draft)
+        self.answer(turn.metrics, draft=draft)
+
+    def drop(self, why: str) -> None:
+        """Drop the preemptive answer in the works (and the words it answered)."""
+        reply = self.current
+        if reply is None or reply.draft is None:
+            return
+        self._ports.note("preemptive", reply=reply.id, used=False, why=why)
+        self.cancel()
+        self._convo.take_back_draft(reply.draft)
+        self._go(CallState.LISTENING, "preemptive answer dropped")
 
     def cancel(self) -> None:
         """Drop the reply in the works: its model, TTS and tools stop now."""
@@ -185,6 +242,9 @@ class Replies:
         reply = self.of(event.reply)
         if reply is None:
             return
+        if reply.held:
+            reply.held.append(event)  # the end of a step whose tools wait (a draft)
+            return
         if reply.step_has_tools:
             # This step asked for tools: the next step starts once they are all back.
             reply.step_has_tools = False
@@ -236,6 +296,8 @@ class Replies:
     def _maybe_finished(self, reply: AgentReply) -> None:
         if not (
             reply.llm_done
+            and reply.draft is None
+            and not reply.held
             and not reply.tools_pending
             and reply.finished_framing
             and reply.voicing.all_sent
@@ -295,15 +357,27 @@ class Replies:
         self.cancel()
         self._go(CallState.LISTENING, "barge-in")
 
-    def commit(self) -> None:
-        """The interruption was real: keep exactly what the caller heard."""
+    def commit(self) -> Heard | None:
+        """The interruption was real: keep exactly what the caller heard.
+
+        Returns:
+            What was heard of the cut reply (None: no interruption pending).
+        """
         real = self.interruptions.real()
         if real is None:
-            return
+            return None
         reply, heard = real.reply, real.heard
         self._record_turn(reply, heard=heard)
         # Earlier LLM steps (text before a tool call) are already in the conversation.
         self._convo.agent_said(heard[reply.step_start :] if reply.kind == "llm" else heard)
+        if self._acknowledged < self._settings.barge_in.acknowledge:
+            self._acknowledged += 1
+            self._ports.note("acknowledge", reply=reply.id)
+            self._convo.note(
+                "The caller interrupted you: they heard only what you said last. "
+                "Briefly acknowledge the interruption, then answer them."
+            )
+        return real
 
     def resume(self, why: str) -> bool:
         """A false interruption: go on from the cut word.
@@ -311,8 +385,18 @@ class Replies:
         Returns:
             True when nothing was left to say (the floor is the caller's).
         """
+        pending = self.interruptions.pending
+        late = pending is not None and (
+            time.monotonic() - pending[1].decided > self._settings.barge_in.resume_within
+        )
         resumption = self.interruptions.false(why)
         if resumption is None:
+            return False
+        if late:
+            # Going on mid-sentence after a long pause sounds broken: ask instead.
+            self._convo.agent_said(resumption.heard)
+            self._ports.note("go_ahead", reply=resumption.reply.id)
+            self.say(self._settings.barge_in.go_ahead)
             return False
         if resumption.rest.strip():
             self.say(resumption.rest.lstrip(), prefix=resumption.heard)
@@ -326,6 +410,9 @@ class Replies:
         """The model asks for tools: run them all, a filler if they take long."""
         reply = self.of(event.reply)
         if reply is None:
+            return
+        if reply.draft is not None:
+            reply.held.append(event)  # no side effects before the turn is over
             return
         self._convo.tool_calls(reply.text[reply.step_start :], list(event.calls))
         reply.tool_calls_made += len(event.calls)

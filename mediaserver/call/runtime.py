@@ -15,14 +15,16 @@ import structlog
 
 from mediaserver.call.spec import AgentSpec
 from mediaserver.faults import Faults
+from mediaserver.pipeline.errors import ModelLoadError
 from mediaserver.pipeline.llm import ScriptedConfig, ScriptedReply, load_llm
 from mediaserver.pipeline.llm.base import LlmBackend
-from mediaserver.pipeline.settings import LlmSettings, PipelineSettings
+from mediaserver.pipeline.settings import LlmSettings, PipelineSettings, TurnSettings
 from mediaserver.pipeline.stt import load_stt
 from mediaserver.pipeline.stt.base import SttBackend, SttHints
 from mediaserver.pipeline.stt.hints import hints_for, phrase_for_name
 from mediaserver.pipeline.tts import load_tts
 from mediaserver.pipeline.tts.base import TtsBackend
+from mediaserver.pipeline.turn import SmartTurnModel, TurnBatcher
 from mediaserver.pipeline.vad.silero import SileroModel, VadBatcher
 
 log = structlog.get_logger("mediaserver.call.runtime")
@@ -57,6 +59,12 @@ class PipelineRuntime:
         )
         self.vad_model = SileroModel(settings.vad.model)
         self.vad = VadBatcher(self.vad_model, self.vad_executor, settings.vad, loop)
+        # The turn model has its own thread too: a check (~30 ms) ends a turn.
+        self.turn_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn")
+        #: The turn model, batched across calls; loaded when a detector needs it.
+        self.turns: TurnBatcher | None = None
+        self._turn_failed = False
+        self.turns_for(settings.turn)
         self.stt: SttBackend = load_stt(settings.stt)
         self.tts: TtsBackend = load_tts(settings.tts)
         self._llms: dict[tuple[str, str], LlmBackend] = {}
@@ -64,6 +72,7 @@ class PipelineRuntime:
             "pipeline_loaded",
             stt=self.stt.name,
             tts=self.tts.name,
+            turn=settings.turn.detector if self.turns is not None else "silence",
             llm=settings.llm.backend,
             threads=settings.executor_threads,
         )
@@ -75,6 +84,27 @@ class PipelineRuntime:
         names = [phrase_for_name(t.spec.name) for t in agent.tools]
         return hints_for([*agent.hints, *names], [t.spec.parameters for t in agent.tools])
 
+    def turns_for(self, turn: TurnSettings) -> TurnBatcher | None:
+        """The turn model for calls with `turn` settings (None: the silence detector).
+
+        Raises:
+            ModelLoadError: the model is missing or corrupt and
+                `smart_turn.on_error` is `fail` (one line naming path and backend).
+        """
+        if turn.detector != "smart_turn":
+            return None
+        if self.turns is None and not self._turn_failed:
+            try:
+                model = SmartTurnModel(turn.smart_turn.model)
+            except ModelLoadError as exc:
+                if turn.smart_turn.on_error == "fail":
+                    raise
+                self._turn_failed = True
+                log.warning("turn_model_unavailable", error=str(exc), fallback="silence")
+                return None
+            self.turns = TurnBatcher(model, self.turn_executor)
+        return self.turns
+
     def prepare(self, agent: AgentSpec) -> None:
         """Load what `agent`'s calls need (decoders, its LLM) before calls arrive.
 
@@ -83,6 +113,7 @@ class PipelineRuntime:
                 variable: the message names the settings key).
         """
         self.stt.prepare(self.hints(agent))
+        self.turns_for(agent.settings.turn)
         self.llm_for(agent)
         for fallback in agent.settings.llm.fallbacks:
             self.llm_for(agent, fallback)
@@ -109,3 +140,4 @@ class PipelineRuntime:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.stt_executor.shutdown(wait=False, cancel_futures=True)
         self.vad_executor.shutdown(wait=False, cancel_futures=True)
+        self.turn_executor.shutdown(wait=False, cancel_futures=True)

@@ -125,8 +125,8 @@ class Speaker:
         self._play(reply, reply.voicing.finish())
 
     def _play(self, reply: AgentReply, frames: list[tuple[np.ndarray, FrameTag]]) -> None:
-        if not frames or reply.paused_at is not None:
-            return  # while paused the frames wait in the voicing (see unpause)
+        if not frames or reply.paused_at is not None or reply.draft is not None:
+            return  # while paused (or a draft) the frames wait in the voicing (see unpause)
         self._playing()
         self.media.rephase()
         for pcm, tag in frames:

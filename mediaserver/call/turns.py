@@ -14,14 +14,24 @@ The rules:
 - **Speech** is silero's hysteresis (`SpeechDetector`). The caller's speech
   ends at the last chunk at or above the threshold (a fading word's weaker
   chunks keep "speaking" but do not delay the end of the turn).
-- **End of turn**: `end_of_speech_timeout` of silence after the speech ends.
-  Speech that starts again before that continues the same turn.
+- **End of turn**, silence detector: `end_of_speech_timeout` of silence after
+  the speech ends. Speech that starts again before that continues the turn.
+- **End of turn**, turn model (`smart_turn`): after `smart_turn.pause` of
+  silence the shell asks the model (`CheckTurn`). "Complete" ends the turn at
+  once, unless the transcript so far ends on a word a sentence does not end on
+  ("...my order to"); "incomplete" waits up to the ceiling (`max_wait`, or the
+  agent's `end_of_speech_timeout`), or 0.7 s when the transcript looks
+  finished; a model that failed is the silence detector. A final transcript
+  that still ends unfinished is held (`hold_for`) until the ceiling, so
+  the caller can go on; what they add joins it.
 - **Barge-in**: speech while the agent's audio plays is a barge-in candidate;
   it interrupts once it lasted `barge_in.min_speech` and STT heard
-  `barge_in.min_words` words (both 0: at once).
+  `barge_in.min_words` words (both 0: at once), or at once when its words
+  match `barge_in.match`, or when it lasted `barge_in.interrupt_on_noise`.
 - **False barge-in**: an interruption whose turn brings no words within
   `false_resume_window` of its speech ending (or whose transcript is empty)
-  was noise: the agent resumes from the cut word.
+  was noise: the agent resumes from the cut word, unless the sound lasted
+  `interrupt_on_noise` (then it is kept as a real interruption).
 - **Fast pause**: an onset the energy test caught pauses the agent's audio;
   speech silero does not confirm within `confirm_window` lets it play on.
 - **Backchannels**: words over the agent that are only what a listener says
@@ -40,18 +50,26 @@ import re
 from dataclasses import dataclass
 
 from mediaserver.call.records import Turn
-from mediaserver.pipeline.settings import BargeInSettings, TurnSettings, VadSettings
+from mediaserver.pipeline.settings import (
+    SILENCE_TIMEOUT,
+    BargeInSettings,
+    TurnSettings,
+    VadSettings,
+)
 from mediaserver.pipeline.vad.detector import SpeechDetector, SpeechStarted, SpeechStopped
 
 __all__ = [
     "MIN_UNDERSTOOD_SPEECH",
     "AttentionDue",
     "BargeInDecided",
+    "CheckTurn",
     "Decision",
     "FalseBargeIn",
     "Floor",
     "InactivityDue",
+    "NoiseInterruption",
     "NotUnderstood",
+    "Preempt",
     "SetTimer",
     "SpeechPaused",
     "SpeechResumed",
@@ -67,6 +85,8 @@ __all__ = [
 
 #: Speech shorter than this that STT cannot read is ignored (a cough, a click).
 MIN_UNDERSTOOD_SPEECH = 0.3
+# Timers fire on the wall clock mapped back to media time: allow rounding.
+_EPS = 1e-3
 
 
 @dataclass(frozen=True)
@@ -123,6 +143,24 @@ class SpeechResumed:
 
 
 @dataclass(frozen=True)
+class CheckTurn:
+    """The caller paused: ask the turn model whether `turn` is complete (its
+    speech so far ended at `speech_end`, media time)."""
+
+    turn: Turn
+    speech_end: float
+
+
+@dataclass(frozen=True)
+class Preempt:
+    """The caller paused on words that look finished: an answer may be started
+    now (preemptive generation), to be used if the final transcript is `text`."""
+
+    turn: Turn
+    text: str
+
+
+@dataclass(frozen=True)
 class TurnEnded:
     """The turn is over (speech ended at `speech_end`, media time): finalise STT."""
 
@@ -149,6 +187,14 @@ class FalseBargeIn:
     """The interruption brought no words: resume the reply from the cut word."""
 
     why: str
+
+
+@dataclass(frozen=True)
+class NoiseInterruption:
+    """Wordless sound long enough to interrupt (`interrupt_on_noise`): keep the
+    cut reply as heard and give the caller the floor."""
+
+    turn: Turn
 
 
 @dataclass(frozen=True)
@@ -194,10 +240,13 @@ Decision = (
     | TurnStarted
     | SpeechPaused
     | SpeechResumed
+    | CheckTurn
+    | Preempt
     | TurnEnded
     | TurnAbandoned
     | BargeInDecided
     | FalseBargeIn
+    | NoiseInterruption
     | Unpause
     | NotUnderstood
     | AttentionDue
@@ -213,6 +262,9 @@ class TurnTaker:
     The settings objects are read live: a tool action that changes
     `end_of_speech_timeout` for this call applies from the next chunk.
 
+    Args:
+        model: the turn model runs for this call (`smart_turn` and loaded).
+
     Attributes:
         turn: the caller's open turn, if any.
         deaf: speech makes no turn (a tool put the caller on hold, or the
@@ -220,12 +272,27 @@ class TurnTaker:
         on_hold: the call is on hold (no attention prompts).
     """
 
-    def __init__(self, vad: VadSettings, turn: TurnSettings, barge_in: BargeInSettings) -> None:
+    def __init__(
+        self,
+        vad: VadSettings,
+        turn: TurnSettings,
+        barge_in: BargeInSettings,
+        model: bool = False,
+    ) -> None:
         self._vad = vad
         self._turn_cfg = turn
         self._barge_cfg = barge_in
+        self.model = model
         self._detector = SpeechDetector(vad)
         self._confident_end: float | None = None
+        # The turn model's opinion of the current pause: asked for the speech
+        # end `_asked`; its P(complete), or failed; the transcript's last word.
+        self._asked: float | None = None
+        self._prob: float | None = None
+        self._failed = False
+        self._text_unfinished: bool | None = None
+        #: Media time the speech of the last ended turn stopped.
+        self._ended_speech: float | None = None
         self._ids = 0
         self._attention_given = False
         self.turn: Turn | None = None
@@ -253,15 +320,65 @@ class TurnTaker:
             return out
         if turn.finalising:
             return out
-        last = self._speech_end(turn)
-        eos = self._turn_cfg.end_of_speech_timeout
-        if media_time - last >= eos:
-            out += self._end(turn, last)
+        return out + self._endpoint(turn, media_time)
+
+    def turn_checked(
+        self, turn_id: int, speech_end: float, prob: float | None, now: float
+    ) -> list[Decision]:
+        """The turn model's answer to `CheckTurn` (`prob` None: it failed)."""
+        turn = self.turn
+        if (
+            turn is None
+            or turn.id != turn_id
+            or turn.finalising
+            or self._detector.speaking
+            or self._asked != speech_end
+        ):
+            return []  # the caller went on meanwhile: a new pause asks again
+        if prob is None:
+            self._failed = True
         else:
-            # Decide on time, not at the next chunk: the shell maps `at` to the
-            # wall clock by when the audio arrived.
-            out.append(SetTimer("eos", last + eos))
-        return out
+            self._prob = prob
+        return self._endpoint(turn, now)
+
+    def transcript(self, turn_id: int, text: str, now: float) -> list[Decision]:
+        """The recogniser's text of turn `turn_id` so far (a partial or a guess)."""
+        turn = self.turn
+        if turn is None or turn.id != turn_id or turn.finalising:
+            return []
+        turn.partial = text
+        self._text_unfinished = self.unfinished(text) if text.strip() else None
+        if not self.model or self._detector.speaking:
+            return []
+        out = self._endpoint(turn, now) if self._asked is not None else []
+        return out + self._preempt(turn)
+
+    def joins_last_turn(self, started_media: float) -> bool:
+        """Whether speech starting at `started_media`, before the answer to the
+        last turn is heard, joins that turn (the answer in the works is
+        dropped): `barge_in.transparent`, within `transparent_max_time`."""
+        cfg = self._barge_cfg
+        last = self._ended_speech
+        return cfg.transparent and (
+            last is None or started_media - last <= cfg.transparent_max_time
+        )
+
+    def unfinished(self, text: str) -> bool:
+        """Whether `text` ends on a word a sentence does not end on, or trails
+        off (a recogniser writes "with..." or "to," for a voice that goes on)."""
+        if text.rstrip().endswith(("...", "\u2026", ",", "-")):
+            return True
+        # Digits count as words here: "...is 452" is finished.
+        tokens = re.findall(r"[a-z0-9']+", text.lower())
+        return bool(tokens) and tokens[-1] in set(self._turn_cfg.smart_turn.unfinished_words)
+
+    def hold_for(self, text: str, now: float) -> float:
+        """How long to hold the final transcript `text` of the turn that just
+        ended for the caller to go on (0: answer now). Only with the turn model,
+        and only a transcript that ends unfinished, up to the ceiling."""
+        if not self.model or self._ended_speech is None or not self.unfinished(text):
+            return 0.0
+        return max(0.0, self._ended_speech + self._turn_cfg.ceiling(True) - now)
 
     def words(self, turn_id: int, count: int, floor: Floor) -> list[Decision]:
         """STT heard `count` words so far in turn `turn_id` (a partial transcript)."""
@@ -289,6 +406,8 @@ class TurnTaker:
         was false; speech long enough to be words gets asked again; a cough or a
         click is ignored."""
         if floor.interrupted:
+            if self._noise_interrupts(turn):
+                return [NoiseInterruption(turn)]
             return [FalseBargeIn("no words")]
         if turn.speech_s >= MIN_UNDERSTOOD_SPEECH:
             return [NotUnderstood(turn)]
@@ -342,18 +461,23 @@ class TurnTaker:
             return [SetTimer("attention", now + cfg.inactivity_timeout)]
         return []
 
-    def timer(self, name: str, floor: Floor) -> list[Decision]:
-        """The timer `name` (armed by a `SetTimer`) expired."""
+    def timer(self, name: str, floor: Floor, now: float) -> list[Decision]:
+        """The timer `name` (armed by a `SetTimer`) expired at `now`."""
         turn = self.turn
         speaking = self._detector.speaking
         if name == "eos":
             if turn is not None and not turn.finalising and not speaking:
-                return self._end(turn, self._speech_end(turn))
+                return self._endpoint(turn, now)
         elif name == "confirm":
             if turn is None and not speaking:
                 return [Unpause()]
         elif name == "false_resume":
-            if turn is not None and turn.words == 0 and not speaking:
+            if (
+                turn is not None
+                and turn.words == 0
+                and not speaking
+                and not self._noise_interrupts(turn)
+            ):
                 self.turn = None
                 return [TurnAbandoned(turn), FalseBargeIn("no words within the window")]
         elif name == "attention":
@@ -392,6 +516,9 @@ class TurnTaker:
             StopTimer("attention"),
         ]
         self._attention_given = False
+        self._asked = self._prob = None
+        self._failed = False
+        self._text_unfinished = None
         if self.deaf:
             return out
         turn = self.turn
@@ -424,13 +551,59 @@ class TurnTaker:
         cfg = self._barge_cfg
         if not (turn.barge_in and floor.reply):
             return []
-        if turn.speech_s < cfg.min_speech or turn.words < cfg.min_words:
+        enough = turn.speech_s >= cfg.min_speech and turn.words >= cfg.min_words
+        matched = bool(cfg.match and re.search(cfg.match, turn.partial, re.IGNORECASE))
+        if not (enough or matched or self._noise_interrupts(turn)):
             return []
         turn.barge_in = False
         return [BargeInDecided(turn)]
 
+    def _endpoint(self, turn: Turn, now: float) -> list[Decision]:
+        """In silence at `now`: end the turn, ask the model, or wait (a timer)."""
+        last = self._speech_end(turn)
+        silence = now - last + _EPS
+        out: list[Decision] = []
+        if self.model and self._asked != last:
+            pause = self._turn_cfg.smart_turn.pause
+            if silence < pause:
+                return [SetTimer("eos", last + pause)]
+            self._asked, self._prob, self._failed = last, None, False
+            out += [CheckTurn(turn, last), *self._preempt(turn)]
+        wait = self._wait()
+        if silence >= wait:
+            return out + self._end(turn, last)
+        # Decide on time, not at the next chunk: the shell maps `at` to the
+        # wall clock by when the audio arrived.
+        return [*out, SetTimer("eos", last + wait)]
+
+    def _preempt(self, turn: Turn) -> list[Decision]:
+        """Preemptive generation: the caller paused on a transcript (of this
+        stretch of speech) that looks finished."""
+        if self._turn_cfg.preemptive and self._text_unfinished is False and not turn.finalising:
+            return [Preempt(turn, turn.partial)]
+        return []
+
+    def _wait(self) -> float:
+        """The silence after the speech that ends the turn, as known now."""
+        cfg = self._turn_cfg
+        ceiling = cfg.ceiling(self.model)
+        if not self.model or self._text_unfinished:
+            return ceiling
+        if self._failed:
+            return min(ceiling, SILENCE_TIMEOUT)
+        if self._prob is None:
+            return ceiling  # the answer re-decides
+        if self._prob >= cfg.smart_turn.threshold:
+            return 0.0
+        return min(ceiling, SILENCE_TIMEOUT) if self._text_unfinished is False else ceiling
+
+    def _noise_interrupts(self, turn: Turn) -> bool:
+        limit = self._barge_cfg.interrupt_on_noise
+        return limit > 0 and turn.speech_s >= limit
+
     def _end(self, turn: Turn, speech_end: float) -> list[Decision]:
         turn.finalising = True
+        self._ended_speech = speech_end
         return [StopTimer("eos"), TurnEnded(turn, speech_end)]
 
     def _speech_end(self, turn: Turn) -> float:

@@ -41,6 +41,7 @@ from mediaserver.codecs.g711 import alaw_encode, ulaw_encode
 from mediaserver.codecs.params import NegotiatedMedia
 from mediaserver.media.clock import FRAME, MediaClock
 from mediaserver.media.dtmf import DtmfPacket, DtmfReceiver, DtmfSender
+from mediaserver.media.echo import EchoCanceller
 from mediaserver.media.jitter import JitterBuffer
 from mediaserver.media.recording import StereoRecorder
 from mediaserver.media.rtcp import (
@@ -86,6 +87,8 @@ class SessionSettings:
     #: Latch to packets from any address; by default only the SDP address's host
     #: may start the stream (a stranger's packets are ignored until then).
     latch_any_address: bool = False
+    #: Subtract the echo of what we send from what we receive.
+    echo_cancel: bool = True
     record_path: Path | None = None
 
 
@@ -183,6 +186,8 @@ class RtpSession:
         self._background_pos = 0
         # Audio released between ticks (eager jitter buffer), for the recorder.
         self._delivered: list[np.ndarray] = []
+        #: Removes our own voice coming back from the caller's phone.
+        self.echo = EchoCanceller(self.sample_rate) if settings.echo_cancel else None
         self._recorder: StereoRecorder | None = None
         if settings.record_path is not None:
             self._recorder = StereoRecorder(settings.record_path, self.sample_rate)
@@ -429,6 +434,8 @@ class RtpSession:
         """Called by the media clock every 20 ms (see the module docstring)."""
         self._deliver(now)
         sent = self._send_next(now)
+        if self.echo is not None:
+            self.echo.far(sent, self.frame_samples)
         if self._recorder is not None:
             caller = self._delivered
             self._recorder.add(
@@ -465,6 +472,8 @@ class RtpSession:
                     pcm, gap = np.zeros(self.frame_samples, dtype=np.int16), True
             if self._recorder is not None:
                 self._delivered.append(pcm)
+            if self.echo is not None and frame.payload is not None:
+                pcm = self.echo.near(pcm)
             if self.on_audio is not None:
                 self.on_audio(pcm, frame.media_time, gap)
 

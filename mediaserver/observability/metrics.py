@@ -124,6 +124,25 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
+        self._turn_checks = Counter(
+            "mediaserver_turn_model_checks",
+            "End-of-turn model checks by verdict (complete, incomplete, failed)",
+            ["verdict"],
+            registry=reg,
+        )
+        self._turn_check_time = Histogram(
+            "mediaserver_turn_model_seconds",
+            "Turn model check, asked to answered (features, batch wait, inference)",
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self._turn_events = Counter(
+            "mediaserver_turn_events",
+            "Turn-taking outcomes: held (unfinished transcript), preempt_used, "
+            "preempt_dropped, backchannel, noise_interruption, go_ahead",
+            ["event"],
+            registry=reg,
+        )
         self._errors = Counter(
             "mediaserver_errors",
             "Pipeline and call errors by kind and stage",
@@ -178,6 +197,18 @@ class Metrics:
         ms = _number(stop_ms)
         if not false and ms is not None and ms >= 0:
             self._barge_in_stop.observe(ms / 1000.0)
+
+    def turn_check(self, complete: bool | None, ms: float) -> None:
+        """One turn model check (`complete` None: it failed)."""
+        verdict = "failed" if complete is None else "complete" if complete else "incomplete"
+        self._turn_checks.labels(verdict=verdict).inc()
+        seconds = _number(ms)
+        if seconds is not None and seconds >= 0:
+            self._turn_check_time.observe(seconds / 1000.0)
+
+    def turn_event(self, event: str) -> None:
+        """A turn-taking outcome worth counting (see `mediaserver_turn_events`)."""
+        self._turn_events.labels(event=event).inc()
 
     def error(self, kind: str, stage: str) -> None:
         """An error the call survived or ended on."""

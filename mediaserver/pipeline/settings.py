@@ -6,6 +6,7 @@ They are part of the server config (`pipeline:` section, and per route under
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -41,11 +42,61 @@ class VadSettings(Strict):
         return self
 
 
+#: The silence that ends a turn when nothing smarter decides (the silence
+#: detector's default, and the wait after a turn model that cannot answer).
+SILENCE_TIMEOUT = 0.7
+
+#: Words an English sentence does not end on: articles, prepositions,
+#: conjunctions, possessives, auxiliaries, hesitations. A transcript ending on
+#: one is a caller who has not finished ("I want to change my order to...").
+UNFINISHED_EN = (
+    "a an the my your our their his her its this that these those "
+    "to of for from with without about at by in into on onto as than "
+    "and or but so because if when while although though unless until whether "
+    "is are was were am be been being do does did have has had will would "
+    "can could should shall may might must "
+    "um uh er erm uhm like i i'm i'd we we're you you're it's there's"
+)
+
+
+class SmartTurnSettings(Strict):
+    """The `smart_turn` end-of-turn detector: Smart Turn v3 on the caller's audio
+    after a short pause, with the transcript's last word as a second opinion."""
+
+    #: Path to a Smart Turn v3 ONNX file; default: the one in the pipecat-ai wheel.
+    model: Path | None = None
+    #: P(complete) from which the model's "complete" ends the turn.
+    threshold: float = Field(0.5, gt=0, lt=1)
+    #: Seconds of silence after the caller's speech before the model is asked.
+    pause: float = Field(0.2, ge=0.05, le=2.0)
+    #: Seconds of silence that end a turn the model and transcript call
+    #: unfinished (an agent's `end_of_speech_timeout`, when set, replaces it).
+    max_wait: float = Field(3.0, ge=0.25, le=10)
+    #: A missing or corrupt model: `fail` start-up with one line naming it, or
+    #: warn once and use the silence detector.
+    on_error: Literal["fail", "silence"] = "fail"
+    #: Last words that mean the caller has not finished (per language; empty: the
+    #: model alone decides).
+    unfinished_words: list[str] = Field(default_factory=lambda: UNFINISHED_EN.split())
+
+
 class TurnSettings(Strict):
     """When the caller's turn ends and who speaks first."""
 
-    #: Seconds of silence (with the STT final) that end the caller's turn.
-    end_of_speech_timeout: float = Field(0.7, ge=0.25, le=10)
+    #: `smart_turn`: an audio turn model decides after a short pause (complete
+    #: turns end in ~0.2-0.3 s, unfinished ones wait up to `smart_turn.max_wait`);
+    #: `silence`: `end_of_speech_timeout` of silence alone.
+    detector: Literal["smart_turn", "silence"] = "smart_turn"
+    #: Seconds of silence that end the caller's turn at the latest (the SDK's
+    #: param). None: 0.7 s for the silence detector, `smart_turn.max_wait` for
+    #: the turn model (which ends complete turns long before).
+    end_of_speech_timeout: float | None = Field(None, ge=0.25, le=10)
+    smart_turn: SmartTurnSettings = Field(default_factory=SmartTurnSettings)
+    #: Preemptive generation (turn model only): start the model on the caller's
+    #: words as soon as a pause's transcript looks finished, while the turn is
+    #: still being decided; the answer plays only if the final transcript is the
+    #: same (else it is dropped). Costs model calls; saves their latency.
+    preemptive: bool = False
     #: The agent greets first (otherwise it waits for the caller).
     agent_speaks_first: bool = True
     #: Seconds of caller silence before the attention prompt (0: never).
@@ -58,6 +109,12 @@ class TurnSettings(Strict):
     goodbye: str = "I have not heard anything, so I will hang up now. Goodbye."
     #: Said when speech was heard but nothing was recognised.
     not_understood: str = "Sorry, I did not catch that. Could you say it again?"
+
+    def ceiling(self, model: bool) -> float:
+        """The longest silence inside a turn (`model`: the turn model is running)."""
+        if self.end_of_speech_timeout is not None:
+            return self.end_of_speech_timeout
+        return self.smart_turn.max_wait if model else SILENCE_TIMEOUT
 
 
 class BargeInSettings(Strict):
@@ -78,6 +135,27 @@ class BargeInSettings(Strict):
     #: Seconds silero has to confirm speech after a fast pause; without it the
     #: agent resumes from the word it was in.
     confirm_window: float = Field(0.3, gt=0, le=2.0)
+    #: Sound over the agent that lasts this many seconds interrupts it for good
+    #: even without words (the SDK's `interrupt_on_noise`; 0: noise, coughs and
+    #: clicks only pause the agent, which then resumes).
+    interrupt_on_noise: float = Field(0.0, ge=0)
+    #: A regular expression: caller words over the agent that match it interrupt
+    #: at once, even below `min_words` (the SDK's `barge_match_string`).
+    match: str | None = None
+    #: The caller speaking again before the agent's answer is heard: the answer
+    #: in the works is dropped and their words join (the SDK's
+    #: `transparent_barge`)...
+    transparent: bool = True
+    #: ...when they go on within this many seconds (`transparent_barge_max_time`).
+    transparent_max_time: float = Field(3.0, ge=0, le=60)
+    #: Real interruptions the agent acknowledges (the model is told it was cut
+    #: off and what the caller heard); the SDK's `acknowledge_interruptions`.
+    acknowledge: int = Field(0, ge=0)
+    #: A false interruption resumes the reply from the cut word when it ends
+    #: within this many seconds of the cut; later, the agent says `go_ahead`
+    #: instead (resuming mid-sentence after a long pause sounds broken).
+    resume_within: float = Field(2.0, gt=0)
+    go_ahead: str = "Sorry, go ahead?"
     #: What a listener says while the agent talks without taking the turn: said
     #: over the agent (alone or repeated, e.g. "mhm", "yeah yeah"), it is not an
     #: interruption: the agent goes on, or resumes from the cut word. Empty: off.
@@ -98,6 +176,15 @@ class BargeInSettings(Strict):
             "got it",
         ]
     )
+
+    @model_validator(mode="after")
+    def _pattern(self) -> BargeInSettings:
+        if self.match:
+            try:
+                re.compile(self.match)
+            except re.error as exc:
+                raise ValueError(f"match is not a regular expression: {exc}") from None
+        return self
 
 
 class SttSettings(Strict):
@@ -290,6 +377,26 @@ class RecoverySettings(Strict):
     auth_failure: AuthFailureFlow = Field(default_factory=AuthFailureFlow)
 
 
+class DtmfSettings(Strict):
+    """Keypad digits the caller presses, as input to the conversation."""
+
+    #: Digits reach the model as the caller's words ("Keypad: 1234").
+    to_conversation: bool = True
+    #: Seconds after the last digit that end the input (the SDK's `digit_timeout`).
+    digit_timeout: float = Field(3.0, gt=0, le=30)
+    #: Keys that end the input at once, not sent (the SDK's `digit_terminators`).
+    terminators: str = "#"
+    #: Digits that end the input when reached (0: no limit).
+    max_digits: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _keys(self) -> DtmfSettings:
+        bad = sorted(set(self.terminators) - set("0123456789*#ABCD"))
+        if bad:
+            raise ValueError(f"terminators: not DTMF keys: {''.join(bad)!r}")
+        return self
+
+
 class PipelineSettings(Strict):
     """Everything the voice-AI pipeline of one call needs."""
 
@@ -301,6 +408,7 @@ class PipelineSettings(Strict):
     llm: LlmSettings = Field(default_factory=LlmSettings)
     fillers: FillerSettings = Field(default_factory=FillerSettings)
     recovery: RecoverySettings = Field(default_factory=RecoverySettings)
+    dtmf: DtmfSettings = Field(default_factory=DtmfSettings)
     #: Hand caller audio to VAD/STT as soon as it is in order, instead of on the
     #: jitter buffer's playout schedule (`media.jitter_window` later); only a
     #: missing packet is waited for. Saves the window on every turn and barge-in.

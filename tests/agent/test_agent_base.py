@@ -176,3 +176,51 @@ def test_two_agents_on_one_route_is_an_error() -> None:
     config = server.config()
     assert config.routes["main"].app == "agent" and config.routes["other"].app == "agent"
     assert set(server.specs(config)) == {"main", "other"}
+
+
+def test_barge_and_keypad_params_map_onto_the_pipeline() -> None:
+    agent = AgentBase(name="x")
+    agent.set_params(
+        {
+            "barge_match_string": "stop|cancel",
+            "interrupt_on_noise": True,
+            "transparent_barge": False,
+            "transparent_barge_max_time": 1500,
+            "acknowledge_interruptions": 2,
+            "digit_timeout": 5000,
+            "digit_terminators": "*#",
+        }
+    )
+    settings = agent.pipeline_settings()
+    barge = settings.barge_in
+    assert (barge.match, barge.interrupt_on_noise, barge.transparent) == ("stop|cancel", 1.0, False)
+    assert (barge.transparent_max_time, barge.acknowledge) == (1.5, 2)
+    assert (settings.dtmf.digit_timeout, settings.dtmf.terminators) == (5.0, "*#")
+    # interrupt_on_noise as a number: seconds, or milliseconds from 100 up.
+    assert (
+        agent.set_param("interrupt_on_noise", 2).pipeline_settings().barge_in.interrupt_on_noise
+        == 2
+    )
+    assert (
+        agent.set_param("interrupt_on_noise", 1500).pipeline_settings().barge_in.interrupt_on_noise
+        == 1.5
+    )
+    assert (
+        agent.set_param("acknowledge_interruptions", "true")
+        .pipeline_settings()
+        .barge_in.acknowledge
+        > 100
+    )
+    assert (
+        agent.set_param("acknowledge_interruptions", False).pipeline_settings().barge_in.acknowledge
+        == 0
+    )
+
+
+def test_a_tool_can_ask_for_keypad_digits() -> None:
+    from mediaserver.agent.actions import to_command
+    from mediaserver.call import commands as cmd
+
+    result = SwaigFunctionResult("Please enter your PIN.").collect_digits(4, "#", 8000)
+    (action,) = result.to_dict()["action"]
+    assert to_command(action) == cmd.CollectDigits(4, "#", 8.0)

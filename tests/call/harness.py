@@ -88,6 +88,11 @@ class Caller:
         self._task: asyncio.Task[None] | None = None
         self._seq = 0
         self._ts = 0
+        #: (delay seconds, gain) of the agent's own audio coming back in what
+        #: the caller sends (a phone with poor echo cancellation); None: none.
+        self.echo: tuple[float, float] | None = None
+        self._echo_line = np.zeros(0, dtype=np.int16)
+        self._echo_seen = 0
 
     def start(self, target: tuple[str, int]) -> None:
         self.target = target
@@ -133,6 +138,8 @@ class Caller:
                     self._first_sent = loop.time()
             else:
                 frame = silence
+            if self.echo is not None:
+                frame = self._with_echo(frame, *self.echo)
             pkt = RtpPacket(
                 payload_type=0,
                 sequence=self._seq,
@@ -145,6 +152,19 @@ class Caller:
             assert self.target is not None
             with contextlib.suppress(OSError):
                 self.sock.sendto(pkt.serialise(), self.target)
+
+    def _with_echo(self, frame: np.ndarray, delay: float, gain: float) -> np.ndarray:
+        """`frame` plus the agent's audio of `delay` seconds ago at `gain`: what
+        arrived since the last frame goes on the echo line (silence if nothing)."""
+        new = [ulaw_decode(p.payload) for _, p in self.received[self._echo_seen :]]
+        self._echo_seen = len(self.received)
+        line = np.concatenate([self._echo_line, *(new or [np.zeros(160, np.int16)])])
+        self._echo_line = line = line[-8000:]
+        lag = int(delay * 8000)
+        if len(line) < lag + 160:
+            return frame
+        echo = line[len(line) - lag - 160 : len(line) - lag].astype(np.float32) * gain
+        return np.clip(frame.astype(np.float32) + echo, -32768, 32767).astype(np.int16)
 
     def agent_audio(self, since: float = 0.0, until: float = float("inf")) -> np.ndarray:
         """What the agent sent in a time window, decoded, packets in arrival order."""

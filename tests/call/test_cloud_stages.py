@@ -68,7 +68,8 @@ def cloud_settings(stt_url: str, tts: dict[str, Any] | None = None) -> PipelineS
                 "timeout": 3.0,
             },
             "tts": tts or {"backend": "espeak-ng"},
-            "turn": {"end_of_speech_timeout": 0.5, "attention_timeout": 0},
+            # The silence detector: these tests close the socket inside its 0.5 s.
+            "turn": {"detector": "silence", "end_of_speech_timeout": 0.5, "attention_timeout": 0},
         }
     )
 

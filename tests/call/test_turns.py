@@ -72,9 +72,9 @@ def test_the_eos_timer_ends_the_turn_between_chunks() -> None:
     taker, clock = make(), Clock()
     chunks(taker, clock, 0.5, 0.9)
     chunks(taker, clock, 0.15, 0.05)
-    assert kinds(taker.timer("eos", Floor())) == [tt.TurnEnded]
+    assert kinds(taker.timer("eos", Floor(), clock.t + 0.5)) == [tt.TurnEnded]
     # A stale expiry (the turn already ended) decides nothing.
-    assert taker.timer("eos", Floor()) == []
+    assert taker.timer("eos", Floor(), clock.t + 0.5) == []
 
 
 def test_speech_before_the_timeout_continues_the_same_turn() -> None:
@@ -87,7 +87,7 @@ def test_speech_before_the_timeout_continues_the_same_turn() -> None:
     assert tt.StopTimer("eos") in out
     assert taker.turn is turn
     # The timer that was set for the first pause is now stale.
-    assert taker.timer("eos", Floor()) == []
+    assert taker.timer("eos", Floor(), clock.t) == []
 
 
 def test_a_fading_word_does_not_delay_the_end_of_the_turn() -> None:
@@ -152,7 +152,7 @@ def test_an_interruption_without_words_is_false_after_the_window() -> None:
     stop = next(d for d in out if isinstance(d, tt.SpeechStop))
     assert timers(out)["false_resume"] == pytest.approx(stop.media_time + 1.0, abs=0.2)
     turn = taker.turn
-    out = taker.timer("false_resume", INTERRUPTED)
+    out = taker.timer("false_resume", INTERRUPTED, 0.0)
     assert out == [tt.TurnAbandoned(turn), tt.FalseBargeIn("no words within the window")]  # type: ignore[arg-type]
     assert taker.turn is None
 
@@ -165,7 +165,7 @@ def test_words_within_the_window_make_the_interruption_real() -> None:
     assert turn is not None
     assert tt.StopTimer("false_resume") in taker.words(turn.id, 1, INTERRUPTED)
     # An expiry that raced the words decides nothing.
-    assert taker.timer("false_resume", INTERRUPTED) == []
+    assert taker.timer("false_resume", INTERRUPTED, 0.0) == []
 
 
 def test_an_empty_transcript_resumes_asks_again_or_is_ignored() -> None:
@@ -189,11 +189,13 @@ def test_fast_pause_is_confirmed_or_undone() -> None:
     assert not make(min_words=1).fast_pause_armed(SPEAKING)
     assert taker.paused(5.0) == [tt.SetTimer("confirm", 5.3)]
     # Silero heard nothing: play on.
-    assert taker.timer("confirm", Floor(reply=True, speaking=True, paused=True)) == [tt.Unpause()]
+    assert taker.timer("confirm", Floor(reply=True, speaking=True, paused=True), 0.0) == [
+        tt.Unpause()
+    ]
     # Silero confirmed: a turn is open and the pause stands (the barge-in decides).
     chunks(taker, clock, 0.2, 0.9, Floor(reply=True, speaking=True, paused=True))
     assert not taker.fast_pause_armed(SPEAKING)
-    assert taker.timer("confirm", SPEAKING) == []
+    assert taker.timer("confirm", SPEAKING, 0.0) == []
 
 
 def test_speech_that_makes_no_turn_unpauses_when_it_ends() -> None:
@@ -209,10 +211,10 @@ def test_speech_that_makes_no_turn_unpauses_when_it_ends() -> None:
 def test_attention_prompt_then_inactivity_and_speech_resets_it() -> None:
     taker, clock = make(), Clock()
     assert taker.idle(1.0) == [tt.SetTimer("attention", 11.0)]
-    assert taker.timer("attention", Floor(reply=True)) == []  # the agent is busy
-    assert taker.timer("attention", Floor()) == [tt.AttentionDue()]
+    assert taker.timer("attention", Floor(reply=True), 0.0) == []  # the agent is busy
+    assert taker.timer("attention", Floor(), 0.0) == [tt.AttentionDue()]
     assert taker.idle(20.0) == [tt.SetTimer("attention", 40.0)]
-    assert taker.timer("attention", Floor()) == [tt.InactivityDue()]
+    assert taker.timer("attention", Floor(), 0.0) == [tt.InactivityDue()]
     # The caller speaks: the attention clock starts over with the prompt.
     out = chunks(taker, clock, 0.2, 0.9)
     assert tt.StopTimer("attention") in out
@@ -262,3 +264,177 @@ def test_an_empty_backchannel_list_turns_the_rule_off() -> None:
     taker = make(backchannels=[])
     assert taker.backchannel("mhm", INTERRUPTED) is None
     assert taker.content_words("mhm") == 1
+
+
+# -- the turn model (smart_turn) ------------------------------------------------------------
+
+
+def smart(**turn: object) -> TurnTaker:
+    return TurnTaker(
+        VadSettings(),
+        TurnSettings.model_validate({"attention_timeout": 0, **turn}),
+        BargeInSettings(),
+        model=True,
+    )
+
+
+def pause_asked(taker: TurnTaker, clock: Clock) -> tuple[tt.CheckTurn, float]:
+    """Half a second of speech, then silence until the model is asked."""
+    chunks(taker, clock, 0.5, 0.9)
+    speech_end = clock.t
+    out = chunks(taker, clock, 0.1, 0.05)
+    assert not [d for d in out if isinstance(d, tt.CheckTurn)]
+    out = chunks(taker, clock, 0.15, 0.05)
+    (check,) = [d for d in out if isinstance(d, tt.CheckTurn)]
+    assert check.speech_end == pytest.approx(speech_end)
+    # Asked once per pause.
+    assert not [d for d in chunks(taker, clock, 0.1, 0.05) if isinstance(d, tt.CheckTurn)]
+    return check, speech_end
+
+
+def test_a_complete_turn_ends_as_soon_as_the_model_says_so() -> None:
+    taker, clock = smart(), Clock()
+    check, speech_end = pause_asked(taker, clock)
+    out = taker.turn_checked(check.turn.id, check.speech_end, 0.93, clock.t)
+    (ended,) = [d for d in out if isinstance(d, tt.TurnEnded)]
+    assert ended.speech_end == pytest.approx(speech_end)
+
+
+def test_an_incomplete_turn_waits_up_to_max_wait_or_speech() -> None:
+    taker, clock = smart(), Clock()
+    check, speech_end = pause_asked(taker, clock)
+    out = taker.turn_checked(check.turn.id, check.speech_end, 0.1, clock.t)
+    assert kinds(out) == [] and timers(out)["eos"] == pytest.approx(speech_end + 3.0)
+    # Two seconds of silence: still waiting.
+    assert tt.TurnEnded not in kinds(chunks(taker, clock, 2.0, 0.05))
+    assert kinds(taker.timer("eos", QUIET, speech_end + 3.0)) == [tt.TurnEnded]
+
+
+def test_the_caller_going_on_makes_a_stale_answer_and_a_new_question() -> None:
+    taker, clock = smart(), Clock()
+    check, _ = pause_asked(taker, clock)
+    chunks(taker, clock, 0.4, 0.9)  # "...the blue one"
+    assert taker.turn_checked(check.turn.id, check.speech_end, 0.99, clock.t) == []
+    out = chunks(taker, clock, 0.3, 0.05)
+    (again,) = [d for d in out if isinstance(d, tt.CheckTurn)]
+    assert again.turn is check.turn and again.speech_end > check.speech_end
+
+
+def test_a_transcript_ending_mid_sentence_overrides_a_complete_verdict() -> None:
+    taker, clock = smart(), Clock()
+    check, speech_end = pause_asked(taker, clock)
+    taker.transcript(check.turn.id, "I want to change my order to", clock.t)
+    out = taker.turn_checked(check.turn.id, check.speech_end, 0.95, clock.t)
+    assert kinds(out) == [] and timers(out)["eos"] == pytest.approx(speech_end + 3.0)
+
+
+def test_an_incomplete_verdict_on_a_finished_transcript_waits_the_silence_timeout() -> None:
+    taker, clock = smart(), Clock()
+    check, speech_end = pause_asked(taker, clock)
+    taker.turn_checked(check.turn.id, check.speech_end, 0.2, clock.t)
+    out = taker.transcript(check.turn.id, "where is my order", clock.t)
+    assert timers(out)["eos"] == pytest.approx(speech_end + 0.7)
+
+
+def test_a_failed_model_is_the_silence_detector() -> None:
+    taker, clock = smart(), Clock()
+    check, speech_end = pause_asked(taker, clock)
+    out = taker.turn_checked(check.turn.id, check.speech_end, None, clock.t)
+    assert timers(out)["eos"] == pytest.approx(speech_end + 0.7)
+
+
+def test_the_agents_end_of_speech_timeout_is_the_ceiling() -> None:
+    taker, clock = smart(end_of_speech_timeout=1.2), Clock()
+    check, speech_end = pause_asked(taker, clock)
+    out = taker.turn_checked(check.turn.id, check.speech_end, 0.1, clock.t)
+    assert timers(out)["eos"] == pytest.approx(speech_end + 1.2)
+
+
+def test_an_unfinished_final_is_held_until_the_ceiling() -> None:
+    taker, clock = smart(), Clock()
+    check, speech_end = pause_asked(taker, clock)
+    taker.turn_checked(check.turn.id, check.speech_end, 0.9, clock.t)
+    now = speech_end + 0.5
+    assert taker.hold_for("I want to change my order to", now) == pytest.approx(2.5)
+    assert taker.hold_for("I want the blue one.", now) == 0.0
+    # The silence detector holds nothing.
+    assert make().hold_for("I want to change my order to", now) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("text", "unfinished"),
+    [
+        ("My order number is", True),
+        ("and then I", True),
+        ("I'd like a table for", True),
+        ("um", True),
+        ("I'd like a pizza with...", True),
+        ("So my card number,", True),
+        ("My order number is 452.", False),
+        ("Where is my order?", False),
+        ("Yes, that's right.", False),
+        ("", False),
+    ],
+)
+def test_unfinished_is_the_last_word(text: str, unfinished: bool) -> None:
+    assert smart().unfinished(text) is unfinished
+
+
+# -- the SDK's barge parameters -------------------------------------------------------------
+
+
+def test_words_matching_barge_match_interrupt_below_min_words() -> None:
+    taker, clock = make(min_words=3, match=r"\b(stop|wait)\b"), Clock()
+    chunks(taker, clock, 0.3, 0.9, SPEAKING)
+    turn = taker.turn
+    assert turn is not None
+    turn.partial = "the other"
+    assert tt.BargeInDecided not in kinds(taker.words(turn.id, 2, SPEAKING))
+    turn.partial = "no Wait"
+    assert kinds(taker.words(turn.id, 2, SPEAKING)) == [tt.BargeInDecided]
+
+
+def test_long_wordless_sound_interrupts_with_interrupt_on_noise() -> None:
+    taker, clock = make(interrupt_on_noise=1.0), Clock()
+    chunks(taker, clock, 1.2, 0.9, SPEAKING)
+    chunks(taker, clock, 0.3, 0.05, INTERRUPTED)
+    turn = taker.turn
+    assert turn is not None and turn.speech_s >= 1.0
+    # No words: not resumed as false, but kept as a real interruption.
+    assert taker.timer("false_resume", INTERRUPTED, 0.0) == []
+    assert taker.empty_final(turn, clock.t, INTERRUPTED) == [tt.NoiseInterruption(turn)]
+    # A short sound still resumes.
+    short, clock = make(interrupt_on_noise=1.0), Clock()
+    chunks(short, clock, 0.3, 0.9, SPEAKING)
+    chunks(short, clock, 0.3, 0.05, INTERRUPTED)
+    assert short.turn is not None
+    assert short.empty_final(short.turn, clock.t, INTERRUPTED) == [tt.FalseBargeIn("no words")]
+
+
+def test_barge_match_must_be_a_regular_expression() -> None:
+    with pytest.raises(ValueError, match="not a regular expression"):
+        BargeInSettings(match="(stop")
+
+
+def test_preemptive_generation_starts_on_a_finished_transcript_in_a_pause() -> None:
+    taker, clock = smart(preemptive=True), Clock()
+    chunks(taker, clock, 0.5, 0.9)
+    turn = taker.turn
+    assert turn is not None
+    # While the caller speaks: nothing.
+    assert taker.transcript(turn.id, "where is my order", clock.t) == []
+    # At the pause the model is asked, and the answer may start.
+    out = chunks(taker, clock, 0.25, 0.05)
+    assert tt.Preempt(turn, "where is my order") in out
+    # A transcript that trails off does not start one.
+    taker2, clock2 = smart(preemptive=True), Clock()
+    chunks(taker2, clock2, 0.5, 0.9)
+    assert taker2.turn is not None
+    taker2.transcript(taker2.turn.id, "I want to change my order to", clock2.t)
+    assert not [d for d in chunks(taker2, clock2, 0.25, 0.05) if isinstance(d, tt.Preempt)]
+    # Off by default.
+    taker3, clock3 = smart(), Clock()
+    chunks(taker3, clock3, 0.5, 0.9)
+    assert taker3.turn is not None
+    taker3.transcript(taker3.turn.id, "where is my order", clock3.t)
+    assert not [d for d in chunks(taker3, clock3, 0.25, 0.05) if isinstance(d, tt.Preempt)]

@@ -67,7 +67,7 @@ def test_a_real_call_fills_metrics_records_and_the_calls_page(  # type: ignore[n
     for part in parts:
         assert samples[f"mediaserver_turn_{part}_seconds_count"] >= 1, part
     v2v = samples["mediaserver_turn_voice_to_voice_seconds_sum"]
-    assert 0.3 < v2v < 5.0, v2v  # endpointing alone is 0.5 s
+    assert 0.15 < v2v < 5.0, v2v  # the turn model is asked after 0.2 s of silence
     assert samples["mediaserver_rtp_packets_received_total"] > 100
 
     assert call["turns"] >= 1 and call["ended_by"] == "remote" and not calls["live"]

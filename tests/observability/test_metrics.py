@@ -153,6 +153,21 @@ def test_errors_by_kind_and_stage() -> None:
     assert value(s, "mediaserver_errors_total", kind="tts_failed", stage="tts") == 1
 
 
+def test_turn_model_checks_and_turn_events() -> None:
+    m = Metrics()
+    m.turn_check(True, 31.0)
+    m.turn_check(False, 29.0)
+    m.turn_check(None, 5.0)
+    m.turn_event("held")
+    m.turn_event("preempt_used")
+    s = samples(m)
+    for verdict in ("complete", "incomplete", "failed"):
+        assert value(s, "mediaserver_turn_model_checks_total", verdict=verdict) == 1
+    assert value(s, "mediaserver_turn_model_seconds_sum") == pytest.approx(0.065)
+    assert value(s, "mediaserver_turn_events_total", event="held") == 1
+    assert value(s, "mediaserver_turn_events_total", event="preempt_used") == 1
+
+
 def test_instances_have_their_own_registry() -> None:
     a, b = Metrics(), Metrics()  # a second instance must not collide on names
     a.call_started()
