@@ -54,11 +54,13 @@ from sip_cps import cpu_model, git_commit  # noqa: E402
 
 from mediaserver.call.runtime import PipelineRuntime  # noqa: E402
 from mediaserver.call.spec import AgentSpec  # noqa: E402
+from mediaserver.observability.logging import configure  # noqa: E402
 from mediaserver.pipeline.settings import PipelineSettings  # noqa: E402
 from tests.call.harness import live_actor, wait_for  # noqa: E402
 from tests.peers import read_wav_mono, speech_wav  # noqa: E402
 
 RATE = 8000
+FRAME = 0.02
 VOICES = ["en-us", "en-gb", "en-us+f3", "en-us+m3", "en-gb+f2"]
 #: Said by the agent in sets (b) and (c): long enough to be talked over.
 STORY = (
@@ -356,12 +358,20 @@ async def run_a(item: Item, ag: AgentSpec, runtime: PipelineRuntime) -> dict[str
         await wait_for(lambda: bool(loud(caller.received, end, 1e18)), 6.0)
         await asyncio.sleep(0.2)
         first = loud(caller.received, start, 1e18)
-        out: dict[str, Any] = {"cut_off": bool(first) and first[0] < end}
+        # Cut off: the agent talked before the caller finished, or answered a
+        # part of what they said (their words reached the model as two turns).
+        users = [m for m in actor.convo.messages if m.role == "user"]
+        out: dict[str, Any] = {
+            "cut_off": (bool(first) and first[0] < end) or len(users) > 1,
+            "user_turns": len(users),
+        }
         if item.pause is None:
             out["v2v_wire_ms"] = round((first[0] - end) * 1000, 1) if first else None
             latency = events(actor, "turn_latency")
             out["endpointing_ms"] = latency[0].get("endpointing_ms") if latency else None
+            out["v2v_ms"] = latency[0].get("voice_to_voice_ms") if latency else None
         out["held"] = bool(events(actor, "turn_held"))
+        out["check_ms"] = [e.get("ms") for e in events(actor, "turn_check")]
         out["preemptive"] = [e.get("used") for e in events(actor, "preemptive")]
         out["checks"] = [e.get("prob") for e in events(actor, "turn_check")]
         return out
@@ -389,15 +399,20 @@ async def run_bc(item: Item, ag: AgentSpec, runtime: PipelineRuntime) -> dict[st
             "paused_and_resumed": sum(1 for b in barges if b.get("false")),
         }
         if item.set == "c" and said_at is not None:
+            # The caller's first speech frame left at `onset`; the agent's audio
+            # stopped at the first 20 ms slot after its last packet before the
+            # silence the barge-in made (packets in flight count: they were heard).
             onset = said_at + item.onset
-            agent_after = loud(caller.received, onset, onset + 1.5)
-            # The last agent audio before the gap the barge-in made.
-            last = onset
-            for t in agent_after:
-                if t - last > 0.25:
+            last = None
+            for t, _ in caller.received:
+                if t < onset - FRAME or t > onset + 1.5:
+                    continue
+                if last is not None and t - last > 0.1:
                     break
                 last = t
-            out["stop_ms"] = round((last - onset) * 1000, 1)
+            out["stop_ms"] = round(max(0.0, (last or onset) + FRAME - onset) * 1000, 1)
+            # The server's own measure: speech onset (media clock) to audio flushed.
+            out["server_stop_ms"] = next((b.get("stop_ms") for b in real), None)
             out["heard"] = next((b.get("heard") for b in real), None)
         return out
 
@@ -425,6 +440,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         fields = await run_bc(item, agent(cfg, STORY), runtimes[det])
                     results[name].append(Outcome(item.name, det, fields))
                     log(f"{name} {det:10s} {item.name}: {fields}")
+        model_cost = {
+            det: {
+                "checks": rt.turns.stats.checks,
+                "batches": rt.turns.stats.batches,
+                "busy_ms_per_check": round(rt.turns.stats.busy_s * 1000 / rt.turns.stats.checks, 1),
+                "cpu_ms_per_audio_second": round(
+                    rt.turns.stats.busy_s * 1000 / max(rt.turns.stats.audio_s, 1e-9), 1
+                ),
+            }
+            for det, rt in runtimes.items()
+            if rt.turns is not None and rt.turns.stats.checks
+        }
     finally:
         for runtime in runtimes.values():
             await runtime.aclose()
@@ -438,6 +465,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "stt": args.stt,
         "seconds": round(time.monotonic() - started, 1),
         "sets": {name: summarise(name, results[name], detectors) for name in results},
+        "turn_model": model_cost,
         "items": {name: [o.__dict__ for o in results[name]] for name in results},
     }
 
@@ -455,6 +483,7 @@ def summarise(name: str, outcomes: list[Outcome], detectors: list[str]) -> dict[
             incomplete = [f for k, f in zip(kinds, mine, strict=True) if k == "incomplete"]
             complete = [f for k, f in zip(kinds, mine, strict=True) if k == "complete"]
             eot = [f["endpointing_ms"] for f in complete if f.get("endpointing_ms") is not None]
+            v2v_server = [f["v2v_ms"] for f in complete if f.get("v2v_ms") is not None]
             v2v = [f["v2v_wire_ms"] for f in complete if f.get("v2v_wire_ms") is not None]
             out[det] = {
                 "incomplete": len(incomplete),
@@ -467,6 +496,8 @@ def summarise(name: str, outcomes: list[Outcome], detectors: list[str]) -> dict[
                 "complete_unanswered": sum(f.get("v2v_wire_ms") is None for f in complete),
                 "endpointing_ms_p50": pct(eot, 50),
                 "endpointing_ms_p90": pct(eot, 90),
+                "v2v_ms_p50": pct(v2v_server, 50),
+                "v2v_ms_p90": pct(v2v_server, 90),
                 "v2v_wire_ms_p50": pct(v2v, 50),
                 "v2v_wire_ms_p90": pct(v2v, 90),
             }
@@ -480,15 +511,17 @@ def summarise(name: str, outcomes: list[Outcome], detectors: list[str]) -> dict[
                 "paused_then_resumed": sum(f["paused_and_resumed"] > 0 for f in mine),
             }
         else:
-            stops = [
-                f["stop_ms"] for f in mine if f["interrupted"] and f.get("stop_ms") is not None
-            ]
+            real = [f for f in mine if f["interrupted"]]
+            stops = [f["stop_ms"] for f in real if f.get("stop_ms") is not None]
+            server = [f["server_stop_ms"] for f in real if f.get("server_stop_ms") is not None]
             out[det] = {
                 "items": len(mine),
                 "detected": sum(f["interrupted"] for f in mine),
                 "detected_rate": round(sum(f["interrupted"] for f in mine) / max(1, len(mine)), 3),
                 "stop_ms_p50": pct(stops, 50),
                 "stop_ms_p95": pct(stops, 95),
+                "server_stop_ms_p50": pct(server, 50),
+                "server_stop_ms_p95": pct(server, 95),
             }
     return out
 
@@ -501,6 +534,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="first N items of each set (0: all)")
     parser.add_argument("--folder", help="where the audio is made and kept (default: a temp dir)")
     args = parser.parse_args()
+    configure("warning")  # stderr, and quiet: stdout is the JSON
     if shutil.which("sox") is None or shutil.which("espeak-ng") is None:
         sys.exit("turn_quality: needs sox and espeak-ng (scripts/setup.sh installs them)")
     print(json.dumps(asyncio.run(main_async(args)), indent=2))

@@ -443,13 +443,6 @@ class CallActor:
         if not text:
             self.listener.empty(turn)
             return
-        hold = self.listener.taker.hold_for(text, self.listener.now())
-        if hold > 0:
-            # "...my order to": the caller has not finished; wait for the rest.
-            self._note("turn_held", turn=turn.id, seconds=round(hold, 3))
-            self.convo.pending_user = text + " "
-            self.timers.arm("held", hold)
-            return
         self._caller_words(text, turn.started_media, metrics)
 
     def _caller_words(self, text: str, started_media: float, metrics: TurnMetrics | None) -> None:
@@ -465,6 +458,13 @@ class CallActor:
             # keys pressed over the agent: the caller's words take over now.
             replies.interrupt(started_media)
             replies.commit()
+        hold = self.listener.taker.hold_for(text, self.listener.now())
+        if hold > 0:
+            # "...my order to": the caller has not finished; wait for the rest.
+            self._note("turn_held", seconds=round(hold, 3))
+            self.convo.pending_user = text + " "
+            self.timers.arm("held", hold)
+            return
         self.convo.caller(text)
         if self.convo.stopped:
             self._idle()

@@ -9,6 +9,9 @@ limit; the event loop only moves packets and events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import structlog
@@ -28,6 +31,14 @@ from mediaserver.pipeline.turn import SmartTurnModel, TurnBatcher
 from mediaserver.pipeline.vad.silero import SileroModel, VadBatcher
 
 log = structlog.get_logger("mediaserver.call.runtime")
+
+
+def _yield_cpu() -> None:
+    """Run this thread (and the decoder threads it starts) at a lower priority:
+    a transcription is throughput work, while VAD and the turn model decide
+    when the agent speaks and must not wait behind it on a busy core."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)
 
 
 class PipelineRuntime:
@@ -55,7 +66,9 @@ class PipelineRuntime:
         # STT has its own threads too: a Whisper transcription holds one for
         # ~0.3-0.6 s, and TTS (first audio of every reply) must not wait behind it.
         self.stt_executor = ThreadPoolExecutor(
-            max_workers=settings.executor_threads, thread_name_prefix="stt"
+            max_workers=settings.executor_threads,
+            thread_name_prefix="stt",
+            initializer=_yield_cpu,
         )
         self.vad_model = SileroModel(settings.vad.model)
         self.vad = VadBatcher(self.vad_model, self.vad_executor, settings.vad, loop)
@@ -65,7 +78,9 @@ class PipelineRuntime:
         self.turns: TurnBatcher | None = None
         self._turn_failed = False
         self.turns_for(settings.turn)
-        self.stt: SttBackend = load_stt(settings.stt)
+        # Loaded on an STT thread: the decoder threads a backend starts now
+        # (CTranslate2's pool) inherit its lower priority.
+        self.stt: SttBackend = self.stt_executor.submit(load_stt, settings.stt).result()
         self.tts: TtsBackend = load_tts(settings.tts)
         self._llms: dict[tuple[str, str], LlmBackend] = {}
         log.info(

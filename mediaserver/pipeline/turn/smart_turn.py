@@ -63,7 +63,9 @@ class SmartTurnModel:
 
     Args:
         path: the ONNX file; None for `default_model_path`.
-        threads: onnxruntime intra-op threads.
+        threads: onnxruntime intra-op threads (one: ~50 ms a check on an idle
+            core; two halve that only when both cores are free, which they are
+            not while calls run).
 
     Raises:
         ModelLoadError: the file is missing, corrupt or not a Smart Turn v3

@@ -556,6 +556,9 @@ class VadBatcher:
         """Loop side: scatter states and report probabilities."""
         self._in_flight = False
         self.stats.batches += 1
+        if future.cancelled():  # the executor was shut down (the runtime closed)
+            self._after_batch()
+            return
         try:
             counts = future.result()
         except Exception:
