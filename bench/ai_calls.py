@@ -127,7 +127,14 @@ def run_step(
             pool = n if args.stt == "pocketsphinx" else 2
         step.stt_pool_size = pool
         server, _ = start_server(
-            folder / "server", args.eos, args.executor_threads, n + 10, args.python, pool, args.stt
+            folder / "server",
+            args.eos,
+            args.executor_threads,
+            n + 10,
+            args.python,
+            pool,
+            args.stt,
+            args.detector,
         )
         step.server_rss_mb_idle = proc_rss_mb(server.pid)
         cpu0, t0 = proc_cpu_seconds(server.pid), time.monotonic()
@@ -212,6 +219,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--setup-rate", type=float, default=10.0, help="INVITEs per second (10)")
     parser.add_argument("--ratio", type=float, default=1.5, help="pass: p95 <= ratio x single")
     parser.add_argument("--eos", type=float, default=0.25, help="end_of_speech_timeout s (0.25)")
+    parser.add_argument(
+        "--detector", default="smart_turn", help="turn.detector: smart_turn (default) or silence"
+    )
     parser.add_argument("--executor-threads", type=int, default=2, help="pipeline threads (2)")
     parser.add_argument(
         "--stt-pool",
@@ -309,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             "stagger_s": args.stagger,
             "setup_rate": args.setup_rate,
             "end_of_speech_timeout_s": args.eos,
+            "detector": args.detector,
             "executor_threads": args.executor_threads,
             "stt": args.stt,
             "stt_pool_size": args.stt_pool

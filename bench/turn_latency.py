@@ -104,6 +104,7 @@ def agent_config(
     max_calls: int,
     stt_pool: int = 1,
     stt: str = "pocketsphinx",
+    detector: str = "smart_turn",
 ) -> dict[str, Any]:
     """The server config: one UDP listener, the weather agent, JSON logs at info."""
     return {
@@ -116,7 +117,7 @@ def agent_config(
         "shutdown": {"drain_timeout": 2},
         "pipeline": {
             "stt": {"backend": stt, "pool_size": stt_pool},
-            "turn": {"end_of_speech_timeout": eos},
+            "turn": {"detector": detector, "end_of_speech_timeout": eos},
             "llm": {"backend": "scripted"},
             "executor_threads": executor_threads,
         },
@@ -207,10 +208,13 @@ def start_server(
     python: str,
     stt_pool: int = 1,
     stt: str = "pocketsphinx",
+    detector: str = "smart_turn",
 ) -> tuple[ServerProcess, tuple[int, int]]:
     """A fresh server with the agent route; wait until it answers OPTIONS."""
     rtp = free_rtp_range(2 * max_calls + 20)
-    config = agent_config(free_port(), rtp, eos, executor_threads, max_calls, stt_pool, stt)
+    config = agent_config(
+        free_port(), rtp, eos, executor_threads, max_calls, stt_pool, stt, detector
+    )
     server = ServerProcess(config, folder, command=[python, "-m", "mediaserver", "run"])
     server.start()
     server.wait_ready(timeout=60)
@@ -346,6 +350,7 @@ def summarise(
         "benchmark": "turn_latency",
         "config": {
             "end_of_speech_timeout_s": args.eos,
+            "detector": args.detector,
             "llm": "scripted",
             "stt": "pocketsphinx (pool_size 1, hints)",
             "tts": "espeak-ng",
@@ -389,6 +394,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--turns", type=int, default=10, help="question turns (10)")
     parser.add_argument("--barge-ins", type=int, default=5, help="barge-in trials (5)")
     parser.add_argument("--eos", type=float, default=0.25, help="end_of_speech_timeout s (0.25)")
+    parser.add_argument(
+        "--detector", default="smart_turn", help="turn.detector: smart_turn (default) or silence"
+    )
     parser.add_argument("--executor-threads", type=int, default=2, help="pipeline threads (2)")
     parser.add_argument("--json-out", help="also write the JSON report here")
     parser.add_argument("--workdir", help="keep the server log and caller output here")
@@ -421,7 +429,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wavs = make_wavs(workdir / "wavs")
         server, _ = start_server(
-            workdir / "server", args.eos, args.executor_threads, 10, args.python
+            workdir / "server",
+            args.eos,
+            args.executor_threads,
+            10,
+            args.python,
+            detector=args.detector,
         )
         log(f"server pid {server.pid} ready in {time.monotonic() - t0:.1f} s")
         # ~4 s per turn, ~8 s per barge-in trial, plus set-up and greeting.

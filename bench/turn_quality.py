@@ -371,6 +371,7 @@ async def run_a(item: Item, ag: AgentSpec, runtime: PipelineRuntime) -> dict[str
             out["endpointing_ms"] = latency[0].get("endpointing_ms") if latency else None
             out["v2v_ms"] = latency[0].get("voice_to_voice_ms") if latency else None
         out["held"] = bool(events(actor, "turn_held"))
+        out["finals"] = [e.get("text") for e in events(actor, "caller_final")]
         out["check_ms"] = [e.get("ms") for e in events(actor, "turn_check")]
         out["preemptive"] = [e.get("used") for e in events(actor, "preemptive")]
         out["checks"] = [e.get("prob") for e in events(actor, "turn_check")]
@@ -397,6 +398,7 @@ async def run_bc(item: Item, ag: AgentSpec, runtime: PipelineRuntime) -> dict[st
         out: dict[str, Any] = {
             "interrupted": bool(real),
             "paused_and_resumed": sum(1 for b in barges if b.get("false")),
+            "finals": [e.get("text") for e in events(actor, "caller_final")],
         }
         if item.set == "c" and said_at is not None:
             # The caller's first speech frame left at `onset`; the agent's audio

@@ -22,6 +22,8 @@ the jitter buffer's: it only has to be steady, not known.
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import numpy.typing as npt
 
@@ -31,6 +33,9 @@ FloatArray = npt.NDArray[np.float64]
 
 #: Longest echo path searched (network, phone and room), seconds.
 MAX_DELAY = 0.5
+#: How far the two streams' sample counts may drift from their offset now
+#: (the jitter buffer, a late packet), seconds.
+OFFSET_SLACK = 0.06
 #: Audio the delay search correlates, seconds.
 SEARCH_WINDOW = 1.0
 #: How often the delay is searched again while we talk, seconds: often while
@@ -51,6 +56,14 @@ MIN_CORRELATION_SHORT = 0.7
 #: Near audio (seconds) from which a search is tried, and from which it is long.
 SHORT_WINDOW = 0.04
 LONG_WINDOW = 0.25
+#: While we talk and no echo path is known yet, inbound frames wait this many
+#: frames, so the first moments of an echo (before its path is found, ~40 ms
+#: in) are cancelled too instead of reaching the VAD. Only at the start of a
+#: call: until a path is found, or `PROBATION` seconds of our speech found none.
+HOLD_FRAMES = 3
+PROBATION = 2.0
+#: Fewest samples the echo filter is fitted on.
+FRAME_MIN = 160
 #: Far-end RMS (int16 units) below which we are silent: nothing to cancel.
 FAR_SILENT = 30.0
 
@@ -86,9 +99,15 @@ class EchoCanceller:
         self._lag: int | None = None
         self._since_search = 0
         self._filter: FloatArray | None = None
+        #: Inbound frames waiting (frame, its end position), and whether the
+        #: call is still in its first words without a known echo path.
+        self._held: deque[tuple[np.ndarray, int]] = deque()
+        self._on_probation = True
+        self._probation_left = int(PROBATION * rate)
         self._since_fit = 0
         self._locked = False
-        self._far_active = 0  # samples since the far stream was last loud
+        # Samples since the far stream was last loud (we have not talked yet).
+        self._far_active = int(MAX_DELAY * rate) + 1
         self.stats = EchoStats()
 
     def far(self, pcm: npt.ArrayLike | None, samples: int) -> None:
@@ -96,30 +115,54 @@ class EchoCanceller:
         chunk = np.zeros(samples) if pcm is None else np.asarray(pcm, dtype=np.float64)
         self._far = _tail(np.concatenate([self._far, chunk]), self._keep)
         self._far_total += len(chunk)
-        loud = len(chunk) and float(np.sqrt(np.mean(chunk**2))) > FAR_SILENT
+        loud = _rms(chunk) > FAR_SILENT
         self._far_active = 0 if loud else self._far_active + len(chunk)
 
-    def near(self, pcm: npt.ArrayLike) -> np.ndarray:
-        """One inbound frame (int16): the same frame without our echo."""
+    def near(self, pcm: npt.ArrayLike) -> list[np.ndarray]:
+        """One inbound frame (int16) in; the frames ready to go on, without our
+        echo, in order: this one, or none while frames wait for the echo path
+        to be found (see `HOLD_FRAMES`), or several when they are released."""
         frame = np.asarray(pcm)
         x = frame.astype(np.float64)
         self._near = _tail(np.concatenate([self._near, x]), self._keep)
         self._near_total += len(x)
         self.stats.frames += 1
+        self._held.append((frame, self._near_total))
         # Nothing we said in the last MAX_DELAY can be echoing now.
         if self._far_active > MAX_DELAY * self._rate or not len(x):
-            return frame
+            return self._release(hold=False)
         self._since_search += len(x)
         every = SEARCH_EVERY_LOCKED if self._locked else SEARCH_EVERY
-        if self._lag is None or self._since_search >= every * self._rate:
-            self._since_search = 0
-            lag = self._lag
-            self._search()
-            if self._lag != lag:
-                self._filter = None
-        if self._lag is None:
+        # Every frame while a first echo may be starting (probation), to find
+        # it within ~40 ms; then at most every `SEARCH_EVERY` (loud audio that
+        # is not our echo would otherwise cost a search per frame).
+        if self._on_probation or self._since_search >= every * self._rate:
+            self._research()
+        if self._on_probation:
+            # Our first words: until the path is found (or we have talked long
+            # enough to know there is no echo), inbound audio waits a little.
+            self._probation_left -= len(x)
+            self._on_probation = self._lag is None and self._probation_left > 0
+        return self._release(hold=self._on_probation)
+
+    def _release(self, hold: bool) -> list[np.ndarray]:
+        out = []
+        while self._held and (not hold or len(self._held) > HOLD_FRAMES):
+            frame, end = self._held.popleft()
+            out.append(self._clean(frame, end))
+        return out
+
+    def _clean(self, frame: np.ndarray, end: int) -> np.ndarray:
+        """`frame` (its last sample at near position `end`) without our echo."""
+        if self._lag is None or self._far_active > MAX_DELAY * self._rate:
             return frame
-        cleaned = self._cancel(x)
+        x = frame.astype(np.float64)
+        cleaned = self._cancel(x, end)
+        if cleaned is None and self._locked and end == self._near_total and _rms(x) > FAR_SILENT:
+            # It was cancelling and now fails on a loud frame: the path moved
+            # (a frame lost on one side shifts the counts). Find it again now.
+            self._research()
+            cleaned = self._cancel(x, end)
         self._locked = cleaned is not None
         if cleaned is None:
             return frame
@@ -127,6 +170,13 @@ class EchoCanceller:
         return np.clip(np.round(cleaned), -32768, 32767).astype(frame.dtype)
 
     # -- internals ----------------------------------------------------------------------
+
+    def _research(self) -> None:
+        self._since_search = 0
+        lag = self._lag
+        self._search()
+        if self._lag != lag:
+            self._filter = None
 
     def _far_at(self, start: int, length: int) -> FloatArray | None:
         """Far samples [start, start + length) by absolute position, if kept."""
@@ -136,8 +186,16 @@ class EchoCanceller:
         return self._far[start - first : start - first + length]
 
     def _search(self) -> None:
-        """Find the lag where the far stream best explains the near stream."""
-        max_lag = int(MAX_DELAY * self._rate)
+        """Find the lag where the far stream best explains the near stream.
+
+        Positions count each stream's own samples, and the streams did not
+        start together, so near[n] echoes far[n - lag] with lag = the echo's
+        delay plus the streams' offset (how far the near count runs ahead of
+        the far count, measured now: both advance in real time).
+        """
+        offset = self._near_total - self._far_total
+        lo = offset - int(OFFSET_SLACK * self._rate)
+        hi = offset + int(MAX_DELAY * self._rate)
         near = self._near[-int(SEARCH_WINDOW * self._rate) :]
         loud = np.flatnonzero(np.abs(near) > FAR_SILENT)
         if not len(loud) or (len(near) - loud[0]) < SHORT_WINDOW * self._rate:
@@ -145,57 +203,72 @@ class EchoCanceller:
         near = near[loud[0] :]
         heard = len(near) / self._rate
         start = self._near_total - len(near)  # absolute position of near[0]
-        # far[start - max_lag, start + len(near)), zeros where we have nothing.
-        far = np.zeros(len(near) + max_lag)
+        # far[start - hi, start + len(near) - lo), zeros where we have nothing;
+        # near[i] echoes far[start + i - lag] = far_seg[i + hi - lag].
+        far = np.zeros(len(near) + hi - lo)
         first = self._far_total - len(self._far)
-        lo, hi = max(start - max_lag, first), min(start + len(near), self._far_total)
-        if hi <= lo:
+        seg_start = start - hi
+        a, b = max(seg_start, first), min(seg_start + len(far), self._far_total)
+        if b <= a:
             return
-        far[lo - (start - max_lag) : hi - (start - max_lag)] = self._far[lo - first : hi - first]
-        # corr[k] = sum near[i] * far[i + k]; near[i] echoes far[i + max_lag - lag].
+        far[a - seg_start : b - seg_start] = self._far[a - first : b - first]
         size = 1 << (len(far) + len(near) - 1).bit_length()
         spectrum = np.fft.rfft(far, size) * np.conj(np.fft.rfft(near, size))
-        corr = np.fft.irfft(spectrum, size)[: max_lag + 1]
+        corr = np.fft.irfft(spectrum, size)[: hi - lo + 1]  # corr[k]: lag hi - k
         cumulative = np.concatenate([[0.0], np.cumsum(far**2)])
-        k = np.arange(max_lag + 1)
+        k = np.arange(hi - lo + 1)
         energy = cumulative[k + len(near)] - cumulative[k]
         score = corr / (np.sqrt(energy * float(np.sum(near**2))) + 1e-9)
         # Where we had (almost) nothing to send, a tiny energy is no evidence.
         score[energy < 0.05 * energy.max()] = 0.0
         best = int(np.argmax(score))
         if score[best] >= (MIN_CORRELATION if heard >= LONG_WINDOW else MIN_CORRELATION_SHORT):
-            self._lag = max_lag - best
-            self.stats.delay = self._lag / self._rate
+            self._lag = hi - best
+            self.stats.delay = (self._lag - offset) / self._rate
 
-    def _cancel(self, x: FloatArray) -> FloatArray | None:
-        """`x` (the newest near frame) minus its predicted echo; None when the
-        fit explains too little of it to be an echo."""
+    def _cancel(self, x: FloatArray, end: int) -> FloatArray | None:
+        """`x` (the near frame ending at position `end`) minus its predicted
+        echo; None when the fit explains too little of it to be an echo."""
         assert self._lag is not None
-        fit = min(int(FIT_WINDOW * self._rate), len(self._near))
         taps = TAPS_BEFORE + TAPS_AFTER + 1
-        end = self._near_total
-        # Row i: far samples that echo into near sample (end - fit + i).
-        start = end - fit - self._lag - TAPS_AFTER
-        far = self._far_at(start, fit + taps - 1)
-        if far is None:
-            return None
-        rows = np.lib.stride_tricks.sliding_window_view(far, taps)
         self._since_fit += len(x)
-        h = self._filter
-        if h is None or self._since_fit >= FIT_EVERY * self._rate:
+        if self._filter is None or self._since_fit >= FIT_EVERY * self._rate:
             self._since_fit = 0
-            gram = rows.T @ rows
-            gram += np.eye(taps) * (1e-3 * float(np.trace(gram)) / taps + 1.0)
-            h = self._filter = np.asarray(
-                np.linalg.solve(gram, rows.T @ self._near[-fit:]), dtype=np.float64
-            )
-        echo = rows[-len(x) :] @ h
+            self._filter = self._fit(taps)
+        # Row i: the far samples that echo into near sample (end - len(x) + i).
+        far = self._far_at(end - len(x) - self._lag - TAPS_AFTER, len(x) + taps - 1)
+        if self._filter is None or far is None:
+            return None
+        echo = np.lib.stride_tricks.sliding_window_view(far, taps) @ self._filter
         residual = x - echo
         before, after = float(np.sum(x**2)), float(np.sum(residual**2))
         if after >= before * 0.5:  # less than 3 dB removed: not (only) our echo
             return None
         self.stats.erle_db = float(10 * np.log10((before + 1e-9) / (after + 1e-9)))
         return residual
+
+    def _fit(self, taps: int) -> FloatArray | None:
+        """The echo path's filter, by least squares over the newest audio both
+        streams have (early in a call, not much yet; held frames use it too)."""
+        assert self._lag is not None
+        end = self._near_total
+        first = self._near_total - len(self._near)
+        far_first = self._far_total - len(self._far)
+        fit = min(
+            int(FIT_WINDOW * self._rate), end - first, end - self._lag - TAPS_AFTER - far_first
+        )
+        far = self._far_at(end - fit - self._lag - TAPS_AFTER, fit + taps - 1)
+        if fit < FRAME_MIN or far is None:
+            return None
+        rows = np.lib.stride_tricks.sliding_window_view(far, taps)
+        gram = rows.T @ rows
+        gram += np.eye(taps) * (1e-3 * float(np.trace(gram)) / taps + 1.0)
+        near = self._near[end - fit - first : end - first]
+        return np.asarray(np.linalg.solve(gram, rows.T @ near), dtype=np.float64)
+
+
+def _rms(x: FloatArray) -> float:
+    return float(np.sqrt(np.mean(x**2))) if len(x) else 0.0
 
 
 def _tail(a: FloatArray, n: int) -> FloatArray:

@@ -188,6 +188,7 @@ class RtpSession:
         self._delivered: list[np.ndarray] = []
         #: Removes our own voice coming back from the caller's phone.
         self.echo = EchoCanceller(self.sample_rate) if settings.echo_cancel else None
+        self._echo_held: deque[tuple[float, bool]] = deque()
         self._recorder: StereoRecorder | None = None
         if settings.record_path is not None:
             self._recorder = StereoRecorder(settings.record_path, self.sample_rate)
@@ -472,10 +473,19 @@ class RtpSession:
                     pcm, gap = np.zeros(self.frame_samples, dtype=np.int16), True
             if self._recorder is not None:
                 self._delivered.append(pcm)
-            if self.echo is not None and frame.payload is not None:
-                pcm = self.echo.near(pcm)
-            if self.on_audio is not None:
-                self.on_audio(pcm, frame.media_time, gap)
+            if self.echo is None:
+                self._hand_over(pcm, frame.media_time, gap)
+                continue
+            # Concealed frames too: the canceller counts samples to align. It
+            # may hold frames back a little (see media/echo.py), in order.
+            self._echo_held.append((frame.media_time, gap))
+            for cleaned in self.echo.near(pcm):
+                media_time, held_gap = self._echo_held.popleft()
+                self._hand_over(cleaned, media_time, held_gap)
+
+    def _hand_over(self, pcm: np.ndarray, media_time: float, gap: bool) -> None:
+        if self.on_audio is not None:
+            self.on_audio(pcm, media_time, gap)
 
     def _media_error(self, now: float, error: str) -> None:
         if now - self._last_media_error >= MEDIA_ERROR_QUIET and self.on_media_error is not None:

@@ -34,8 +34,11 @@ def echo_of(far: np.ndarray, delay: float, db: float) -> np.ndarray:
 def run(far: np.ndarray, near: np.ndarray) -> tuple[EchoCanceller, np.ndarray]:
     canceller, out = EchoCanceller(RATE), []
     for i in range(0, len(far), FRAME):
-        out.append(canceller.near(near[i : i + FRAME]))
+        out += canceller.near(near[i : i + FRAME])
         canceller.far(far[i : i + FRAME], FRAME)
+    # Frames held at the start come out later, in order; none is lost.
+    assert sum(len(f) for f in out) == len(near) - FRAME * len(canceller._held)
+    out += [f for f, _ in canceller._held]
     return canceller, np.concatenate(out).astype(np.float64)
 
 
@@ -48,7 +51,8 @@ def test_the_agents_echo_is_removed(delay: float, db: float) -> None:
     far = g711(talk(5.0, 1))
     near = g711(echo_of(far, delay, db))
     canceller, out = run(far, near)
-    assert canceller.stats.delay == pytest.approx(delay, abs=0.002)
+    # The delay is known to a frame (the streams are counted, not timed).
+    assert canceller.stats.delay == pytest.approx(delay, abs=0.021)
     # After the first second (finding the path), at least 20 dB of it is gone.
     assert power_db(near[RATE:]) - power_db(out[RATE:]) > 20
 
@@ -71,7 +75,8 @@ def test_without_our_audio_nothing_is_touched() -> None:
     for i in range(0, len(caller), FRAME):
         canceller.far(None, FRAME)
         frame = caller[i : i + FRAME]
-        assert canceller.near(frame) is frame
+        (out,) = canceller.near(frame)
+        assert out is frame
     assert canceller.stats.cancelled == 0
 
 
