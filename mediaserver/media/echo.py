@@ -60,8 +60,8 @@ LONG_WINDOW = 0.25
 #: frames, so the first moments of an echo (before its path is found, ~40 ms
 #: in) are cancelled too instead of reaching the VAD. Only at the start of a
 #: call: until a path is found, or `PROBATION` seconds of our speech found none.
-HOLD_FRAMES = 3
-PROBATION = 2.0
+HOLD_FRAMES = 2
+PROBATION = 1.5
 #: Fewest samples the echo filter is fitted on.
 FRAME_MIN = 160
 #: Far-end RMS (int16 units) below which we are silent: nothing to cancel.
@@ -157,13 +157,19 @@ class EchoCanceller:
         if self._lag is None or self._far_active > MAX_DELAY * self._rate:
             return frame
         x = frame.astype(np.float64)
+        loud = _rms(x) > FAR_SILENT
         cleaned = self._cancel(x, end)
-        if cleaned is None and self._locked and end == self._near_total and _rms(x) > FAR_SILENT:
-            # It was cancelling and now fails on a loud frame: the path moved
-            # (a frame lost on one side shifts the counts). Find it again now.
-            self._research()
+        if cleaned is None and loud and end == self._near_total:
+            # A loud frame our path does not explain: fit the filter on the
+            # newest audio, and if that fails too the path moved (a frame lost
+            # on one side shifts the counts): find it again, now.
+            self._filter = None
             cleaned = self._cancel(x, end)
-        self._locked = cleaned is not None
+            if cleaned is None and self._locked:
+                self._research()
+                cleaned = self._cancel(x, end)
+        if loud:  # quiet frames say nothing about the path
+            self._locked = cleaned is not None
         if cleaned is None:
             return frame
         self.stats.cancelled += 1
@@ -234,7 +240,10 @@ class EchoCanceller:
         self._since_fit += len(x)
         if self._filter is None or self._since_fit >= FIT_EVERY * self._rate:
             self._since_fit = 0
-            self._filter = self._fit(taps)
+            # A window where we said nothing fits nothing: keep the last filter.
+            fitted = self._fit(taps)
+            if fitted is not None:
+                self._filter = fitted
         # Row i: the far samples that echo into near sample (end - len(x) + i).
         far = self._far_at(end - len(x) - self._lag - TAPS_AFTER, len(x) + taps - 1)
         if self._filter is None or far is None:
@@ -258,7 +267,7 @@ class EchoCanceller:
             int(FIT_WINDOW * self._rate), end - first, end - self._lag - TAPS_AFTER - far_first
         )
         far = self._far_at(end - fit - self._lag - TAPS_AFTER, fit + taps - 1)
-        if fit < FRAME_MIN or far is None:
+        if fit < FRAME_MIN or far is None or _rms(far) <= FAR_SILENT:
             return None
         rows = np.lib.stride_tricks.sliding_window_view(far, taps)
         gram = rows.T @ rows
