@@ -73,7 +73,11 @@ class Listener:
         self._decide = decide
         self._turns = runtime.turns_for(settings.turn)
         self.taker = TurnTaker(
-            settings.vad, settings.turn, settings.barge_in, model=self._turns is not None
+            settings.vad,
+            settings.turn,
+            settings.barge_in,
+            model=self._turns is not None,
+            punctuated=runtime.stt.punctuates,
         )
         self._resampler = Resampler(sample_rate, STT_RATE)
         #: (media time, 16 kHz audio) of the last `KEPT` seconds.

@@ -264,6 +264,8 @@ class TurnTaker:
 
     Args:
         model: the turn model runs for this call (`smart_turn` and loaded).
+        punctuated: the recogniser ends sentences with punctuation, so a
+            transcript without it is not finished.
 
     Attributes:
         turn: the caller's open turn, if any.
@@ -278,11 +280,13 @@ class TurnTaker:
         turn: TurnSettings,
         barge_in: BargeInSettings,
         model: bool = False,
+        punctuated: bool = False,
     ) -> None:
         self._vad = vad
         self._turn_cfg = turn
         self._barge_cfg = barge_in
         self.model = model
+        self._punctuated = punctuated
         self._detector = SpeechDetector(vad)
         self._confident_end: float | None = None
         # The turn model's opinion of the current pause: asked for the speech
@@ -365,8 +369,12 @@ class TurnTaker:
 
     def unfinished(self, text: str) -> bool:
         """Whether `text` ends on a word a sentence does not end on, or trails
-        off (a recogniser writes "with..." or "to," for a voice that goes on)."""
-        if text.rstrip().endswith(("...", "\u2026", ",", "-")):
+        off (a recogniser writes "with..." or "to," for a voice that goes on),
+        or, from a recogniser that punctuates, ends without a full stop."""
+        end = text.rstrip()
+        if end.endswith(("...", "\u2026", ",", "-")):
+            return True
+        if self._punctuated and end and not end.endswith((".", "?", "!")):
             return True
         # Digits count as words here: "...is 452" is finished.
         tokens = re.findall(r"[a-z0-9']+", text.lower())

@@ -438,3 +438,21 @@ def test_preemptive_generation_starts_on_a_finished_transcript_in_a_pause() -> N
     assert taker3.turn is not None
     taker3.transcript(taker3.turn.id, "where is my order", clock3.t)
     assert not [d for d in chunks(taker3, clock3, 0.25, 0.05) if isinstance(d, tt.Preempt)]
+
+
+@pytest.mark.parametrize(
+    ("text", "unfinished"),
+    [
+        ("I ordered a very", True),
+        ("Where is my order?", False),
+        ("My order number is 452.", False),
+        ("Yes!", False),
+    ],
+)
+def test_from_a_punctuating_recogniser_no_full_stop_is_unfinished(
+    text: str, unfinished: bool
+) -> None:
+    taker = TurnTaker(VadSettings(), TurnSettings(), BargeInSettings(), model=True, punctuated=True)
+    assert taker.unfinished(text) is unfinished
+    # pocketsphinx writes no punctuation: there it says nothing.
+    assert smart().unfinished("I ordered a very") is False

@@ -102,6 +102,9 @@ class SttBackend(ABC):
 
     #: Registry name, e.g. "pocketsphinx".
     name: str = ""
+    #: Its transcripts end sentences with punctuation (so a transcript without
+    #: it is a sentence not finished yet: the end-of-turn rules use that).
+    punctuates: bool = False
 
     @abstractmethod
     def open(self, hints: SttHints) -> SttStream:

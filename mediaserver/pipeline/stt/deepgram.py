@@ -202,6 +202,7 @@ class DeepgramBackend(SttBackend):
     """
 
     name = "deepgram"
+    punctuates = True  # punctuate=true, smart_format=true
 
     def __init__(
         self,

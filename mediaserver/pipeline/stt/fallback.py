@@ -33,6 +33,7 @@ class FallbackSttBackend(SttBackend):
         self.primary = primary
         self.fallback = fallback
         self.name = primary.name
+        self.punctuates = primary.punctuates and fallback.punctuates
 
     def open(self, hints: SttHints) -> FallbackSttStream:
         """A stream of each backend, biased by `hints`."""

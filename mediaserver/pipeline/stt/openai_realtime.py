@@ -140,6 +140,7 @@ class OpenAiRealtimeBackend(SttBackend):
     """
 
     name = "openai-realtime"
+    punctuates = True
 
     def __init__(
         self,

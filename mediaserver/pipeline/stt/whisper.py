@@ -101,6 +101,7 @@ class FasterWhisperBackend(SttBackend):
     """
 
     name = "faster-whisper"
+    punctuates = True
 
     def __init__(
         self,
