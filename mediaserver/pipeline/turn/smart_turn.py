@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime  # type: ignore[import-untyped]
 import structlog
 
 from mediaserver.pipeline.errors import ModelLoadError
+from mediaserver.pipeline.onnx import cpu_session
 from mediaserver.pipeline.turn.features import FRAMES, MELS, SAMPLE_RATE, fit_window, log_mel
 
 __all__ = ["SmartTurnModel", "TurnBatcher", "TurnStats", "default_model_path"]
@@ -74,21 +74,7 @@ class SmartTurnModel:
 
     def __init__(self, path: Path | str | None = None, threads: int = 1) -> None:
         self.path = Path(path) if path is not None else default_model_path()
-        if not self.path.is_file():
-            raise ModelLoadError(f"smart_turn: turn model file not found: {self.path}")
-        opts = onnxruntime.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        try:
-            self._session = onnxruntime.InferenceSession(
-                str(self.path), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises many unrelated types
-            first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-            raise ModelLoadError(
-                f"smart_turn: cannot load turn model {self.path}: {first}"
-            ) from exc
+        self._session = cpu_session(self.path, "smart_turn: turn model", threads)
         inputs = self._session.get_inputs()
         if [i.name for i in inputs] != ["input_features"] or list(inputs[0].shape[1:]) != [
             MELS,
@@ -123,7 +109,7 @@ def _features(audios: list[npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
 
 @dataclass
 class TurnStats:
-    """Counters of the batcher (for /metrics and the benchmarks)."""
+    """Counters of the batcher (for the benchmarks and tests)."""
 
     checks: int = 0
     batches: int = 0

@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime  # type: ignore[import-untyped]
 import structlog
 
 from mediaserver.codecs.base import PcmArray, as_mono_int16
 from mediaserver.pipeline.errors import ModelLoadError
+from mediaserver.pipeline.onnx import cpu_session
 from mediaserver.pipeline.settings import VadSettings
 
 __all__ = [
@@ -91,11 +91,6 @@ def default_model_path() -> Path:
     return candidates[0]
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
 class SileroModel:
     """The silero VAD ONNX model, run with onnxruntime on the CPU.
 
@@ -112,23 +107,7 @@ class SileroModel:
 
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = Path(path) if path is not None else default_model_path()
-        if not self.path.is_file():
-            raise ModelLoadError(f"silero: VAD model file not found: {self.path}")
-        opts = onnxruntime.SessionOptions()
-        # One thread each: throughput comes from batching calls, and the
-        # executor runs STT/TTS beside us; more threads would only contend.
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        # Keep onnxruntime's own warnings off stderr; failures raise anyway.
-        opts.log_severity_level = 3
-        try:
-            self._session = onnxruntime.InferenceSession(
-                str(self.path), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises many unrelated types
-            raise ModelLoadError(
-                f"silero: cannot load VAD model {self.path}: {_one_line(exc)}"
-            ) from exc
+        self._session = cpu_session(self.path, "silero: VAD model")
         inputs = {node.name for node in self._session.get_inputs()}
         outputs = {node.name for node in self._session.get_outputs()}
         if not ({"input", "state", "sr"} <= inputs and {"output", "stateN"} <= outputs):
