@@ -364,7 +364,9 @@ class AgentBase:
         (milliseconds, as in the SDK), barge_min_words, barge_min_speech (ms),
         enable_barge / barge_in (false turns barge-in off), barge_match_string,
         interrupt_on_noise, transparent_barge, transparent_barge_max_time (ms),
-        acknowledge_interruptions, digit_timeout (ms), digit_terminators, temperature,
+        acknowledge_interruptions, digit_timeout (ms), digit_terminators,
+        turn_detection (false: the silence detector), turn_detection_timeout (ms),
+        temperature,
         max_tokens, ai_model, static_greeting, and llm_backend, llm_base_url,
         llm_api_key, stt_backend, tts_backend. Others are logged once and ignored.
         """
@@ -437,6 +439,11 @@ class AgentBase:
                 data[section][attr] = value * scale if scale != 1 else value
             elif key in ("enable_barge", "barge_in"):
                 data["barge_in"]["enabled"] = _truthy(value)
+            elif key == "turn_detection":
+                # The SDK's switch for its own turn model: ours is Smart Turn.
+                data["turn"]["detector"] = "smart_turn" if _truthy(value) else "silence"
+            elif key == "turn_detection_timeout":
+                data["turn"]["smart_turn"]["max_wait"] = float(value) / 1000
             elif key == "transparent_barge":
                 data["barge_in"]["transparent"] = _truthy(value)
             elif key == "interrupt_on_noise":

@@ -196,6 +196,10 @@ def test_barge_and_keypad_params_map_onto_the_pipeline() -> None:
     assert (barge.match, barge.interrupt_on_noise, barge.transparent) == ("stop|cancel", 1.0, False)
     assert (barge.transparent_max_time, barge.acknowledge) == (1.5, 2)
     assert (settings.dtmf.digit_timeout, settings.dtmf.terminators) == (5.0, "*#")
+    assert settings.turn.detector == "smart_turn"
+    agent.set_params({"turn_detection": False, "turn_detection_timeout": 2500})
+    turn = agent.pipeline_settings().turn
+    assert (turn.detector, turn.smart_turn.max_wait) == ("silence", 2.5)
     # interrupt_on_noise as a number: seconds, or milliseconds from 100 up.
     assert (
         agent.set_param("interrupt_on_noise", 2).pipeline_settings().barge_in.interrupt_on_noise
