@@ -233,6 +233,7 @@ class CallActor:
         """Answered call in, ended call out."""
         media = self.media
         media.on_audio = self.listener.media_audio
+        media.cancel_echo(media.settings.echo_cancel)
         media.on_sent = lambda tag: self.post(ev.FrameSent(tag))
         media.jitter.eager = self.settings.eager_jitter
         watchers = [self._spawn(self._watch_hangup()), self._spawn(self._watch_digits())]
@@ -256,6 +257,7 @@ class CallActor:
         finally:
             # Only our own hooks: a bridge may have taken the session over already.
             if media.on_audio == self.listener.media_audio:
+                media.cancel_echo(False)
                 media.on_audio = None
                 media.on_sent = None
             for task in watchers:

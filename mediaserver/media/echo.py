@@ -145,6 +145,11 @@ class EchoCanceller:
             self._on_probation = self._lag is None and self._probation_left > 0
         return self._release(hold=self._on_probation)
 
+    def held_frames(self) -> list[tuple[np.ndarray, int]]:
+        """The frames held back, as they came (the canceller is being dropped)."""
+        held, self._held = list(self._held), deque()
+        return held
+
     def _release(self, hold: bool) -> list[np.ndarray]:
         out = []
         while self._held and (not hold or len(self._held) > HOLD_FRAMES):

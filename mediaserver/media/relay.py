@@ -25,6 +25,9 @@ def bridge_sessions(a: RtpSession, b: RtpSession) -> None:
     """
     a.flush()
     b.flush()
+    # What each side sends is now the other party, not an agent: no echo to cancel.
+    a.cancel_echo(False)
+    b.cancel_echo(False)
     a.on_audio = _forward(a, b)
     b.on_audio = _forward(b, a)
 

@@ -186,8 +186,10 @@ class RtpSession:
         self._background_pos = 0
         # Audio released between ticks (eager jitter buffer), for the recorder.
         self._delivered: list[np.ndarray] = []
-        #: Removes our own voice coming back from the caller's phone.
-        self.echo = EchoCanceller(self.sample_rate) if settings.echo_cancel else None
+        #: Removes our own voice coming back from the caller's phone, while an
+        #: agent talks on this session (`cancel_echo`); not for relays and apps
+        #: whose outbound audio is the caller's own (an echo app, a bridge).
+        self.echo: EchoCanceller | None = None
         self._echo_held: deque[tuple[float, bool]] = deque()
         self._recorder: StereoRecorder | None = None
         if settings.record_path is not None:
@@ -482,6 +484,16 @@ class RtpSession:
             for cleaned in self.echo.near(pcm):
                 media_time, held_gap = self._echo_held.popleft()
                 self._hand_over(cleaned, media_time, held_gap)
+
+    def cancel_echo(self, on: bool) -> None:
+        """Start (with a fresh canceller) or stop subtracting our echo; frames
+        the canceller held back go on unchanged when it stops."""
+        echo, self.echo = self.echo, EchoCanceller(self.sample_rate) if on else None
+        if echo is not None:
+            for pcm, _ in echo.held_frames():
+                media_time, gap = self._echo_held.popleft()
+                self._hand_over(pcm, media_time, gap)
+        self._echo_held.clear()
 
     def _hand_over(self, pcm: np.ndarray, media_time: float, gap: bool) -> None:
         if self.on_audio is not None:

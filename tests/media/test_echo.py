@@ -37,8 +37,9 @@ def run(far: np.ndarray, near: np.ndarray) -> tuple[EchoCanceller, np.ndarray]:
         out += canceller.near(near[i : i + FRAME])
         canceller.far(far[i : i + FRAME], FRAME)
     # Frames held at the start come out later, in order; none is lost.
-    assert sum(len(f) for f in out) == len(near) - FRAME * len(canceller._held)
-    out += [f for f, _ in canceller._held]
+    held = [f for f, _ in canceller.held_frames()]
+    assert sum(len(f) for f in out + held) == len(near)
+    out += held
     return canceller, np.concatenate(out).astype(np.float64)
 
 
