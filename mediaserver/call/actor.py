@@ -442,6 +442,10 @@ class CallActor:
         self.log.info("caller_said", turn=turn.id, text=event.text, **normalised)
         if replies.confirm(text):
             return  # the preemptive answer to exactly these words plays now
+        if text and self.listener.turn is not None:
+            # The caller already speaks again: these words join what they say next.
+            self.convo.pending_user = text + " "
+            return
         if not text:
             self.listener.empty(turn)
             return

@@ -159,7 +159,8 @@ class Listener:
         """The final transcript closes its turn (None: a stale final, ignored)."""
         turn = self.taker.final(event.turn)
         if turn is not None:
-            self._feed = None
+            if self._feed is not None and self._feed.turn == turn.id:
+                self._feed = None
             if turn.metrics is not None:
                 turn.metrics.stt_final = time.monotonic()
         return turn
@@ -172,7 +173,8 @@ class Listener:
         """The recogniser failed on `turn_id`: close it without a transcript."""
         if self.taker.drop(turn_id) is None:
             return False
-        self._feed = None
+        if self._feed is not None and self._feed.turn == turn_id:
+            self._feed = None
         return True
 
     def paused(self) -> None:

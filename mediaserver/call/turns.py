@@ -297,6 +297,9 @@ class TurnTaker:
         self._text_unfinished: bool | None = None
         #: Media time the speech of the last ended turn stopped.
         self._ended_speech: float | None = None
+        #: Ended turns whose final transcript has not come yet, while the
+        #: caller already speaks again (a new open turn).
+        self._finalising: dict[int, Turn] = {}
         self._ids = 0
         self._attention_given = False
         self.turn: Turn | None = None
@@ -401,11 +404,12 @@ class TurnTaker:
         """STT's final transcript for `turn_id` arrived: the turn closes.
 
         Returns:
-            The closed turn, or None when `turn_id` is not the open turn (stale).
+            The closed turn (the open one, or an ended one whose transcript was
+            still coming when the caller spoke again), or None (stale).
         """
         turn = self.turn
         if turn is None or turn.id != turn_id:
-            return None
+            return self._finalising.pop(turn_id, None)
         self.turn = None
         return turn
 
@@ -450,7 +454,7 @@ class TurnTaker:
         """
         turn = self.turn
         if turn is None or (turn_id is not None and turn.id != turn_id):
-            return None
+            return self._finalising.pop(turn_id, None) if turn_id is not None else None
         self.turn = None
         return turn
 
@@ -532,6 +536,9 @@ class TurnTaker:
         turn = self.turn
         if turn is not None and not turn.finalising:
             return [*out, SpeechResumed(turn)]
+        if turn is not None:
+            # Its transcript is still coming: it closes when it does.
+            self._finalising[turn.id] = turn
         self._ids += 1
         turn = self.turn = Turn(
             self._ids, onset, barge_in=floor.speaking and self._barge_cfg.enabled

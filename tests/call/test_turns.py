@@ -456,3 +456,18 @@ def test_from_a_punctuating_recogniser_no_full_stop_is_unfinished(
     assert taker.unfinished(text) is unfinished
     # pocketsphinx writes no punctuation: there it says nothing.
     assert smart().unfinished("I ordered a very") is False
+
+
+def test_a_turn_whose_transcript_is_late_still_closes_when_the_caller_goes_on() -> None:
+    taker, clock = make(), Clock()
+    chunks(taker, clock, 0.5, 0.9)
+    first = taker.turn
+    out = chunks(taker, clock, 0.6, 0.05)
+    assert tt.TurnEnded in kinds(out) and first is not None
+    # "The number is..." before the first turn's final came: a new turn.
+    chunks(taker, clock, 0.3, 0.9)
+    second = taker.turn
+    assert second is not None and second is not first
+    assert taker.final(first.id) is first  # not stale: its words are kept
+    assert taker.turn is second
+    assert taker.final(first.id) is None  # once
