@@ -16,6 +16,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -195,10 +196,22 @@ class Listener:
         if self._feed is None:
             self._stt.close()
         else:
-            # The feed may be inside the executor with the stream; close after it.
-            stt = self._stt
-            self._feed.task.add_done_callback(lambda _: stt.close())
-            self._feed.task.cancel()
+            # A feed (this one, or the last turn's it waits for) may be inside
+            # the executor with the stream; close after both.
+            stt, feed = self._stt, self._feed
+            tasks = {feed.task, *([feed.after] if feed.after is not None else [])}
+            pending = [t for t in tasks if not t.done()]
+
+            def closed(task: asyncio.Task[Any]) -> None:
+                pending.remove(task)
+                if not pending:
+                    stt.close()
+
+            for task in pending:
+                task.add_done_callback(closed)
+            feed.task.cancel()
+            if not pending:
+                stt.close()
 
     # -- decisions --------------------------------------------------------------------
 
@@ -242,6 +255,7 @@ class Listener:
 
     def _begin(self, turn: Turn) -> None:
         turn.metrics = TurnMetrics(turn.id)
+        last = self._feed.task if self._feed is not None and not self._feed.task.done() else None
         feed = self._feed = SttFeed(
             turn.id,
             self._stt,
@@ -250,6 +264,7 @@ class Listener:
             self._runtime.faults,
             self._ports.post,
             self._ports.spawn,
+            after=last,
         )
         for t, pcm in self._recent:
             if t >= turn.started_media - PREROLL:

@@ -45,6 +45,8 @@ class SttFeed:
         faults: the fault injection rules ("stt": the final fails or hangs).
         post: the actor's inbox.
         spawn: starts a supervised child task of the actor.
+        after: the previous turn's feed, still finalising on the same stream:
+            this one's audio waits (queued) until it is done.
     """
 
     def __init__(
@@ -56,8 +58,11 @@ class SttFeed:
         faults: Faults,
         post: Callable[[ev.Event], None],
         spawn: Callable[[Any], asyncio.Task[Any]],
+        after: asyncio.Task[Any] | None = None,
     ) -> None:
         self.turn = turn
+        #: The feed this one waits for (see `after`).
+        self.after = after
         self._stream = stream
         self._settings = settings
         self._executor = executor
@@ -84,6 +89,9 @@ class SttFeed:
 
     async def _run(self) -> None:
         loop, executor, stream = asyncio.get_running_loop(), self._executor, self._stream
+        if self.after is not None:
+            # One stream per call: the last turn's final resets it when done.
+            await asyncio.wait([self.after])
         try:
             ended = False
             while not ended:

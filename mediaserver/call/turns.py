@@ -85,6 +85,9 @@ __all__ = [
 
 #: Speech shorter than this that STT cannot read is ignored (a cough, a click).
 MIN_UNDERSTOOD_SPEECH = 0.3
+#: Longest turn (seconds) that speech after its end may reopen: the audio kept
+#: for the recogniser (the listener keeps 8.5 s).
+MAX_REJOIN = 8.0
 # Timers fire on the wall clock mapped back to media time: allow rounding.
 _EPS = 1e-3
 
@@ -536,12 +539,19 @@ class TurnTaker:
         turn = self.turn
         if turn is not None and not turn.finalising:
             return [*out, SpeechResumed(turn)]
+        start = onset
         if turn is not None:
-            # Its transcript is still coming: it closes when it does.
-            self._finalising[turn.id] = turn
+            if self.joins_last_turn(onset) and onset - turn.started_media <= MAX_REJOIN:
+                # The caller goes on before the last turn's transcript came:
+                # one turn from its start, so the recogniser hears it whole
+                # (its own final, now stale, is ignored).
+                start = turn.started_media
+            else:
+                # Its transcript is still coming: it closes when it does.
+                self._finalising[turn.id] = turn
         self._ids += 1
         turn = self.turn = Turn(
-            self._ids, onset, barge_in=floor.speaking and self._barge_cfg.enabled
+            self._ids, start, barge_in=floor.speaking and self._barge_cfg.enabled
         )
         out.append(TurnStarted(turn))
         return out + self._maybe_barge_in(turn, floor)

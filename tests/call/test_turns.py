@@ -458,16 +458,29 @@ def test_from_a_punctuating_recogniser_no_full_stop_is_unfinished(
     assert smart().unfinished("I ordered a very") is False
 
 
-def test_a_turn_whose_transcript_is_late_still_closes_when_the_caller_goes_on() -> None:
+def test_going_on_before_the_last_transcript_reopens_the_turn_from_its_start() -> None:
     taker, clock = make(), Clock()
     chunks(taker, clock, 0.5, 0.9)
     first = taker.turn
     out = chunks(taker, clock, 0.6, 0.05)
     assert tt.TurnEnded in kinds(out) and first is not None
-    # "The number is..." before the first turn's final came: a new turn.
+    # "It is 312." before the first turn's final came: one turn from the start,
+    # so the recogniser hears it whole; the first final is stale.
     chunks(taker, clock, 0.3, 0.9)
     second = taker.turn
     assert second is not None and second is not first
+    assert second.started_media == first.started_media
+    assert taker.final(first.id) is None and taker.turn is second
+
+
+def test_without_transparent_barge_a_late_transcript_closes_its_own_turn() -> None:
+    taker, clock = make(transparent=False), Clock()
+    chunks(taker, clock, 0.5, 0.9)
+    first = taker.turn
+    chunks(taker, clock, 0.6, 0.05)
+    chunks(taker, clock, 0.3, 0.9)
+    second = taker.turn
+    assert first is not None and second is not None and second.started_media > first.started_media
     assert taker.final(first.id) is first  # not stale: its words are kept
     assert taker.turn is second
     assert taker.final(first.id) is None  # once
