@@ -260,29 +260,39 @@ def test_false_barge_in_resumes_where_the_agent_stopped(tmp_path: Path) -> None:
     assert any(run(main()) for _ in range(3)), "pocketsphinx heard words in every backchannel"
 
 
+def yeah_agent(cfg: PipelineSettings) -> Any:
+    """The weather agent, with "yeah" among its hints (for the backchannel tests)."""
+    agent = weather_agent(cfg, greeting="Hi.")
+    agent.hints = [*agent.hints, "yeah"]
+    return agent
+
+
+def finals(actor: Any, kind: str) -> list[str | None]:
+    """The `text` of the actor's timeline events of `kind`."""
+    return [e.get("text") for e in actor.timeline if e["event"] == kind]
+
+
+async def backchannel_decided(actor: Any) -> bool:
+    """Wait until the interruption's words are decided: True when they were a
+    backchannel, False when the recogniser heard a real turn."""
+    assert await wait_for(
+        lambda: bool(finals(actor, "backchannel")) or len(finals(actor, "caller_final")) > 1, 8
+    )
+    return bool(finals(actor, "backchannel"))
+
+
 def test_a_backchannel_over_the_agent_is_not_an_interruption(tmp_path: Path) -> None:
     story = speech("tell me a story", tmp_path)
     yeah = speech("yeah yeah", tmp_path)
 
     async def main() -> bool:
         """One call; False when the recogniser heard more than the backchannel."""
-        cfg = settings()
-        agent = weather_agent(cfg, greeting="Hi.")
-        agent.hints = [*agent.hints, "yeah"]
-        async with agent_call(agent) as live:
+        async with agent_call(yeah_agent(settings())) as live:
             actor = live.actor
             told = await interrupt_story(live, story, yeah)
-
-            def finals(kind: str) -> list[str]:
-                return [e.get("text") or "" for e in actor.timeline if e["event"] == kind]
-
-            def decided() -> bool:
-                return bool(finals("backchannel")) or len(finals("caller_final")) > 1
-
-            assert await wait_for(decided, 8)
-            if not finals("backchannel"):
+            if not await backchannel_decided(actor):
                 return False  # the recogniser heard other words: a real turn
-            assert "yeah" in finals("backchannel")[0].lower()
+            assert "yeah" in (finals(actor, "backchannel")[0] or "").lower()
             barge = actor.replies.interruptions.all[0]
             assert await wait_for(lambda: barge.false, 5)
             # The story goes on from the cut word, and "yeah" never reached the model.
@@ -298,20 +308,13 @@ def test_a_false_interruption_resolved_late_asks_the_caller_to_go_ahead(tmp_path
 
     async def main() -> bool:
         """One call; False when the recogniser heard more than the backchannel."""
-        cfg = settings(barge_in={"resume_within": 0.1})
-        agent = weather_agent(cfg, greeting="Hi.")
-        agent.hints = [*agent.hints, "yeah"]
-        async with agent_call(agent) as live:
+        async with agent_call(yeah_agent(settings(barge_in={"resume_within": 0.1}))) as live:
             actor = live.actor
             told = await interrupt_story(live, story, yeah)
-            events = lambda kind: [e for e in actor.timeline if e["event"] == kind]  # noqa: E731
-            assert await wait_for(
-                lambda: bool(events("backchannel")) or len(events("caller_final")) > 1, 8
-            )
-            if not events("backchannel"):
+            if not await backchannel_decided(actor):
                 return False
             # Too late to go on mid-sentence: what was heard is kept, and the agent asks.
-            assert await wait_for(lambda: bool(events("go_ahead")), 5)
+            assert await wait_for(lambda: bool(finals(actor, "go_ahead")), 5)
             assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
             said = [m.content or "" for m in actor.convo.messages if m.role == "assistant"]
             assert said[-1] == "Sorry, go ahead?"
