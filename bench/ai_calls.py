@@ -218,7 +218,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stagger", type=float, default=2.0, help="random pause before a turn")
     parser.add_argument("--setup-rate", type=float, default=10.0, help="INVITEs per second (10)")
     parser.add_argument("--ratio", type=float, default=1.5, help="pass: p95 <= ratio x single")
-    parser.add_argument("--eos", type=float, default=0.25, help="end_of_speech_timeout s (0.25)")
+    parser.add_argument(
+        "--eos", type=float, default=0.25, help="end_of_speech_timeout s (0.25; 0: the detector's)"
+    )
     parser.add_argument(
         "--detector", default="smart_turn", help="turn.detector: smart_turn (default) or silence"
     )

@@ -117,7 +117,8 @@ def agent_config(
         "shutdown": {"drain_timeout": 2},
         "pipeline": {
             "stt": {"backend": stt, "pool_size": stt_pool},
-            "turn": {"detector": detector, "end_of_speech_timeout": eos},
+            # eos 0: no ceiling set, the detector's own (smart_turn: max_wait).
+            "turn": {"detector": detector, **({"end_of_speech_timeout": eos} if eos else {})},
             "llm": {"backend": "scripted"},
             "executor_threads": executor_threads,
         },
@@ -393,7 +394,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--turns", type=int, default=10, help="question turns (10)")
     parser.add_argument("--barge-ins", type=int, default=5, help="barge-in trials (5)")
-    parser.add_argument("--eos", type=float, default=0.25, help="end_of_speech_timeout s (0.25)")
+    parser.add_argument(
+        "--eos", type=float, default=0.25, help="end_of_speech_timeout s (0.25; 0: the detector's)"
+    )
     parser.add_argument(
         "--detector", default="smart_turn", help="turn.detector: smart_turn (default) or silence"
     )

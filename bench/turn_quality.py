@@ -24,7 +24,7 @@ Every item runs once per detector (`--detectors smart_turn,silence`, and
 compared in one run on the same audio. One JSON object
 on stdout; progress on stderr.
 
-    .venv/bin/python bench/turn_quality.py [--sets a,b,c] [--limit N]
+    .venv/bin/python bench/turn_quality.py [--sets a,b,c] [--limit N] [--match TEXT]
 """
 
 from __future__ import annotations
@@ -108,6 +108,9 @@ PAUSES = [0.6, 0.9, 1.2, 1.5]
 
 BACKCHANNELS = ["mhm", "uh huh", "yeah", "okay", "right", "I see", "yes", "sure"]
 ECHOES = [(0.1, -10), (0.2, -15), (0.3, -20), (0.15, -25), (0.25, -12), (0.3, -18)]
+#: Echoes whose path moves mid-call, as a phone's adaptive playout does when it
+#: grows or shrinks its jitter buffer: (delay s, dB, then delay moved by s).
+MOVING_ECHOES = [(0.12, -12, 0.02), (0.2, -15, -0.04), (0.25, -10, 0.06)]
 
 # -- set (c): real interruptions --------------------------------------------------------------
 
@@ -138,8 +141,10 @@ class Item:
     #: starts and ends (incomplete items).
     speech_end: float = 0.0
     pause: tuple[float, float] | None = None
-    #: (b) the agent's echo: (delay s, dB).
+    #: (b) the agent's echo: (delay s, dB), and how far its delay moves
+    #: half-way through (s).
     echo: tuple[float, float] | None = None
+    echo_moves: float = 0.0
     #: (c) seconds into `audio` of the first speech sample.
     onset: float = 0.0
 
@@ -292,6 +297,9 @@ def set_b(folder: Path) -> list[Item]:
         items.append(Item("b", f"music:{k}", tune))
     for delay, db in ECHOES:
         items.append(Item("b", f"echo:{int(delay * 1000)}ms{db}dB", silence(0.0), echo=(delay, db)))
+    for delay, db, moves in MOVING_ECHOES:
+        name = f"echo:{int(delay * 1000)}ms{db}dB{int(moves * 1000):+d}ms"
+        items.append(Item("b", name, silence(0.0), echo=(delay, db), echo_moves=moves))
     return items
 
 
@@ -299,7 +307,11 @@ def set_c(folder: Path) -> list[Item]:
     items = []
     for i, text in enumerate(INTERRUPTIONS):
         pcm = voice_pcm(text, folder, VOICES[i % len(VOICES)])
-        items.append(Item("c", f"interrupt:{text}", pcm, onset=0.0))
+        # A third of them from a phone that echoes the agent back: the
+        # canceller must not take the caller's voice for our echo.
+        echo = (0.2, -15.0) if i % 3 == 2 else None
+        name = f"interrupt:{text}" + ("+echo" if echo else "")
+        items.append(Item("c", name, pcm, onset=0.0, echo=echo))
     return items
 
 
@@ -387,8 +399,11 @@ async def run_bc(item: Item, ag: AgentSpec, runtime: PipelineRuntime) -> dict[st
         # The greeting (the story) is under way.
         assert await wait_for(lambda: bool(loud(caller.received, 0, 1e18)), 5.0)
         await asyncio.sleep(1.5)
-        if item.echo is not None:
-            await asyncio.sleep(5.0)
+        if item.echo is not None and item.set == "b":
+            await asyncio.sleep(2.5)
+            delay, db = item.echo
+            caller.echo = (delay + item.echo_moves, 10 ** (db / 20))
+            await asyncio.sleep(2.5)
             said_at = None
         else:
             said_at, _ = await caller.say(item.audio)
@@ -423,7 +438,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     folder = Path(args.folder or tempfile.mkdtemp(prefix="turn-quality-"))
     folder.mkdir(parents=True, exist_ok=True)
     makers = {"a": set_a, "b": set_b, "c": set_c}
-    sets = {name: makers[name](folder)[: args.limit or None] for name in args.sets}
+    sets = {
+        name: [i for i in makers[name](folder) if args.match in i.name][: args.limit or None]
+        for name in args.sets
+    }
     detectors = args.detectors
     runtimes = {d: PipelineRuntime(settings(d, args.stt)) for d in detectors}
     results: dict[str, list[Outcome]] = {name: [] for name in sets}
@@ -534,6 +552,7 @@ def main() -> None:
     parser.add_argument("--detectors", default="smart_turn,silence", type=lambda s: s.split(","))
     parser.add_argument("--stt", default="faster-whisper", help="STT backend (faster-whisper)")
     parser.add_argument("--limit", type=int, default=0, help="first N items of each set (0: all)")
+    parser.add_argument("--match", default="", help="only the items whose name holds this")
     parser.add_argument("--folder", help="where the audio is made and kept (default: a temp dir)")
     args = parser.parse_args()
     configure("warning")  # stderr, and quiet: stdout is the JSON

@@ -412,7 +412,7 @@ class CallActor:
         if self.replies.current is None:
             return
         if self.listener.taker.fast_pause_armed(self._floor()):
-            self.replies.pause()
+            self.replies.pause(event.at)
             self.listener.paused()
 
     def _on_final(self, event: ev.SttFinal) -> None:
@@ -423,7 +423,7 @@ class CallActor:
         # Numbers and spellings as the model reads them best ("five eight three"
         # -> 583); the record keeps what the recogniser said too.
         said = normalise_transcript(event.text)
-        keep_floor = self.listener.taker.backchannel(said, self._floor())
+        keep_floor = self.listener.taker.backchannel(said, turn.speech_s, self._floor())
         if keep_floor is not None:
             # "Mhm" over the agent: a listener's sound, not a turn for the model.
             self._note("backchannel", turn=turn.id, text=event.text)

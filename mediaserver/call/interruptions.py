@@ -70,6 +70,8 @@ class Interruptions:
         flushed, stopped = self._speaker.cut(reply)
         self._ports.disarm("confirm")
         record = BargeIn(reply.id, onset_media, stopped, flushed)
+        if reply.paused_at is not None:
+            record.onset = reply.paused_onset
         self.all.append(record)
         self.pending = (reply, record)
         self._ports.note("interrupted", reply=reply.id, flushed_frames=flushed)
@@ -116,6 +118,9 @@ class Interruptions:
     def _record(self, record: BargeIn) -> None:
         """The call record's view of one interruption, once it is known to be real or false."""
         onset = self._wall(record.onset_media)
+        if record.onset is not None:
+            # The fast test heard the sound before silero called it speech.
+            onset = record.onset if onset is None else min(onset, record.onset)
         stop_ms = round((record.decided - onset) * 1000, 1) if onset is not None else None
         self._ports.note(
             "barge_in",

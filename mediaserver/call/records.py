@@ -59,7 +59,9 @@ class TurnMetrics:
 
 @dataclass
 class BargeIn:
-    """One interruption of the agent (`decided`: when its audio stopped)."""
+    """One interruption of the agent (`decided`: when its audio stopped; the
+    speech began at `onset_media`, or at `onset` when the fast onset test
+    stopped the audio before silero's start)."""
 
     reply: int
     onset_media: float
@@ -69,6 +71,7 @@ class BargeIn:
     generated: str = ""
     false: bool = False
     resumed: bool = False
+    onset: float | None = None
 
 
 @dataclass
@@ -118,8 +121,10 @@ class AgentReply:
     then_hold: float | None = None
     metrics: TurnMetrics | None = None
     first_frame_seen: bool = False
-    #: Audio stopped by the fast onset test, waiting for silero to confirm.
+    #: Audio stopped by the fast onset test, waiting for silero to confirm;
+    #: and when the onset that stopped it arrived (both `time.monotonic`).
     paused_at: float | None = None
+    paused_onset: float | None = None
     #: A preemptive answer: the caller's words it answers, while their turn is
     #: not over (its audio waits; a model step that calls tools waits in `held`).
     draft: str | None = None

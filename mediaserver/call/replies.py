@@ -330,12 +330,13 @@ class Replies:
 
     # -- interruptions ------------------------------------------------------------------
 
-    def pause(self) -> None:
-        """Maybe someone started talking: stop the audio now, keep the reply."""
+    def pause(self, onset: float) -> None:
+        """Maybe someone started talking (their sound arrived at `onset`): stop
+        the audio now, keep the reply."""
         reply = self.current
         if reply is None:
             return
-        self._speaker.pause(reply)
+        self._speaker.pause(reply, onset)
         self._ports.note("barge_in_pause", reply=reply.id, flushed_frames=reply.paused_frames)
         self._log.info("barge_in_pause", reply=reply.id, flushed_frames=reply.paused_frames)
 

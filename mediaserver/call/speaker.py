@@ -140,10 +140,11 @@ class Speaker:
         reply.first_frame_seen = True
         return first
 
-    def pause(self, reply: AgentReply) -> None:
-        """Stop `reply`'s audio now (the frames not yet sent wait to be replayed)."""
+    def pause(self, reply: AgentReply, onset: float) -> None:
+        """Stop `reply`'s audio now, for the sound that arrived at `onset` (the
+        frames not yet sent wait to be replayed)."""
         reply.paused_frames = self.media.flush()
-        reply.paused_at = time.monotonic()
+        reply.paused_at, reply.paused_onset = time.monotonic(), onset
 
     def unpause(self, reply: AgentReply) -> int:
         """Play on from the word the pause cut; returns the frames replayed."""

@@ -35,8 +35,10 @@ The rules:
 - **Fast pause**: an onset the energy test caught pauses the agent's audio;
   speech silero does not confirm within `confirm_window` lets it play on.
 - **Backchannels**: words over the agent that are only what a listener says
-  ("mhm", "yeah yeah", `barge_in.backchannels`) are not a turn: an agent still
-  talking goes on, an interrupted one resumes from the cut word.
+  ("mhm", "yeah yeah", `barge_in.backchannels`), or any words in less than
+  `barge_in.short_overlap` of speech that hold no `interrupt_words` ("stop",
+  "no", "wait") or `match`, are not a turn: an agent still talking goes on,
+  an interrupted one resumes from the cut word.
 - **Not understood**: a turn with no words is asked again when its speech
   lasted `MIN_UNDERSTOOD_SPEECH`; shorter (a cough, a click) is ignored.
 - **Attention**: a silent caller gets the attention prompt after
@@ -90,6 +92,9 @@ MIN_UNDERSTOOD_SPEECH = 0.3
 MAX_REJOIN = 8.0
 # Timers fire on the wall clock mapped back to media time: allow rounding.
 _EPS = 1e-3
+#: The turn model is asked only when its answer could come this long (seconds)
+#: before the ceiling: a check takes 30-100 ms on this machine's cores.
+MODEL_LEAD = 0.1
 
 
 @dataclass(frozen=True)
@@ -360,7 +365,9 @@ class TurnTaker:
         self._text_unfinished = self.unfinished(text) if text.strip() else None
         if not self.model or self._detector.speaking:
             return []
-        out = self._endpoint(turn, now) if self._asked is not None else []
+        out = self._endpoint(turn, now)
+        if any(isinstance(d, CheckTurn) for d in out):
+            return out  # the check brought its preemptive answer along
         return out + self._preempt(turn)
 
     def joins_last_turn(self, started_media: float) -> bool:
@@ -428,15 +435,35 @@ class TurnTaker:
             return [NotUnderstood(turn)]
         return self.idle(now)
 
-    def backchannel(self, text: str, floor: Floor) -> list[Decision] | None:
-        """The closed turn's words, if they are only a listener's backchannel said
-        over the agent: the decisions that keep the agent's floor (None: they are
-        a turn for the model)."""
-        if not (floor.speaking or floor.interrupted) or not _only(
-            _tokens(text), self._backchannels()
-        ):
+    def backchannel(self, text: str, speech_s: float, floor: Floor) -> list[Decision] | None:
+        """The closed turn (its words, `speech_s` seconds of speech), if it is a
+        listener's backchannel said over the agent: the decisions that keep the
+        agent's floor (None: it is a turn for the model).
+
+        A backchannel is words that are only `barge_in.backchannels`, or any
+        words in less than `barge_in.short_overlap` of speech without an
+        `interrupt_words` entry or a `match`.
+        """
+        cfg = self._barge_cfg
+        tokens = _tokens(text)
+        if not (floor.speaking or floor.interrupted) or not tokens:
             return None
-        return [FalseBargeIn("backchannel")] if floor.interrupted else []
+        if _only(tokens, self._backchannels()):
+            why = "backchannel"
+        elif speech_s < cfg.short_overlap and not self._wants_floor(text, tokens):
+            why = "short overlap"
+        else:
+            return None
+        return [FalseBargeIn(why)] if floor.interrupted else []
+
+    def _wants_floor(self, text: str, tokens: list[str]) -> bool:
+        """Whether a short overlap's words claim the floor (an `interrupt_words`
+        entry, or `barge_in.match`)."""
+        cfg = self._barge_cfg
+        if cfg.match and re.search(cfg.match, text, re.IGNORECASE):
+            return True
+        words = " " + " ".join(tokens) + " "
+        return any(f" {' '.join(_tokens(w))} " in words for w in cfg.interrupt_words)
 
     def content_words(self, text: str) -> int:
         """How many words of `text` count towards a barge-in: none when it is
@@ -592,14 +619,23 @@ class TurnTaker:
             pause = self._turn_cfg.smart_turn.pause
             if silence < pause:
                 return [SetTimer("eos", last + pause)]
-            self._asked, self._prob, self._failed = last, None, False
-            out += [CheckTurn(turn, last), *self._preempt(turn)]
+            if self._model_may_decide(silence):
+                self._asked, self._prob, self._failed = last, None, False
+                out += [CheckTurn(turn, last), *self._preempt(turn)]
         wait = self._wait()
         if silence >= wait:
             return out + self._end(turn, last)
         # Decide on time, not at the next chunk: the shell maps `at` to the
         # wall clock by when the audio arrived.
         return [*out, SetTimer("eos", last + wait)]
+
+    def _model_may_decide(self, silence: float) -> bool:
+        """Whether the turn model's answer, asked after `silence`, could end the
+        turn before the ceiling does. Not when the transcript ends unfinished
+        (the turn waits for the ceiling whatever the model says), nor when its
+        answer would come after the ceiling: a check costs CPU every call shares."""
+        ceiling = self._turn_cfg.ceiling(True)
+        return not self._text_unfinished and ceiling - silence >= MODEL_LEAD
 
     def _preempt(self, turn: Turn) -> list[Decision]:
         """Preemptive generation: the caller paused on a transcript (of this

@@ -176,6 +176,29 @@ class BargeInSettings(Strict):
             "got it",
         ]
     )
+    #: Caller speech over the agent shorter than this (seconds, as the VAD
+    #: counts it: its 0.1 s hangover included) is taken for a backchannel
+    #: whatever the recogniser made of it: a listener's short sounds are what
+    #: recognisers misread most ("mhm" -> "and make him"), and a short overlap
+    #: that wants the floor says so (`interrupt_words`, `match`) or goes on.
+    #: 0: off (only `backchannels` decide).
+    short_overlap: float = Field(0.8, ge=0, le=3.0)
+    #: Words that make even a short overlap an interruption ("stop", "no").
+    interrupt_words: list[str] = Field(
+        default_factory=lambda: [
+            "no",
+            "not",
+            "stop",
+            "wait",
+            "hold on",
+            "hang on",
+            "sorry",
+            "excuse me",
+            "pardon",
+            "what",
+            "actually",
+        ]
+    )
 
     @model_validator(mode="after")
     def _pattern(self) -> BargeInSettings:

@@ -91,7 +91,10 @@ class Caller:
         #: (delay seconds, gain) of the agent's own audio coming back in what
         #: the caller sends (a phone with poor echo cancellation); None: none.
         self.echo: tuple[float, float] | None = None
-        self._echo_line = np.zeros(0, dtype=np.int16)
+        #: The phone's playout of the agent's stream: (caller time, agent RTP
+        #: timestamp) of the first packet heard; decoded audio by timestamp.
+        self._playout: tuple[float, int] | None = None
+        self._played: dict[int, np.ndarray] = {}
         self._echo_seen = 0
 
     def start(self, target: tuple[str, int]) -> None:
@@ -139,7 +142,7 @@ class Caller:
             else:
                 frame = silence
             if self.echo is not None:
-                frame = self._with_echo(frame, *self.echo)
+                frame = self._with_echo(frame, t0 + n * FRAME, *self.echo)
             pkt = RtpPacket(
                 payload_type=0,
                 sequence=self._seq,
@@ -153,18 +156,35 @@ class Caller:
             with contextlib.suppress(OSError):
                 self.sock.sendto(pkt.serialise(), self.target)
 
-    def _with_echo(self, frame: np.ndarray, delay: float, gain: float) -> np.ndarray:
-        """`frame` plus the agent's audio of `delay` seconds ago at `gain`: what
-        arrived since the last frame goes on the echo line (silence if nothing)."""
-        new = [ulaw_decode(p.payload) for _, p in self.received[self._echo_seen :]]
+    def _with_echo(self, frame: np.ndarray, at: float, delay: float, gain: float) -> np.ndarray:
+        """`frame` (sent at caller time `at`) plus the agent's audio that the
+        phone played `delay` seconds before, at `gain`.
+
+        Like a phone, the agent's packets are played by their RTP timestamps
+        from a fixed playout point (the first packet's arrival), so the echo
+        path is steady however packets bunch up on the way; missing ones play
+        as silence.
+        """
+        for t, p in self.received[self._echo_seen :]:
+            if self._playout is None:
+                self._playout = (t, p.timestamp)
+            self._played[p.timestamp] = ulaw_decode(p.payload)
         self._echo_seen = len(self.received)
-        line = np.concatenate([self._echo_line, *(new or [np.zeros(160, np.int16)])])
-        self._echo_line = line = line[-8000:]
-        lag = int(delay * 8000)
-        if len(line) < lag + 160:
+        if self._playout is None:
             return frame
-        echo = line[len(line) - lag - 160 : len(line) - lag].astype(np.float32) * gain
-        return np.clip(frame.astype(np.float32) + echo, -32768, 32767).astype(np.int16)
+        first_t, first_ts = self._playout
+        end = first_ts + round((at - delay - first_t) * 8000)  # timestamp played `delay` ago
+        start = end - 160
+        echo = np.zeros(160, dtype=np.float32)
+        # Our 160 samples span at most two of the agent's 20 ms packets.
+        for ts in {start - (start - first_ts) % 160, end - 1 - (end - 1 - first_ts) % 160}:
+            pcm = self._played.get(ts & 0xFFFFFFFF)
+            if pcm is None:
+                continue
+            a, b = max(start, ts), min(end, ts + len(pcm))
+            if a < b:
+                echo[a - start : b - start] = pcm[a - ts : b - ts]
+        return np.clip(frame.astype(np.float32) + echo * gain, -32768, 32767).astype(np.int16)
 
     def agent_audio(self, since: float = 0.0, until: float = float("inf")) -> np.ndarray:
         """What the agent sent in a time window, decoded, packets in arrival order."""
@@ -244,9 +264,10 @@ async def live_actor(
     runtime: PipelineRuntime,
     llm: LlmBackend | None = None,
     auth_error: str | None = None,
+    echo_cancel: bool = True,
 ) -> AsyncIterator[Live]:
     """Start an actor on a real RTP session talking to a `Caller` (`auth_error`: the
-    caller's SIP digest failed)."""
+    caller's SIP digest failed; `echo_cancel`: the session's setting)."""
     loop = asyncio.get_running_loop()
     caller = Caller()
     clock = MediaClock(loop)
@@ -264,7 +285,9 @@ async def live_actor(
         ptime=20,
         rtcp_mux=True,
     )
-    session = RtpSession(rtp, None, media, clock, SessionSettings(), loop.time())
+    session = RtpSession(
+        rtp, None, media, clock, SessionSettings(echo_cancel=echo_cancel), loop.time()
+    )
     call = FakeCall(runtime=runtime, agent=agent)
     actor = CallActor(call, session, agent, runtime, llm=llm, auth_error=auth_error)
     caller.start(rtp.getsockname())
@@ -283,12 +306,15 @@ async def live_actor(
 
 @contextlib.asynccontextmanager
 async def agent_call(
-    agent: AgentSpec, llm: LlmBackend | None = None, auth_error: str | None = None
+    agent: AgentSpec,
+    llm: LlmBackend | None = None,
+    auth_error: str | None = None,
+    echo_cancel: bool = True,
 ) -> AsyncIterator[Live]:
     """`live_actor` with a `PipelineRuntime` made from the agent's settings (closed after)."""
     runtime = PipelineRuntime(agent.settings)
     try:
-        async with live_actor(agent, runtime, llm, auth_error) as live:
+        async with live_actor(agent, runtime, llm, auth_error, echo_cancel) as live:
             yield live
     finally:
         await runtime.aclose()

@@ -235,18 +235,41 @@ def test_no_attention_prompts_on_hold_and_no_turns_when_deaf() -> None:
 def test_a_backchannel_over_the_agent_keeps_the_agents_floor(said: str) -> None:
     taker = make()
     # Still talking (the barge-in waits for words): the agent goes on.
-    assert taker.backchannel(said, SPEAKING) == []
+    assert taker.backchannel(said, 1.5, SPEAKING) == []
     # Already cut: it was no interruption, the reply resumes from the cut word.
-    assert taker.backchannel(said, INTERRUPTED) == [tt.FalseBargeIn("backchannel")]
+    assert taker.backchannel(said, 1.5, INTERRUPTED) == [tt.FalseBargeIn("backchannel")]
 
 
 def test_words_beyond_a_backchannel_or_after_the_agent_finished_are_a_turn() -> None:
     taker = make()
-    assert taker.backchannel("yeah I want to cancel", SPEAKING) is None
-    assert taker.backchannel("no wait", INTERRUPTED) is None
+    assert taker.backchannel("yeah I want to cancel", 1.5, SPEAKING) is None
+    assert taker.backchannel("no wait", 1.5, INTERRUPTED) is None
     # The agent asked and finished: "yes" answers it.
-    assert taker.backchannel("Yes.", QUIET) is None
-    assert taker.backchannel("", SPEAKING) is None
+    assert taker.backchannel("Yes.", 0.3, QUIET) is None
+    assert taker.backchannel("", 0.3, SPEAKING) is None
+
+
+@pytest.mark.parametrize("misheard", ["and make him", "i.e.", "Ripe."])
+def test_a_short_overlap_is_a_backchannel_whatever_the_recogniser_heard(misheard: str) -> None:
+    taker = make()
+    assert taker.backchannel(misheard, 0.4, INTERRUPTED) == [tt.FalseBargeIn("short overlap")]
+    assert taker.backchannel(misheard, 0.4, SPEAKING) == []
+    # As long as a sentence, the same words are a turn.
+    assert taker.backchannel(misheard, 0.9, INTERRUPTED) is None
+
+
+@pytest.mark.parametrize("said", ["Stop!", "No.", "Wait", "Hold on.", "What?"])
+def test_a_short_overlap_that_claims_the_floor_interrupts(said: str) -> None:
+    assert make().backchannel(said, 0.4, INTERRUPTED) is None
+
+
+def test_the_short_overlap_rule_is_configurable() -> None:
+    assert make(short_overlap=0).backchannel("Ripe.", 0.3, INTERRUPTED) is None
+    # `match` claims the floor too ("Tuesday" alone would be a backchannel).
+    assert make(match="tuesday").backchannel("Tuesday", 0.4, INTERRUPTED) is None
+    taker = make(interrupt_words=["tuesday"])
+    assert taker.backchannel("Tuesday.", 0.4, INTERRUPTED) is None
+    assert taker.backchannel("Stop.", 0.4, INTERRUPTED) == [tt.FalseBargeIn("short overlap")]
 
 
 def test_backchannels_do_not_count_towards_min_words() -> None:
@@ -262,7 +285,7 @@ def test_backchannels_do_not_count_towards_min_words() -> None:
 
 def test_an_empty_backchannel_list_turns_the_rule_off() -> None:
     taker = make(backchannels=[])
-    assert taker.backchannel("mhm", INTERRUPTED) is None
+    assert taker.backchannel("mhm", 0.9, INTERRUPTED) is None
     assert taker.content_words("mhm") == 1
 
 
@@ -348,6 +371,31 @@ def test_the_agents_end_of_speech_timeout_is_the_ceiling() -> None:
     check, speech_end = pause_asked(taker, clock)
     out = taker.turn_checked(check.turn.id, check.speech_end, 0.1, clock.t)
     assert timers(out)["eos"] == pytest.approx(speech_end + 1.2)
+
+
+def checks(out: list[tt.Decision]) -> list[tt.CheckTurn]:
+    return [d for d in out if isinstance(d, tt.CheckTurn)]
+
+
+def test_the_model_is_not_asked_when_its_answer_cannot_end_the_turn() -> None:
+    # The transcript at the pause ends mid-sentence: the turn waits for the
+    # ceiling whatever the model says, so it is not asked...
+    taker, clock = smart(), Clock()
+    chunks(taker, clock, 0.5, 0.9)
+    speech_end = clock.t
+    turn = taker.turn
+    assert turn is not None
+    taker.transcript(turn.id, "I want to change my order to", clock.t)
+    out = chunks(taker, clock, 0.3, 0.05)
+    assert not checks(out)
+    assert timers(out)["eos"] == pytest.approx(speech_end + 3.0)
+    # ...until a newer transcript of the same pause looks finished.
+    assert checks(taker.transcript(turn.id, "I want to change my order.", clock.t))
+    # A ceiling too close to the pause for an answer to come first: never asked.
+    taker, clock = smart(end_of_speech_timeout=0.25), Clock()
+    chunks(taker, clock, 0.5, 0.9)
+    out = chunks(taker, clock, 0.4, 0.05)
+    assert not checks(out) and tt.TurnEnded in kinds(out)
 
 
 def test_an_unfinished_final_is_held_until_the_ceiling() -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from mediaserver.codecs.g711 import ulaw_decode, ulaw_encode
 from mediaserver.media.echo import EchoCanceller
+from tests.peers import read_wav_mono, speech_wav
 
 RATE = 8000
 FRAME = 160
@@ -87,3 +90,67 @@ def test_unrelated_audio_while_we_talk_passes_unchanged() -> None:
     canceller, out = run(far, noise)
     assert canceller.stats.delay is None
     assert np.array_equal(out, noise.astype(np.float64))
+
+
+def moving_echo(far: np.ndarray, delays: list[float], at: int, db: float) -> np.ndarray:
+    """An echo whose path moves at sample `at` from delays[0] to delays[1]
+    (a phone's adaptive playout growing or shrinking its buffer)."""
+    before, after = (echo_of(far, d, db) for d in delays)
+    return np.concatenate([before[:at], after[at:]])
+
+
+@pytest.mark.parametrize("moves", [0.02, -0.04, 0.06])
+def test_an_echo_path_that_moves_is_followed_within_a_few_frames(moves: float) -> None:
+    far = g711(talk(6.0, 1))
+    at = 3 * RATE
+    near = g711(moving_echo(far, [0.15, 0.15 + moves], at, -12))
+    _, out = run(far, near)
+    # Frame by frame after the move: the frame that shows the path moved is
+    # where it is found again, so at most one frame passes.
+    loud = [
+        power_db(near[i : i + FRAME]) - power_db(out[i : i + FRAME])
+        for i in range(at, at + RATE, FRAME)
+        if power_db(near[i : i + FRAME]) > 50
+    ]
+    assert sum(1 for gain in loud if gain < 10) <= 1, [round(g) for g in loud]
+
+
+def voice(tmp_path: Path) -> np.ndarray:
+    """Six seconds of espeak-ng speech: voiced sounds correlate with themselves
+    a pitch period away, the trap for a search over a few frames."""
+    text = "Once upon a time there was a small robot who lived in a lighthouse by the sea."
+    pcm, rate = read_wav_mono(speech_wav(text, tmp_path))
+    assert rate == RATE
+    return np.resize(pcm, 6 * RATE)
+
+
+@pytest.mark.parametrize("source", ["noise", "voice"])
+def test_an_echo_that_starts_mid_call_is_cancelled_from_its_first_frames(
+    source: str, tmp_path: Path
+) -> None:
+    # Three seconds without echo, then a speakerphone is switched on.
+    far = g711(talk(6.0, 1) if source == "noise" else voice(tmp_path))
+    at = 3 * RATE
+    echo = echo_of(far, 0.18, -12)
+    echo[:at] = 0
+    near = g711(echo)
+    _, out = run(far, near)
+    leaked = [
+        i
+        for i in range(at, at + RATE, FRAME)
+        if power_db(near[i : i + FRAME]) > 50
+        and power_db(near[i : i + FRAME]) - power_db(out[i : i + FRAME]) < 10
+    ]
+    assert len(leaked) <= 1, leaked
+
+
+def test_a_caller_louder_than_any_echo_is_not_held() -> None:
+    far = g711(talk(3.0, 1))
+    # Louder than anything we send (at most ~3000 RMS): it cannot be our echo.
+    caller = g711(np.random.default_rng(9).standard_normal(len(far)) * 8000)
+    canceller = EchoCanceller(RATE)
+    for i in range(0, len(far), FRAME):
+        canceller.far(far[i : i + FRAME], FRAME)
+        frame = caller[i : i + FRAME]
+        (out,) = canceller.near(frame)  # at once, untouched
+        assert out is frame
