@@ -23,6 +23,7 @@ from mediaserver.handle import Bridge, CallHandle
 from mediaserver.media.relay import bridge_sessions
 from mediaserver.media.session import RtpSession, SessionSettings
 from mediaserver.sip.calls import Call, CallEnded, Event
+from mediaserver.sip.edge import destination_allowed
 from mediaserver.sip.errors import SipParseError
 from mediaserver.sip.ua import UserAgent
 
@@ -92,9 +93,17 @@ class Bridges:
         if rule is not None and app.actor is not None:
             app.actor.post(TransferResult(False, rule.status or 503, "injected fault"))
             return
+        registered = host.ua.registered_contact(target, host.now()) is not None
+        if not destination_allowed(target, host.config.sip.transfer_allow, registered):
+            # Whatever the model was talked into, the call goes nowhere else.
+            _log(app.call).warning("transfer_refused", target=target)
+            host.record(app.call, "sip", event="transfer_refused", target=target)
+            if app.actor is not None:
+                app.actor.post(TransferResult(False, 403, "destination not allowed"))
+            return
         mode = host.config.sip.transfer
         allow = allowed_methods(app.call)
-        if host.ua.registered_contact(target, host.now()) is not None:
+        if registered:
             # A phone registered here: only we know where it is, so we dial it.
             why = "registered user"
         elif mode == "bridge" or (mode == "auto" and allow is not None and "REFER" not in allow):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import ipaddress
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,8 @@ from mediaserver.codecs.params import CODECS
 from mediaserver.faults import FaultSettings
 from mediaserver.media.session import SessionSettings
 from mediaserver.pipeline.settings import PipelineSettings
+from mediaserver.sip.edge import DEFAULT_SCANNERS
+from mediaserver.sip.trunks import Trunk, normalise_number
 from mediaserver.strict import Strict
 
 
@@ -71,7 +74,8 @@ class SipAuth(Strict):
     users: dict[str, SipUser] = Field(default_factory=dict)
     #: Which INVITEs are challenged: "users" (the From user is provisioned: whoever
     #: says they are alice proves it; trunks and other callers are not asked),
-    #: "all" (every caller must be a provisioned user), or "off".
+    #: "all" (every caller must be a trunk or a provisioned user; with no users,
+    #: only trunks may call), or "off".
     invites: Literal["users", "all", "off"] = "users"
     #: Offered in this order (RFC 8760 prefers SHA-256; many phones know only MD5).
     algorithms: list[DigestAlgorithm] = Field(default_factory=_md5_only, min_length=1)
@@ -84,12 +88,6 @@ class SipAuth(Strict):
     #: seconds, then that pair's attempts get 403 until the window has passed.
     max_failures: int = Field(10, gt=0)
     failure_window: float = Field(60.0, gt=0)
-
-    @model_validator(mode="after")
-    def _users_for_all(self) -> SipAuth:
-        if self.invites == "all" and not self.users:
-            raise ValueError("invites: all needs users")
-        return self
 
 
 class RegistrarSettings(Strict):
@@ -104,6 +102,96 @@ class RegistrarSettings(Strict):
         if self.max_expires < self.min_expires:
             raise ValueError("max_expires must be at least min_expires")
         return self
+
+
+class EdgeSettings(Strict):
+    """Defences of a SIP port on the open internet (see `sip/edge.py`): per-source
+    rate limits and bans, scanner User-Agents, concurrent-call limits."""
+
+    enabled: bool = True
+    #: Requests a second from one address, after a burst of `request_burst`.
+    request_rate: float = Field(50.0, gt=0)
+    request_burst: float = Field(100.0, ge=1)
+    #: New INVITEs a second from one address, after a burst of `invite_burst`.
+    invite_rate: float = Field(5.0, gt=0)
+    invite_burst: float = Field(20.0, ge=1)
+    #: Offences (limit breaches, failed digests, scanner requests) within
+    #: `ban_window` seconds that ban the address for `ban_time` seconds.
+    ban_after: int = Field(10, ge=1)
+    ban_window: float = Field(60.0, gt=0)
+    ban_time: float = Field(600.0, ge=0)
+    #: Addresses tracked at once (the longest-quiet ones are forgotten first).
+    max_sources: int = Field(100_000, ge=1)
+    #: Substrings of scanner User-Agents (case-insensitive).
+    scanner_agents: list[str] = Field(default_factory=lambda: list(DEFAULT_SCANNERS))
+    #: A scanner's request, and a request to a user or number we do not have
+    #: from an address that is neither a trunk nor a registered phone: no
+    #: answer ("drop") or 403 ("reject").
+    scanners: Literal["drop", "reject"] = "drop"
+    unknown: Literal["drop", "reject"] = "drop"
+    #: Calls at once from one address, and by one caller user (0: no limit).
+    max_calls_per_source: int = Field(0, ge=0)
+    max_calls_per_user: int = Field(0, ge=0)
+    #: Networks (CIDR) none of this applies to: this host's own processes, a
+    #: proxy in front of us. Trunks' addresses are exempt as well.
+    trusted: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+
+    @model_validator(mode="after")
+    def _networks(self) -> EdgeSettings:
+        for cidr in self.trusted:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted: not a network: {cidr!r}") from None
+        return self
+
+
+class TrunkSettings(Strict):
+    """One provider's trunk: the addresses it calls from and the numbers it brings."""
+
+    #: Networks (CIDR, IPv4 or IPv6) whose INVITEs are this trunk's: accepted
+    #: without digest, routed by the called number.
+    allow: list[str] = Field(min_length=1)
+    #: Called number (E.164 "+15551230000", or any form `country_code` makes
+    #: one of) -> route name.
+    numbers: dict[str, str] = Field(default_factory=dict)
+    #: The route of numbers not in `numbers` (none: they get 404).
+    default_route: str | None = None
+    #: For national forms of the called number ("1", "44"), and the prefixes
+    #: dialled before an international / a national number.
+    country_code: str = Field("", pattern=r"^[0-9]{0,3}$")
+    international_prefix: str = Field("00", pattern=r"^[0-9]*$")
+    national_prefix: str = Field("0", pattern=r"^[0-9]*$")
+    #: Calls at once through this trunk (0: only the server's `max_calls`).
+    max_calls: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _valid(self) -> TrunkSettings:
+        for cidr in self.allow:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"allow: not a network: {cidr!r}") from None
+        for number in self.numbers:
+            if not normalise_number(
+                number, self.country_code, self.international_prefix, self.national_prefix
+            ):
+                raise ValueError(f"numbers: not a phone number: {number!r}")
+        return self
+
+    def trunk(self, name: str) -> Trunk:
+        """The sans-IO trunk of these settings."""
+        forms = (self.country_code, self.international_prefix, self.national_prefix)
+        return Trunk(
+            name=name,
+            allow=tuple(ipaddress.ip_network(c, strict=False) for c in self.allow),
+            numbers={normalise_number(n, *forms)[0]: r for n, r in self.numbers.items()},
+            default_route=self.default_route,
+            country_code=self.country_code,
+            international_prefix=self.international_prefix,
+            national_prefix=self.national_prefix,
+            max_calls=self.max_calls,
+        )
 
 
 class SipSettings(Strict):
@@ -128,8 +216,14 @@ class SipSettings(Strict):
     transfer: Literal["auto", "refer", "bridge"] = "auto"
     #: Seconds a bridged transfer's target may ring before we give up (CANCEL).
     bridge_ring_timeout: float = Field(20.0, gt=0)
+    #: Where agents may transfer, bridge and dial: shell-style patterns on the
+    #: target ("+1555*", "*@pbx.example.com", "1???") and "registered" (phones
+    #: registered here); anything else is a transfer_failure. None: anywhere
+    #: (set it on a public server: a prompt-injected model could dial anywhere).
+    transfer_allow: list[str] | None = None
     auth: SipAuth = Field(default_factory=SipAuth)
     registrar: RegistrarSettings = Field(default_factory=RegistrarSettings)
+    edge: EdgeSettings = Field(default_factory=EdgeSettings)
 
     @model_validator(mode="after")
     def _tls_needs_files(self) -> SipSettings:
@@ -390,6 +484,8 @@ class Config(Strict):
     sip: SipSettings = Field(default_factory=SipSettings)
     media: MediaSettings = Field(default_factory=MediaSettings)
     routes: dict[str, Route] = Field(default_factory=lambda: {"hold": Route()})
+    #: Providers that send us calls from known addresses, by name (see `TrunkSettings`).
+    trunks: dict[str, TrunkSettings] = Field(default_factory=dict)
     shutdown: Shutdown = Field(default_factory=Shutdown)
     logging: Logging = Field(default_factory=Logging)
     #: The voice-AI pipeline (VAD, turn-taking, barge-in, STT, LLM, TTS) of agent routes.
@@ -398,6 +494,18 @@ class Config(Strict):
     admin: Admin = Field(default_factory=Admin)
     #: Fault injection for tests and demos (off unless `faults.enabled`).
     faults: FaultSettings = Field(default_factory=FaultSettings)
+
+    @model_validator(mode="after")
+    def _trunk_routes(self) -> Config:
+        if self.sip.auth.invites == "all" and not (self.sip.auth.users or self.trunks):
+            raise ValueError("sip.auth.invites: all needs users or trunks")
+        for name, trunk in self.trunks.items():
+            for number, route in trunk.numbers.items():
+                if route not in self.routes:
+                    raise ValueError(f"trunks.{name}.numbers.{number}: no route {route!r}")
+            if trunk.default_route is not None and trunk.default_route not in self.routes:
+                raise ValueError(f"trunks.{name}.default_route: no route {trunk.default_route!r}")
+        return self
 
     @model_validator(mode="after")
     def _agent_pipelines(self) -> Config:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import os
 import signal
 import ssl
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -39,6 +41,7 @@ from mediaserver.pipeline.errors import ModelLoadError
 from mediaserver.sip.auth import Account, DigestAuth
 from mediaserver.sip.calls import (
     AuthRejected,
+    Blocked,
     Call,
     CallConfirmed,
     CallEnded,
@@ -51,10 +54,12 @@ from mediaserver.sip.calls import (
     TransferOutcome,
     UaConfig,
 )
+from mediaserver.sip.edge import EdgePolicy
 from mediaserver.sip.registrar import Registrar
 from mediaserver.sip.session_timer import SessionTimerPolicy
 from mediaserver.sip.transaction import Send, Target, Timers
 from mediaserver.sip.transport import Transports
+from mediaserver.sip.trunks import TrunkTable
 from mediaserver.sip.ua import UserAgent
 
 log = structlog.get_logger("mediaserver.server")
@@ -115,6 +120,7 @@ class SipServer:
             Registered: self._on_registered,
             AuthRejected: self._on_auth_rejected,
             Dropped: self._on_dropped,
+            Blocked: self._on_blocked,
         }
 
     def load_agents(self) -> None:
@@ -173,10 +179,13 @@ class SipServer:
                 session=SessionTimerPolicy(sip.session_expires, sip.min_se),
                 user_agent=sip.user_agent,
                 invite_auth=sip.auth.invites,
+                trunks=TrunkTable(t.trunk(name) for name, t in self.config.trunks.items()),
+                edge=_edge(sip),
                 **_auth(sip),
             ),
             self.ports,
         )
+        self.metrics.watch_edge(self._edge_state)
         for transport, (host, port) in self.bound.items():
             log.info("listening", transport=transport, host=host, port=port)
         admin = self.config.admin
@@ -373,6 +382,17 @@ class SipServer:
             "sip_message_rejected", event.source, reason=event.reason, status=event.status
         )
 
+    def _on_blocked(self, event: Blocked) -> None:
+        self._log_rejected("sip_blocked", event.source, reason=event.reason, status=event.status)
+
+    def _edge_state(self) -> tuple[dict[str, int], int, dict[str, int]]:
+        """For /metrics: refusals by reason, banned addresses, calls per trunk."""
+        edge, load = self.ua.edge, self.ua.load
+        trunks = {name: load["trunk", name] for name in self.config.trunks}
+        if edge is None:
+            return {}, 0, trunks
+        return dict(edge.blocked), edge.banned(self.now()), trunks
+
     def _log_rejected(self, what: str, source: Target, **fields: Any) -> None:
         """One line per rejected message, at most REJECT_LOG_RATE a second.
 
@@ -407,7 +427,11 @@ class SipServer:
     def _start_app(self, call: Call) -> None:
         self.calls_total += 1
         route = self.config.routes[call.user]
+        info = call_info(call)
         agent = self.agents.get(call.user)
+        if agent is not None:
+            # Who called and how, for the agent's tools (SignalWire's caller_id_*).
+            agent = replace(agent, global_data={**agent.global_data, "call": info})
         app = CallHandle(self, call, runtime=self.runtime, agent=agent)
         self.apps[call.id] = app
         app.record = self.store.start_call(
@@ -425,6 +449,7 @@ class SipServer:
                 "transport": call.source.transport,
                 "codec": call.media.codec.encoding if call.media is not None else None,
                 "auth_user": call.auth_user,
+                **{k: v for k, v in info.items() if k in ("trunk", "called", "identity")},
             },
         )
         self.metrics.call_started()
@@ -433,6 +458,7 @@ class SipServer:
             user=call.user,
             peer=f"{call.source.host}:{call.source.port}",
             transport=call.source.transport,
+            **({"trunk": call.trunk, "called": call.called} if call.trunk else {}),
         )
         if call.auth_error is not None:
             _call_log(call).warning("sip_auth_failed", error=call.auth_error)
@@ -644,6 +670,47 @@ class SipServer:
         if self.runtime is not None:
             await self.runtime.aclose()
         self.store.close()
+
+
+def call_info(call: Call) -> dict[str, Any]:
+    """What an agent is told about its call: the caller's number and name, the
+    number called, and for a trunk's call the trunk and what the network
+    asserts about the caller (P-Asserted-Identity, STIR/SHAKEN)."""
+    caller = call.invite.from_
+    info: dict[str, Any] = {
+        "caller_id_num": caller.uri.user or "",
+        "caller_id_name": caller.display_name or "",
+        "called": call.called or call.invite.ruri.user or "",
+    }
+    if call.trunk is not None:
+        info["trunk"] = call.trunk
+    if call.identity:
+        info["identity"] = dict(call.identity)
+    return info
+
+
+def _edge(sip: SipSettings) -> EdgePolicy | None:
+    """The edge defences' policy (None: `sip.edge.enabled` is off)."""
+    cfg = sip.edge
+    if not cfg.enabled:
+        return None
+    return EdgePolicy(
+        request_rate=cfg.request_rate,
+        request_burst=cfg.request_burst,
+        invite_rate=cfg.invite_rate,
+        invite_burst=cfg.invite_burst,
+        ban_after=cfg.ban_after,
+        ban_window=cfg.ban_window,
+        ban_time=cfg.ban_time,
+        max_sources=cfg.max_sources,
+        max_bans=cfg.max_sources,
+        scanner_agents=tuple(cfg.scanner_agents),
+        scanners=cfg.scanners,
+        unknown=cfg.unknown,
+        max_calls_per_source=cfg.max_calls_per_source,
+        max_calls_per_user=cfg.max_calls_per_user,
+        trusted=tuple(ipaddress.ip_network(c, strict=False) for c in cfg.trusted),
+    )
 
 
 def _auth(sip: SipSettings) -> dict[str, Any]:

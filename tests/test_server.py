@@ -159,7 +159,7 @@ def test_malformed_flood_does_not_disturb_a_call(start_server, sipp) -> None:  #
             "sip.auth.users.al: give exactly one of password and ha1",
         ),
         ("sip:\n  auth: {users: {bob: {ha1: xyz}}}\n", "sip.auth.users.bob.ha1"),
-        ("sip:\n  auth: {invites: all}\n", "sip.auth: invites: all needs users"),
+        ("sip:\n  auth: {invites: all}\n", "sip.auth.invites: all needs users or trunks"),
         ("sip:\n  auth: {algorithms: [SHA-1]}\n", "sip.auth.algorithms.0"),
         (
             "pipeline:\n  turn: {end_of_speech_timeout: 0.1}\n",

@@ -12,7 +12,7 @@ exported in seconds, the Prometheus base unit.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
 from prometheus_client import (
@@ -23,6 +23,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 _TURN_HELP: Final[dict[str, str]] = {
     "voice_to_voice": "End of caller speech to first reply audio on the wire",
@@ -214,8 +216,48 @@ class Metrics:
         """An error the call survived or ended on."""
         self._errors.labels(kind=kind or "unknown", stage=stage or "unknown").inc()
 
+    # -- the SIP edge ---------------------------------------------------------------
+
+    def watch_edge(self, read: Callable[[], EdgeState]) -> None:
+        """Export the edge defences' state, read at each scrape: refusals by
+        reason, banned addresses, calls in progress per trunk."""
+        self.registry.register(_EdgeCollector(read))
+
     # -- export -------------------------------------------------------------------
 
     def render(self) -> bytes:
         """The text exposition format of every metric on this registry."""
         return generate_latest(self.registry)
+
+
+#: (refusals by reason, banned addresses now, calls in progress per trunk).
+EdgeState = tuple[Mapping[str, int], int, Mapping[str, int]]
+
+
+class _EdgeCollector(Collector):
+    """Reads the SIP core's edge counters when Prometheus scrapes."""
+
+    def __init__(self, read: Callable[[], EdgeState]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        blocked, banned, trunks = self._read()
+        refused = CounterMetricFamily(
+            "mediaserver_sip_blocked",
+            "SIP messages refused at the edge, by reason: banned, rate, invite_rate, "
+            "scanner, unknown_user, not_allowed, source_calls, user_calls, trunk_calls, "
+            "and bans (addresses banned)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(blocked.items()):
+            refused.add_metric([reason], count)
+        yield refused
+        yield GaugeMetricFamily(
+            "mediaserver_sip_banned_sources", "Addresses banned right now", value=banned
+        )
+        calls = GaugeMetricFamily(
+            "mediaserver_trunk_calls", "Calls in progress per trunk", labels=["trunk"]
+        )
+        for trunk, count in sorted(trunks.items()):
+            calls.add_metric([trunk], count)
+        yield calls

@@ -10,6 +10,7 @@ from typing import Literal, Protocol
 from mediaserver.codecs.params import MediaOffer, NegotiatedMedia
 from mediaserver.sip.auth import DigestAuth
 from mediaserver.sip.dialog import Dialog
+from mediaserver.sip.edge import EdgePolicy
 from mediaserver.sip.message import DEFAULT_LIMITS, Limits, Request, Response
 from mediaserver.sip.offer_answer import SdpSession
 from mediaserver.sip.registrar import Registrar
@@ -24,6 +25,7 @@ from mediaserver.sip.transaction import (
     Timers,
 )
 from mediaserver.sip.transaction_layer import Retransmitter
+from mediaserver.sip.trunks import TrunkTable
 
 __all__ = [
     "AuthRejected",
@@ -126,6 +128,11 @@ class Call:
     auth_user: str | None = None
     #: Why a provisioned user's digest failed (the app runs its auth-failure flow).
     auth_error: str | None = None
+    #: The trunk it came through, and the number called (E.164), if any.
+    trunk: str | None = None
+    called: str | None = None
+    #: What the network asserts about the caller (`trunks.caller_identity`).
+    identity: dict[str, object] = field(default_factory=dict)
 
     @property
     def on_hold(self) -> bool:
@@ -182,6 +189,16 @@ class Dropped:
 
 
 @dataclass(frozen=True)
+class Blocked:
+    """The edge defences refused a message (`status` None: dropped unanswered):
+    count it, log it (rate-limited)."""
+
+    reason: str
+    source: Target
+    status: int | None = None
+
+
+@dataclass(frozen=True)
 class AuthRejected:
     """A request was refused for its credentials (403): log and count it."""
 
@@ -227,6 +244,7 @@ Event = (
     | AuthRejected
     | Registered
     | Dropped
+    | Blocked
 )
 
 
@@ -249,8 +267,12 @@ class UaConfig:
     #: The registrar (REGISTER is answered 405 without one).
     registrar: Registrar | None = None
     #: Which INVITEs are challenged: "users" (From names a provisioned user),
-    #: "all" (unknown users get 403), or "off".
+    #: "all" (unknown users get 403), or "off". A trunk's INVITEs never are.
     invite_auth: Literal["users", "all", "off"] = "users"
+    #: Providers calling from known addresses, routed by the called number.
+    trunks: TrunkTable = field(default_factory=TrunkTable)
+    #: Rate limits, bans, scanners, call limits (None: off).
+    edge: EdgePolicy | None = None
 
 
 def parse_dtmf_info(body: bytes, ctype: str) -> tuple[str, int]:

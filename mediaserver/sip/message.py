@@ -558,3 +558,10 @@ def _content_length(head: bytes) -> int | None:
             text = value.strip()
             return int(text) if text.isdigit() and len(text) <= 10 else None
     return None
+
+
+def reason_phrase(status: int, detail: str) -> str:
+    """A reason phrase that says what was wrong, without control characters."""
+    base = REASONS.get(status, "Error")
+    clean = "".join(c for c in detail if c.isprintable())[:80]
+    return f"{base} ({clean})" if clean else base

@@ -62,6 +62,8 @@ class Registrar:
         self.default_expires = min(max(default_expires, min_expires), max_expires)
         self.max_contacts = max_contacts
         self._bindings: dict[str, dict[str, Binding]] = {}
+        #: Address a phone registered from -> when its newest binding expires.
+        self._sources: dict[str, float] = {}
 
     def register(self, req: Request, user: str, source: Target, now: float) -> RegisterResult:
         """Apply REGISTER `req` for `user` (already authenticated as that user)."""
@@ -110,7 +112,18 @@ class Registrar:
                 current.pop(key, None)
             else:
                 current[key] = Binding(key, now + seconds, call_id, cseq, source, q)
+                until = max(self._sources.get(source.host, 0.0), now + seconds)
+                self._sources[source.host] = until
+        if len(self._sources) > 1024 and len(self._sources) > 4 * sum(
+            map(len, self._bindings.values())
+        ):
+            self._sources = {h: t for h, t in self._sources.items() if t > now}
         return self._ok(user, now)
+
+    def known_source(self, host: str, now: float) -> bool:
+        """Whether a phone registered from `host` and its binding is live (or
+        was, until it expires: removing a binding does not forget its address)."""
+        return self._sources.get(host, 0.0) > now
 
     def _ok(self, user: str, now: float) -> RegisterResult:
         headers = tuple(

@@ -318,6 +318,12 @@ class TransactionLayer:
         self._clients[key] = tx
         return tx, tx._start(now)
 
+    def discard(self, tx: ServerTransaction) -> None:
+        """Forget `tx` without answering it (a request dropped by policy: its
+        retransmissions start a new transaction and are dropped again)."""
+        if self._servers.get(tx.key) is tx:
+            del self._servers[tx.key]
+
     def find_invite(self, cancel: Request) -> InviteServerTransaction | None:
         """The INVITE server transaction a CANCEL refers to (RFC 3261 section 9.2).
 

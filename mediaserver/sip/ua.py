@@ -32,11 +32,12 @@ from __future__ import annotations
 import heapq
 import itertools
 import secrets
+from collections import Counter
 from collections.abc import Iterable
 
-from mediaserver.sip.auth import AuthFailed, Authorized
+from mediaserver.sip.auth import AuthFailed
 from mediaserver.sip.calls import (
-    AuthRejected,
+    Blocked,
     Call,
     CallConfirmed,
     CallEnded,
@@ -48,20 +49,20 @@ from mediaserver.sip.calls import (
     Event,
     MediaProvider,
     PendingOk,
-    Registered,
     TransferOutcome,
     UaConfig,
     parse_dtmf_info,
 )
 from mediaserver.sip.dialog import Dialog, new_tag
+from mediaserver.sip.edge import EdgeGuard
 from mediaserver.sip.errors import SipParseError
 from mediaserver.sip.message import (
-    REASONS,
     Message,
     MessageError,
     Request,
     Response,
     parse_message,
+    reason_phrase,
 )
 from mediaserver.sip.offer_answer import SdpSession
 from mediaserver.sip.sdp import (
@@ -87,6 +88,8 @@ from mediaserver.sip.transaction import (
     new_branch,
 )
 from mediaserver.sip.transaction_layer import Retransmitter, TransactionLayer
+from mediaserver.sip.trunks import Trunk, caller_identity
+from mediaserver.sip.ua_admission import Admission
 from mediaserver.sip.ua_outbound import OutboundCalls, hostport
 
 __all__ = ["ALLOWED_METHODS", "UserAgent"]
@@ -97,7 +100,7 @@ ACCEPTED_BODIES = ("application/sdp",)
 DTMF_BODIES = ("application/dtmf-relay", "application/dtmf")
 
 
-class UserAgent(OutboundCalls):
+class UserAgent(Admission, OutboundCalls):
     """Sans-IO UAS core. See the module docstring for the contract."""
 
     def __init__(self, config: UaConfig, media: MediaProvider) -> None:
@@ -112,6 +115,10 @@ class UserAgent(OutboundCalls):
         self._pending_invites: dict[tuple[str, str, int], Call] = {}
         self._seq = itertools.count()
         self.draining = False
+        #: The edge defences (see `sip/edge.py`; None: off).
+        self.edge = EdgeGuard(config.edge) if config.edge is not None else None
+        #: Calls in progress by ("source", host), ("user", caller), ("trunk", name).
+        self.load: Counter[tuple[str, str]] = Counter()
         methods = ALLOWED_METHODS + (("REGISTER",) if config.registrar is not None else ())
         self.allowed = frozenset(methods)
         self._allow = ", ".join(methods)
@@ -120,10 +127,24 @@ class UserAgent(OutboundCalls):
 
     def receive(self, data: bytes, source: Target, now: float) -> list[Event]:
         """Handle one datagram or one framed stream message."""
+        edge = self._edge_for(source.host)
+        if edge is not None:
+            # Before any parsing: a banned or flooding address costs a lookup.
+            why = edge.admit(source.host, now)
+            if why is not None:
+                return [Blocked(why, source)]
         try:
             msg = parse_message(data, limits=self.config.limits, stream=source.reliable)
         except MessageError as exc:
             return self._malformed(exc, source)
+        if (
+            edge is not None
+            and isinstance(msg, Request)
+            and msg.method == "INVITE"
+            and "tag=" not in (msg.headers.get("To") or "")
+            and not edge.admit_invite(source.host, now)
+        ):
+            return [Blocked("invite_rate", source)]
         return self._dispatch(self.tx.receive(msg, source, now), now)
 
     def tick(self, now: float) -> list[Event]:
@@ -238,7 +259,7 @@ class UserAgent(OutboundCalls):
         partial = exc.partial
         if not isinstance(partial, Request) or "Via" not in partial.headers:
             return [Dropped(exc.reason, source, None)]
-        resp = partial.response(exc.status, _reason(exc.status, exc.reason))
+        resp = partial.response(exc.status, reason_phrase(exc.status, exc.reason))
         resp.headers.add("Server", self.config.user_agent)
         if exc.status == 505:
             resp.headers.add("Supported", ", ".join(SUPPORTED_EXTENSIONS))
@@ -286,6 +307,10 @@ class UserAgent(OutboundCalls):
         method = req.method
         if method == "ACK":
             return self._on_ack(req, now)
+        edge = self._edge_for(source.host)
+        if edge is not None and method != "CANCEL" and edge.scanner(req.headers.get("User-Agent")):
+            edge.strike(source.host, now)
+            return self._refuse_edge(tx, req, source, now, "scanner", edge.policy.scanners)
         if method not in self.allowed:
             return self._respond(tx, req, 405, now, headers=[("Allow", self._allow)])
         try:
@@ -327,74 +352,6 @@ class UserAgent(OutboundCalls):
             ],
         )
 
-    def _on_register(
-        self, req: Request, tx: ServerTransaction | None, source: Target, now: float
-    ) -> list[Event]:
-        """Authenticate, then update the location service (RFC 3261 section 10.3)."""
-        assert self.config.registrar is not None
-        checked = self._authenticate(req, tx, source, now)
-        if isinstance(checked, list):
-            return checked
-        if isinstance(checked, AuthFailed):
-            return self._refuse(req, tx, source, now, checked.user, checked.reason)
-        if checked.user != (req.to.uri.user or ""):
-            return self._refuse(
-                req, tx, source, now, checked.user, f"not the owner of {req.to.uri.user!r}"
-            )
-        result = self.config.registrar.register(req, checked.user, source, now)
-        events = self._respond(tx, req, result.status, now, result.reason, result.headers)
-        if result.status == 200:
-            bindings = sum(1 for name, _ in result.headers if name == "Contact")
-            events.append(Registered(checked.user, source, bindings))
-        return events
-
-    def _authenticate(
-        self, req: Request, tx: ServerTransaction | None, source: Target, now: float
-    ) -> Authorized | AuthFailed | list[Event]:
-        """Check the request's digest credentials. A list: it was answered (401 or 400)."""
-        auth = self.config.auth
-        if auth is None:
-            return self._respond(tx, req, 403, now, "No Users Configured")
-        try:
-            result = auth.check(
-                req.headers.get_all("Authorization"),
-                req.method,
-                req.uri,
-                source.host,
-                now,
-                body=req.body,
-            )
-        except SipParseError as exc:
-            return self._respond(tx, req, 400, now, _reason(400, exc.reason))
-        if isinstance(result, Authorized | AuthFailed):
-            return result
-        challenges = auth.challenges(now, stale=result.stale)
-        headers = [("WWW-Authenticate", c) for c in challenges]
-        return self._respond(tx, req, 401, now, headers=headers)
-
-    def _refuse(
-        self,
-        req: Request,
-        tx: ServerTransaction | None,
-        source: Target,
-        now: float,
-        user: str,
-        reason: str,
-    ) -> list[Event]:
-        """403 for credentials that failed, and an event to log and count it."""
-        events = self._respond(tx, req, 403, now)
-        return [*events, AuthRejected(req.method, user, reason, source)]
-
-    def _invite_claims_user(self, req: Request) -> bool:
-        auth = self.config.auth
-        return auth is not None and (req.from_.uri.user or "") in auth.accounts
-
-    def _invite_needs_auth(self, req: Request) -> bool:
-        mode = self.config.invite_auth
-        if self.config.auth is None or mode == "off":
-            return False
-        return mode == "all" or self._invite_claims_user(req)
-
     def _body_check(self, req: Request, tx: ServerTransaction, now: float) -> list[Event] | None:
         """415 for a body we cannot read, 406 when we may not answer with SDP."""
         if req.body and req.content_type not in ACCEPTED_BODIES:
@@ -421,6 +378,18 @@ class UserAgent(OutboundCalls):
         if _merge_key(req) in self._pending_invites:
             # The same request reached us twice by different paths (a fork).
             return self._respond(tx, req, 482, now)
+        trunk = self.config.trunks.match(source.host)
+        if trunk is not None:
+            return self._on_trunk_invite(req, tx, source, trunk, now)
+        if (
+            self.config.invite_auth == "all"
+            and self.config.auth is None
+            and not (self.edge is not None and self.edge.trusts(source.host))
+        ):
+            # Only trunks (and trusted addresses) may call: there are no users
+            # to prove who they are.
+            how = self.edge.policy.unknown if self.edge is not None else "reject"
+            return self._refuse_edge(tx, req, source, now, "not_allowed", how)
         auth_user = auth_error = None
         if self._invite_needs_auth(req):
             checked = self._authenticate(req, tx, source, now)
@@ -441,7 +410,35 @@ class UserAgent(OutboundCalls):
                 auth_user = checked.user
         user = req.ruri.user or ""
         if user not in self.config.routes:
+            edge = self._edge_for(source.host)
+            if edge is not None and not self._known_source(source, auth_user, now):
+                # A stranger trying names: tell them nothing.
+                return self._refuse_edge(tx, req, source, now, "unknown_user", edge.policy.unknown)
             return self._respond(tx, req, 404, now)
+        return self._accept_invite(req, tx, source, now, user, auth_user, auth_error)
+
+    def _accept_invite(
+        self,
+        req: Request,
+        tx: InviteServerTransaction,
+        source: Target,
+        now: float,
+        user: str,
+        auth_user: str | None = None,
+        auth_error: str | None = None,
+        trunk: Trunk | None = None,
+        called: str | None = None,
+    ) -> list[Event]:
+        """An INVITE that may become a call of route `user`: limits, session
+        timer and SDP, then the call."""
+        limit = self._over_limit(trunk, source, auth_user or req.from_.uri.user or "")
+        if limit is not None:
+            events = self._respond(
+                tx, req, 503, now, headers=[("Retry-After", str(self.config.retry_after))]
+            )
+            if self.edge is not None:
+                self.edge.count(limit)
+            return [*events, Blocked(limit, source, 503)]
         try:
             if len(req.contacts) > 1:
                 return self._respond(tx, req, 400, now, "More Than One Contact")
@@ -469,6 +466,11 @@ class UserAgent(OutboundCalls):
             timer=timer,
             auth_user=auth_user,
             auth_error=auth_error,
+            trunk=trunk.name if trunk is not None else None,
+            called=called,
+            # Asserted identities are believed from a trunk only (RFC 3325's
+            # trust domain): anyone else could write them.
+            identity=caller_identity(req) if trunk is not None else {},
         )
         try:
             if req.body:
@@ -480,8 +482,9 @@ class UserAgent(OutboundCalls):
         except (SdpError, NegotiationError) as exc:
             self.media.release(offer)
             status = 400 if isinstance(exc, SdpError) else 488
-            return self._respond(tx, req, status, now, _reason(status, str(exc)))
+            return self._respond(tx, req, status, now, reason_phrase(status, str(exc)))
         self.calls[call.id] = call
+        self.load.update(self._load_keys(call))
         self._by_invite[id(tx)] = call
         self._pending_invites[_merge_key(req)] = call
         events = self._respond(tx, req, 100, now)
@@ -843,6 +846,9 @@ class UserAgent(OutboundCalls):
         if call.ok is not None:
             call.ok.retransmit.stop()
         del self.calls[call.id]
+        if not call.outbound:
+            self.load.subtract(self._load_keys(call))
+            self.load = +self.load if len(self.load) > 4 * len(self.calls) + 64 else self.load
         self._by_invite.pop(id(call.invite_tx), None)
         self._pending_invites.pop(_merge_key(call.invite), None)
         if len(self._timers) > 2 * len(self.calls) + 64:
@@ -865,10 +871,3 @@ def _safe_tokens(msg: Message, name: str) -> list[str]:
         return msg.tokens(name)
     except SipParseError:
         return []
-
-
-def _reason(status: int, detail: str) -> str:
-    """A reason phrase that says what was wrong, without control characters."""
-    base = REASONS.get(status, "Error")
-    clean = "".join(c for c in detail if c.isprintable())[:80]
-    return f"{base} ({clean})" if clean else base

@@ -46,6 +46,26 @@ def test_connect_sends_refer_and_the_caller_reaches_the_desk(  # type: ignore[no
     assert result.established, result.describe()
 
 
+def test_a_transfer_outside_transfer_allow_is_refused_and_the_agent_says_so(  # type: ignore[no-untyped-def]
+    start_server, agent_program, baresip, tmp_path: Path
+) -> None:
+    """Whatever the model asks for, the call goes only where `sip.transfer_allow`
+    lets it: the desk is not on the list, so nothing is dialed or REFERred."""
+    desk = start_server(routes={"desk": {"app": "hold", "duration": 3}})
+    front = agent_program(
+        AGENT,
+        config={"sip": {"transfer_allow": ["*@pbx.example.com", "+1555*"]}},
+        WEATHER_DESK_URI=desk.uri("desk"),
+    )
+    source = caller_wav(QUESTION, tmp_path, tail=10)
+    result = baresip(front.uri("desk"), seconds=20, source_wav=source)
+    assert result.established, result.describe()
+    front.wait_log("Sorry, I could not transfer your call.", timeout=10)
+    log = front.log_text()
+    assert "transfer_refused" in log and "REFER" not in log.split("transfer_refused", 1)[1]
+    assert "call_incoming" not in desk.log_text()
+
+
 def test_hangup_action_ends_the_call_with_bye(  # type: ignore[no-untyped-def]
     agent_program, baresip, tmp_path: Path
 ) -> None:
