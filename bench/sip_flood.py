@@ -14,7 +14,8 @@ takes, at the same time and for ``--duration`` seconds:
   challenge with a wrong password (``bench/sipp/guess_register.xml``).
 
 Loopback is not trusted here (``sip.edge.trusted: []``), so the edge
-defences apply to 127.0.0.3 and .4. Reported per rate: the legitimate calls
+defences apply to 127.0.0.3 and .4; ``--no-edge`` turns them off, for a
+side-by-side run. Reported per rate: the legitimate calls
 that succeeded, the flood rate sipp achieved, the server's CPU (cores) and
 peak RSS, and what /metrics counted as blocked. One JSON object on stdout;
 progress on stderr::
@@ -51,6 +52,7 @@ from sip_cps import (  # noqa: E402
     proc_cpu_seconds,
     proc_rss_mb,
     read_stats,
+    sipp_epoch,
     stop_process,
 )
 
@@ -66,21 +68,21 @@ def log(message: str) -> None:
     print(f"[sip_flood] {message}", file=sys.stderr, flush=True)
 
 
-def config() -> dict[str, Any]:
+def config(edge: bool) -> dict[str, Any]:
     rtp_min, rtp_max = free_rtp_range(2000)
     return {
         "sip": {
             "listen": [{"transport": "udp", "host": "127.0.0.1", "port": free_port()}],
             "max_calls": 1000,
             "auth": {"users": {"alice": {"password": "a-long-secret"}}},
-            "edge": {"trusted": []},
+            "edge": {"enabled": edge, "trusted": []},
         },
         "media": {"address": "127.0.0.1", "port_min": rtp_min, "port_max": rtp_max},
         "routes": {"hold": {"app": "hold", "duration": 0}},
         "trunks": {"carrier": {"allow": [f"{LEGIT}/32"], "numbers": {NUMBER: "hold"}}},
         "admin": {"port": 0},
         "shutdown": {"drain_timeout": 2},
-        "logging": {"level": "warning", "format": "console"},
+        "logging": {"level": "info", "format": "console"},
     }
 
 
@@ -129,7 +131,7 @@ def last_row(path: Path) -> dict[str, str]:
 def step(args: argparse.Namespace, binary: str, flood_rate: int, folder: Path) -> dict[str, Any]:
     folder.mkdir(parents=True)
     (folder / "pcap").symlink_to(PCAPS)
-    server = ServerProcess(config(), folder / "server")
+    server = ServerProcess(config(not args.no_edge), folder / "server")
     server.start()
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -227,11 +229,17 @@ def step(args: argparse.Namespace, binary: str, flood_rate: int, folder: Path) -
         elapsed = time.monotonic() - t0
         cpu = proc_cpu_seconds(server.pid) - cpu0
         legit = last_row(legit_stats)
-        flood_sent = sum(int(last_row(p).get("OutgoingCall(C)", "0") or 0) for p in flood_stats)
+        rows = [last_row(p) for p in flood_stats]
+        flood_sent = sum(int(r.get("OutgoingCall(C)", "0") or 0) for r in rows)
+        # The flood's own span (first instance started -> last one done): the
+        # rate sipp achieved, not the one asked for.
+        spans = [(sipp_epoch(r["StartTime"]), sipp_epoch(r["CurrentTime"])) for r in rows if r]
+        flood_s = max(e for _, e in spans) - min(s for s, _ in spans) if spans else duration
         return {
             "flood_rate_target": flood_rate,
             "flood_invites_sent": flood_sent,
-            "flood_rate_achieved": round(flood_sent / duration, 1),
+            "flood_seconds": round(flood_s, 2),
+            "flood_rate_achieved": round(flood_sent / max(flood_s, 1e-9), 1),
             "legit_calls": legit_calls,
             "legit_successful": int(legit.get("SuccessfulCall(C)", "0") or 0),
             "legit_failed": int(legit.get("FailedCall(C)", "0") or 0),
@@ -252,6 +260,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per step")
     parser.add_argument("--legit-rate", type=float, default=20.0, help="legitimate calls/s")
     parser.add_argument("--guess-rate", type=float, default=20.0, help="REGISTER guesses/s")
+    parser.add_argument(
+        "--no-edge", action="store_true", help="sip.edge.enabled: false (for comparison)"
+    )
     args = parser.parse_args()
     binary = which("sipp")
     if binary is None:
@@ -271,6 +282,7 @@ def main() -> int:
         "duration_s": args.duration,
         "legit_rate": args.legit_rate,
         "guess_rate": args.guess_rate,
+        "edge": not args.no_edge,
         "steps": steps,
         "all_legit_calls_completed_up_to": max(
             (s["flood_rate_achieved"] for s in steps if s["legit_successful"] == s["legit_calls"]),
