@@ -72,9 +72,10 @@ LONG_WINDOW = 0.25
 #: for the path: so the first moments of an echo (from the call's first word,
 #: or a speakerphone switched on mid-call) are cancelled too instead of
 #: reaching the VAD. One frame costs a barge-in that starts quietly 20 ms;
-#: two caught hardly more echoes (bench/echo_cancel.py). A frame cannot be our echo when it is louder than the
-#: loudest we sent in the last `MAX_DELAY` less `ECHO_LOSS` dB (a phone's echo
-#: is attenuated: ITU-T G.168 assumes at least 6 dB): it goes on at once.
+#: two caught hardly more echoes (bench/echo_cancel.py). A frame cannot be
+#: our echo when it is louder than the loudest we sent in the last
+#: `MAX_DELAY` less `ECHO_LOSS` dB (a phone's echo is attenuated: ITU-T G.168
+#: assumes at least 6 dB): it goes on at once.
 HOLD_FRAMES = 1
 ECHO_LOSS = 6.0
 #: The first moments of an echo: the best lags tried, and the share of the

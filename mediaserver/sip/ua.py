@@ -22,6 +22,11 @@ INVITE whose digest then fails is not refused: it becomes a call marked with
 `Call.auth_error`, so the application can run its auth-failure flow (a message,
 a transfer, another agent). Unknown users and locked-out addresses get 403.
 
+Before any of that, the edge defences (`sip/edge.py`, applied in
+`ua_admission.py`) drop what a public port attracts: floods and banned
+addresses before parsing, scanners, and strangers calling users we lack; a
+trunk's INVITEs (`sip/trunks.py`) need no digest and are routed by number.
+
 Order of checks for a new request follows RFC 3261 section 8.2: method (405),
 extensions (420), dialog membership (481), content type (415), Accept (406),
 then the request itself.
@@ -141,7 +146,7 @@ class UserAgent(Admission, OutboundCalls):
             edge is not None
             and isinstance(msg, Request)
             and msg.method == "INVITE"
-            and "tag=" not in (msg.headers.get("To") or "")
+            and _out_of_dialog(msg)
             and not edge.admit_invite(source.host, now)
         ):
             return [Blocked("invite_rate", source)]
@@ -860,6 +865,14 @@ class UserAgent(Admission, OutboundCalls):
             self._by_dialog.pop(call.dialog.key, None)
         self.media.release(call.offer)
         return [CallEnded(call, call.end_reason, by)]
+
+
+def _out_of_dialog(req: Request) -> bool:
+    """Whether `req` starts something new (no To tag; an unreadable To counts)."""
+    try:
+        return req.to.tag is None
+    except SipParseError:
+        return True
 
 
 def _merge_key(req: Request) -> tuple[str, str, int]:

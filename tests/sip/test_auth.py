@@ -201,6 +201,20 @@ def test_stale_forged_and_replayed_nonces() -> None:
     assert isinstance(auth.check([once], "INVITE", URI, "h", 4.0), AuthFailed)
 
 
+def test_non_ascii_nonces_and_responses_are_refused_not_raised() -> None:
+    # Found by bench/fuzz.py: hmac.compare_digest raises on non-ASCII str.
+    auth = make_auth()
+    (challenge,) = auth.challenges(0.0)
+    header = client_header(challenge)
+    foreign = header.replace('nonce="', 'nonce="\u00b0.', 1)
+    assert auth.check([foreign], "INVITE", URI, "h", 1.0) == Challenge()
+    response = header.split('response="', 1)[1].split('"', 1)[0]
+    garbled = header.replace(response, "\u00b0" + response[1:])
+    assert auth.check([garbled], "INVITE", URI, "h", 1.0) == AuthFailed(
+        "alice", "wrong digest response", True
+    )
+
+
 def test_lockout_after_repeated_failures_per_address() -> None:
     auth = make_auth(max_failures=3, failure_window=60.0)
     (challenge,) = auth.challenges(0.0)
