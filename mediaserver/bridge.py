@@ -106,6 +106,9 @@ class Bridges:
         if registered:
             # A phone registered here: only we know where it is, so we dial it.
             why = "registered user"
+        elif host.ua.config.trunks.outbound() and not target.lower().startswith(("sip:", "sips:")):
+            # A number, and trunks of our own to reach it: dial it (with failover).
+            why = "number through a trunk"
         elif mode == "bridge" or (mode == "auto" and allow is not None and "REFER" not in allow):
             why = f"sip.transfer={mode}, Allow"
         else:
@@ -140,7 +143,7 @@ class Bridges:
             leg, events = host.ua.dial(target, app.call.user, host.now(), display=display)
         except SipParseError as exc:
             _log(app.call).warning("bridge_bad_target", target=target, error=exc.reason)
-            fail(400, f"bad target: {exc.reason}")
+            fail(exc.status, exc.reason if exc.status != 400 else f"bad target: {exc.reason}")
             return
         if leg is None:
             fail(503, "no media ports for the bridge")

@@ -24,7 +24,9 @@ from mediaserver.faults import FaultSettings
 from mediaserver.media.session import SessionSettings
 from mediaserver.pipeline.settings import PipelineSettings
 from mediaserver.sip.edge import DEFAULT_SCANNERS
-from mediaserver.sip.trunks import Trunk, normalise_number
+from mediaserver.sip.errors import SipParseError
+from mediaserver.sip.trunks import Trunk, TrunkOutbound, normalise_number
+from mediaserver.sip.uri import parse_uri
 from mediaserver.strict import Strict
 
 
@@ -146,12 +148,57 @@ class EdgeSettings(Strict):
         return self
 
 
+class TrunkOutboundSettings(Strict):
+    """How we call out through a provider (and register with it)."""
+
+    #: The provider's proxy: "host", "host:port" or "sip:host:port;transport=tcp".
+    proxy: str = Field(min_length=1)
+    #: The provider's SIP domain for Request-URI, From and To (default: the proxy's host).
+    domain: str = ""
+    username: str = ""
+    password: str = ""
+    #: Keep our contact registered with the provider (needs username and
+    #: password). The key is `register` (an attribute of pydantic's models).
+    registers: bool = Field(False, alias="register")
+    #: Registration lifetime asked for, seconds.
+    expires: int = Field(600, ge=30, le=86_400)
+    #: The number (or user) and name callees see (default: `username`).
+    caller_id: str = ""
+    caller_name: str = ""
+    #: Send called numbers without the "+".
+    strip_plus: bool = False
+
+    @model_validator(mode="after")
+    def _valid(self) -> TrunkOutboundSettings:
+        self.where()
+        if self.registers and not (self.username and self.password):
+            raise ValueError("register needs username and password")
+        return self
+
+    def where(self) -> tuple[str, int, str]:
+        """(host, port, transport) of the proxy."""
+        text = self.proxy if self.proxy.startswith(("sip:", "sips:")) else f"sip:{self.proxy}"
+        try:
+            uri = parse_uri(text)
+        except SipParseError:
+            raise ValueError(f"proxy: not a host or SIP URI: {self.proxy!r}") from None
+        transport = (uri.params.get("transport") or "udp").lower()
+        if transport not in ("udp", "tcp", "tls") or not uri.host:
+            raise ValueError(f"proxy: not a host or SIP URI: {self.proxy!r}")
+        host, port = uri.host_port(5061 if transport == "tls" else 5060)
+        return host.strip("[]"), port, transport
+
+
 class TrunkSettings(Strict):
-    """One provider's trunk: the addresses it calls from and the numbers it brings."""
+    """One provider's trunk: the addresses it calls from, the numbers it
+    brings, and how we call out through it."""
 
     #: Networks (CIDR, IPv4 or IPv6) whose INVITEs are this trunk's: accepted
-    #: without digest, routed by the called number.
-    allow: list[str] = Field(min_length=1)
+    #: without digest, routed by the called number. Default: the outbound
+    #: proxy's address, when it is one.
+    allow: list[str] = Field(default_factory=list)
+    #: Calling out through the provider (none: the trunk only brings calls).
+    outbound: TrunkOutboundSettings | None = None
     #: Called number (E.164 "+15551230000", or any form `country_code` makes
     #: one of) -> route name.
     numbers: dict[str, str] = Field(default_factory=dict)
@@ -167,6 +214,8 @@ class TrunkSettings(Strict):
 
     @model_validator(mode="after")
     def _valid(self) -> TrunkSettings:
+        if not self.allow and self.outbound is None:
+            raise ValueError("allow: needs at least one network (or outbound settings)")
         for cidr in self.allow:
             try:
                 ipaddress.ip_network(cidr, strict=False)
@@ -182,9 +231,22 @@ class TrunkSettings(Strict):
     def trunk(self, name: str) -> Trunk:
         """The sans-IO trunk of these settings."""
         forms = (self.country_code, self.international_prefix, self.national_prefix)
+        allow = list(self.allow)
+        outbound = None
+        if self.outbound is not None:
+            o = self.outbound
+            host, port, transport = o.where()
+            outbound = TrunkOutbound(
+                host, port, transport, o.domain, o.username, o.password, o.registers,
+                o.expires, o.caller_id, o.caller_name, o.strip_plus,
+            )  # fmt: skip
+            if not allow:
+                with contextlib.suppress(ValueError):
+                    allow.append(str(ipaddress.ip_network(host)))
         return Trunk(
             name=name,
-            allow=tuple(ipaddress.ip_network(c, strict=False) for c in self.allow),
+            allow=tuple(ipaddress.ip_network(c, strict=False) for c in allow),
+            outbound=outbound,
             numbers={normalise_number(n, *forms)[0]: r for n, r in self.numbers.items()},
             default_route=self.default_route,
             country_code=self.country_code,
@@ -505,6 +567,12 @@ class Config(Strict):
                     raise ValueError(f"trunks.{name}.numbers.{number}: no route {route!r}")
             if trunk.default_route is not None and trunk.default_route not in self.routes:
                 raise ValueError(f"trunks.{name}.default_route: no route {trunk.default_route!r}")
+            if trunk.outbound is not None:
+                transport = trunk.outbound.where()[2]
+                if transport not in {listen.transport for listen in self.sip.listen}:
+                    raise ValueError(
+                        f"trunks.{name}.outbound.proxy: no {transport} listener in sip.listen"
+                    )
         return self
 
     @model_validator(mode="after")

@@ -52,6 +52,7 @@ from mediaserver.sip.calls import (
     Event,
     Registered,
     TransferOutcome,
+    TrunkRegistration,
     UaConfig,
 )
 from mediaserver.sip.edge import EdgePolicy
@@ -121,6 +122,7 @@ class SipServer:
             AuthRejected: self._on_auth_rejected,
             Dropped: self._on_dropped,
             Blocked: self._on_blocked,
+            TrunkRegistration: self._on_trunk_registration,
         }
 
     def load_agents(self) -> None:
@@ -186,6 +188,8 @@ class SipServer:
             self.ports,
         )
         self.metrics.watch_edge(self._edge_state)
+        self.metrics.watch_trunks(self._trunk_state)
+        self.handle([])  # arms the first registrations with the providers
         for transport, (host, port) in self.bound.items():
             log.info("listening", transport=transport, host=host, port=port)
         admin = self.config.admin
@@ -384,6 +388,52 @@ class SipServer:
 
     def _on_blocked(self, event: Blocked) -> None:
         self._log_rejected("sip_blocked", event.source, reason=event.reason, status=event.status)
+
+    def _on_trunk_registration(self, event: TrunkRegistration) -> None:
+        fields = {"trunk": event.trunk, "status": event.status, "reason": event.reason}
+        if event.state == "registered":
+            log.info("trunk_registered", **fields)
+        else:
+            # Once per failure: the backoff (2 s doubling to 5 min) bounds the rate.
+            retry_in = round(event.retry_at - self.now(), 1) if event.retry_at else None
+            log.warning("trunk_registration_failed", **fields, retry_in=retry_in)
+
+    def _trunk_state(self) -> dict[str, tuple[bool, int]]:
+        """For /metrics: per outbound trunk, whether calls can go through it and
+        how many registrations failed."""
+        out: dict[str, tuple[bool, int]] = {}
+        for trunk in self.ua.config.trunks.outbound():
+            reg = self.ua.registrations.get(trunk.name)
+            out[trunk.name] = (self.ua.trunk_up(trunk), reg.failures_total if reg else 0)
+        return out
+
+    def trunks(self) -> dict[str, dict[str, Any]]:
+        """Each trunk: where it calls from, calls in progress, and its outbound
+        side (proxy, registration state)."""
+        if not hasattr(self, "ua"):
+            return {}
+        now, out = self.now(), {}
+        for trunk in self.ua.config.trunks.trunks:
+            info: dict[str, Any] = {
+                "allow": [str(n) for n in trunk.allow],
+                "calls": self.ua.load["trunk", trunk.name],
+            }
+            if trunk.outbound is not None:
+                o = trunk.outbound
+                info["outbound"] = {
+                    "proxy": f"{o.transport}:{o.host}:{o.port}",
+                    "up": self.ua.trunk_up(trunk),
+                }
+                reg = self.ua.registrations.get(trunk.name)
+                if reg is not None:
+                    info["outbound"]["registration"] = {
+                        "state": reg.state,
+                        "status": reg.status,
+                        "failures": reg.failures_total,
+                        "expires_in": round(reg.expires_at - now) if reg.expires_at else None,
+                    }
+            out[trunk.name] = info
+        return out
 
     def _edge_state(self) -> tuple[dict[str, int], int, dict[str, int]]:
         """For /metrics: refusals by reason, banned addresses, calls per trunk."""
@@ -662,6 +712,10 @@ class SipServer:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=5)
+        if hasattr(self, "ua"):
+            # Providers forget us now rather than at our registrations' expiry.
+            self.command(self.ua.unregister_trunks)
+            await asyncio.sleep(0)
         if self._wakeup is not None:
             self._wakeup.cancel()
         await self.transports.close()

@@ -162,6 +162,18 @@ def test_malformed_flood_does_not_disturb_a_call(start_server, sipp) -> None:  #
         ("sip:\n  auth: {invites: all}\n", "sip.auth.invites: all needs users or trunks"),
         ("sip:\n  auth: {algorithms: [SHA-1]}\n", "sip.auth.algorithms.0"),
         (
+            "trunks:\n  c: {outbound: {proxy: 'sip:gw.example;transport=sctp'}}\n",
+            "trunks.c.outbound: proxy: not a host or SIP URI",
+        ),
+        (
+            "trunks:\n  c: {outbound: {proxy: gw.example, register: true}}\n",
+            "trunks.c.outbound: register needs username and password",
+        ),
+        (
+            "trunks:\n  c: {outbound: {proxy: 'gw.example;transport=tls'}}\n",
+            "trunks.c.outbound.proxy: no tls listener in sip.listen",
+        ),
+        (
             "pipeline:\n  turn: {end_of_speech_timeout: 0.1}\n",
             "pipeline.turn.end_of_speech_timeout",
         ),

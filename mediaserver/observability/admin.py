@@ -95,6 +95,10 @@ class AdminSource(Protocol):
         """The registrar's live bindings by user (empty without a registrar)."""
         ...
 
+    def trunks(self) -> dict[str, dict[str, Any]]:
+        """Each trunk's addresses, calls in progress and outbound state."""
+        ...
+
 
 @dataclass
 class Request:
@@ -422,6 +426,8 @@ class AdminServer:
             )
         if path == "/registrations":
             return json_response(200, self.source.registrations())
+        if path == "/trunks":
+            return json_response(200, self.source.trunks())
         if path.startswith("/calls/") and len(path) > len("/calls/"):
             call_id = unquote(path[len("/calls/") :])
             detail = self.source.call_detail(call_id)

@@ -223,6 +223,12 @@ class Metrics:
         reason, banned addresses, calls in progress per trunk."""
         self.registry.register(_EdgeCollector(read))
 
+    def watch_trunks(self, read: Callable[[], Mapping[str, tuple[bool, int]]]) -> None:
+        """Export each outbound trunk's state, read at each scrape: up (calls
+        can go through it: registered, when it registers, and not full) and
+        its failed registrations."""
+        self.registry.register(_TrunkCollector(read))
+
     # -- export -------------------------------------------------------------------
 
     def render(self) -> bytes:
@@ -261,3 +267,27 @@ class _EdgeCollector(Collector):
         for trunk, count in sorted(trunks.items()):
             calls.add_metric([trunk], count)
         yield calls
+
+
+class _TrunkCollector(Collector):
+    """Reads the outbound trunks' state when Prometheus scrapes."""
+
+    def __init__(self, read: Callable[[], Mapping[str, tuple[bool, int]]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "mediaserver_trunk_up",
+            "1 when calls can go out through the trunk (registered if it registers, not full)",
+            labels=["trunk"],
+        )
+        failed = CounterMetricFamily(
+            "mediaserver_trunk_registration_failures",
+            "Registrations with the provider that failed (refused, challenged again, no answer)",
+            labels=["trunk"],
+        )
+        for trunk, (is_up, failures) in sorted(self._read().items()):
+            up.add_metric([trunk], 1 if is_up else 0)
+            failed.add_metric([trunk], failures)
+        yield up
+        yield failed

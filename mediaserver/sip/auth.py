@@ -102,6 +102,34 @@ def parse_credentials(value: str) -> Credentials:
     Raises:
         SipParseError: not Digest, malformed parameters, or a required one missing.
     """
+    params = challenge_params(value)
+    missing = [k for k in ("username", "realm", "nonce", "uri", "response") if k not in params]
+    if missing:
+        raise SipParseError(f"digest credentials lack {', '.join(missing)}")
+    qop = params.get("qop")
+    if qop is not None and ("nc" not in params or "cnonce" not in params):
+        raise SipParseError("digest qop without nc and cnonce")
+    return Credentials(
+        username=params["username"],
+        realm=params["realm"],
+        nonce=params["nonce"],
+        uri=params["uri"],
+        response=params["response"].lower(),
+        algorithm=params.get("algorithm", "MD5").upper(),
+        qop=qop.lower() if qop is not None else None,
+        nc=params.get("nc"),
+        cnonce=params.get("cnonce"),
+        opaque=params.get("opaque"),
+    )
+
+
+def challenge_params(value: str) -> dict[str, str]:
+    """The parameters (names lowercased) of a ``Digest`` challenge or
+    credentials header value.
+
+    Raises:
+        SipParseError: another scheme, or malformed parameters.
+    """
     scheme, _, rest = value.strip(WS).partition(" ")
     if scheme.lower() != "digest":
         raise SipParseError(f"unsupported auth scheme {scheme!r}")
@@ -123,24 +151,69 @@ def parse_credentials(value: str) -> Credentials:
         if name in params:
             raise SipParseError(f"digest parameter {name!r} given twice")
         params[name] = raw
-    missing = [k for k in ("username", "realm", "nonce", "uri", "response") if k not in params]
-    if missing:
-        raise SipParseError(f"digest credentials lack {', '.join(missing)}")
-    qop = params.get("qop")
-    if qop is not None and ("nc" not in params or "cnonce" not in params):
-        raise SipParseError("digest qop without nc and cnonce")
-    return Credentials(
-        username=params["username"],
+    return params
+
+
+def answer_challenge(
+    challenge: str,
+    method: str,
+    uri: str,
+    username: str,
+    password: str,
+    *,
+    body: bytes = b"",
+    nc: int = 1,
+    cnonce: str | None = None,
+) -> str:
+    """The Authorization (or Proxy-Authorization) value answering a server's
+    WWW-Authenticate (or Proxy-Authenticate) `challenge`: what we send as a
+    client when a provider challenges our REGISTER or INVITE (RFC 3261 22.2,
+    RFC 7616 3.4). Prefers qop=auth when offered; MD5, SHA-256 and their
+    -sess forms.
+
+    Raises:
+        SipParseError: not a Digest challenge, no realm or nonce, or an
+            algorithm or qop we cannot answer.
+    """
+    params = challenge_params(challenge)
+    if "realm" not in params or "nonce" not in params:
+        raise SipParseError("digest challenge lacks realm or nonce")
+    algorithm = params.get("algorithm", "MD5").upper()
+    if algorithm.removesuffix("-SESS") not in HASHES:
+        raise SipParseError(f"unsupported digest algorithm {algorithm!r}")
+    offered = [q.strip(WS).lower() for q in params.get("qop", "").split(",") if q.strip(WS)]
+    qop = "auth" if "auth" in offered else "auth-int" if "auth-int" in offered else None
+    if offered and qop is None:
+        raise SipParseError(f"unsupported qop {params['qop']!r}")
+    creds = Credentials(
+        username=username,
         realm=params["realm"],
         nonce=params["nonce"],
-        uri=params["uri"],
-        response=params["response"].lower(),
-        algorithm=params.get("algorithm", "MD5").upper(),
-        qop=qop.lower() if qop is not None else None,
-        nc=params.get("nc"),
-        cnonce=params.get("cnonce"),
+        uri=uri,
+        response="",
+        algorithm=algorithm,
+        qop=qop,
+        nc=f"{nc:08x}" if qop else None,
+        cnonce=(cnonce or secrets.token_hex(8)) if qop or algorithm.endswith("-SESS") else None,
         opaque=params.get("opaque"),
     )
+    ha1 = _h(algorithm.removesuffix("-SESS"), f"{username}:{creds.realm}:{password}")
+    response = digest_response(creds, method, ha1, body=body)
+    parts = [
+        f"username={quote(username)}",
+        f"realm={quote(creds.realm)}",
+        f"nonce={quote(creds.nonce)}",
+        f"uri={quote(uri)}",
+        f"response={quote(response)}",
+        f"algorithm={algorithm}",
+    ]
+    if creds.cnonce is not None:
+        parts.append(f"cnonce={quote(creds.cnonce)}")
+    if qop:
+        parts += [f"qop={qop}", f"nc={creds.nc}"]
+    if creds.opaque is not None:
+        parts.append(f"opaque={quote(creds.opaque)}")
+    return "Digest " + ", ".join(parts)
 
 
 def digest_response(creds: Credentials, method: str, ha1: str, *, body: bytes = b"") -> str:

@@ -14,6 +14,7 @@ from mediaserver.sip.edge import EdgePolicy
 from mediaserver.sip.message import DEFAULT_LIMITS, Limits, Request, Response
 from mediaserver.sip.offer_answer import SdpSession
 from mediaserver.sip.registrar import Registrar
+from mediaserver.sip.registration import TrunkRegistration
 from mediaserver.sip.session_timer import Negotiated, SessionTimerPolicy
 from mediaserver.sip.transaction import (
     ClientTransaction,
@@ -42,6 +43,7 @@ __all__ = [
     "PendingOk",
     "Registered",
     "TransferOutcome",
+    "TrunkRegistration",
     "UaConfig",
     "parse_dtmf_info",
 ]
@@ -133,6 +135,14 @@ class Call:
     called: str | None = None
     #: What the network asserts about the caller (`trunks.caller_identity`).
     identity: dict[str, object] = field(default_factory=dict)
+    #: A number we dial through trunks: as given, our display name, the trunks
+    #: still to try, the ones that failed ("name:status"), and whether this
+    #: trunk's challenge has been answered already.
+    dialled: str = ""
+    display: str | None = None
+    trunk_queue: list[str] = field(default_factory=list)
+    failovers: list[str] = field(default_factory=list)
+    auth_answered: bool = False
 
     @property
     def on_hold(self) -> bool:
@@ -245,6 +255,7 @@ Event = (
     | Registered
     | Dropped
     | Blocked
+    | TrunkRegistration
 )
 
 

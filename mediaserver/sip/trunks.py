@@ -29,7 +29,7 @@ from mediaserver.sip.errors import SipParseError
 from mediaserver.sip.headers import parse_address, split_list
 from mediaserver.sip.message import Request
 
-__all__ = ["Trunk", "TrunkTable", "caller_identity", "normalise_number"]
+__all__ = ["Trunk", "TrunkOutbound", "TrunkTable", "caller_identity", "normalise_number"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -66,8 +66,37 @@ def normalise_number(
 
 
 @dataclass(frozen=True)
+class TrunkOutbound:
+    """How we reach a provider: where its proxy is, who we are there, whether
+    we register (`sip/registration.py`), the caller ID we present."""
+
+    #: The provider's proxy (or registrar): requests go there.
+    host: str
+    port: int = 5060
+    transport: str = "udp"
+    #: The domain in our Request-URIs, From and To (the provider's SIP domain).
+    domain: str = ""
+    username: str = ""
+    password: str = ""
+    #: Register our contact with the provider, and keep it registered.
+    register: bool = False
+    #: Registration lifetime we ask for, in seconds.
+    expires: int = 600
+    #: The number (or user) and name callees see; defaults to `username`.
+    caller_id: str = ""
+    caller_name: str = ""
+    #: Send called numbers without the leading "+" (some providers want digits).
+    strip_plus: bool = False
+
+    @property
+    def sip_domain(self) -> str:
+        return self.domain or self.host
+
+
+@dataclass(frozen=True)
 class Trunk:
-    """One provider's inbound side (see the module docstring)."""
+    """One provider: the addresses it calls from, the numbers it brings, and
+    (with `outbound`) how we call out through it. See the module docstring."""
 
     name: str
     allow: tuple[Network, ...]
@@ -78,8 +107,9 @@ class Trunk:
     country_code: str = ""
     international_prefix: str = "00"
     national_prefix: str = "0"
-    #: Calls at once through this trunk (0: no limit beyond the server's).
+    #: Calls at once through this trunk, both ways (0: no limit beyond the server's).
     max_calls: int = 0
+    outbound: TrunkOutbound | None = None
 
     def allows(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(address in net for net in self.allow if address.version == net.version)
@@ -121,6 +151,10 @@ class TrunkTable:
         except ValueError:
             return None
         return next((t for t in self.trunks if t.allows(address)), None)
+
+    def outbound(self) -> list[Trunk]:
+        """The trunks we can call out through, in the order failover tries them."""
+        return [t for t in self.trunks if t.outbound is not None]
 
     def routes(self) -> set[str]:
         """Every route a trunk can reach (to check against the config's routes)."""

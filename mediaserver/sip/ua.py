@@ -96,6 +96,7 @@ from mediaserver.sip.transaction_layer import Retransmitter, TransactionLayer
 from mediaserver.sip.trunks import Trunk, caller_identity
 from mediaserver.sip.ua_admission import Admission
 from mediaserver.sip.ua_outbound import OutboundCalls, hostport
+from mediaserver.sip.ua_trunks import TrunkClient
 
 __all__ = ["ALLOWED_METHODS", "UserAgent"]
 
@@ -105,7 +106,7 @@ ACCEPTED_BODIES = ("application/sdp",)
 DTMF_BODIES = ("application/dtmf-relay", "application/dtmf")
 
 
-class UserAgent(Admission, OutboundCalls):
+class UserAgent(Admission, OutboundCalls, TrunkClient):
     """Sans-IO UAS core. See the module docstring for the contract."""
 
     def __init__(self, config: UaConfig, media: MediaProvider) -> None:
@@ -127,6 +128,7 @@ class UserAgent(Admission, OutboundCalls):
         methods = ALLOWED_METHODS + (("REGISTER",) if config.registrar is not None else ())
         self.allowed = frozenset(methods)
         self._allow = ", ".join(methods)
+        self._init_trunks()
 
     # -- inputs ---------------------------------------------------------------
 
@@ -155,6 +157,7 @@ class UserAgent(Admission, OutboundCalls):
     def tick(self, now: float) -> list[Event]:
         """Fire every timer due at `now` (transaction and call timers)."""
         events: list[Event] = self._dispatch(self.tx.tick(now), now)
+        events.extend(self._registration_tick(now))
         while self._timers and self._timers[0][0] <= now:
             _, _, call_id = heapq.heappop(self._timers)
             call = self.calls.get(call_id)
@@ -164,7 +167,9 @@ class UserAgent(Admission, OutboundCalls):
 
     def next_deadline(self) -> float | None:
         """The earliest moment `tick` has work to do."""
-        deadlines = [d for d in (self.tx.next_deadline(),) if d is not None]
+        deadlines = [
+            d for d in (self.tx.next_deadline(), self._registration_deadline()) if d is not None
+        ]
         if self._timers:
             deadlines.append(self._timers[0][0])
         return min(deadlines) if deadlines else None
@@ -628,6 +633,9 @@ class UserAgent(Admission, OutboundCalls):
     # -- responses to what we sent ---------------------------------------------------
 
     def _on_response(self, resp: Response, tx: ClientTransaction, now: float) -> list[Event]:
+        registration = self._on_register_response(tx, resp, now)
+        if registration is not None:
+            return registration
         if isinstance(tx, InviteClientTransaction):
             leg = self._by_invite.get(id(tx))
             if leg is not None:
@@ -664,8 +672,14 @@ class UserAgent(Admission, OutboundCalls):
         if isinstance(tx, InviteServerTransaction):
             return []  # timer H: the non-2xx was not ACKed; the call already ended
         assert isinstance(tx, ClientTransaction)
+        registration = self._on_register_timeout(tx, now)
+        if registration is not None:
+            return registration
         leg = self._by_invite.get(id(tx))
         if leg is not None and leg.state in (CallState.DIALING, CallState.ENDING):
+            again = self._trunk_retry(leg, 408, None, now)
+            if again is not None:
+                return again
             leg.final_status = 408
             return self._end(leg, "no answer to INVITE (timer B)", "timeout")
         call = self._call_for_client(tx)
@@ -851,7 +865,7 @@ class UserAgent(Admission, OutboundCalls):
         if call.ok is not None:
             call.ok.retransmit.stop()
         del self.calls[call.id]
-        if not call.outbound:
+        if not call.outbound or call.trunk is not None:
             self.load.subtract(self._load_keys(call))
             self.load = +self.load if len(self.load) > 4 * len(self.calls) + 64 else self.load
         self._by_invite.pop(id(call.invite_tx), None)

@@ -78,6 +78,14 @@ class OutboundCalls:
 
         def _schedule(self, call: Call, when: float | None) -> None: ...
 
+        def _dial_number(
+            self, number: str, user: str, now: float, display: str | None
+        ) -> tuple[Call | None, list[Event]]: ...
+
+        def _trunk_retry(
+            self, call: Call, status: int, resp: Response | None, now: float
+        ) -> list[Event] | None: ...
+
         def _send_ack(self, call: Call, resp: Response, now: float) -> list[Event]: ...
 
         def _send_bye(self, call: Call, now: float, reason: str) -> list[Event]: ...
@@ -125,9 +133,15 @@ class OutboundCalls:
         at their newest binding: the Request-URI is its contact, and the INVITE
         goes where the REGISTER came from (so phones behind NAT are reached).
 
+        A telephone number (``+15551230000``, ``tel:...``) is dialled through
+        the outbound trunks (`ua_trunks.py`), with digest and failover.
+
         Raises:
-            SipParseError: `target` is not a SIP URI.
+            SipParseError: `target` is neither a SIP URI nor a number.
+            NoTrunk: a number, and no trunk is up to call it.
         """
+        if not target.lower().startswith(("sip:", "sips:")):
+            return self._dial_number(target, user, now, display)
         uri = parse_uri(target)
         if uri.scheme not in ("sip", "sips") or not uri.host:
             raise SipParseError(f"cannot dial {target!r}: not a sip: URI with a host")
@@ -145,28 +159,18 @@ class OutboundCalls:
                 transport = next(iter(self.config.local))
             host, port = uri.host_port(5061 if uri.scheme == "sips" else 5060)
             destination = Target(transport, host, port)
-        local_host, local_port = self.config.local[transport]
         sdp = SdpSession(offer)
         local_tag = new_tag()
-        req = Request(method="INVITE", uri=ruri)
-        req.headers.add(
-            "Via",
-            f"SIP/2.0/{transport.upper()} {hostport(local_host, local_port)}"
-            f";branch={new_branch()};rport",
-        )
-        req.headers.add("Max-Forwards", "70")
+        local_host, local_port = self.config.local[transport]
         name = f"{quote_string(display)} " if display else ""
-        us = f"sip:{user}@{hostport(local_host, local_port)}"
-        req.headers.add("From", f"{name}<{us}>;tag={local_tag}")
-        req.headers.add("To", f"<{target}>")
-        req.headers.add("Call-ID", f"{secrets.token_hex(12)}@{local_host}")
-        req.headers.add("CSeq", "1 INVITE")
-        tparam = "" if transport == "udp" else f";transport={transport}"
-        req.headers.add("Contact", f"<{us}{tparam}>")
-        req.headers.add("Allow", self._allow)
-        req.headers.add("User-Agent", self.config.user_agent)
-        req.headers.add("Content-Type", "application/sdp")
-        req.body = sdp.offer().serialise()
+        req = self._invite_request(
+            ruri,
+            f"<{target}>",
+            f"{name}<sip:{user}@{hostport(local_host, local_port)}>;tag={local_tag}",
+            user,
+            transport,
+            sdp.offer().serialise(),
+        )
         tx, outs = self.tx.send_request(req, destination, now)
         assert isinstance(tx, InviteClientTransaction)
         call = Call(
@@ -185,6 +189,36 @@ class OutboundCalls:
         self.calls[call.id] = call
         self._by_invite[id(tx)] = call
         return call, self._dispatch(outs, now)
+
+    def _invite_request(
+        self,
+        ruri: str,
+        to: str,
+        from_: str,
+        contact_user: str,
+        transport: str,
+        body: bytes,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> Request:
+        """A new INVITE (CSeq 1, a fresh Call-ID) carrying the SDP offer `body`."""
+        local_host, local_port = self.config.local[transport]
+        here = hostport(local_host, local_port)
+        req = Request(method="INVITE", uri=ruri)
+        req.headers.add("Via", f"SIP/2.0/{transport.upper()} {here};branch={new_branch()};rport")
+        req.headers.add("Max-Forwards", "70")
+        req.headers.add("From", from_)
+        req.headers.add("To", to)
+        req.headers.add("Call-ID", f"{secrets.token_hex(12)}@{local_host}")
+        req.headers.add("CSeq", "1 INVITE")
+        tparam = "" if transport == "udp" else f";transport={transport}"
+        req.headers.add("Contact", f"<sip:{contact_user}@{here}{tparam}>")
+        req.headers.add("Allow", self._allow)
+        req.headers.add("User-Agent", self.config.user_agent)
+        for name, value in headers:
+            req.headers.add(name, value)
+        req.headers.add("Content-Type", "application/sdp")
+        req.body = body
+        return req
 
     def registered_contact(self, target: str, now: float) -> Binding | None:
         """The binding to call for `target` when it is a user registered here
@@ -238,6 +272,9 @@ class OutboundCalls:
             return []
         if status >= 300:
             # The transaction has ACKed it already.
+            again = self._trunk_retry(call, status, resp, now)
+            if again is not None:
+                return again
             call.final_status = status
             by = "local" if call.state is CallState.ENDING else "remote"
             return self._end(call, f"{status} {resp.reason}", by)

@@ -64,6 +64,10 @@ class FakeSource:
         self._maybe_fail("registrations")
         return {"alice": [{"contact": "sip:alice@127.0.0.1:5070", "expires_in": 60}]}
 
+    def trunks(self) -> dict[str, dict[str, Any]]:
+        self._maybe_fail("trunks")
+        return {"carrier": {"allow": ["198.51.100.0/28"], "calls": 0}}
+
 
 def summary(call: str, **fields: Any) -> dict[str, Any]:
     """A call summary with every required field (ended unless ``ended_at=None``)."""

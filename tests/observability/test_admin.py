@@ -224,6 +224,16 @@ def test_registrations_route() -> None:
     run(main)
 
 
+def test_trunks_route() -> None:
+    async def main() -> None:
+        async with serving(FakeSource()) as (_, base), client(base_url=base) as http:
+            r = await http.get("/trunks")
+            assert r.status_code == 200
+            assert r.json()["carrier"]["allow"] == ["198.51.100.0/28"]
+
+    run(main)
+
+
 def test_calls_page_served_as_html() -> None:
     async def main() -> None:
         async with serving(FakeSource()) as (_, base), client(base_url=base) as http:

@@ -13,6 +13,7 @@ from mediaserver.sip.auth import (
     Challenge,
     Credentials,
     DigestAuth,
+    answer_challenge,
     digest_response,
     parse_credentials,
 )
@@ -243,3 +244,44 @@ def test_lockout_after_repeated_failures_per_address() -> None:
 def test_bad_algorithm_config() -> None:
     with pytest.raises(ValueError, match="algorithms"):
         make_auth(algorithms=("SHA-1",))
+
+
+# -- the client side: answering a provider's challenge ------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["MD5", "SHA-256"])
+def test_our_answer_to_a_challenge_verifies_at_a_registrar(algorithm: str) -> None:
+    """What we send a provider is checked by an independent verifier (our own
+    registrar's, which also holds the RFC vectors above)."""
+    auth = DigestAuth("provider.test", {"acct": Account("acct", "s3cret")}, algorithms=(algorithm,))
+    (challenge,) = auth.challenges(0.0)
+    header = answer_challenge(challenge, "INVITE", URI, "acct", "s3cret", nc=1)
+    assert auth.check([header], "INVITE", URI, "10.0.0.1", 0.5) == Authorized("acct")
+    assert f"algorithm={algorithm}" in header and 'opaque="' in header
+    wrong = answer_challenge(challenge, "INVITE", URI, "acct", "guess")
+    assert isinstance(auth.check([wrong], "INVITE", URI, "10.0.0.2", 0.5), AuthFailed)
+
+
+def test_a_challenge_without_qop_and_a_sess_algorithm_are_answered_per_rfc() -> None:
+    plain = answer_challenge('Digest realm="r", nonce="n1"', "REGISTER", "sip:r", "u", "p")
+    creds = parse_credentials(plain)
+    ha1 = hashlib.md5(b"u:r:p").hexdigest()
+    assert creds.qop is None and creds.cnonce is None
+    assert creds.response == digest_response(creds, "REGISTER", ha1)
+    sess = answer_challenge(
+        'Digest realm="r", nonce="n2", algorithm=MD5-sess, qop="auth,auth-int"',
+        "INVITE", "sip:x@r", "u", "p", cnonce="c0ffee",
+    )  # fmt: skip
+    creds = parse_credentials(sess)
+    assert creds.algorithm == "MD5-SESS" and creds.qop == "auth" and creds.cnonce == "c0ffee"
+    assert creds.response == digest_response(creds, "INVITE", ha1)
+
+
+@pytest.mark.parametrize(
+    "challenge",
+    ['Basic realm="r"', 'Digest realm="r"', 'Digest nonce="n"', 'Digest realm="r", nonce="n", '
+     "algorithm=SHA-512-256", 'Digest realm="r", nonce="n", qop="auth-conf"'],
+)  # fmt: skip
+def test_a_challenge_we_cannot_answer_raises(challenge: str) -> None:
+    with pytest.raises(SipParseError):
+        answer_challenge(challenge, "REGISTER", "sip:r", "u", "p")
