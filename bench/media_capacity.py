@@ -29,6 +29,9 @@ stderr. From the repository root::
 
     .venv/bin/python bench/media_capacity.py --start 100 --step 100 --max 1500 --duration 20
 
+``--srtp`` runs the same ramp with SDES-SRTP on every call (the server set to
+``media.srtp: required``), for the side-by-side cost of encryption.
+
 Every process is started by this script, bounded by a timeout and stopped by
 its PID; nothing binds outside 127.0.0.1.
 """
@@ -153,6 +156,7 @@ class Bench:
                 "port_max": self.server_rtp[1],
                 "jitter_window": 0.040,
                 "inactivity_timeout": max(30.0, round(setup_s + 15)),
+                "srtp": "required" if self.args.srtp else "off",
             },
             "routes": {ROUTE: {"app": "echo", "duration": 0, "ring": 0}},
             "shutdown": {"drain_timeout": 2},
@@ -213,6 +217,8 @@ class Bench:
         ]
         if args.dump:
             command += ["--dump", str(folder / "times.npz")]
+        if args.srtp:
+            command += ["--srtp"]
         out_path = folder / "loadgen.json"
         err_path = folder / "loadgen.log"
         with out_path.open("wb") as out, err_path.open("wb") as err:
@@ -383,6 +389,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dump",
         action="store_true",
         help="save each step's raw per-call times as times.npz in its folder (needs --workdir)",
+    )
+    parser.add_argument(
+        "--srtp",
+        action="store_true",
+        help="SDES-SRTP on every call (the server requires it; the load generator protects)",
     )
     parser.add_argument("--workdir", help="keep logs and per-step JSON here (default: temp dir)")
     args = parser.parse_args(argv)

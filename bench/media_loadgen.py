@@ -27,18 +27,26 @@ Runs in its own process (so its CPU is not counted as the server's), on uvloop,
 The figures (echo delay, loss, pacing) are computed after the run, with numpy,
 from per-call arrays of send and receive times, so the hot path per packet is
 a recvmsg, a slice compare and two array stores.
+
+With ``--srtp`` every call offers RTP/SAVP with an SDES key
+(AES_CM_128_HMAC_SHA1_80): its packets are protected before they are sent and
+the echoes (and the server's RTCP) unprotected, with libsrtp via pylibsrtp, the
+way a phone or carrier would; a packet that fails authentication counts as
+``srtp_failed``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import gc
 import json
 import math
 import os
 import random
+import re
 import resource
 import socket
 import struct
@@ -61,6 +69,7 @@ TS_STEP = 160  # PCMU, 8 kHz, 20 ms
 PAYLOAD_BYTES = 160
 HEADER_BYTES = 12
 MARKER = b"MC"
+SRTP_SUITE = "AES_CM_128_HMAC_SHA1_80"
 MARKER_END = HEADER_BYTES + 14  # b"MC" + 4 hex (call) + 8 hex (packet index)
 #: Linux's SO_TIMESTAMPNS (and SCM_TIMESTAMPNS); Python does not export the name.
 SO_TIMESTAMPNS = 35
@@ -238,6 +247,11 @@ class Call:
     sr_packet_count: int | None = None
     rr_cumulative_lost: int | None = None
     rr_jitter: int | None = None
+    #: --srtp: our master key + salt, and the contexts once the answer names theirs.
+    srtp_key: bytes = field(default_factory=lambda: os.urandom(30))
+    srtp_out: Any = None
+    srtp_in: Any = None
+    srtp_failed: int = 0
 
     def __post_init__(self) -> None:
         self.sent_at = array("d", bytes(8 * self.packets))
@@ -349,12 +363,17 @@ class LoadGen(asyncio.DatagramProtocol):
             "s=-\r\n"
             f"c=IN IP4 {LOCALHOST}\r\n"
             "t=0 0\r\n"
-            f"m=audio {call.port} RTP/AVP 0 101\r\n"
+            f"m=audio {call.port} {'RTP/SAVP' if self.args.srtp else 'RTP/AVP'} 0 101\r\n"
             "a=rtpmap:0 PCMU/8000\r\n"
             "a=rtpmap:101 telephone-event/8000\r\n"
             "a=fmtp:101 0-16\r\n"
             "a=ptime:20\r\n"
-            "a=sendrecv\r\n"
+            + (
+                f"a=crypto:1 {SRTP_SUITE} inline:{base64.b64encode(call.srtp_key).decode()}\r\n"
+                if self.args.srtp
+                else ""
+            )
+            + "a=sendrecv\r\n"
         ).encode()
 
     def _send_sip(self, data: bytes) -> None:
@@ -466,6 +485,8 @@ class LoadGen(asyncio.DatagramProtocol):
             _, via = self._via()
             call.ack = self._request(call, "ACK", call.contact, 1, via)
             self._send_sip(call.ack)
+            if self.args.srtp and not self._start_srtp(call, body):
+                media = None
             if media is None:
                 call.state = "failed"
             else:
@@ -479,6 +500,21 @@ class LoadGen(asyncio.DatagramProtocol):
             self._send_sip(call.ack)
             call.state = "failed"
         self._check_established()
+
+    def _start_srtp(self, call: Call, body: bytes) -> bool:
+        """The SRTP contexts of a call from the answer's a=crypto (False: none)."""
+        from pylibsrtp import Policy, Session
+
+        pattern = rb"a=crypto:1 " + SRTP_SUITE.encode() + rb" inline:([A-Za-z0-9+/=]+)"
+        found = re.search(pattern, body)
+        if found is None:
+            return False
+        profile = Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+        ours = Policy(call.srtp_key, Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile)
+        key = base64.b64decode(found.group(1))
+        theirs = Policy(key, Policy.SSRC_ANY_INBOUND, srtp_profile=profile)
+        call.srtp_out, call.srtp_in = Session(ours), Session(theirs)
+        return True
 
     def _check_established(self) -> None:
         if all(c.state in ("established", "failed") for c in self.calls):
@@ -561,7 +597,10 @@ class LoadGen(asyncio.DatagramProtocol):
                 buf[HEADER_BYTES:MARKER_END] = b"MC%04x%08x" % (call.idx & 0xFFFF, k)
                 call.sent_at[k] = send_time()
                 try:
-                    call.rtp_sock.sendto(buf, call.remote)
+                    if call.srtp_out is not None:
+                        call.rtp_sock.sendto(call.srtp_out.protect(bytes(buf)), call.remote)
+                    else:
+                        call.rtp_sock.sendto(buf, call.remote)
                 except OSError:
                     call.sent_at[k] = 0.0
                     self.rtp_send_errors += 1
@@ -590,6 +629,12 @@ class LoadGen(asyncio.DatagramProtocol):
                 kts = sec + nsec * 1e-9
             else:
                 kts = user_now
+            if call.srtp_in is not None:
+                try:
+                    data = call.srtp_in.unprotect(data)
+                except Exception:  # pylibsrtp.Error: failed authentication or replayed
+                    call.srtp_failed += 1
+                    continue
             if len(data) < MARKER_END or data[0] & 0xC0 != 0x80:
                 call.foreign += 1
                 continue
@@ -620,6 +665,12 @@ class LoadGen(asyncio.DatagramProtocol):
             except OSError:
                 return
             call.rtcp_packets += 1
+            if call.srtp_in is not None:
+                try:
+                    data = call.srtp_in.unprotect_rtcp(data)
+                except Exception:  # pylibsrtp.Error
+                    call.srtp_failed += 1
+                    continue
             if len(data) >= 28 and data[1] == 200:
                 call.sr_packet_count = struct.unpack_from("!I", data, 20)[0]
                 if data[0] & 0x1F and len(data) >= 52:
@@ -782,6 +833,7 @@ def figures(gen: LoadGen, drops: dict[str, int]) -> dict[str, Any]:
         "unmarked_received": sum(c.unmarked for c in est),
         "corrupt_payloads": sum(c.corrupt for c in est),
         "foreign_datagrams": sum(c.foreign for c in est),
+        "srtp_failed": sum(c.srtp_failed for c in est),
         "rtp_send_errors": gen.rtp_send_errors,
         "echo_delay_ms": percentiles(delay),
         "pacing_dev_ms": percentiles(k_dev),
@@ -899,6 +951,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--setup-rate", type=float, default=400.0, help="INVITEs (BYEs) per s")
     parser.add_argument("--sip-timeout", type=float, default=16.0)
     parser.add_argument("--dump", help="save the raw per-call times here (.npz)")
+    parser.add_argument("--srtp", action="store_true", help="SDES-SRTP on every call")
     parser.add_argument(
         "--quiet", type=float, default=1.0, help="seconds with calls up and no RTP (measured)"
     )

@@ -199,6 +199,8 @@ class TrunkSettings(Strict):
     allow: list[str] = Field(default_factory=list)
     #: Calling out through the provider (none: the trunk only brings calls).
     outbound: TrunkOutboundSettings | None = None
+    #: SRTP for this trunk's calls, both ways (default: the route's, then `media.srtp`).
+    srtp: Literal["off", "optional", "required"] | None = None
     #: Called number (E.164 "+15551230000", or any form `country_code` makes
     #: one of) -> route name.
     numbers: dict[str, str] = Field(default_factory=dict)
@@ -247,6 +249,7 @@ class TrunkSettings(Strict):
             name=name,
             allow=tuple(ipaddress.ip_network(c, strict=False) for c in allow),
             outbound=outbound,
+            srtp=self.srtp,
             numbers={normalise_number(n, *forms)[0]: r for n, r in self.numbers.items()},
             default_route=self.default_route,
             country_code=self.country_code,
@@ -316,6 +319,10 @@ class MediaSettings(Strict):
     #: Subtract the agent's own voice when the caller's phone sends it back (poor
     #: echo cancellation), so it cannot interrupt the agent (`media/echo.py`).
     echo_cancel: bool = True
+    #: SRTP with SDES keys (RFC 4568): "off" (plain RTP; RTP/SAVP offers get
+    #: 488), "optional" (SRTP when the peer offers or accepts it), "required"
+    #: (plain offers get 488). Keys travel in SDP: use it with TLS signalling.
+    srtp: Literal["off", "optional", "required"] = "off"
     #: Record every call to a stereo WAV (caller left, server right).
     record_calls: bool = False
     recordings_dir: Path = Path("recordings")
@@ -476,6 +483,8 @@ class Route(Strict):
     directory: Path = Path("recordings")
     #: `agent`: the agent answering (prompt, greeting, tools, pipeline overrides).
     agent: AgentConfig | None = None
+    #: SRTP for this route's calls (default: `media.srtp`).
+    srtp: Literal["off", "optional", "required"] | None = None
 
     @model_validator(mode="after")
     def _app_needs(self) -> Route:

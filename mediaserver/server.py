@@ -110,6 +110,8 @@ class SipServer:
         self.admin: AdminServer | None = None
         #: App tasks of ended calls still finishing (their records close after).
         self._finishing: set[asyncio.Task[None]] = set()
+        #: Told once that SRTP keys went over signalling without TLS.
+        self._sdes_warned = False
         self._on_event: dict[type, Callable[[Any], None]] = {
             Send: self._on_send,
             CallIncoming: self._on_incoming,
@@ -183,6 +185,8 @@ class SipServer:
                 invite_auth=sip.auth.invites,
                 trunks=TrunkTable(t.trunk(name) for name, t in self.config.trunks.items()),
                 edge=_edge(sip),
+                srtp=self.config.media.srtp,
+                route_srtp={n: r.srtp for n, r in self.config.routes.items() if r.srtp},
                 **_auth(sip),
             ),
             self.ports,
@@ -545,6 +549,10 @@ class SipServer:
             _call_log(call).exception("media_open_failed")
             self.hangup(call, "media failure")
             return None
+        if call.media.srtp is not None and call.source.transport != "tls" and not self._sdes_warned:
+            # SDES keys are in the SDP: over UDP/TCP anyone on the path can read them.
+            self._sdes_warned = True
+            _call_log(call).warning("srtp_keys_in_clear", transport=call.source.transport)
         session.on_dtmf = lambda digit, ms: self._digit(call, digit, ms, "rfc4733")
         session.on_timeout = lambda: self._media_timeout(call)
         session.on_media_error = lambda error: self._media_error(call, error)

@@ -1103,8 +1103,12 @@ def write_baresip_config(
     codec: str = "pcmu",
     answermode: str | None = None,
     account: str | None = None,
+    extra_config: str = "",
 ) -> None:
     """Write baresip's ``config`` and ``accounts`` (the PEERS.md caller recipe).
+
+    ``extra_config`` lines are appended to ``config`` (e.g. ``module srtp.so``
+    and ``sip_cafile CERT`` for SDES-SRTP over TLS).
 
     ``account`` replaces the default account (``<sip:USER@LOCALHOST:SIP_PORT>``,
     which never registers) with an address-of-record and its parameters, e.g.
@@ -1135,7 +1139,7 @@ module_app menu.so
 module_app ctrl_tcp.so
 ctrl_tcp_listen {LOCALHOST}:{ctrl_port}
 """
-    (folder / "config").write_text(config)
+    (folder / "config").write_text(config + extra_config)
     params = f";audio_codecs={codec}"
     if answermode:
         params += f";answermode={answermode}"
@@ -1161,6 +1165,7 @@ def run_baresip(
     dtmf_gap: float = 0.3,
     account: str | None = None,
     answermode: str | None = None,
+    extra_config: str = "",
 ) -> BaresipResult:
     """Place one call with a headless baresip caller and wait for it to end.
 
@@ -1204,6 +1209,7 @@ def run_baresip(
             register with the server and answer its digest challenges.
         answermode: the account's answermode; with ``uri`` None baresip dials
             nothing and, with ``"auto"``, answers the call that comes (a callee).
+        extra_config: lines appended to baresip's ``config``.
     """
     if dtmf:
         dtmf = dtmf.upper()
@@ -1229,6 +1235,7 @@ def run_baresip(
         codec=codec,
         account=account,
         answermode=answermode,
+        extra_config=extra_config,
     )
     before = set(recordings_dir.glob("*.wav"))
     cmd = [binary, "-f", str(config_dir), "-t", str(max(1, round(seconds)))]
@@ -1507,3 +1514,17 @@ def read_wav_mono(path: Path, channel: int = 0) -> tuple[np.ndarray, int]:
         if wav.getnchannels() > 1:
             data = data.reshape(-1, wav.getnchannels())[:, channel]
         return data, wav.getframerate()
+
+
+def self_signed_cert(folder: Path, host: str = LOCALHOST) -> tuple[Path, Path]:
+    """A one-day self-signed certificate (and key) for `host`, with the IP in
+    subjectAltName so TLS clients that check the name accept it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", f"subjectAltName=IP:{host},DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key

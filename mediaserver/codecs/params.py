@@ -16,6 +16,7 @@ __all__ = [
     "MediaOffer",
     "NegotiatedMedia",
     "RtpMap",
+    "SrtpKeys",
     "codec",
 ]
 
@@ -135,6 +136,19 @@ class MediaOffer:
     ptime: int = 20
 
 
+@dataclass(frozen=True)
+class SrtpKeys:
+    """The SRTP of a call (SDES, RFC 4568): the suite, the master key + salt
+    we send with, and the one the peer sends with."""
+
+    suite: str
+    local: bytes
+    remote: bytes
+
+    def __repr__(self) -> str:
+        return f"SrtpKeys({self.suite!r}, <keys hidden>)"  # keys never reach a log
+
+
 @dataclass
 class NegotiatedMedia:
     """The outcome of one offer/answer exchange, as the media layer needs it.
@@ -154,6 +168,7 @@ class NegotiatedMedia:
             c=0.0.0.0 form).
         ptime: packetisation time in milliseconds.
         rtcp_mux: RTP and RTCP share one port (RFC 5761).
+        srtp: the SRTP suite and keys when the stream is encrypted.
     """
 
     codec: RtpMap
@@ -165,3 +180,5 @@ class NegotiatedMedia:
     on_hold: bool
     ptime: int
     rtcp_mux: bool
+    #: SRTP keys (None: plain RTP).
+    srtp: SrtpKeys | None = None

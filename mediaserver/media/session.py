@@ -56,6 +56,7 @@ from mediaserver.media.rtcp import (
     serialise_compound,
 )
 from mediaserver.media.rtp import RtpError, RtpPacket, RtpReceiver, is_rtcp
+from mediaserver.media.srtp import SrtpContext
 
 log = structlog.get_logger("mediaserver.media.session")
 
@@ -111,6 +112,8 @@ class SessionStats:
     rtcp_out: int = 0
     frames_out: int = 0
     flushed_frames: int = 0
+    #: SRTP/SRTCP packets dropped: failed authentication or replayed.
+    srtp_rejected: int = 0
 
 
 @dataclass(slots=True)
@@ -137,6 +140,8 @@ class RtpSession:
         self.settings = settings
         self.stats = SessionStats()
         self.media = media
+        #: SRTP of this call (None: plain RTP).
+        self.srtp = SrtpContext(media.srtp) if media.srtp is not None else None
         self.codec: Codec = _codec_for(media)
         self.decoder: _Decoder = _codec_for(media)
         self.payload_type = media.codec.payload_type
@@ -296,6 +301,10 @@ class RtpSession:
             self._batch_key = _batch_key(self.codec)
         self.payload_type = media.codec.payload_type
         self.dtmf_pt = media.dtmf.payload_type if media.dtmf else None
+        if self.srtp is not None:
+            self.srtp = self.srtp.rekeyed(media.srtp)
+        elif media.srtp is not None:
+            self.srtp = SrtpContext(media.srtp)
         self.media = media
         # A held caller legitimately goes quiet: restart the inactivity clock.
         self._last_rtp_in = self._loop.time()
@@ -328,6 +337,11 @@ class RtpSession:
             "malformed": self.stats.malformed + self.stats.malformed_rtcp,
             "strangers": self.stats.strangers,
             "unknown_pt": self.stats.unknown_pt,
+            **(
+                {"srtp": self.srtp.keys.suite, "srtp_rejected": self.stats.srtp_rejected}
+                if self.srtp is not None
+                else {}
+            ),
         }
 
     # -- receive path -------------------------------------------------------------
@@ -375,6 +389,13 @@ class RtpSession:
         if self.media.rtcp_mux and is_rtcp(data):
             self._on_rtcp(data, now)
             return
+        if self.srtp is not None:
+            # Authenticated and replay-checked before anything reads it.
+            plain = self.srtp.unprotect(data)
+            if plain is None:
+                self.stats.srtp_rejected += 1
+                return
+            data = plain
         try:
             packet = RtpPacket.parse(data)
         except RtpError:
@@ -416,6 +437,12 @@ class RtpSession:
             self._on_rtcp(data, now)
 
     def _on_rtcp(self, data: bytes, now: float) -> None:
+        if self.srtp is not None:
+            plain = self.srtp.unprotect_rtcp(data)
+            if plain is None:
+                self.stats.srtp_rejected += 1
+                return
+            data = plain
         try:
             packets = parse_compound(data)
         except RtcpError:
@@ -548,8 +575,14 @@ class RtpSession:
         # every 20 ms, and our own fields need none of RtpPacket's checks.
         header = _RTP_HEADER.pack(0x80, pt | (0x80 if marker else 0), self._seq, ts, self.ssrc)
         self._seq = (self._seq + 1) & 0xFFFF
+        packet = header + payload
+        if self.srtp is not None:
+            protected = self.srtp.protect(packet)
+            if protected is None:
+                return
+            packet = protected
         try:
-            self.rtp_sock.sendto(header + payload, self.remote)
+            self.rtp_sock.sendto(packet, self.remote)
         except OSError:
             return  # e.g. ICMP unreachable pending on the socket; RTP is best effort
         self.stats.packets_out += 1
@@ -577,8 +610,14 @@ class RtpSession:
             packets.append(Bye(ssrcs=[self.ssrc], reason=None))
         target = self.remote if self.media.rtcp_mux else self.remote_rtcp
         sock = self.rtp_sock if self.media.rtcp_mux or self.rtcp_sock is None else self.rtcp_sock
+        data = serialise_compound(packets)
+        if self.srtp is not None:
+            protected = self.srtp.protect_rtcp(data)
+            if protected is None:
+                return
+            data = protected
         try:
-            sock.sendto(serialise_compound(packets), target)
+            sock.sendto(data, target)
         except OSError:
             return
         self.stats.rtcp_out += 1

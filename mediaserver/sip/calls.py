@@ -284,6 +284,9 @@ class UaConfig:
     trunks: TrunkTable = field(default_factory=TrunkTable)
     #: Rate limits, bans, scanners, call limits (None: off).
     edge: EdgePolicy | None = None
+    #: SRTP mode of calls ("off", "optional", "required"), and per route.
+    srtp: str = "off"
+    route_srtp: dict[str, str] = field(default_factory=dict)
 
 
 def parse_dtmf_info(body: bytes, ctype: str) -> tuple[str, int]:

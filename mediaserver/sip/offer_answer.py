@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 import secrets
 
-from mediaserver.codecs.params import CodecSpec, MediaOffer, NegotiatedMedia, RtpMap
+from mediaserver.codecs.params import CodecSpec, MediaOffer, NegotiatedMedia, RtpMap, SrtpKeys
+from mediaserver.sip.sdes import SUITES, Crypto, CryptoError, new_key, parse_crypto
 from mediaserver.sip.sdp import (
     ACCEPTED_PROTOS,
     DIRECTIONS,
+    SECURE_PROTOS,
     Connection,
     MediaDescription,
     NegotiationError,
@@ -26,7 +28,10 @@ from mediaserver.sip.sdp import (
     is_dtmf,
 )
 
-__all__ = ["SdpSession"]
+__all__ = ["SRTP_MODES", "SdpSession"]
+
+#: `media.srtp`: plain RTP only; SRTP when the peer offers or accepts it; SRTP only.
+SRTP_MODES = ("off", "optional", "required")
 
 
 def _check_direction(direction: str) -> None:
@@ -87,14 +92,27 @@ class SdpSession:
     (RFC 3264 section 8), so a session-refresh re-INVITE gets an identical
     body with the same version.
 
+    SRTP (SDES, `sip/sdes.py`) by `srtp`: "off" answers only RTP/AVP(F) and
+    ignores a=crypto; "optional" answers an offer's first usable a=crypto
+    (RTP/SAVP, or best-effort SRTP on RTP/AVP) and offers RTP/AVP with
+    a=crypto lines a peer may take up or ignore; "required" answers only
+    offers with a usable a=crypto and offers RTP/SAVP. Our key stays the same
+    for the whole call (a re-INVITE does not re-key).
+
     Attributes:
         local: what we offer; mutable so the media layer can change the port.
         username: the o= username.
         session_id: the o= session id, fixed for the session.
+        srtp: "off", "optional" or "required".
     """
 
     def __init__(
-        self, local: MediaOffer, username: str = "mediaserver", session_id: int | None = None
+        self,
+        local: MediaOffer,
+        username: str = "mediaserver",
+        session_id: int | None = None,
+        *,
+        srtp: str = "off",
     ) -> None:
         """Create the SDP state for one call.
 
@@ -102,8 +120,14 @@ class SdpSession:
             local: our address, port and codecs.
             username: the o= username.
             session_id: the o= session id; random when None.
+            srtp: the SRTP mode (see the class docstring).
         """
+        if srtp not in SRTP_MODES:
+            raise ValueError(f"srtp must be one of {SRTP_MODES}, not {srtp!r}")
         self.local = local
+        self.srtp = srtp
+        #: Our master key + salt by suite, made once per call.
+        self._keys: dict[str, bytes] = {}
         self.username = username
         # Below 2**31 so that peers storing it in a signed 32-bit int cope.
         self.session_id = secrets.randbelow(2**31) if session_id is None else session_id
@@ -141,21 +165,27 @@ class SdpSession:
         _check_direction(local_direction)
         supported = [c for c in self.local.codecs if not is_dtmf(c.name)]
         want_dtmf = any(is_dtmf(c.name) for c in self.local.codecs)
-        accepted: tuple[int, RtpMap, RtpMap | None] | None = None
+        accepted: tuple[int, RtpMap, RtpMap | None, Crypto | None] | None = None
+        why = "no supported audio codec in the offer"
         for index, media in enumerate(offer.media):
+            proto = media.proto.upper()
             if (
                 media.media.lower() != "audio"
                 or media.port == 0
-                or media.proto.upper() not in ACCEPTED_PROTOS
+                or proto not in ACCEPTED_PROTOS | SECURE_PROTOS
             ):
+                continue
+            crypto, refusal = self._offered_crypto(media, proto in SECURE_PROTOS)
+            if refusal is not None:
+                why = refusal
                 continue
             picked = _pick_formats(media.rtpmaps(), supported, want_dtmf)
             if picked is not None:
-                accepted = (index, *picked)
+                accepted = (index, *picked, crypto)
                 break
         if accepted is None:
-            raise NegotiationError("no supported audio codec in the offer")
-        index, chosen, dtmf = accepted
+            raise NegotiationError(why)
+        index, chosen, dtmf, crypto = accepted
         offered = offer.media[index]
         remote_address = offer.media_address(offered)
         if remote_address is None:
@@ -178,6 +208,11 @@ class SdpSession:
         attributes.append(("ptime", str(ptime)))
         if rtcp_mux:
             attributes.append(("rtcp-mux", None))
+        srtp = None
+        if crypto is not None:
+            ours = Crypto(crypto.tag, crypto.suite, self._key(crypto.suite))
+            attributes.append(("crypto", ours.value()))
+            srtp = ours.keys(crypto)
         attributes.append((direction, None))
 
         media_lines: list[MediaDescription] = []
@@ -215,6 +250,7 @@ class SdpSession:
             on_hold=_is_on_hold(remote_direction, remote_address),
             ptime=ptime,
             rtcp_mux=rtcp_mux,
+            srtp=srtp,
         )
         return desc, negotiated
 
@@ -239,11 +275,14 @@ class SdpSession:
             if rtpmap.fmtp:
                 attributes.append(("fmtp", f"{rtpmap.payload_type} {rtpmap.fmtp}"))
         attributes.append(("ptime", str(self.local.ptime)))
+        if self.srtp != "off":
+            for crypto in self._our_cryptos():
+                attributes.append(("crypto", crypto.value()))
         attributes.append((local_direction, None))
         media = MediaDescription(
             media="audio",
             port=self.local.port,
-            proto="RTP/AVP",
+            proto="RTP/SAVP" if self.srtp == "required" else "RTP/AVP",
             formats=[str(rtpmap.payload_type) for rtpmap in formats],
             attributes=attributes,
         )
@@ -275,8 +314,10 @@ class SdpSession:
         media = answer.media[0]
         if media.port == 0:
             raise NegotiationError("answer rejected our audio stream")
-        if media.media.lower() != "audio" or media.proto.upper() != "RTP/AVP":
+        proto = "RTP/SAVP" if self.srtp == "required" else "RTP/AVP"
+        if media.media.lower() != "audio" or media.proto.upper() != proto:
             raise NegotiationError(f"answer changed the stream to {media.media} {media.proto}")
+        srtp = self._answered_crypto(media)
         offered_specs = [
             CodecSpec(f.encoding, f.clock_rate, f.channels)
             for f in offered_formats
@@ -302,7 +343,56 @@ class SdpSession:
             ptime=media.ptime() or self.local.ptime,
             # We never offer rtcp-mux, so an answer must not turn it on.
             rtcp_mux=False,
+            srtp=srtp,
         )
+
+    # -- SRTP (SDES) ---------------------------------------------------------
+
+    def _key(self, suite: str) -> bytes:
+        key = self._keys.get(suite)
+        if key is None:
+            key = self._keys[suite] = new_key(suite)
+        return key
+
+    def _our_cryptos(self) -> list[Crypto]:
+        """What we offer: one a=crypto per suite, tags from 1, our preference first."""
+        return [Crypto(tag, suite, self._key(suite)) for tag, suite in enumerate(SUITES, 1)]
+
+    def _offered_crypto(
+        self, media: MediaDescription, secure: bool
+    ) -> tuple[Crypto | None, str | None]:
+        """The offer's a=crypto we take for `media` (None: plain RTP), or why
+        the stream cannot be answered."""
+        if self.srtp == "off":
+            return None, ("RTP/SAVP offered but SRTP is off here" if secure else None)
+        usable: list[Crypto] = []
+        problems: list[str] = []
+        for value in media.attributes_named("crypto"):
+            try:
+                usable.append(parse_crypto(value))
+            except CryptoError as exc:
+                problems.append(str(exc))
+        if usable:
+            return usable[0], None  # the offerer's preference comes first
+        if secure or self.srtp == "required":
+            return None, (problems[0] if problems else "SRTP required: no a=crypto offered")
+        return None, None
+
+    def _answered_crypto(self, media: MediaDescription) -> SrtpKeys | None:
+        """The SRTP keys of an answer to our offer (None: plain RTP)."""
+        values = media.attributes_named("crypto") if self.srtp != "off" else []
+        if not values:
+            if self.srtp == "required":
+                raise NegotiationError("answer has no a=crypto for our RTP/SAVP offer")
+            return None
+        try:
+            theirs = parse_crypto(values[0])
+        except CryptoError as exc:
+            raise NegotiationError(f"answer's a=crypto: {exc}") from None
+        ours = next((c for c in self._our_cryptos() if c.tag == theirs.tag), None)
+        if ours is None or ours.suite != theirs.suite:
+            raise NegotiationError("answer's a=crypto matches none we offered")
+        return ours.keys(theirs)
 
     # -- internals ---------------------------------------------------------
 

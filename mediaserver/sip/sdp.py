@@ -35,6 +35,7 @@ __all__ = [
     "DIRECTIONS",
     "MAX_MEDIA_LINES",
     "MAX_SDP_SIZE",
+    "SECURE_PROTOS",
     "CodecSpec",
     "Connection",
     "MediaDescription",
@@ -60,8 +61,9 @@ MAX_MEDIA_LINES = 64
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 """The RFC 3264 direction attributes."""
 
-# Protocols we can answer: plain RTP only, since there is no SRTP/DTLS here.
+# Protocols we can answer: plain RTP, and SRTP keyed by SDES (`sip/sdes.py`).
 ACCEPTED_PROTOS = frozenset({"RTP/AVP", "RTP/AVPF"})
+SECURE_PROTOS = frozenset({"RTP/SAVP", "RTP/SAVPF"})
 
 # RFC 3551 static payload types, used when an m= line lists a static PT
 # without an a=rtpmap line (which RFC 4566 allows).
@@ -216,6 +218,10 @@ class MediaDescription:
             if attr_name.lower() == name.lower():
                 return "" if value is None else value
         return None
+
+    def attributes_named(self, name: str) -> list[str]:
+        """The values of every attribute called `name` (case-insensitive), in order."""
+        return [v or "" for n, v in self.attributes if n.lower() == name.lower()]
 
     def has_attribute(self, name: str) -> bool:
         """Tell whether an attribute called `name` is present (case-insensitive)."""

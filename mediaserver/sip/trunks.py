@@ -110,6 +110,8 @@ class Trunk:
     #: Calls at once through this trunk, both ways (0: no limit beyond the server's).
     max_calls: int = 0
     outbound: TrunkOutbound | None = None
+    #: SRTP mode of its calls ("off", "optional", "required"; None: the server's).
+    srtp: str | None = None
 
     def allows(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(address in net for net in self.allow if address.version == net.version)

@@ -167,12 +167,9 @@ class UserAgent(Admission, OutboundCalls, TrunkClient):
 
     def next_deadline(self) -> float | None:
         """The earliest moment `tick` has work to do."""
-        deadlines = [
-            d for d in (self.tx.next_deadline(), self._registration_deadline()) if d is not None
-        ]
-        if self._timers:
-            deadlines.append(self._timers[0][0])
-        return min(deadlines) if deadlines else None
+        timers = self._timers[0][0] if self._timers else None
+        due = [self.tx.next_deadline(), self._registration_deadline(), timers]
+        return min((d for d in due if d is not None), default=None)
 
     # -- application commands ---------------------------------------------------
 
@@ -462,7 +459,7 @@ class UserAgent(Admission, OutboundCalls, TrunkClient):
             return self._respond(
                 tx, req, 503, now, "No Media Ports", [("Retry-After", str(self.config.retry_after))]
             )
-        sdp = SdpSession(offer)
+        sdp = SdpSession(offer, srtp=self._srtp_mode(user, trunk))
         call = Call(
             id=secrets.token_hex(8),
             invite=req,
@@ -774,7 +771,8 @@ class UserAgent(Admission, OutboundCalls, TrunkClient):
     def _contact(self, call: Call) -> str:
         transport = call.source.transport
         host, port = self.config.local[transport]
-        scheme = "sips" if transport == "tls" else "sip"
+        # sips: only in a sips: dialog (RFC 3261 12.1.1); over TLS sip: keeps transport=tls.
+        scheme = "sips" if call.invite.uri.lower().startswith("sips:") else "sip"
         tparam = "" if transport == "udp" else f";transport={transport}"
         return f"<{scheme}:{call.user}@{hostport(host, port)}{tparam}>"
 

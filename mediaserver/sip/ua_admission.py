@@ -190,6 +190,12 @@ class Admission:
             return "user_calls"
         return None
 
+    def _srtp_mode(self, route: str, trunk: Trunk | None) -> str:
+        """SRTP of a new call: the trunk's setting, else the route's, else the server's."""
+        if trunk is not None and trunk.srtp is not None:
+            return trunk.srtp
+        return self.config.route_srtp.get(route, self.config.srtp)
+
     def _load_keys(self, call: Call) -> list[tuple[str, str]]:
         if call.trunk is not None:
             return [("trunk", call.trunk)]

@@ -159,7 +159,7 @@ class OutboundCalls:
                 transport = next(iter(self.config.local))
             host, port = uri.host_port(5061 if uri.scheme == "sips" else 5060)
             destination = Target(transport, host, port)
-        sdp = SdpSession(offer)
+        sdp = SdpSession(offer, srtp=self.config.srtp)
         local_tag = new_tag()
         local_host, local_port = self.config.local[transport]
         name = f"{quote_string(display)} " if display else ""

@@ -160,7 +160,7 @@ class TrunkClient:
         offer = self.media.allocate()
         if offer is None:
             return None, []
-        sdp = SdpSession(offer)
+        sdp = SdpSession(offer, srtp=queue[0].srtp or self.config.srtp)
         tag = new_tag()
         req, destination = self._trunk_invite(queue[0], raw, user, display, tag, sdp)
         tx, outs = self.tx.send_request(req, destination, now)
@@ -253,6 +253,7 @@ class TrunkClient:
             if following is not None and self.trunk_up(following):
                 call.failovers.append(f"{trunk.name}:{status}")
                 self._switch_trunk(call, following.name)
+                call.sdp.srtp = following.srtp or self.config.srtp
                 call.auth_answered = False
                 req, destination = self._trunk_invite(
                     following, call.dialled, call.user, call.display, call.local_tag, call.sdp
