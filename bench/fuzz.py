@@ -49,7 +49,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-TARGETS = ("sip", "ua", "sdp", "rtp", "rtcp", "dtmf", "digest", "jitter")
+TARGETS = (
+    "sip", "ua", "sdp", "rtp", "rtcp", "dtmf", "digest", "jitter", "register", "srtp",
+)  # fmt: skip
 
 SDP = (
     b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -65,6 +67,14 @@ INVITE = (
     + b"\r\n\r\n"
     + SDP
 )
+CRYPTO = b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n"
+CHALLENGE = (
+    b"SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK-r\r\n"
+    b"From: <sip:acct@p.test>;tag=a\r\nTo: <sip:acct@p.test>;tag=b\r\nCall-ID: r1\r\n"
+    b'CSeq: 1 REGISTER\r\nWWW-Authenticate: Digest realm="p.test", nonce="n1", qop="auth", '
+    b'algorithm=MD5, opaque="o"\r\nContact: <sip:acct@127.0.0.1:5060>;expires=600\r\n'
+    b"Min-Expires: 1800\r\nContent-Length: 0\r\n\r\n"
+)
 DIGEST = (
     b'Digest username="alice", realm="mediaserver", nonce="abc", uri="sip:127.0.0.1", '
     b'response="0123456789abcdef0123456789abcdef", qop=auth, nc=00000001, cnonce="x"'
@@ -77,7 +87,12 @@ def seeds(target: str) -> list[bytes]:
     if target in ("sip", "ua"):
         return [INVITE, *(p.read_bytes() for p in torture)]
     if target == "sdp":
-        return [SDP, SDP.replace(b"RTP/AVP", b"RTP/SAVP"), SDP.replace(b"sendrecv", b"inactive")]
+        savp = SDP.replace(b"RTP/AVP", b"RTP/SAVP")
+        return [SDP, savp, savp + CRYPTO, SDP + CRYPTO, SDP.replace(b"sendrecv", b"inactive")]
+    if target == "register":
+        return [CHALLENGE, CHALLENGE.replace(b"401 Unauthorized", b"200 OK")]
+    if target == "srtp":
+        return [struct.pack("!BBHII", 0x80, 0, 1, 160, 0x1234) + bytes(170)]
     if target in ("rtp", "jitter"):
         return [struct.pack("!BBHII", 0x80, 0, 1, 160, 0x1234) + bytes(160)]
     if target == "rtcp":
@@ -154,6 +169,7 @@ def harness(target: str) -> Callable[[bytes], None]:
                     request_rate=1e9, request_burst=1e9, invite_rate=1e9, invite_burst=1e9
                 ),
                 trunks=TrunkTable([trunk]),
+                srtp="optional",
             ),
             Media(),  # type: ignore[arg-type]
         )
@@ -171,7 +187,11 @@ def harness(target: str) -> Callable[[bytes], None]:
         def one(data: bytes) -> None:
             try:
                 sdp = SessionDescription.parse(data)
-                SdpSession(offer()).answer(sdp)
+                mode = ("off", "optional", "required")[len(data) % 3]
+                SdpSession(offer(), srtp=mode).answer(sdp)
+                ours = SdpSession(offer(), srtp=mode)
+                ours.offer()
+                ours.accept_answer(sdp)
             except (SdpError, NegotiationError):
                 pass
 
@@ -212,6 +232,40 @@ def harness(target: str) -> Callable[[bytes], None]:
                 parse_credentials(text)
             with contextlib.suppress(SipParseError):
                 auth.check([text], "REGISTER", "sip:127.0.0.1", "192.0.2.1", 1.0)
+
+        return one
+    if target == "register":
+        from mediaserver.sip.registration import Registration
+        from mediaserver.sip.trunks import TrunkOutbound
+
+        out = TrunkOutbound("127.0.0.1", 5060, "udp", "p.test", "acct", "pw", True, 600)
+
+        def one(data: bytes) -> None:
+            try:
+                msg = parse_message(data)
+            except MessageError:
+                return
+            if isinstance(msg, Request):
+                return
+            reg = Registration("t", out, ("127.0.0.1", 5060), jitter=lambda: 0.5)
+            reg.request()
+            for now in (0.1, 0.2):  # twice: the same challenge again is a failure
+                again, _ = reg.on_response(msg, now)
+                if again is None:
+                    break
+                again.encode()
+
+        return one
+    if target == "srtp":
+        from mediaserver.codecs.params import SrtpKeys
+        from mediaserver.media.srtp import SrtpContext
+
+        context = SrtpContext(SrtpKeys("AES_CM_128_HMAC_SHA1_80", bytes(30), bytes(30)))
+
+        def one(data: bytes) -> None:
+            # libsrtp (C) must reject what it cannot authenticate, never crash.
+            context.unprotect(data)
+            context.unprotect_rtcp(data)
 
         return one
     if target == "jitter":

@@ -481,6 +481,9 @@ class Route(Strict):
     file: Path | None = None
     #: `record`: where the caller's WAV goes.
     directory: Path = Path("recordings")
+    #: Played before answering, as early media (183 Session Progress with SDP,
+    #: reliable when the caller supports 100rel): "this call may be recorded".
+    announce: Path | None = None
     #: `agent`: the agent answering (prompt, greeting, tools, pipeline overrides).
     agent: AgentConfig | None = None
     #: SRTP for this route's calls (default: `media.srtp`).
@@ -491,6 +494,10 @@ class Route(Strict):
         self.directory = _resolve(self.directory)
         if self.file is not None:
             self.file = _resolve(self.file)
+        if self.announce is not None:
+            self.announce = _resolve(self.announce)
+            if not self.announce.is_file():
+                raise ValueError(f"announce: file not found: {self.announce}")
         if self.app == "playback":
             if self.file is None:
                 raise ValueError("playback needs `file`")

@@ -73,6 +73,18 @@ class CallHandle:
         """Send 180 Ringing."""
         self.server.command(lambda now: self.server.ua.ring(self.call, now))
 
+    def progress(self) -> bool:
+        """Send 183 Session Progress with our SDP (early media); False when the
+        call cannot have early media (past ringing, or the INVITE had no offer)."""
+        sent: list[Event] = []
+
+        def act(now: float) -> list[Event]:
+            sent.extend(self.server.ua.progress(self.call, now))
+            return sent
+
+        self.server.command(act)
+        return bool(sent) and self.session is not None
+
     def answer(self) -> None:
         """Answer with 200 OK."""
         self.server.command(lambda now: self.server.ua.answer(self.call, now))

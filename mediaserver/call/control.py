@@ -47,6 +47,10 @@ class CallControl(Protocol):
     def ring(self) -> None:
         """Send 180 Ringing."""
 
+    def progress(self) -> bool:
+        """Send 183 Session Progress with SDP so `media` can play before the
+        answer (early media); False when the call cannot have it."""
+
     def answer(self) -> None:
         """Answer with 200 OK."""
 

@@ -29,6 +29,7 @@ from mediaserver.sip.transaction_layer import Retransmitter
 from mediaserver.sip.trunks import TrunkTable
 
 __all__ = [
+    "SUPPORTED_EXTENSIONS",
     "AuthRejected",
     "Call",
     "CallConfirmed",
@@ -41,12 +42,18 @@ __all__ = [
     "Event",
     "MediaProvider",
     "PendingOk",
+    "PendingReliable",
     "Registered",
     "TransferOutcome",
     "TrunkRegistration",
     "UaConfig",
     "parse_dtmf_info",
 ]
+
+
+#: SIP extensions we support (Supported, and Require we accept): session
+#: timers (RFC 4028) and reliable provisional responses (RFC 3262).
+SUPPORTED_EXTENSIONS = ("timer", "100rel")
 
 
 class MediaProvider(Protocol):
@@ -77,6 +84,17 @@ class PendingOk:
     tx: InviteServerTransaction
     response: Response
     retransmit: Retransmitter
+
+
+@dataclass
+class PendingReliable:
+    """A reliable provisional response (RFC 3262) awaiting its PRACK."""
+
+    response: Response
+    rseq: int
+    retransmit: Retransmitter
+    #: It carried the SDP answer: no 2xx before its PRACK.
+    has_sdp: bool
 
 
 @dataclass
@@ -135,6 +153,13 @@ class Call:
     called: str | None = None
     #: What the network asserts about the caller (`trunks.caller_identity`).
     identity: dict[str, object] = field(default_factory=dict)
+    #: 100rel (RFC 3262): our reliable 183 awaiting its PRACK, the last RSeq
+    #: (ours as UAS, the peer's we PRACKed as UAC), a 2xx held for the PRACK,
+    #: and a leg's early dialog (its PRACKs go there).
+    reliable: PendingReliable | None = None
+    rseq: int = 0
+    answer_deferred: bool = False
+    early_dialog: Dialog | None = None
     #: A number we dial through trunks: as given, our display name, the trunks
     #: still to try, the ones that failed ("name:status"), and whether this
     #: trunk's challenge has been answered already.

@@ -42,6 +42,7 @@ from collections.abc import Iterable
 
 from mediaserver.sip.auth import AuthFailed
 from mediaserver.sip.calls import (
+    SUPPORTED_EXTENSIONS,
     Blocked,
     Call,
     CallConfirmed,
@@ -95,18 +96,20 @@ from mediaserver.sip.transaction import (
 from mediaserver.sip.transaction_layer import Retransmitter, TransactionLayer
 from mediaserver.sip.trunks import Trunk, caller_identity
 from mediaserver.sip.ua_admission import Admission
+from mediaserver.sip.ua_early import EarlyDialogs
 from mediaserver.sip.ua_outbound import OutboundCalls, hostport
 from mediaserver.sip.ua_trunks import TrunkClient
 
 __all__ = ["ALLOWED_METHODS", "UserAgent"]
 
-ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO", "NOTIFY")
-SUPPORTED_EXTENSIONS = ("timer",)
+ALLOWED_METHODS = (
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO", "NOTIFY", "PRACK",
+)  # fmt: skip
 ACCEPTED_BODIES = ("application/sdp",)
 DTMF_BODIES = ("application/dtmf-relay", "application/dtmf")
 
 
-class UserAgent(Admission, OutboundCalls, TrunkClient):
+class UserAgent(Admission, OutboundCalls, TrunkClient, EarlyDialogs):
     """Sans-IO UAS core. See the module docstring for the contract."""
 
     def __init__(self, config: UaConfig, media: MediaProvider) -> None:
@@ -182,8 +185,9 @@ class UserAgent(Admission, OutboundCalls, TrunkClient):
         return self._dispatch(self.tx.send_response(call.invite_tx, resp, now), now)
 
     def answer(self, call: Call, now: float) -> list[Event]:
-        """Send the 2xx with our SDP and start its retransmission (section 13.3.1.4)."""
-        if call.state is not CallState.INCOMING:
+        """Send the 2xx with our SDP and start its retransmission (section 13.3.1.4);
+        after the PRACK when a reliable 183 carried the answer."""
+        if call.state is not CallState.INCOMING or self._answer_waits(call):
             return []
         assert isinstance(call.invite_tx, InviteServerTransaction)
         resp = self._dialog_response(call, 200)
@@ -197,7 +201,8 @@ class UserAgent(Admission, OutboundCalls, TrunkClient):
         resp.body = call.answer_body
         call.state = CallState.ANSWERED
         call.answered_at = now
-        call.dialog = Dialog.from_invite(call.invite, call.local_tag)
+        if call.dialog is None:  # else the early dialog of our 183 goes on
+            call.dialog = Dialog.from_invite(call.invite, call.local_tag)
         self._by_dialog[call.dialog.key] = call
         self._pending_invites.pop(_merge_key(call.invite), None)
         self._start_session_timer(call, now)
@@ -341,23 +346,6 @@ class UserAgent(Admission, OutboundCalls, TrunkClient):
             assert isinstance(tx, InviteServerTransaction)
             return self._on_invite(req, tx, source, now)
         return self._respond(tx, req, 481, now)
-
-    def _on_options(self, req: Request, tx: ServerTransaction | None, now: float) -> list[Event]:
-        if self.draining or self.active_calls >= self.config.max_calls:
-            return self._respond(
-                tx, req, 503, now, headers=[("Retry-After", str(self.config.retry_after))]
-            )
-        return self._respond(
-            tx,
-            req,
-            200,
-            now,
-            headers=[
-                ("Allow", self._allow),
-                ("Accept", "application/sdp"),
-                ("Supported", ", ".join(SUPPORTED_EXTENSIONS)),
-            ],
-        )
 
     def _body_check(self, req: Request, tx: ServerTransaction, now: float) -> list[Event] | None:
         """415 for a body we cannot read, 406 when we may not answer with SDP."""
@@ -529,6 +517,10 @@ class UserAgent(Admission, OutboundCalls, TrunkClient):
             return self._on_info(call, req, tx, now)
         if method == "NOTIFY":
             return self._on_notify(call, req, tx, now)
+        if method == "PRACK":
+            return self._on_prack(call, req, tx, now)
+        if method == "UPDATE" and call.state is CallState.INCOMING:
+            return self._on_early_update(call, req, tx, now)
         if method in ("INVITE", "UPDATE"):
             return self._on_refresh(call, req, tx, now)
         return self._respond(tx, req, 405, now, headers=[("Allow", self._allow)])
@@ -803,7 +795,7 @@ class UserAgent(Admission, OutboundCalls, TrunkClient):
             self._schedule(call, call.expire_at)
 
     def _call_timers(self, call: Call, now: float) -> list[Event]:
-        events: list[Event] = []
+        events = self._reliable_timers(call, now)
         ok = call.ok
         if ok is not None and ok.retransmit.running:
             rt = ok.retransmit

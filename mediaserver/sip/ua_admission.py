@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from mediaserver.sip.auth import AuthFailed, Authorized
 from mediaserver.sip.calls import (
+    SUPPORTED_EXTENSIONS,
     AuthRejected,
     Blocked,
     Call,
@@ -40,6 +41,13 @@ class Admission:
     edge: EdgeGuard | None
     #: Calls in progress by ("source", host), ("user", caller), ("trunk", name).
     load: Counter[tuple[str, str]]
+    draining: bool
+    _allow: str
+
+    if TYPE_CHECKING:
+
+        @property
+        def active_calls(self) -> int: ...
 
     if TYPE_CHECKING:
         # Provided by UserAgent.
@@ -189,6 +197,16 @@ class Admission:
         if policy.max_calls_per_user and self.load["user", caller] >= policy.max_calls_per_user:
             return "user_calls"
         return None
+
+    def _on_options(self, req: Request, tx: ServerTransaction | None, now: float) -> list[Event]:
+        """200 with what we support; 503 while draining or full (a proxy's probe)."""
+        if self.draining or self.active_calls >= self.config.max_calls:
+            return self._respond(
+                tx, req, 503, now, headers=[("Retry-After", str(self.config.retry_after))]
+            )
+        supported = ", ".join(SUPPORTED_EXTENSIONS)
+        headers = [("Allow", self._allow), ("Accept", "application/sdp"), ("Supported", supported)]
+        return self._respond(tx, req, 200, now, headers=headers)
 
     def _srtp_mode(self, route: str, trunk: Trunk | None) -> str:
         """SRTP of a new call: the trunk's setting, else the route's, else the server's."""

@@ -82,6 +82,10 @@ class OutboundCalls:
             self, number: str, user: str, now: float, display: str | None
         ) -> tuple[Call | None, list[Event]]: ...
 
+        def _on_reliable_provisional(
+            self, call: Call, resp: Response, now: float
+        ) -> list[Event]: ...
+
         def _trunk_retry(
             self, call: Call, status: int, resp: Response | None, now: float
         ) -> list[Event] | None: ...
@@ -213,6 +217,7 @@ class OutboundCalls:
         tparam = "" if transport == "udp" else f";transport={transport}"
         req.headers.add("Contact", f"<sip:{contact_user}@{here}{tparam}>")
         req.headers.add("Allow", self._allow)
+        req.headers.add("Supported", "100rel")
         req.headers.add("User-Agent", self.config.user_agent)
         for name, value in headers:
             req.headers.add(name, value)
@@ -269,7 +274,7 @@ class OutboundCalls:
             if call.cancel_pending and call.state is CallState.DIALING:
                 call.cancel_pending = False
                 return self._cancel(call, now, call.end_reason)
-            return []
+            return self._on_reliable_provisional(call, resp, now)
         if status >= 300:
             # The transaction has ACKed it already.
             again = self._trunk_retry(call, status, resp, now)
@@ -286,6 +291,9 @@ class OutboundCalls:
         except SipParseError as exc:
             call.final_status = 502
             return self._end(call, f"unusable 2xx: {exc.reason}", "remote")
+        if call.early_dialog is not None:
+            # Our PRACKs used CSeq numbers in the early dialog: go on from there.
+            call.dialog.local_seq = max(call.dialog.local_seq, call.early_dialog.local_seq)
         self._by_dialog[call.dialog.key] = call
         call.answered_at = now
         events = self._send_ack(call, resp, now)
@@ -295,9 +303,10 @@ class OutboundCalls:
             # The answer crossed our CANCEL: the dialog exists, end it with BYE.
             return events + self._send_bye(call, now, call.end_reason or "cancelled")
         try:
-            if resp.content_type != "application/sdp" or not resp.body:
+            if resp.content_type == "application/sdp" and resp.body:
+                call.media = call.sdp.accept_answer(SessionDescription.parse(resp.body))
+            elif call.media is None:  # else a reliable 1xx brought the answer
                 raise SdpError("2xx without an SDP answer")
-            call.media = call.sdp.accept_answer(SessionDescription.parse(resp.body))
         except (SdpError, NegotiationError) as exc:
             call.end_reason = f"bad SDP answer: {exc}"
             call.final_status = 488

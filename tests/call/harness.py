@@ -58,6 +58,9 @@ class FakeCall:
     def ring(self) -> None:
         pass
 
+    def progress(self) -> bool:
+        return False
+
     def answer(self) -> None:
         pass
 

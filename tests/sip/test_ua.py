@@ -279,11 +279,11 @@ def test_glare_491() -> None:
 def test_require_unknown_420_and_bad_bodies() -> None:
     ua, _ = make_ua()
     events = ua.receive(
-        request(body=SDP.format(direction="sendrecv"), extra="Require: 100rel, foo"), PEER, 0
+        request(body=SDP.format(direction="sendrecv"), extra="Require: 100rel, foo, bar"), PEER, 0
     )
     resp = sent(events)[0]
     assert isinstance(resp, Response) and resp.status == 420
-    assert resp.headers.get("Unsupported") == "100rel, foo"
+    assert resp.headers.get("Unsupported") == "foo, bar"  # 100rel is supported
     events = ua.receive(
         request(call_id="c2", branch="z9hG4bK-2", body="<x/>", ctype="text/xml"), PEER, 0
     )
