@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from mediaserver.codecs.params import MediaOffer
 from mediaserver.sip.calls import (
     Call,
     CallConfirmed,
@@ -175,6 +176,20 @@ class OutboundCalls:
             transport,
             sdp.offer().serialise(),
         )
+        return self._start_leg(req, destination, offer, sdp, user, local_tag, now)
+
+    def _start_leg(
+        self,
+        req: Request,
+        destination: Target,
+        offer: MediaOffer,
+        sdp: SdpSession,
+        user: str,
+        tag: str,
+        now: float,
+        **fields: Any,
+    ) -> tuple[Call, list[Event]]:
+        """Send a leg's first INVITE and keep its `Call` (with `fields` set)."""
         tx, outs = self.tx.send_request(req, destination, now)
         assert isinstance(tx, InviteClientTransaction)
         call = Call(
@@ -183,12 +198,13 @@ class OutboundCalls:
             invite_tx=tx,
             source=destination,
             user=user,
-            local_tag=local_tag,
+            local_tag=tag,
             offer=offer,
             sdp=sdp,
             created_at=now,
             state=CallState.DIALING,
             outbound=True,
+            **fields,
         )
         self.calls[call.id] = call
         self._by_invite[id(tx)] = call

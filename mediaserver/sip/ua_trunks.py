@@ -15,11 +15,11 @@ credentials refused) hands it to the next one; an answer about the callee
 
 from __future__ import annotations
 
-import secrets
 from collections import Counter
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from mediaserver.codecs.params import MediaOffer
 from mediaserver.sip.auth import answer_challenge
 from mediaserver.sip.calls import Call, CallState, Event, MediaProvider, UaConfig
 from mediaserver.sip.dialog import new_tag
@@ -63,6 +63,18 @@ class TrunkClient:
     if TYPE_CHECKING:
         # Provided by UserAgent.
         def _dispatch(self, outputs: Iterable[object], now: float) -> list[Event]: ...
+
+        def _start_leg(
+            self,
+            req: Request,
+            destination: Target,
+            offer: MediaOffer,
+            sdp: SdpSession,
+            user: str,
+            tag: str,
+            now: float,
+            **fields: Any,
+        ) -> tuple[Call, list[Event]]: ...
 
         def _invite_request(
             self,
@@ -163,28 +175,12 @@ class TrunkClient:
         sdp = SdpSession(offer, srtp=queue[0].srtp or self.config.srtp)
         tag = new_tag()
         req, destination = self._trunk_invite(queue[0], raw, user, display, tag, sdp)
-        tx, outs = self.tx.send_request(req, destination, now)
-        assert isinstance(tx, InviteClientTransaction)
-        call = Call(
-            id=secrets.token_hex(8),
-            invite=req,
-            invite_tx=tx,
-            source=destination,
-            user=user,
-            local_tag=tag,
-            offer=offer,
-            sdp=sdp,
-            created_at=now,
-            state=CallState.DIALING,
-            outbound=True,
-            dialled=raw,
-            display=display,
-            trunk_queue=[t.name for t in queue[1:]],
-        )
+        call, events = self._start_leg(
+            req, destination, offer, sdp, user, tag, now,
+            dialled=raw, display=display, trunk_queue=[t.name for t in queue[1:]],
+        )  # fmt: skip
         self._switch_trunk(call, queue[0].name)
-        self.calls[call.id] = call
-        self._by_invite[id(tx)] = call
-        return call, self._dispatch(outs, now)
+        return call, events
 
     def _trunk_invite(
         self, trunk: Trunk, number: str, user: str, display: str | None, tag: str, sdp: SdpSession
