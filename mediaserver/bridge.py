@@ -173,14 +173,17 @@ class Bridges:
             return
         bridge.session = session
         bridge_sessions(caller, session)
+        # Through a trunk: which one, and the ones that failed it first ("name:status").
+        trunk = {"trunk": leg.trunk, "failovers": leg.failovers} if leg.trunk else {}
         _log(bridge.app.call).info(
             "bridge_connected",
             leg=leg.id,
             target=bridge.target,
             caller_codec=caller.media.codec.encoding,
             target_codec=leg.media.codec.encoding,
+            **trunk,
         )
-        host.record(bridge.app.call, "sip", event="bridge_connected", leg=leg.id)
+        host.record(bridge.app.call, "sip", event="bridge_connected", leg=leg.id, **trunk)
         if bridge.app.actor is not None:
             bridge.app.actor.post(TransferResult(True, 200, "bridged", bridged=True))
 

@@ -94,3 +94,50 @@ def test_a_refused_registration_marks_the_trunk_down(  # type: ignore[no-untyped
     assert trunk_up(server) == 0
     registration = admin(server, "/trunks").json()["provider"]["outbound"]["registration"]
     assert registration["state"] == "failed" and registration["status"] == 403
+
+
+def test_a_failing_trunk_hands_the_call_to_the_next_which_answers_reliably(  # type: ignore[no-untyped-def]
+    agent_program, baresip, tmp_path: Path
+) -> None:
+    """Trunk a (127.0.0.4) answers 503; the call goes to trunk b (127.0.0.5),
+    which sends its answer in a reliable 183: we PRACK it (RAck checked by sipp)
+    and take the 200 without SDP."""
+    ports = {"a": free_port(), "b": free_port()}
+    hosts = {"a": "127.0.0.4", "b": "127.0.0.5"}
+    scenarios = {
+        "a": REPO_ROOT / "tests/sipp/provider_503.xml",
+        "b": REPO_ROOT / "tests/sipp/provider_100rel.xml",
+    }
+    trunks = {
+        name: {"outbound": {"proxy": f"{hosts[name]}:{ports[name]}", "domain": f"{name}.test"}}
+        for name in ("a", "b")
+    }
+    with ThreadPoolExecutor(2) as pool:
+        providers = {
+            name: pool.submit(
+                run_sipp,
+                [
+                    "-sf",
+                    str(scenarios[name]),
+                    "-i",
+                    hosts[name],
+                    "-p",
+                    str(ports[name]),
+                    "-mi",
+                    hosts[name],
+                    "-rtp_echo",
+                ],
+                60,
+                tmp_path / f"provider_{name}",
+            )
+            for name in ("a", "b")
+        }
+        front = agent_program(AGENT, config={"trunks": trunks}, WEATHER_DESK_URI=NUMBER)
+        source = caller_wav("what is the weather in paris", tmp_path, tail=12)
+        result = baresip(front.uri("desk"), seconds=25, source_wav=source)
+        assert result.established, result.describe()
+        log = front.wait_log("bridge_ended", timeout=15)
+        done = {name: future.result(timeout=60) for name, future in providers.items()}
+    assert done["a"].ok and done["b"].ok, (done["a"].describe(), done["b"].describe())
+    connected = next(line for line in log.splitlines() if "bridge_connected" in line)
+    assert "trunk=b" in connected and "a:503" in connected, connected
