@@ -1,11 +1,13 @@
 """Calling out through a trunk, against sipp playing the provider (tests/sipp/
-provider.xml on 127.0.0.4): the server registers with it (401, digest checked by
-sipp's verifyauth), an agent's transfer to a number is dialled through it (401,
-digest checked again) and bridged; a provider that refuses the registration
-marks the trunk down in /metrics and the log names the trunk and the status."""
+provider.xml on 127.0.0.4): the server registers with it (401, digest checked
+by sipp's verifyauth), an agent's transfer to a number is dialled through it
+(407, the digest checked here from the wire) and bridged; a provider that
+refuses the registration marks the trunk down in /metrics and the log names
+the trunk and the status; a failing trunk hands the call to the next."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -74,10 +76,24 @@ def test_registers_and_dials_a_number_through_the_provider(  # type: ignore[no-u
         done = provider.result(timeout=60)
     assert done.ok, done.describe()
     assert "number through a trunk" in log and "bridge_connected" in log, front.log_tail()
-    # The provider saw our caller ID and the number in E.164.
+    # The provider saw our caller ID and the number in E.164, and the digest
+    # answering its 407 is right (computed here from what went on the wire).
     messages = done.messages_path.read_text() if done.messages_path else ""
-    assert f"INVITE sip:{NUMBER}@provider.test" in messages
-    assert "Authorization: Digest" in messages and "P-Asserted-Identity" in messages
+    assert f"INVITE sip:{NUMBER}@provider.test" in messages and "P-Asserted-Identity" in messages
+    (header,) = re.findall(r"Proxy-Authorization: (Digest .*)", messages)
+    assert proxy_digest_is_right(header, "INVITE", "acct", "s3cret"), header
+
+
+def proxy_digest_is_right(header: str, method: str, user: str, password: str) -> bool:
+    """RFC 2617 with qop=auth, computed independently of mediaserver's code."""
+    p = dict(re.findall(r'(\w+)="?([^",]*)"?', header.removeprefix("Digest ")))
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode()).hexdigest()
+
+    ha1, ha2 = md5(f"{user}:{p['realm']}:{password}"), md5(f"{method}:{p['uri']}")
+    expected = md5(f"{ha1}:{p['nonce']}:{p['nc']}:{p['cnonce']}:{p['qop']}:{ha2}")
+    return p["username"] == user and p["response"] == expected
 
 
 def test_a_refused_registration_marks_the_trunk_down(  # type: ignore[no-untyped-def]
