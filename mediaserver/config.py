@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import ipaddress
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -231,16 +232,27 @@ class TrunkSettings(Strict):
         return self
 
     def trunk(self, name: str) -> Trunk:
-        """The sans-IO trunk of these settings."""
+        """The sans-IO trunk of these settings (the outbound proxy's name resolved).
+
+        Raises:
+            ValueError: the proxy's host name does not resolve.
+        """
         forms = (self.country_code, self.international_prefix, self.national_prefix)
         allow = list(self.allow)
         outbound = None
         if self.outbound is not None:
             o = self.outbound
-            host, port, transport = o.where()
+            name_or_address, port, transport = o.where()
+            try:
+                # Once, at start-up: the core must never wait for DNS.
+                host = str(socket.getaddrinfo(name_or_address, port)[0][4][0])
+            except OSError as exc:
+                raise ValueError(
+                    f"trunks.{name}.outbound.proxy: cannot resolve {name_or_address!r}: {exc}"
+                ) from None
             outbound = TrunkOutbound(
-                host, port, transport, o.domain, o.username, o.password, o.registers,
-                o.expires, o.caller_id, o.caller_name, o.strip_plus,
+                host, port, transport, o.domain or name_or_address, o.username, o.password,
+                o.registers, o.expires, o.caller_id, o.caller_name, o.strip_plus,
             )  # fmt: skip
             if not allow:
                 with contextlib.suppress(ValueError):

@@ -183,7 +183,7 @@ class SipServer:
                 session=SessionTimerPolicy(sip.session_expires, sip.min_se),
                 user_agent=sip.user_agent,
                 invite_auth=sip.auth.invites,
-                trunks=TrunkTable(t.trunk(name) for name, t in self.config.trunks.items()),
+                trunks=self._trunks(),
                 edge=_edge(sip),
                 srtp=self.config.media.srtp,
                 route_srtp={n: r.srtp for n, r in self.config.routes.items() if r.srtp},
@@ -392,6 +392,12 @@ class SipServer:
 
     def _on_blocked(self, event: Blocked) -> None:
         self._log_rejected("sip_blocked", event.source, reason=event.reason, status=event.status)
+
+    def _trunks(self) -> TrunkTable:
+        try:
+            return TrunkTable(t.trunk(name) for name, t in self.config.trunks.items())
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     def _on_trunk_registration(self, event: TrunkRegistration) -> None:
         fields = {"trunk": event.trunk, "status": event.status, "reason": event.reason}

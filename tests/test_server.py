@@ -174,6 +174,10 @@ def test_malformed_flood_does_not_disturb_a_call(start_server, sipp) -> None:  #
             "trunks.c.outbound.proxy: no tls listener in sip.listen",
         ),
         (
+            "trunks:\n  c: {outbound: {proxy: no-such-host.invalid}}\n",
+            "trunks.c.outbound.proxy: cannot resolve 'no-such-host.invalid'",
+        ),
+        (
             "pipeline:\n  turn: {end_of_speech_timeout: 0.1}\n",
             "pipeline.turn.end_of_speech_timeout",
         ),

@@ -54,11 +54,8 @@ class TrunkClient:
     config: UaConfig
     media: MediaProvider
     tx: TransactionLayer
-    calls: dict[str, Call]
-    draining: bool
     load: Counter[tuple[str, str]]
     _by_invite: dict[int, Call]
-    _allow: str
 
     if TYPE_CHECKING:
         # Provided by UserAgent.
