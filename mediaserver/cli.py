@@ -3,6 +3,7 @@
 mediaserver run conf/mediaserver.yaml            a server config
 mediaserver run examples/support_agent.py        a Python agent program
 mediaserver run agent.py --config server.yaml    ... with a server config
+mediaserver cluster conf/mediaserver.yaml        N workers behind Kamailio
 """
 
 from __future__ import annotations
@@ -33,6 +34,18 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--config", help="with an agent .py: the server config for media, models and logging"
     )
+    run.add_argument("--worker", help=argparse.SUPPRESS)  # I/N, set by `cluster`
+    run.add_argument("--worker-port", type=int, help=argparse.SUPPRESS)
+    cluster = sub.add_parser(
+        "cluster", help="run a server config as N workers behind Kamailio (one per core)"
+    )
+    cluster.add_argument("target", help="a YAML server config; Kamailio takes its UDP listener")
+    cluster.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="worker processes (cores)"
+    )
+    cluster.add_argument(
+        "--worker-port", type=int, help="first worker SIP port (default: the front port + 1)"
+    )
     call = sub.add_parser("call", help="place a test call and print what the agent said")
     call.add_argument("uri", help="e.g. sip:support@127.0.0.1:5060")
     what = call.add_mutually_exclusive_group()
@@ -54,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         return _demo(args.say)
 
-    if args.command == "run" and args.target.endswith((".yaml", ".yml")):
+    if args.command == "cluster":
+        return _cluster(args)
+    if args.command == "run" and args.target.endswith((".yaml", ".yml")) and not args.worker:
         agent = _yaml_agent(args.target)
         if agent is not None:
             agent.config_path = args.config or agent.config_path
@@ -70,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         try:
             config = load_config(args.target)
+            if args.worker:
+                from mediaserver.cluster import parse_worker
+
+                config = parse_worker(args.worker, config, args.worker_port)
         except ConfigError as exc:
             print(f"config error: {exc}", file=sys.stderr)
             return 2
@@ -89,6 +108,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cannot start: {exc}", file=sys.stderr)
             return 1
     return 2
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    """`mediaserver cluster`: Kamailio and the workers, supervised."""
+    from mediaserver.cluster import Supervisor
+
+    try:
+        config = load_config(args.target)
+        if args.workers < 1:
+            raise ConfigError("--workers: at least 1")
+        supervisor = Supervisor(args.target, config, args.workers, args.worker_port)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    configure(config.logging.level, config.logging.format)
+    return uvloop.run(supervisor.run())
 
 
 def _yaml_agent(path: str) -> AgentBase | None:

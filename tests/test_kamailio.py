@@ -1,7 +1,7 @@
 """Workers behind a real Kamailio 5.6 dispatcher (loopback only, bounded).
 
 Kamailio runs in the foreground (``kamailio -DD -E``) with the config in
-``tests/kamailio/kamailio.cfg.tmpl``: it Record-Routes every INVITE, spreads
+``conf/kamailio.cfg.tmpl`` (the one `mediaserver cluster` renders): it Record-Routes every INVITE, spreads
 calls round robin over the workers in its dispatcher list, fails over on
 500/503/timeout, probes the workers with OPTIONS (only a 2xx keeps one active,
 so a draining worker's 503 takes it out) and relays in-dialog requests with
@@ -27,6 +27,7 @@ from typing import IO, Protocol
 
 import pytest
 
+from mediaserver.cluster import KAMAILIO_TEMPLATE, modules_dir, render_kamailio
 from tests.peers import (
     LOCALHOST,
     SIPP_SCENARIOS,
@@ -39,9 +40,7 @@ from tests.peers import (
     which,
 )
 
-KAMAILIO_TEMPLATE = Path(__file__).resolve().parent / "kamailio" / "kamailio.cfg.tmpl"
 UAC_RR = SIPP_SCENARIOS / "uac_rr.xml"
-DEFAULT_MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules"
 PING_INTERVAL = 1  # seconds between dispatcher OPTIONS probes
 
 # INVITE through the proxy, ACK via [routes], then wait for the server's BYE
@@ -116,20 +115,6 @@ UAC_RR_SERVER_BYE = """\
 # --------------------------------------------------------------------------- Kamailio
 
 
-def modules_dir(binary: str) -> str:
-    """Kamailio's module folder, from ``kamailio -I`` (or the Debian default)."""
-    try:
-        out = subprocess.run(
-            [binary, "-I"], capture_output=True, text=True, timeout=10, check=False
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        out = ""
-    match = re.search(r"Default paths to modules:\s*(\S+)", out)
-    if match and Path(match.group(1)).is_dir():
-        return match.group(1)
-    return DEFAULT_MODULES
-
-
 class Kamailio:
     """One Kamailio dispatcher in the foreground, in front of ``workers``."""
 
@@ -157,25 +142,17 @@ class Kamailio:
         return f"{self.host}:{self.port}"
 
     def render(self) -> None:
-        """Write the dispatcher list and the config."""
-        self.ds_list.write_text(
-            "".join(
-                f"1 sip:{w.host}:{w.port} 0 0 duid=w{i}\n" for i, w in enumerate(self.workers, 1)
-            )
+        """Write the dispatcher list and the config (the one `mediaserver cluster` uses)."""
+        config, ds_list = render_kamailio(
+            KAMAILIO_TEMPLATE.read_text(),
+            listen=(self.host, self.port),
+            workers=[(w.host, w.port) for w in self.workers],
+            rundir=self.rundir,
+            mpath=modules_dir(self.binary),
+            ping_interval=self.ping_interval,
         )
-        values = {
-            "LISTEN_PORT": str(self.port),
-            "MPATH": modules_dir(self.binary),
-            "RUNDIR": str(self.rundir),
-            "DS_LIST": str(self.ds_list),
-            "PING_INTERVAL": str(self.ping_interval),
-        }
-        text = KAMAILIO_TEMPLATE.read_text()
-        for key, value in values.items():
-            text = text.replace(f"@{key}@", value)
-        leftover = re.findall(r"@[A-Z_]+@", text)
-        assert not leftover, f"unfilled placeholders in the Kamailio config: {leftover}"
-        self.config_path.write_text(text)
+        self.ds_list.write_text(ds_list)
+        self.config_path.write_text(config)
 
     def start(self, timeout: float = 10.0) -> Kamailio:
         """Start Kamailio and wait until it answers OPTIONS on its own URI."""
