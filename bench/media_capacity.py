@@ -30,7 +30,10 @@ stderr. From the repository root::
     .venv/bin/python bench/media_capacity.py --start 100 --step 100 --max 1500 --duration 20
 
 ``--srtp`` runs the same ramp with SDES-SRTP on every call (the server set to
-``media.srtp: required``), for the side-by-side cost of encryption.
+``media.srtp: required``), for the side-by-side cost of encryption. ``--cluster N``
+runs ``mediaserver cluster --workers N`` instead of one process: SIP through
+Kamailio, RTP straight to the workers; CPU and RSS are summed over the whole
+process tree (supervisor, Kamailio, workers).
 
 Every process is started by this script, bounded by a timeout and stopped by
 its PID; nothing binds outside 127.0.0.1.
@@ -62,10 +65,10 @@ for _path in (str(REPO_ROOT), str(BENCH_DIR)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+from media_loadgen import proc_rss_mb  # noqa: E402  (the whole process tree: a cluster too)
 from sip_cps import (  # noqa: E402  (bench/ and the repo root must be on sys.path first)
     cpu_model,
     git_commit,
-    proc_rss_mb,
     proc_threads,
     stop_process,
     udp_rcvbuf_errors,
@@ -76,7 +79,9 @@ from tests.peers import (  # noqa: E402
     ServerNotReady,
     ServerProcess,
     free_port,
+    free_port_block,
     free_rtp_range,
+    sip_options,
 )
 
 LOADGEN = BENCH_DIR / "media_loadgen.py"
@@ -159,6 +164,7 @@ class Bench:
                 "srtp": "required" if self.args.srtp else "off",
             },
             "routes": {ROUTE: {"app": "echo", "duration": 0, "ring": 0}},
+            "admin": {"port": 0},
             "shutdown": {"drain_timeout": 2},
             "logging": {"level": "warning", "format": "console"},
         }
@@ -170,10 +176,24 @@ class Bench:
         if profile is not None:
             command = [python, "-m", "cProfile", "-o", str(profile), "-m", "mediaserver", "run"]
         env = {"MEDIASERVER_GC_THRESHOLD": self.args.gc_threshold} if self.args.gc_threshold else {}
+        workers: list[int] = []
+        if self.args.cluster:
+            # Kamailio on the listener, the workers on ports of their own behind it.
+            first = free_port_block(self.args.cluster, tcp=True)
+            workers = list(range(first, first + self.args.cluster))
+            command = [python, "-m", "mediaserver", "cluster", "--workers",
+                       str(self.args.cluster), "--worker-port", str(first)]  # fmt: skip
         server = ServerProcess(self.server_config(), folder, command=command, env=env)
         self.server = server
         server.start()
         server.wait_ready(timeout=30)
+        for port in workers:
+            deadline = time.monotonic() + 60
+            while sip_options(LOCALHOST, port, timeout=0.5) is None:
+                if time.monotonic() > deadline or not server.running():
+                    raise RuntimeError(f"cluster worker on {port} did not come up")
+        if workers:
+            time.sleep(2.5)  # Kamailio's probes mark the workers active
         self.server_threads = proc_threads(server.pid)
         return server
 
@@ -389,6 +409,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dump",
         action="store_true",
         help="save each step's raw per-call times as times.npz in its folder (needs --workdir)",
+    )
+    parser.add_argument(
+        "--cluster",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run `mediaserver cluster --workers N` (Kamailio in front) instead of one process",
     )
     parser.add_argument(
         "--srtp",

@@ -115,25 +115,46 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------- /proc
 
 
+def proc_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (a cluster: the supervisor, Kamailio, the workers)."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        todo.extend(int(c) for c in children)
+    return out
+
+
 def proc_cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process in seconds, None if it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """utime + stime of a process and its descendants in seconds, None if it is gone."""
+    total, seen = 0.0, False
+    for member in proc_tree(pid):
+        try:
+            text = Path(f"/proc/{member}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        seen = True
+    return total if seen else None
 
 
 def proc_rss_mb(pid: int) -> float | None:
-    """VmRSS of a process in MiB, None if unreadable."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    """VmRSS of a process and its descendants in MiB, None if unreadable."""
+    total, seen = 0.0, False
+    for member in proc_tree(pid):
+        try:
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+                    seen = True
+        except OSError:
+            continue
+    return total if seen else None
 
 
 def self_cpu_seconds() -> float:
@@ -220,6 +241,8 @@ class Call:
     from_tag: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     to_tag: str | None = None
     contact: str | None = None
+    #: The Record-Route of the 2xx (a proxy in front, e.g. `mediaserver cluster`'s Kamailio).
+    route: str | None = None
     remote: tuple[str, int] | None = None
     state: str = "new"  # new, inviting, established, failed, bye, ended
     status: int | None = None
@@ -351,6 +374,8 @@ class LoadGen(asyncio.DatagramProtocol):
             f"CSeq: {cseq} {method}",
             f"Contact: <sip:loadgen@{LOCALHOST}:{self.sip_port}>",
         ]
+        if call.route and method in ("ACK", "BYE"):
+            lines.append(f"Route: {call.route}")  # one proxy: its Record-Route as is
         if body:
             lines.append("Content-Type: application/sdp")
         lines.append(f"Content-Length: {len(body)}")
@@ -482,6 +507,7 @@ class LoadGen(asyncio.DatagramProtocol):
         if 200 <= status < 300:
             media = sdp_media(body)
             call.contact = uri_of(headers.get("contact", "")) or self.ruri
+            call.route = headers.get("record-route")
             _, via = self._via()
             call.ack = self._request(call, "ACK", call.contact, 1, via)
             self._send_sip(call.ack)
