@@ -115,6 +115,8 @@ def _cluster(args: argparse.Namespace) -> int:
     from mediaserver.cluster import Supervisor
 
     try:
+        if not args.target.endswith((".yaml", ".yml")):
+            raise ConfigError(f"{args.target}: the cluster runs a YAML server config")
         config = load_config(args.target)
         if args.workers < 1:
             raise ConfigError("--workers: at least 1")
