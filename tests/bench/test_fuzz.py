@@ -43,4 +43,6 @@ def test_every_network_parser_survives_a_short_fuzzing_run(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     for name, result in report["targets"].items():
         assert result["inputs"] == RUNS, (name, result)
-        assert result["coverage_edges"] > 20, (name, result)
+        # Coverage shows the instrumentation works; srtp's code under test is libsrtp
+        # (C), of which atheris sees only the thin Python wrapper.
+        assert result["coverage_edges"] > (2 if name == "srtp" else 20), (name, result)
