@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -29,6 +30,11 @@ from tests.peers import (
 )
 
 SCENARIOS = sorted(p.name for p in SIPP_SCENARIOS.glob("*.xml"))
+# A scenario whose first step is a <recv> plays a server (a provider): it waits for calls.
+UAS_SCENARIOS = [
+    s for s in SCENARIOS if re.search(r"<scenario[^>]*>\s*<recv", (SIPP_SCENARIOS / s).read_text())
+]
+UAC_SCENARIOS = [s for s in SCENARIOS if s not in UAS_SCENARIOS]
 
 
 def test_deep_merge_merges_mappings_and_replaces_lists() -> None:
@@ -156,7 +162,15 @@ def test_sip_request_collects_replies(udp_responder: int) -> None:
     assert seen and seen[0] > 0
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("scenario", UAS_SCENARIOS)
+def test_sipp_server_scenario_loads(scenario: str, sipp: RunSipp) -> None:
+    """Each server scenario parses and waits: with no caller it can only time out."""
+    result = sipp(["-sf", str(SIPP_SCENARIOS / scenario)], timeout=1)
+    assert "timed out" in result.stderr, result.describe()
+    assert not result.trace(), result.describe()  # nothing to answer, nothing sent
+
+
+@pytest.mark.parametrize("scenario", UAC_SCENARIOS)
 def test_sipp_scenario_loads(scenario: str, sipp: RunSipp, tmp_path: Path) -> None:
     """Each scenario parses and starts: against a silent port it can only time out."""
     # Scenarios that play the caller's audio read caller.pcap from sipp's folder.
