@@ -23,7 +23,6 @@ from tests.peers import (
     SIPP_SCENARIOS,
     ServerProcess,
     free_port_block,
-    free_rtp_range,
     require_binary,
     server_config,
     sip_options,
@@ -88,10 +87,8 @@ def test_a_cluster_of_two_spreads_calls_survives_a_killed_worker_and_rolls(  # t
     front = free_port_block(1, tcp=True)
     w0 = free_port_block(2, tcp=True)  # the workers' SIP ports: w0, w0 + 1
     admin = free_port_block(3, tcp=True)
-    rtp = free_rtp_range(200)
     config = server_config(
         sip={"listen": [{"transport": "udp", "host": LOCALHOST, "port": front}]},
-        media={"port_min": rtp[0], "port_max": rtp[1]},
         admin={"port": admin},
         routes={"hold": {"duration": 0}},
     )
