@@ -257,7 +257,9 @@ def test_false_barge_in_resumes_where_the_agent_stopped(tmp_path: Path) -> None:
             await assert_story_resumed(live, told)  # the backchannel is not a turn
             return True
 
-    assert any(run(main()) for _ in range(3)), "pocketsphinx heard words in every backchannel"
+    # Five calls: on a loaded machine the decoder found a word in all three of the
+    # earlier count once (a clean-clone CI run); a call that hears none tests it all.
+    assert any(run(main()) for _ in range(5)), "pocketsphinx heard words in every backchannel"
 
 
 def yeah_agent(cfg: PipelineSettings) -> Any:
