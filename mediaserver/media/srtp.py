@@ -9,6 +9,8 @@ decoding; the session counts it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pylibsrtp import Error, Policy, Session
 
 from mediaserver.codecs.params import SrtpKeys
@@ -33,30 +35,18 @@ class SrtpContext:
     def protect(self, rtp: bytes) -> bytes | None:
         """The SRTP packet, or None: libsrtp refused (e.g. an index sent twice,
         which would reuse keystream)."""
-        try:
-            return self._out.protect(rtp)
-        except Error:
-            return None
+        return _or_none(self._out.protect, rtp)
 
     def protect_rtcp(self, rtcp: bytes) -> bytes | None:
-        try:
-            return self._out.protect_rtcp(rtcp)
-        except Error:
-            return None
+        return _or_none(self._out.protect_rtcp, rtcp)
 
     def unprotect(self, srtp: bytes) -> bytes | None:
         """The RTP packet, or None: it failed authentication or was replayed."""
-        try:
-            return self._in.unprotect(srtp)
-        except Error:
-            return None
+        return _or_none(self._in.unprotect, srtp)
 
     def unprotect_rtcp(self, srtcp: bytes) -> bytes | None:
         """The RTCP compound, or None: it failed authentication or was replayed."""
-        try:
-            return self._in.unprotect_rtcp(srtcp)
-        except Error:
-            return None
+        return _or_none(self._in.unprotect_rtcp, srtcp)
 
     def rekeyed(self, keys: SrtpKeys | None) -> SrtpContext | None:
         """The context for a renegotiation: this one while the keys stay (a
@@ -64,3 +54,11 @@ class SrtpContext:
         if keys is None:
             return None
         return self if keys == self.keys else SrtpContext(keys)
+
+
+def _or_none(operation: Callable[[bytes], bytes], data: bytes) -> bytes | None:
+    """What libsrtp made of `data`, or None when it refused it."""
+    try:
+        return operation(data)
+    except Error:
+        return None
