@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import LOCALHOST, REPO_ROOT, build_options, free_port, parse_sip, sip_options
+from tests.peers import (
+    LOCALHOST,
+    REPO_ROOT,
+    build_options,
+    free_port,
+    parse_sip,
+    self_signed_cert,
+    sip_options,
+)
 
 
 def test_baresip_call_established_and_ends_cleanly(start_server, baresip) -> None:  # type: ignore[no-untyped-def]
@@ -34,34 +42,8 @@ def test_baresip_hangs_up_first(start_server, baresip) -> None:  # type: ignore[
     assert "by=remote" in server.wait_log("call_ended")
 
 
-def _cert(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return cert, key
-
-
 def test_tls_listener_answers_options(start_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    cert, key = _cert(tmp_path)
+    cert, key = self_signed_cert(tmp_path / "tls")
     udp, tls = free_port(), free_port()
     server = start_server(
         sip={
