@@ -1,12 +1,19 @@
-"""Cost of writing call-record events: what `CallRecord.add` costs the event loop.
+"""Cost of writing call-record events: what `CallRecord.add` costs the event loop,
+and how fast the writer thread commits them.
 
-Each event is committed before `add` returns (SQLite WAL, synchronous=NORMAL),
-so this is the price of "a crash loses at most the event being written". Runs
-N events of a realistic size through a real `CallStore` into a fresh SQLite
-file (and into PostgreSQL when --dsn is given), side by side with a memory-only
-store, and prints one JSON object.
+`add` queues the event; one writer thread commits the queue in batches (one
+transaction each). Side by side in one run, per store (memory only, a fresh
+SQLite file in WAL mode, and PostgreSQL when --dsn is given):
 
-    .venv/bin/python bench/records_write.py --events 20000
+- `direct`: one transaction per event on the caller's thread, as the store did
+  before the writer thread (the baseline the ratios are taken against);
+- `queued`: `add` through a real `CallStore`: the loop's cost per event, then
+  how long the writer takes to commit the burst (events per second);
+- `paced` (with --rate): events at a steady rate spread over many calls (the
+  event rate of 10,000 concurrent calls, say) for --seconds: the loop's cost and
+  the writer's backlog (max and at the end), i.e. whether the writer keeps up.
+
+    .venv/bin/python bench/records_write.py --events 20000 --rate 5000 --seconds 10
 """
 
 from __future__ import annotations
@@ -44,16 +51,85 @@ TURN: dict[str, Any] = {
 }
 
 
-def run(store: CallStore, events: int, repeats: int) -> dict[str, float]:
-    """Per-event cost of `add` over `repeats` rounds of `events` events (microseconds)."""
+def direct(store: CallStore, events: int, repeats: int) -> dict[str, float]:
+    """One committed transaction per event on this thread (the old path)."""
+    database = store.database
+    assert database is not None
+    db = database.connect(wait=False)
     rounds = []
+    for r in range(repeats):
+        call = f"direct-{r}"
+        summary = dict.fromkeys(("call_id", "agent", "caller"))
+        database.write(db, "call", {**summary, "id": call, "route": "bench", "started_at": 0.0})
+        started = time.perf_counter()
+        for seq in range(1, events + 1):
+            event = {"seq": seq, "t": time.time(), "kind": "turn", "data": TURN}
+            database.write(db, "event", (call, event))
+        rounds.append((time.perf_counter() - started) / events * 1e6)
+    db.close()
+    return _spread(rounds)
+
+
+def queued(store: CallStore, events: int, repeats: int) -> dict[str, Any]:
+    """`add` through the store: the caller's cost, then the writer's drain."""
+    rounds, drains = [], []
     for r in range(repeats):
         record = store.start_call(f"bench-{r}", call_id=f"{r}@bench", route="bench")
         started = time.perf_counter()
         for _ in range(events):
             record.add("turn", TURN)
-        rounds.append((time.perf_counter() - started) / events * 1e6)
+        added = time.perf_counter()
         record.finish("bench", "local", {})
+        if not store.flush(120):
+            raise SystemExit("the writer did not drain within 120 s")
+        rounds.append((added - started) / events * 1e6)
+        drains.append(time.perf_counter() - started)
+    return {
+        **_spread(rounds),
+        "writer_events_per_s_median": round(events / statistics.median(drains)),
+    }
+
+
+def paced(store: CallStore, rate: int, seconds: float, calls: int) -> dict[str, Any]:
+    """Events at `rate` per second over `calls` open calls for `seconds`."""
+    records = [store.start_call(f"paced-{n}", route="bench") for n in range(calls)]
+    store.flush(30)
+    tick = 0.01  # add in 10 ms chunks, as a loop serving many calls would
+    per_tick = max(1, round(rate * tick))
+    added = 0
+    spent = 0.0
+    max_backlog = 0
+    started = time.perf_counter()
+    deadline = started + seconds
+    next_tick = started
+    while (now := time.perf_counter()) < deadline:
+        if now < next_tick:
+            time.sleep(next_tick - now)
+        t0 = time.perf_counter()
+        for _ in range(per_tick):
+            records[added % calls].add("turn", TURN)
+            added += 1
+        spent += time.perf_counter() - t0
+        max_backlog = max(max_backlog, store.backlog)
+        next_tick += tick
+    elapsed = time.perf_counter() - started
+    end_backlog = store.backlog
+    drain_started = time.perf_counter()
+    store.flush(120)
+    return {
+        "target_events_per_s": rate,
+        "events_per_s": round(added / elapsed),
+        "calls": calls,
+        "loop_us_per_event": round(spent / added * 1e6, 2),
+        "max_backlog": max_backlog,
+        "backlog_at_end": end_backlog,
+        "drain_after_end_s": round(time.perf_counter() - drain_started, 3),
+        "dropped": store.dropped,
+        "write_errors": store.write_errors,
+    }
+
+
+def _spread(rounds: list[float]) -> dict[str, float]:
     return {
         "us_per_event_median": round(statistics.median(rounds), 2),
         "us_per_event_min": round(min(rounds), 2),
@@ -61,10 +137,27 @@ def run(store: CallStore, events: int, repeats: int) -> dict[str, float]:
     }
 
 
+def measure(store: CallStore, args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "direct": direct(store, args.events, args.repeats),
+        "queued": queued(store, args.events, args.repeats),
+    }
+    out["loop_cost_ratio_direct_over_queued"] = round(
+        out["direct"]["us_per_event_median"] / out["queued"]["us_per_event_median"], 1
+    )
+    if args.rate:
+        out["paced"] = paced(store, args.rate, args.seconds, args.calls)
+    store.close()
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rate", type=int, default=0, help="paced events per second (0: skip)")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--calls", type=int, default=10000, help="open calls in the paced run")
     parser.add_argument("--dsn", default=None, help="also measure PostgreSQL at this DSN")
     args = parser.parse_args()
     configure("info")  # as the server runs: the per-event debug line is filtered out
@@ -75,21 +168,11 @@ def main() -> int:
         "events_per_round": args.events,
         "repeats": args.repeats,
     }
-    memory = CallStore(None)
-    out["memory_only"] = run(memory, args.events, args.repeats)
+    out["memory_only"] = queued(CallStore(None), args.events, args.repeats)
     with tempfile.TemporaryDirectory() as folder:
-        sqlite = CallStore(Path(folder) / "calls.db")
-        out["sqlite_wal"] = run(sqlite, args.events, args.repeats)
-        out["sqlite_backlog"] = sqlite.backlog
-        sqlite.close()
+        out["sqlite_wal"] = measure(CallStore(Path(folder) / "calls.db"), args)
     if args.dsn:
-        pg = CallStore(None, dsn=args.dsn)
-        out["postgres"] = run(pg, args.events, args.repeats)
-        out["postgres_backlog"] = pg.backlog
-        pg.close()
-    out["sqlite_over_memory_us"] = round(
-        out["sqlite_wal"]["us_per_event_median"] - out["memory_only"]["us_per_event_median"], 2
-    )
+        out["postgres"] = measure(CallStore(None, dsn=args.dsn), args)
     print(json.dumps(out, indent=2))
     return 0
 

@@ -8,6 +8,7 @@ side converts them to psycopg's `%s` / `%(name)s`. Writes are idempotent
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -132,6 +133,18 @@ class Database:
             summary, final = item
             db.execute(self.sql(_END_CALL), {**summary, "final": to_json(final)})
 
+    def write_batch(self, db: Connection, batch: list[tuple[str, Any]]) -> None:
+        """The writes of `batch` (what, item) in one transaction: all or none."""
+        db.execute("BEGIN")
+        try:
+            for what, item in batch:
+                self.write(db, what, item)
+        except BaseException:
+            with contextlib.suppress(*self.errors):  # no transaction left to end
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
     def query(self, db: Connection, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """Rows of a read."""
         rows: list[tuple[Any, ...]] = db.execute(self.sql(sql), args).fetchall()
@@ -207,3 +220,11 @@ class PostgresDatabase(Database):
 
     def sql(self, text: str) -> str:
         return _pyformat(text)
+
+    def write_batch(self, db: Connection, batch: list[tuple[str, Any]]) -> None:
+        # Pipeline mode: the statements go out without waiting for each answer,
+        # so a batch costs about one round trip to the server, not one per write.
+        pg: Any = db
+        with pg.pipeline(), pg.transaction():
+            for what, item in batch:
+                self.write(db, what, item)

@@ -3,17 +3,21 @@
 Every call gets a `CallRecord`. Whatever happens on it (SIP events, turns with the
 caller's and the assistant's text, tool calls, barge-ins, errors with their
 recovery, DTMF, the final state) is appended as an event: kept in memory while
-the call is live, and written to SQLite at once, one event per transaction, before
-`add` returns. SQLite runs in WAL mode with `synchronous=NORMAL`, where a commit
-costs ~22 us here (bench/records_write.py) and survives the process being killed:
-a crash loses at most the event being written.
+the call is live, and written to SQLite or PostgreSQL by one writer thread.
 
-The event loop never waits for the database, though: its connection does not
-wait for locks (timeout 0). When a write fails (locked, corrupt, disk full), the
-event and every later one go to a backlog (bounded; past the limit the oldest
-are dropped and counted) that a retry thread writes, in order, every
-`retry_interval` seconds, with the error logged once per outage. Once the
-backlog is written the loop writes directly again. Calls go on regardless.
+The event loop never waits for the database: `add` puts the event on a queue
+(a few microseconds) and the writer commits whatever has queued up in one
+transaction (group commit), in order, as soon as it can. When the calls are few
+each event is committed within a fraction of a millisecond; when they are many
+the batches grow and a commit carries hundreds of events, so a remote database
+costs its latency once per batch, not once per event. The writer logs each
+event it committed (`record_event`, debug level): an event logged so is in the
+database, whatever happens to the process afterwards.
+
+When a write fails (locked, corrupt, disk full, server gone), the writer keeps
+the batch and retries every `retry_interval` seconds, with the error logged
+once per outage; later events queue behind it (bounded: past the limit the
+oldest are dropped and counted). Calls go on regardless.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ log = structlog.get_logger("mediaserver.call.store")
 RECENT_IN_MEMORY = 200
 #: Events held while the database cannot be written, before the oldest are dropped.
 BUFFER_LIMIT = 200_000
+#: Most writes committed in one transaction.
+BATCH = 1000
 
 #: Summary fields of a call (the `calls` table's columns, minus final_state).
 SUMMARY_FIELDS = (
@@ -91,14 +97,6 @@ class CallRecord:
             self.errors += 1
         if self._store is not None:
             self._store._event(self, event)
-        # After the write: a line here means the event is in the database (or backlog).
-        log.debug(
-            "record_event",
-            record=self.id,
-            call_id=self.summary.get("call_id"),
-            seq=event["seq"],
-            kind=kind,
-        )
 
     def finish(self, reason: str, by: str, final_state: dict[str, Any]) -> None:
         """The call ended: note who ended it and why, and the state it ended in."""
@@ -147,13 +145,16 @@ class CallStore:
         #: Events dropped because the backlog overflowed during a long outage.
         self.dropped = 0
         self.write_errors = 0
-        self._db: Connection | None = None
         self._reader: Connection | None = None
-        self._backlog: deque[tuple[str, Any]] = deque()
+        #: Writes not yet committed, oldest first (the writer's batch is not in it).
+        self._queue: deque[tuple[str, Any]] = deque()
+        self._in_flight = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._stop = False
-        self._retrier: threading.Thread | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+        self._stop = threading.Event()
+        self._writer: threading.Thread | None = None
         self._failing = False
 
     # -- the calls' side (event loop) ---------------------------------------------------
@@ -185,52 +186,22 @@ class CallStore:
         self._put("end", (record.summary_dict(), record.final_state))
 
     def _put(self, what: str, item: Any) -> None:
-        database = self.database
-        if database is None:
+        """Queue one write for the writer thread (never waits for the database)."""
+        if self.database is None:
             return
         with self._lock:
-            if not self._backlog:
-                try:
-                    if self._db is None:
-                        self._db = database.connect(wait=False)
-                    database.write(self._db, what, item)
-                    return
-                except database.bad_item as exc:
-                    self._drop_bad(what, exc)
-                    return
-                except database.errors as exc:
-                    self._outage(exc)
-                    if self._db is not None:
-                        self._db.close()
-                        self._db = None
-            self._backlog.append((what, item))
-            if len(self._backlog) > BUFFER_LIMIT:
-                self._backlog.popleft()
+            self._queue.append((what, item))
+            if len(self._queue) + self._in_flight > BUFFER_LIMIT:
+                self._queue.popleft()
                 self.dropped += 1
-        self._start_retrier()
-
-    def _outage(self, exc: Exception) -> None:
-        self.write_errors += 1
-        if not self._failing:
-            # One line per outage, not one per event.
-            self._failing = True
-            log.error(
-                "records_write_failed",
-                path=str(self.database),
-                error=str(exc),
-                buffered=len(self._backlog) + 1,
-            )
-
-    def _drop_bad(self, what: str, exc: Exception) -> None:
-        """An item the database refuses for what it is: retrying cannot help."""
-        self.dropped += 1
-        log.error("records_item_refused", what=what, error=str(exc))
-
-    def _start_retrier(self) -> None:
-        if self._retrier is None:
-            self._retrier = threading.Thread(target=self._retry, name="call-records", daemon=True)
-            self._retrier.start()
-        self._wake.set()
+            first = len(self._queue) == 1
+            self._idle.clear()
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write, name="call-records", daemon=True)
+            self._writer.start()
+        if first:
+            # The writer drains the whole queue when it wakes: one wake-up per batch.
+            self._wake.set()
 
     # -- reading (admin HTTP) -----------------------------------------------------------
 
@@ -293,66 +264,94 @@ class CallStore:
             return None
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until the backlog is written (True) or `timeout` passes."""
-        deadline = time.monotonic() + timeout
-        while self._backlog and time.monotonic() < deadline:
-            self._wake.set()
-            time.sleep(0.01)
-        return not self._backlog
+        """Wait until everything queued is written (True) or `timeout` passes."""
+        return self._idle.wait(timeout)
 
     @property
     def backlog(self) -> int:
-        """Events waiting for the database."""
-        return len(self._backlog)
+        """Writes not yet committed (queued or being written)."""
+        return len(self._queue) + self._in_flight
 
     def close(self, timeout: float = 5.0) -> None:
-        """Write the backlog (up to `timeout`), then close the connections."""
+        """Write what is queued (up to `timeout`), then close the connections."""
         self.flush(timeout)
-        self._stop = True
+        self._stop.set()
         self._wake.set()
-        if self._retrier is not None:
-            self._retrier.join(timeout)
-            self._retrier = None
-        for db in (self._db, self._reader):
-            if db is not None:
-                db.close()
-        self._db = self._reader = None
+        if self._writer is not None:
+            self._writer.join(timeout)
+            self._writer = None
+        if self._reader is not None:
+            self._reader.close()
+        self._reader = None
 
-    # -- the retry thread ---------------------------------------------------------------
+    # -- the writer thread ------------------------------------------------------------
 
-    def _retry(self) -> None:
-        """Write the backlog in order whenever the database takes it again."""
+    def _write(self) -> None:
+        """Commit the queue in order, a batch per transaction, until closed."""
         database = self.database
         assert database is not None
         db: Connection | None = None
-        while not self._stop:
-            self._wake.wait(self.retry_interval)
-            self._wake.clear()
-            try:
-                while True:
-                    with self._lock:
-                        if not self._backlog:
-                            break
-                        item = self._backlog[0]
+        while not self._stop.is_set() or self._queue:
+            self._wake.wait()
+            self._wake.clear()  # before taking the batch: a later put wakes us again
+            with self._lock:
+                batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+                self._in_flight = len(batch)
+                if not batch:
+                    self._idle.set()
+                    continue
+            while True:
+                try:
                     if db is None:
                         db = database.connect(wait=True)
-                    try:
-                        database.write(db, *item)
-                    except database.bad_item as exc:
-                        self._drop_bad(item[0], exc)
-                    with self._lock:
-                        # An overflow may have dropped it meanwhile: pop only our item.
-                        if self._backlog and self._backlog[0] is item:
-                            self._backlog.popleft()
-                        if not self._backlog and self._failing:
-                            self._failing = False
-                            log.info("records_write_recovered", path=str(database))
-            except database.errors:
-                with self._lock:
-                    self.write_errors += 1
-                if db is not None:
-                    db.close()
-                    db = None
-                time.sleep(self.retry_interval)
+                    self._commit(database, db, batch)
+                    break
+                except database.errors as exc:
+                    self._outage(exc)
+                    if db is not None:
+                        db.close()
+                        db = None
+                    if self._stop.wait(self.retry_interval):
+                        return  # closing, and close() has waited long enough
+            with self._lock:
+                self._in_flight = 0
+            if self._failing:
+                self._failing = False
+                log.info("records_write_recovered", path=str(database))
+            self._wake.set()  # more may have queued meanwhile
         if db is not None:
             db.close()
+
+    def _commit(self, database: Database, db: Connection, batch: list[tuple[str, Any]]) -> None:
+        """Write `batch` in one transaction; an item the database refuses for what it
+        is (retrying cannot help) is dropped and the rest written one by one."""
+        try:
+            database.write_batch(db, batch)
+        except database.bad_item:
+            for what, item in batch:
+                try:
+                    database.write_batch(db, [(what, item)])
+                except database.bad_item as exc:
+                    self._drop_bad(what, exc)
+        for what, item in batch:
+            if what == "event":
+                # After the commit: a line here means the event is in the database.
+                call, event = item
+                log.debug("record_event", record=call, seq=event["seq"], kind=event["kind"])
+
+    def _outage(self, exc: Exception) -> None:
+        self.write_errors += 1
+        if not self._failing:
+            # One line per outage, not one per attempt.
+            self._failing = True
+            log.error(
+                "records_write_failed",
+                path=str(self.database),
+                error=str(exc),
+                buffered=self.backlog,
+            )
+
+    def _drop_bad(self, what: str, exc: Exception) -> None:
+        """An item the database refuses for what it is: retrying cannot help."""
+        self.dropped += 1
+        log.error("records_item_refused", what=what, error=str(exc))

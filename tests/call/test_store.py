@@ -1,7 +1,8 @@
-"""CallStore / CallRecord: the per-call timeline in SQLite (WAL), read back by a new
-store, kept in memory without a file, and never in the calls' way when the
-database fails: a corrupt file or a lock held by another connection sends events
-to a backlog that is written, in order, once the database takes them again."""
+"""CallStore / CallRecord: the per-call timeline in SQLite (WAL), committed by one
+writer thread in batches, read back by a new store, kept in memory without a
+file, and never in the calls' way when the database fails: a corrupt file or a
+lock held by another connection keeps events queued, and they are written, in
+order, once the database takes them again."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ from structlog.testing import LogCapture
 from mediaserver.call import store as store_module
 from mediaserver.call.store import RECENT_IN_MEMORY, CallRecord, CallStore
 
-#: Seconds between the retry thread's attempts in these tests.
+#: Seconds between the writer's attempts during an outage in these tests.
 RETRY = 0.05
-#: Bound on any wait for the retry thread.
+#: Bound on any wait for the writer.
 DRAIN_TIMEOUT = 10.0
 
 Logs = list[MutableMapping[str, Any]]
@@ -45,7 +46,7 @@ def logs(monkeypatch: pytest.MonkeyPatch) -> Logs:
 
 @pytest.fixture
 def new_store() -> Iterator[Callable[..., CallStore]]:
-    """Factory for stores that are closed (their retry thread stopped) at teardown."""
+    """Factory for stores that are closed (their writer stopped) at teardown."""
     stores: list[CallStore] = []
 
     def make(path: Path | None, **kwargs: Any) -> CallStore:
@@ -227,7 +228,7 @@ def test_odd_values_never_fail_a_record(tmp_path: Path, new_store: Any) -> None:
     record.add("odd", {"path": Path("/a/b"), "set": {3}, "key": {(1, 2): "tuple key"}})
     record.add("cycle", {"value": cyclic})
     record.add("after")
-    assert store.backlog == 0 and store.write_errors == 0
+    assert store.flush(DRAIN_TIMEOUT) and store.backlog == 0 and store.write_errors == 0
     rows = _rows(path, "SELECT kind, data FROM events WHERE call = 'c1' ORDER BY seq")
     assert [kind for kind, _ in rows] == ["odd", "cycle", "after"]
     odd = json.loads(rows[0][1])
@@ -235,23 +236,45 @@ def test_odd_values_never_fail_a_record(tmp_path: Path, new_store: Any) -> None:
     assert json.loads(rows[1][1])["value"]["name"] == "loop"
 
 
-def test_each_event_is_in_the_file_when_add_returns(tmp_path: Path, new_store: Any) -> None:
+def test_each_event_is_committed_by_the_writer_in_order(
+    tmp_path: Path, logs: Logs, new_store: Any
+) -> None:
     path = tmp_path / "calls.db"
     store = new_store(path)
     record = store.start_call("c1", route="hold")
+    assert store.flush(DRAIN_TIMEOUT)
     assert _rows(path, "SELECT id, route, ended_at FROM calls") == [("c1", "hold", None)]
     for n in range(1, 6):
         record.add("step", {"n": n})
+        # Without flush too: the writer commits within moments, not at close.
+        assert _wait_for(lambda n=n: bool(_written(path)) and _written(path)[-1][1] == n)
         assert _written(path)[-1] == ("c1", n, "step")
     record.finish("bye", "remote", {})
+    assert store.flush(DRAIN_TIMEOUT) and store.backlog == 0 and store.write_errors == 0
     assert _rows(path, "SELECT end_reason, ended_by FROM calls") == [("bye", "remote")]
     assert _written(path)[-1] == ("c1", 6, "final")
-    assert store.backlog == 0 and store._retrier is None  # no outage, no retry thread
+    # Each event was logged as written only once it was in the file.
+    assert [(e["record"], e["seq"]) for e in _named(logs, "record_event")] == [
+        ("c1", n) for n in range(1, 7)
+    ]
+
+
+def test_a_burst_is_committed_in_batches(tmp_path: Path, new_store: Any) -> None:
+    """Thousands of events queued at once go in a few transactions, in order."""
+    path = tmp_path / "calls.db"
+    store = new_store(path)
+    records = [store.start_call(f"c{n}") for n in range(20)]
+    for i in range(5000):
+        records[i % 20].add("step", {"i": i})
+    assert store.flush(DRAIN_TIMEOUT), store.backlog
+    _assert_in_order(path, *records)
 
 
 def test_the_file_is_in_wal_mode(tmp_path: Path, new_store: Any) -> None:
     path = tmp_path / "calls.db"
-    new_store(path).start_call("c1").add("x")
+    store = new_store(path)
+    store.start_call("c1").add("x")
+    assert store.flush(DRAIN_TIMEOUT)
     assert _rows(path, "PRAGMA journal_mode") == [("wal",)]
 
 
@@ -278,7 +301,7 @@ def test_memory_only_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, new_
     store.close()
     store.close()
     assert list(tmp_path.iterdir()) == []  # nothing written anywhere
-    assert store._retrier is None
+    assert store._writer is None  # no database, no writer thread
 
 
 # ---------------------------------------------------------------- failures
@@ -303,9 +326,9 @@ def test_corrupt_database_buffers_then_drains_in_order(
     first.finish("bye", "remote", {"ok": True})
     queued = 2 + 2 * 10 + 2  # two calls, twenty events, one final event and one end
     assert store.backlog == queued
-    assert store.write_errors > 0
+    assert _wait_for(lambda: store.write_errors > 0)
 
-    # The retry thread keeps failing, quietly: the file is still garbage.
+    # The writer keeps failing, quietly: the file is still garbage.
     assert _wait_for(lambda: store.write_errors >= 3)
     assert store.backlog == queued
     assert len(_named(logs, "records_write_failed")) == 1
@@ -327,9 +350,10 @@ def test_corrupt_database_buffers_then_drains_in_order(
     assert failed["log_level"] == "error" and failed["path"] == str(path)
     assert "not a database" in failed["error"]
 
-    # Direct writes again: in the file as soon as add returns.
+    # Written at once again.
     errors = store.write_errors
     second.add("later")
+    assert store.flush(DRAIN_TIMEOUT)
     assert store.backlog == 0 and store.write_errors == errors
     assert _written(path)[-1] == ("c2", len(second.events), "later")
     assert len(_named(logs, "records_write_failed")) == 1
@@ -341,6 +365,7 @@ def test_locked_database_never_blocks_add(tmp_path: Path, logs: Logs, new_store:
     store = new_store(path, retry_interval=RETRY)
     record = store.start_call("c1")
     record.add("before")
+    assert store.flush(DRAIN_TIMEOUT)
     other = _lock(path)
     try:
         took = []
@@ -351,7 +376,7 @@ def test_locked_database_never_blocks_add(tmp_path: Path, logs: Logs, new_store:
         # A bound (the lock is held all along), not a benchmark.
         assert sum(took) < 0.5, took
         assert store.backlog == 20
-        assert len(_named(logs, "records_write_failed")) == 1
+        assert _wait_for(_logged(logs, "records_write_failed", 1))
         assert "locked" in _named(logs, "records_write_failed")[0]["error"]
         # Readers still see the file; nothing of the backlog is in it.
         time.sleep(5 * RETRY)
@@ -367,11 +392,11 @@ def test_locked_database_never_blocks_add(tmp_path: Path, logs: Logs, new_store:
 
 
 def test_backlog_keeps_order_while_it_drains(tmp_path: Path, logs: Logs, new_store: Any) -> None:
-    """Events added while the backlog is being written queue behind it; once it is
-    written, add writes directly again."""
+    """Events added while the backlog is being written queue behind it."""
     path = tmp_path / "calls.db"
     store = new_store(path, retry_interval=RETRY)
     first = store.start_call("c1")
+    assert store.flush(DRAIN_TIMEOUT)
     other = _lock(path)
     try:
         second = store.start_call("c2")  # queued behind the first outage event
@@ -379,9 +404,10 @@ def test_backlog_keeps_order_while_it_drains(tmp_path: Path, logs: Logs, new_sto
             (first if n % 2 else second).add("queued", {"n": n})
         first.finish("bye", "remote", {})
         assert store.backlog == 1 + 1000 + 2
+        assert _wait_for(_logged(logs, "records_write_failed", 1))
     finally:
         _unlock(other)
-    # Keep adding (at 1 kHz, far above a call's pace) while the retry thread drains:
+    # Keep adding (at 1 kHz, far above a call's pace) while the writer drains:
     # nothing may jump the queue. The first add comes microseconds after the unlock,
     # long before the 1003 queued writes are done.
     added_while_draining = 0
@@ -398,9 +424,10 @@ def test_backlog_keeps_order_while_it_drains(tmp_path: Path, logs: Logs, new_sto
         ("c2", 501, "draining")
     )
 
-    # Recovered: later events are in the file when add returns, no new outage.
+    # Recovered: later events are written, no new outage.
     errors = store.write_errors
     second.add("after")
+    assert store.flush(DRAIN_TIMEOUT)
     assert store.backlog == 0 and store.write_errors == errors
     assert _written(path) == [*written, ("c2", len(second.events), "after")]
     assert len(_named(logs, "records_write_failed")) == 1
@@ -416,6 +443,7 @@ def test_a_second_outage_is_logged_once_again(tmp_path: Path, logs: Logs, new_st
         try:
             for n in range(5):
                 record.add("locked", {"outage": outage, "n": n})
+            assert _wait_for(_logged(logs, "records_write_failed", outage))
         finally:
             _unlock(other)
         assert store.flush(DRAIN_TIMEOUT)
@@ -443,21 +471,22 @@ def test_close_writes_what_it_can_and_is_idempotent(tmp_path: Path) -> None:
     # Still locked at close: close gives up within its timeout, without raising.
     stuck = CallStore(tmp_path / "stuck.db", retry_interval=RETRY)
     held = stuck.start_call("s1")
+    assert stuck.flush(DRAIN_TIMEOUT)
     other = _lock(tmp_path / "stuck.db")
     try:
         for n in range(3):
             held.add("locked", {"n": n})
-        retrier = stuck._retrier
-        assert retrier is not None
+        writer = stuck._writer
+        assert writer is not None
         start = time.monotonic()
         stuck.close(timeout=0.3)
         # flush (0.3 s) + join (0.3 s): bounded even if the thread is in a 1 s busy wait.
         assert time.monotonic() - start < 3.0
         assert stuck.backlog == 3  # kept, not written, nothing raised
         stuck.close(timeout=0.1)
-        # The retry thread may still be in its busy wait: let it end before unlocking.
-        retrier.join(DRAIN_TIMEOUT)
-        assert not retrier.is_alive()
+        # The writer may still be in its busy wait: let it end before unlocking.
+        writer.join(DRAIN_TIMEOUT)
+        assert not writer.is_alive()
     finally:
         _unlock(other)
     assert _rows(tmp_path / "stuck.db", "SELECT COUNT(*) FROM events") == [(0,)]

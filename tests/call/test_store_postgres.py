@@ -24,7 +24,7 @@ def test_records_round_trip_through_postgres(postgres_dsn: str) -> None:
         record.add("turn", {"turn": 1, "caller_text": "it's 50% off? :name ?", "latency_ms": {}})
         record.add("error", {"kind": "tool_error", "stage": "tool", "odd": {(1, 2): {1, 2}}})
         record.finish("remote BYE", "remote", {"global_data": {"plan": "gold"}})
-        # Written before add() returned: another connection sees everything now.
+        assert store.flush(10.0)  # the writer committed: another connection sees it all
         seqs = _rows(
             postgres_dsn, "SELECT seq, kind FROM events WHERE call = %s ORDER BY seq", "pg-1"
         )
