@@ -64,7 +64,7 @@ def direct(store: CallStore, events: int, repeats: int) -> dict[str, float]:
         started = time.perf_counter()
         for seq in range(1, events + 1):
             event = {"seq": seq, "t": time.time(), "kind": "turn", "data": TURN}
-            database.write(db, "event", (call, event))
+            database.write(db, "event", (call, event, None))
         rounds.append((time.perf_counter() - started) / events * 1e6)
     db.close()
     return _spread(rounds)

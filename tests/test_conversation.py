@@ -77,7 +77,7 @@ def call(server: ServerProcess, route: str, say: str) -> list[dict[str, Any]]:
         capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    server.wait_log("call_ended", timeout=15)
+    server.wait_log("record_written", timeout=15)
     with sqlite3.connect(server.workdir / "records" / "calls.db") as db:
         (call_id,) = db.execute("SELECT id FROM calls").fetchone()
         rows = db.execute("SELECT kind, data FROM events WHERE call = ? ORDER BY seq", (call_id,))

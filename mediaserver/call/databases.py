@@ -122,11 +122,12 @@ class Database:
         raise NotImplementedError
 
     def write(self, db: Connection, what: str, item: Any) -> None:
-        """One of the store's writes: "call" (summary), "event" (call, event), "end"."""
+        """One of the store's writes: "call" (summary), "event" (call, event, call_id),
+        "end" (summary, final state)."""
         if what == "call":
             db.execute(self.sql(_INSERT_CALL), item)
         elif what == "event":
-            call, event = item
+            call, event, _ = item
             row = (call, event["seq"], event["t"], event["kind"], to_json(event["data"]))
             db.execute(self.sql(_INSERT_EVENT), row)
         elif what == "end":

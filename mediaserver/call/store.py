@@ -171,7 +171,7 @@ class CallStore:
         return record
 
     def _event(self, record: CallRecord, event: dict[str, Any]) -> None:
-        self._put("event", (record.id, event))
+        self._put("event", (record.id, event, record.summary.get("call_id")))
         for listener in self.listeners:
             try:
                 listener(record, event["kind"], event["data"])
@@ -215,11 +215,16 @@ class CallStore:
             " FROM calls c WHERE ended_at IS NOT NULL ORDER BY started_at DESC LIMIT ?",
             (limit,),
         )
+        kept = [r.summary_dict() for r in reversed(self.recent_records.values())]
         if rows is None:
-            records = list(reversed(self.recent_records.values()))[:limit]
-            return [r.summary_dict() for r in records]
+            return kept[:limit]
         names = (*SUMMARY_FIELDS, "turns", "barge_ins", "errors")
-        return [dict(zip(names, row, strict=True)) for row in rows]
+        found = [dict(zip(names, row, strict=True)) for row in rows]
+        # Calls that ended moments ago may still be on the writer's queue.
+        seen = {c["id"] for c in found}
+        found += [c for c in kept if c["id"] not in seen]
+        found.sort(key=lambda c: c["started_at"] or 0.0, reverse=True)
+        return found[:limit]
 
     def detail(self, call: str) -> dict[str, Any] | None:
         """One call's whole record (live or finished), or None."""
@@ -334,10 +339,19 @@ class CallStore:
                 except database.bad_item as exc:
                     self._drop_bad(what, exc)
         for what, item in batch:
+            # After the commit: a line here means the event is in the database.
             if what == "event":
-                # After the commit: a line here means the event is in the database.
-                call, event = item
-                log.debug("record_event", record=call, seq=event["seq"], kind=event["kind"])
+                call, event, call_id = item
+                log.debug(
+                    "record_event",
+                    record=call,
+                    call_id=call_id,
+                    seq=event["seq"],
+                    kind=event["kind"],
+                )
+            elif what == "end":
+                summary = item[0]
+                log.info("record_written", record=summary["id"], call_id=summary["call_id"])
 
     def _outage(self, exc: Exception) -> None:
         self.write_errors += 1

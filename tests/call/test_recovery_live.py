@@ -59,7 +59,7 @@ def _call(
     source = caller_wav(WEATHER_QUESTION, tmp_path, lead=4, tail=tail)
     result = baresip(server.uri("weather"), seconds=4 + 2 + tail, source_wav=source)
     assert result.established, result.describe()
-    server.wait_log("call_ended", timeout=15)
+    server.wait_log("record_written", timeout=15)
     return result, _events(server)
 
 

@@ -49,7 +49,7 @@ def test_a_server_keeps_its_records_in_postgres(start_server, sipp, postgres_dsn
     )
     result = sipp(["-sn", "uac", "-s", "hold", "-d", "500", server.target], timeout=20)
     assert result.ok, result.describe()
-    server.wait_log("call_ended", timeout=10)
+    server.wait_log("record_written", timeout=10)
     rows = _rows(
         postgres_dsn,
         "SELECT c.route, c.ended_by, e.kind, e.data FROM calls c JOIN events e ON e.call = c.id"

@@ -22,7 +22,7 @@ def test_phone_registers_and_its_call_is_authenticated(  # type: ignore[no-untyp
     result = baresip(server.uri("hold"), seconds=8, source_wav=source, account=account)
     assert result.established, result.describe()
     assert "200 OK (mediaserver) [1 binding]" in result.output, result.describe()
-    log = server.wait_log("call_ended", timeout=10)
+    log = server.wait_log("record_written", timeout=10)
     assert "sip_registered" in log and "user=alice" in log, server.log_tail()
     assert "sip_auth_rejected" not in log and "sip_message_rejected" not in log
     with sqlite3.connect(server.workdir / "records" / "calls.db") as db:
