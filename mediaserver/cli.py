@@ -125,7 +125,11 @@ def _cluster(args: argparse.Namespace) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     configure(config.logging.level, config.logging.format)
-    return uvloop.run(supervisor.run())
+    try:
+        return uvloop.run(supervisor.run())
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _yaml_agent(path: str) -> AgentBase | None:

@@ -13,8 +13,12 @@ finish their calls up to `shutdown.drain_timeout`, then Kamailio stops); and on
 SIGHUP restarts the workers one at a time (a rolling restart: each drains, so
 Kamailio sends new calls to the others, and comes back before the next goes).
 
+The supervisor serves the configured admin address itself, for the whole
+cluster (`mediaserver.cluster_admin`: the workers' calls, records and metrics
+merged); the workers' own admin ports are on 127.0.0.1.
+
 Not yet (issue 16): load-based dispatch (round robin over active workers
-today), shared registrar bindings and one admin endpoint for the cluster.
+today) and shared registrar bindings.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ from pathlib import Path
 
 import structlog
 
+from mediaserver.cluster_admin import ClusterAdmin
 from mediaserver.config import Config, ConfigError, Listen
+from mediaserver.observability.admin import AdminServer
 
 __all__ = [
     "KAMAILIO_TEMPLATE",
@@ -113,7 +119,8 @@ def front_listener(config: Config) -> Listen:
 
 def worker_config(config: Config, slot: WorkerSlot) -> Config:
     """The config of one worker: its own SIP port (UDP and TCP on 127.0.0.1),
-    RTP slice and admin port; everything else shared."""
+    RTP slice, admin port and name in the records (`records.worker` + wI);
+    everything else shared."""
     sip = config.sip.model_copy(
         update={
             "listen": [
@@ -123,8 +130,13 @@ def worker_config(config: Config, slot: WorkerSlot) -> Config:
         }
     )
     media = config.media.model_copy(update={"port_min": slot.port_min, "port_max": slot.port_max})
-    admin = config.admin.model_copy(update={"port": slot.admin_port})
-    return config.model_copy(update={"sip": sip, "media": media, "admin": admin})
+    # Loopback: the supervisor serves the configured admin address for the cluster.
+    admin = config.admin.model_copy(update={"host": "127.0.0.1", "port": slot.admin_port})
+    prefix = config.records.worker or ""
+    records = config.records.model_copy(update={"worker": f"{prefix}w{slot.index}"})
+    return config.model_copy(
+        update={"sip": sip, "media": media, "admin": admin, "records": records}
+    )
 
 
 def modules_dir(binary: str) -> str:
@@ -193,6 +205,9 @@ class Supervisor:
         self.rundir = Path(tempfile.mkdtemp(prefix="mscl"))
         self.kamailio: asyncio.subprocess.Process | None = None
         self.procs: dict[int, asyncio.subprocess.Process] = {}
+        #: Restarts of each worker after it died (not the rolling ones).
+        self.restarts: dict[int, int] = {}
+        self.admin: AdminServer | None = None
         self._stopping = False
         self._rolling = False
 
@@ -244,6 +259,29 @@ class Supervisor:
         )
         return proc
 
+    async def start_admin(self) -> None:
+        """Serve the configured admin address for the whole cluster."""
+        admin = self.config.admin
+        if not admin.enabled:
+            return
+        if not admin.port:
+            log.warning("cluster_admin_off", reason="admin.port is 0: each worker's is logged")
+            return
+        source = ClusterAdmin(
+            {slot.index: slot.admin_port for slot in self.slots},
+            admin.token,
+            restarts=lambda: dict(self.restarts),
+            stopping=lambda: self._stopping,
+        )
+        self.admin = AdminServer(source, admin.host, admin.port, admin.token)
+        try:
+            await self.admin.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"admin.port: cannot listen on {admin.host}:{admin.port}: {exc.strerror}"
+            ) from None
+        log.info("cluster_component", component="admin", listen=f"{admin.host}:{admin.port}")
+
     async def keep(self, slot: WorkerSlot) -> None:
         """Run one worker for as long as the cluster runs, restarting it when it dies."""
         backoff = RESTART_MIN
@@ -258,6 +296,7 @@ class Supervisor:
                 continue  # drained for a rolling restart: back at once
             backoff = RESTART_MIN if loop.time() - started > RESTART_RESET else backoff
             log.warning("worker_died", worker=slot.index, exit_code=code, restart_in=backoff)
+            self.restarts[slot.index] = self.restarts.get(slot.index, 0) + 1
             await asyncio.sleep(backoff)
             backoff = min(RESTART_MAX, backoff * 2)
 
@@ -303,6 +342,11 @@ class Supervisor:
         if self.kamailio is not None and self.kamailio.returncode is None:
             self.kamailio.send_signal(signal.SIGTERM)
             await _wait_or_kill(self.kamailio, 5)
+        if self.admin is not None:
+            source = self.admin.source
+            await self.admin.close()
+            assert isinstance(source, ClusterAdmin)
+            await source.close()
         shutil.rmtree(self.rundir, ignore_errors=True)
 
     async def run(self) -> int:
@@ -312,6 +356,7 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.rolling_restart()))
+        await self.start_admin()  # first: a taken admin port stops the start-up here
         await self.start_kamailio()
         keepers = [loop.create_task(self.keep(slot)) for slot in self.slots]
         ready = await asyncio.gather(*(self.wait_ready(slot) for slot in self.slots))

@@ -541,6 +541,9 @@ class Records(Strict):
     path: Path | None = Path("records/calls.db")
     #: PostgreSQL instead, e.g. "postgresql://user:pass@host/db" (the postgres extra).
     dsn: str | None = None
+    #: Which process keeps these records, shown with each call (`mediaserver cluster`
+    #: names its workers w0, w1, ...; give each machine's its own prefix).
+    worker: str | None = Field(default=None, max_length=64)
 
     @model_validator(mode="after")
     def _paths(self) -> Records:

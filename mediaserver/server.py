@@ -500,6 +500,7 @@ class SipServer:
             route=call.user,
             agent=agent.name if agent is not None else route.app,
             caller=str(call.invite.from_.uri),
+            worker=self.config.records.worker,
         )
         app.record.add(
             "sip",

@@ -1,16 +1,22 @@
-"""`mediaserver cluster`: the plan (pure), and the real thing: Kamailio (Debian's)
-in front of two workers, calls from sipp through it spread over both, a worker
-killed with SIGKILL is restarted while new calls go to the other, a SIGHUP
-restarts the workers one at a time without a failed call, SIGTERM stops it all.
-Loopback only; the cluster is stopped by its PID."""
+"""`mediaserver cluster`: the plan (pure), the merged admin view (two real admin
+servers behind it), and the real thing: Kamailio (Debian's) in front of two
+workers, calls from sipp through it spread over both and listed by the
+cluster's one admin endpoint with their worker, a worker killed with SIGKILL
+while it has calls up is restarted while new calls go to the other (0 failed)
+and every event it logged as written is in the records, a SIGHUP restarts the
+workers one at a time without a failed call, SIGTERM stops it all. Loopback
+only; the cluster is stopped by its PID."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import sqlite3
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -118,11 +124,23 @@ def test_a_cluster_of_two_spreads_calls_survives_a_killed_worker_and_rolls(  # t
         calls(20)
         first = calls_on(admin + 1), calls_on(admin + 2)
         assert sum(first) == 20 and min(first) >= 5, first  # both took calls
+        check_cluster_admin(admin, calls=20)
 
+        # SIGKILL worker 0 while it has calls up: new calls go to the other, 0 failed.
         log = cluster.log_text()
         pid = int(re.findall(r"component=worker0 .*pid=(\d+)", log)[0])
-        os.kill(pid, signal.SIGKILL)
-        calls(10)  # the other worker takes them (Kamailio fails over, then probes it out)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            held = pool.submit(
+                sipp,
+                ["-sf", str(UAC_RR), "-s", "hold", "-m", "6", "-r", "20", "-d", "6000",
+                 cluster.target],
+                timeout=90,
+                stats=True,
+            )  # fmt: skip
+            wait_until(lambda: live_on(admin + 1) > 0, 15, "calls up on worker 0")
+            os.kill(pid, signal.SIGKILL)
+            calls(10)  # the other worker takes them (Kamailio fails over, then probes it out)
+            held.result()  # its calls on worker 0 died with it: not counted
         restarted = cluster.wait_log("worker_died", timeout=10)
         assert "worker=0" in restarted and "exit_code=-9" in restarted, cluster.log_tail()
         wait_until(lambda: sip_options(LOCALHOST, w0) is not None, 30, "worker 0 back")
@@ -137,3 +155,45 @@ def test_a_cluster_of_two_spreads_calls_survives_a_killed_worker_and_rolls(  # t
         code = cluster.wait(timeout=40)
     assert code == 0, cluster.log_tail()
     assert "cluster_stopped" in cluster.log_text()
+    # Every event a worker logged as committed is in the shared records, the
+    # killed worker's included.
+    logged = set(RECORD_EVENT.findall(cluster.log_text()))
+    with closing(sqlite3.connect(cluster.workdir / "records" / "calls.db")) as db:
+        stored = {(call, str(seq)) for call, seq in db.execute("SELECT call, seq FROM events")}
+        workers = {w for (w,) in db.execute("SELECT DISTINCT worker FROM calls")}
+    assert len(logged) > 100 and logged <= stored, sorted(logged - stored)[:10]
+    assert workers == {"w0", "w1"}
+
+
+#: `record_event ... record=ID seq=N` (console renderer, keys sorted).
+RECORD_EVENT = re.compile(r"\brecord_event\b.*?\brecord='?([^\s']+)'?.*?\bseq=(\d+)")
+
+
+def live_on(admin_port: int) -> int:
+    """Calls a worker has up right now (its /calls)."""
+    try:
+        body = httpx.get(f"http://127.0.0.1:{admin_port}/calls?limit=0", timeout=2).json()
+    except httpx.HTTPError:
+        return 0
+    return len(body["live"])
+
+
+def check_cluster_admin(port: int, calls: int) -> None:
+    """The cluster's admin endpoint lists both workers' calls, each with its worker,
+    serves any call's record, and federates the workers' metrics."""
+    base = f"http://127.0.0.1:{port}"
+    listing = httpx.get(f"{base}/calls?limit=100", timeout=10).json()
+    assert len(listing["recent"]) == calls, listing
+    assert {c["worker"] for c in listing["recent"]} == {"w0", "w1"}, listing
+    for call in (listing["recent"][0], listing["recent"][-1]):
+        detail = httpx.get(f"{base}/calls/{call['id']}", timeout=10).json()
+        assert detail["worker"] == call["worker"] and detail["events"][-1]["kind"] == "final"
+    assert httpx.get(f"{base}/calls/nope", timeout=10).status_code == 404
+    metrics = httpx.get(f"{base}/metrics", timeout=10).text
+    for worker in ("w0", "w1"):
+        assert f'mediaserver_cluster_worker_up{{worker="{worker}"}} 1' in metrics, metrics
+    taken = re.findall(r'^mediaserver_calls_total\{.*worker="(w\d)".*\} (\S+)$', metrics, re.M)
+    assert sum(float(n) for _, n in taken) == calls and {w for w, _ in taken} == {"w0", "w1"}
+    assert httpx.get(f"{base}/ready", timeout=10).status_code == 200
+    page = httpx.get(f"{base}/", timeout=10)
+    assert page.status_code == 200 and "Worker" in page.text

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mediaserver"
 #: Top to bottom; a module may import its own layer's modules and any layer below.
 LAYERS: list[set[str]] = [
     {"mediaserver", "mediaserver.__main__", "mediaserver.cli", "mediaserver.server"},
-    {"mediaserver.cluster"},
+    {"mediaserver.cluster", "mediaserver.cluster_admin"},
     {"mediaserver.bridge", "mediaserver.handle"},
     {"mediaserver.dialer", "mediaserver.agent", "mediaserver.apps"},
     {"mediaserver.call", "mediaserver.config"},

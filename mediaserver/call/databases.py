@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS calls (
     ended_at {real},
     end_reason TEXT,
     ended_by TEXT,
-    final_state TEXT
+    final_state TEXT,
+    worker TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
     call TEXT NOT NULL,
@@ -41,18 +42,20 @@ CREATE INDEX IF NOT EXISTS calls_started ON calls (started_at)
 """
 
 _INSERT_CALL = (
-    "INSERT INTO calls (id, call_id, route, agent, caller, started_at)"
-    " VALUES (:id, :call_id, :route, :agent, :caller, :started_at)"
+    "INSERT INTO calls (id, call_id, route, agent, caller, started_at, worker)"
+    " VALUES (:id, :call_id, :route, :agent, :caller, :started_at, :worker)"
     " ON CONFLICT (id) DO NOTHING"
 )
+#: Databases made before the column existed get it (each database's own form).
+_ADD_WORKER = "ALTER TABLE calls ADD COLUMN worker TEXT"
 _INSERT_EVENT = (
     "INSERT INTO events (call, seq, t, kind, data) VALUES (?, ?, ?, ?, ?)"
     " ON CONFLICT (call, seq) DO NOTHING"
 )
 _END_CALL = (
     "INSERT INTO calls (id, call_id, route, agent, caller, started_at, ended_at,"
-    " end_reason, ended_by, final_state) VALUES (:id, :call_id, :route, :agent,"
-    " :caller, :started_at, :ended_at, :end_reason, :ended_by, :final)"
+    " end_reason, ended_by, final_state, worker) VALUES (:id, :call_id, :route, :agent,"
+    " :caller, :started_at, :ended_at, :end_reason, :ended_by, :final, :worker)"
     " ON CONFLICT (id) DO UPDATE SET ended_at = excluded.ended_at,"
     " end_reason = excluded.end_reason, ended_by = excluded.ended_by,"
     " final_state = excluded.final_state"
@@ -175,6 +178,9 @@ class SqliteDatabase(Database):
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA.format(real="REAL"))
+            columns = {row[1] for row in db.execute("PRAGMA table_info(calls)")}
+            if "worker" not in columns:
+                db.execute(_ADD_WORKER)
         except sqlite3.Error:
             db.close()
             raise
@@ -214,6 +220,7 @@ class PostgresDatabase(Database):
         try:
             for statement in _SCHEMA.format(real="DOUBLE PRECISION").split(";"):
                 db.execute(statement)
+            db.execute(_ADD_WORKER.replace("COLUMN", "COLUMN IF NOT EXISTS"))
         except self._psycopg.Error:
             db.close()
             raise

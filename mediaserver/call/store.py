@@ -60,6 +60,7 @@ SUMMARY_FIELDS = (
     "ended_at",
     "end_reason",
     "ended_by",
+    "worker",
 )
 
 EventListener = Callable[["CallRecord", str, dict[str, Any]], None]
@@ -160,7 +161,8 @@ class CallStore:
     # -- the calls' side (event loop) ---------------------------------------------------
 
     def start_call(self, call: str, **summary: Any) -> CallRecord:
-        """Open the record of a new call (`summary`: call_id, route, agent, caller)."""
+        """Open the record of a new call (`summary`: call_id, route, agent, caller,
+        worker)."""
         record = CallRecord(
             call,
             {k: summary.get(k) for k in SUMMARY_FIELDS} | {"id": call, "started_at": time.time()},
@@ -209,7 +211,8 @@ class CallStore:
         """Finished calls, newest first: from the database, else from memory."""
         rows = self._query(
             "SELECT id, call_id, route, agent, caller, started_at, ended_at, end_reason,"
-            " ended_by, (SELECT COUNT(*) FROM events e WHERE e.call = c.id AND e.kind = 'turn'),"
+            " ended_by, worker,"
+            " (SELECT COUNT(*) FROM events e WHERE e.call = c.id AND e.kind = 'turn'),"
             " (SELECT COUNT(*) FROM events e WHERE e.call = c.id AND e.kind = 'barge_in'),"
             " (SELECT COUNT(*) FROM events e WHERE e.call = c.id AND e.kind = 'error')"
             " FROM calls c WHERE ended_at IS NOT NULL ORDER BY started_at DESC LIMIT ?",
@@ -233,7 +236,7 @@ class CallStore:
             return record.detail()
         rows = self._query(
             "SELECT id, call_id, route, agent, caller, started_at, ended_at, end_reason,"
-            " ended_by, final_state FROM calls WHERE id = ?",
+            " ended_by, worker, final_state FROM calls WHERE id = ?",
             (call,),
         )
         if not rows:

@@ -26,15 +26,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import inspect
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from importlib import resources
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeAlias, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import structlog
@@ -68,36 +69,47 @@ _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _BEARER = re.compile(r"bearer[ \t]+(.*?)[ \t]*", re.IGNORECASE)
 
 
-class AdminSource(Protocol):
-    """What the admin server shows; the media server implements it."""
+T = TypeVar("T")
+#: A source may answer at once or after awaiting (the cluster asks its workers).
+Answer: TypeAlias = T | Awaitable[T]
 
-    def ready(self) -> bool:
+
+class AdminSource(Protocol):
+    """What the admin server shows; the media server and the cluster implement it."""
+
+    def ready(self) -> Answer[bool]:
         """False while draining: ``/ready`` answers 503."""
         ...
 
-    def live_calls(self) -> list[dict[str, Any]]:
+    def live_calls(self) -> Answer[list[dict[str, Any]]]:
         """Summaries of the calls in progress."""
         ...
 
-    def recent_calls(self, limit: int) -> list[dict[str, Any]]:
+    def recent_calls(self, limit: int) -> Answer[list[dict[str, Any]]]:
         """Summaries of finished calls, newest first, at most ``limit``."""
         ...
 
-    def call_detail(self, call_id: str) -> dict[str, Any] | None:
+    def call_detail(self, call_id: str) -> Answer[dict[str, Any] | None]:
         """One call's full record (summary, ``events``, ``final_state``), or None."""
         ...
 
-    def metrics_text(self) -> bytes:
+    def metrics_text(self) -> Answer[bytes]:
         """The Prometheus text exposition."""
         ...
 
-    def registrations(self) -> dict[str, list[dict[str, Any]]]:
+    def registrations(self) -> Answer[dict[str, list[dict[str, Any]]]]:
         """The registrar's live bindings by user (empty without a registrar)."""
         ...
 
-    def trunks(self) -> dict[str, dict[str, Any]]:
+    def trunks(self) -> Answer[dict[str, dict[str, Any]]]:
         """Each trunk's addresses, calls in progress and outbound state."""
         ...
+
+
+async def _answer(value: Answer[T]) -> T:
+    if inspect.isawaitable(value):
+        return await value
+    return value
 
 
 @dataclass
@@ -343,7 +355,7 @@ class AdminServer:
                 raise HttpError(error_response(408, "request timeout")) from None
             request = parse_head(head)
             method = request.method
-            response = self._respond(request)
+            response = await self._respond(request)
         except HttpError as exc:
             response = exc.response
         await self._send(writer, response, method)
@@ -388,7 +400,7 @@ class AdminServer:
 
     # -- routing ------------------------------------------------------------------
 
-    def _respond(self, request: Request) -> Response:
+    async def _respond(self, request: Request) -> Response:
         if request.method not in ALLOWED_METHODS:
             allow = ", ".join(ALLOWED_METHODS)
             return error_response(405, "method not allowed", {"Allow": allow})
@@ -403,34 +415,36 @@ class AdminServer:
                 401, "unauthorized", {"WWW-Authenticate": 'Bearer realm="mediaserver"'}
             )
         try:
-            return self._route(request)
+            return await self._route(request)
         except HttpError:
             raise
         except Exception:
             log.exception("admin_source_failed", path=path)
             return error_response(500, "internal error")
 
-    def _route(self, request: Request) -> Response:
+    async def _route(self, request: Request) -> Response:
         path = request.path
+        source = self.source
         if path == "/ready":
-            if self.source.ready():
+            if await _answer(source.ready()):
                 return json_response(200, {"status": "ready"})
             return json_response(503, {"status": "draining"})
         if path == "/metrics":
-            return Response(200, self.source.metrics_text(), CONTENT_TYPE_LATEST)
+            return Response(200, await _answer(source.metrics_text()), CONTENT_TYPE_LATEST)
         if path == "/calls":
             limit = _limit(request.query)
-            return json_response(
-                200,
-                {"live": self.source.live_calls(), "recent": self.source.recent_calls(limit)},
+            live, recent = (
+                await _answer(source.live_calls()),
+                await _answer(source.recent_calls(limit)),
             )
+            return json_response(200, {"live": live, "recent": recent})
         if path == "/registrations":
-            return json_response(200, self.source.registrations())
+            return json_response(200, await _answer(source.registrations()))
         if path == "/trunks":
-            return json_response(200, self.source.trunks())
+            return json_response(200, await _answer(source.trunks()))
         if path.startswith("/calls/") and len(path) > len("/calls/"):
             call_id = unquote(path[len("/calls/") :])
-            detail = self.source.call_detail(call_id)
+            detail = await _answer(source.call_detail(call_id))
             if detail is None:
                 return error_response(404, "no such call")
             return json_response(200, detail)

@@ -111,7 +111,8 @@ def _json_round_trip(value: Any) -> Any:
 
 def _lock(path: Path) -> sqlite3.Connection:
     """Another connection holding the write lock (BEGIN EXCLUSIVE); verified."""
-    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    # Waits for a commit of the writer's in progress, if any.
+    other = sqlite3.connect(path, isolation_level=None, timeout=DRAIN_TIMEOUT)
     other.execute("BEGIN EXCLUSIVE")
     probe = sqlite3.connect(path, isolation_level=None, timeout=0)
     with closing(probe), pytest.raises(sqlite3.OperationalError, match="locked"):
@@ -190,6 +191,7 @@ def test_round_trip_through_a_new_store(tmp_path: Path, new_store: Any) -> None:
             "ended_at": first.summary["ended_at"],
             "end_reason": "bye",
             "ended_by": "remote",
+            "worker": None,
             "turns": 2,
             "barge_ins": 1,
             "errors": 1,
