@@ -63,6 +63,8 @@ PING_INTERVAL = 1
 RESTART_MIN, RESTART_MAX = 1.0, 30.0
 #: A worker that ran this long before dying starts the backoff afresh.
 RESTART_RESET = 60.0
+#: The digest nonce key the supervisor gives its workers (random per cluster).
+SECRET_ENV = "MEDIASERVER_CLUSTER_NONCE_SECRET"
 
 
 @dataclass(frozen=True)
@@ -117,16 +119,25 @@ def front_listener(config: Config) -> Listen:
     return front
 
 
-def worker_config(config: Config, slot: WorkerSlot) -> Config:
+def worker_config(config: Config, slot: WorkerSlot, nonce_secret: str | None = None) -> Config:
     """The config of one worker: its own SIP port (UDP and TCP on 127.0.0.1),
-    RTP slice, admin port and name in the records (`records.worker` + wI);
-    everything else shared."""
+    RTP slice, admin port and name in the records (`records.worker` + wI),
+    bindings shared, and `nonce_secret` as the digest nonce key unless the config
+    has one; everything else shared."""
+    # Bindings go through the records database: any worker reaches any phone.
+    registrar = config.sip.registrar.model_copy(update={"shared": True})
+    # One nonce key for all: a challenge from one worker is answered to another.
+    auth = config.sip.auth
+    if auth.nonce_secret is None and nonce_secret is not None:
+        auth = auth.model_copy(update={"nonce_secret": nonce_secret})
     sip = config.sip.model_copy(
         update={
+            "auth": auth,
+            "registrar": registrar,
             "listen": [
                 Listen(transport="udp", host="127.0.0.1", port=slot.sip_port),
                 Listen(transport="tcp", host="127.0.0.1", port=slot.sip_port),
-            ]
+            ],
         }
     )
     media = config.media.model_copy(update={"port_min": slot.port_min, "port_max": slot.port_max})
@@ -207,6 +218,7 @@ class Supervisor:
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         #: Restarts of each worker after it died (not the rolling ones).
         self.restarts: dict[int, int] = {}
+        self.nonce_secret = secrets.token_hex(16)
         self.admin: AdminServer | None = None
         self._stopping = False
         self._rolling = False
@@ -247,6 +259,7 @@ class Supervisor:
             "--worker", f"{slot.index}/{len(self.slots)}",
             *(["--worker-port", str(self.first_port)] if self.first_port else []),
             stdin=subprocess.DEVNULL,
+            env={**os.environ, SECRET_ENV: self.nonce_secret},
         )  # fmt: skip
         self.procs[slot.index] = proc
         log.info(
@@ -416,4 +429,5 @@ def parse_worker(value: str, config: Config, first_port: int | None = None) -> C
     if match is None or not int(match.group(1)) < int(match.group(2)):
         raise ConfigError(f"--worker: expected I/N with 0 <= I < N, not {value!r}")
     index, count = int(match.group(1)), int(match.group(2))
-    return worker_config(config, plan_workers(config, count, first_port)[index])
+    slot = plan_workers(config, count, first_port)[index]
+    return worker_config(config, slot, os.environ.get(SECRET_ENV))

@@ -99,6 +99,9 @@ class RegistrarSettings(Strict):
     min_expires: int = Field(60, ge=1)
     max_expires: int = Field(3600, ge=1)
     max_contacts: int = Field(10, gt=0)
+    #: Share the bindings with the other workers through the records database
+    #: (`mediaserver cluster` turns it on for its workers).
+    shared: bool = False
 
     @model_validator(mode="after")
     def _order(self) -> RegistrarSettings:

@@ -24,6 +24,7 @@ import structlog
 from mediaserver.agent.from_config import route_agent
 from mediaserver.apps import APPS
 from mediaserver.bridge import Bridges
+from mediaserver.call.bindings import SharedBindings
 from mediaserver.call.errors import RECOVERY, ErrorKind
 from mediaserver.call.events import HoldChanged, StageError, TransferResult
 from mediaserver.call.runtime import PipelineRuntime
@@ -108,6 +109,7 @@ class SipServer:
         self.metrics = Metrics()
         self.store.listeners.append(self._observe)
         self.admin: AdminServer | None = None
+        self.bindings: SharedBindings | None = None
         #: App tasks of ended calls still finishing (their records close after).
         self._finishing: set[asyncio.Task[None]] = set()
         #: Told once that SRTP keys went over signalling without TLS.
@@ -191,6 +193,7 @@ class SipServer:
             ),
             self.ports,
         )
+        self.bindings = self._share_bindings(loop)
         self.metrics.watch_edge(self._edge_state)
         self.metrics.watch_trunks(self._trunk_state)
         self.handle([])  # arms the first registrations with the providers
@@ -204,6 +207,20 @@ class SipServer:
             except OSError as exc:
                 where = f"{admin.host}:{admin.port}"
                 raise ConfigError(f"admin.port: cannot listen on {where}: {exc.strerror}") from None
+
+    def _share_bindings(self, loop: asyncio.AbstractEventLoop) -> SharedBindings | None:
+        """The registrar's bindings shared through the records database
+        (`sip.registrar.shared`, on in a cluster's workers)."""
+        registrar, database = self.ua.config.registrar, self.store.database
+        if registrar is None or not self.config.sip.registrar.shared:
+            return None
+        if database is None:
+            log.warning("bindings_not_shared", reason="no records database (records.path, dsn)")
+            return None
+        shared = SharedBindings(database, registrar, loop)
+        shared.start()
+        log.info("bindings_shared", path=str(database))
+        return shared
 
     # -- what the admin HTTP serves (AdminSource) ---------------------------------------
 
@@ -738,6 +755,8 @@ class SipServer:
             await self.admin.close()
         if self.runtime is not None:
             await self.runtime.aclose()
+        if self.bindings is not None:
+            self.bindings.close()
         self.store.close()
 
 

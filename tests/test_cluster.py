@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -28,6 +29,8 @@ from tests.peers import (
     LOCALHOST,
     SIPP_SCENARIOS,
     ServerProcess,
+    caller_wav,
+    deep_merge,
     free_port_block,
     require_binary,
     server_config,
@@ -71,6 +74,122 @@ def test_the_plan_splits_ports_and_renders_kamailio() -> None:
     assert ds_list == "1 sip:127.0.0.1:5061 0 0 duid=w1\n1 sip:127.0.0.1:5062 0 0 duid=w2\n"
 
 
+def start_cluster(tmp_path: Path, **overrides: Any) -> tuple[ServerProcess, int, int]:
+    """A cluster of two workers, up and probed active: (it, worker 0's SIP port,
+    the cluster's admin port; worker I's admin port is that + 1 + I)."""
+    require_binary("kamailio")
+    front = free_port_block(1, tcp=True)
+    w0 = free_port_block(2, tcp=True)  # the workers' SIP ports: w0, w0 + 1
+    admin = free_port_block(3, tcp=True)
+    config = server_config(
+        **deep_merge(
+            {
+                "sip": {"listen": [{"transport": "udp", "host": LOCALHOST, "port": front}]},
+                "admin": {"port": admin},
+            },
+            overrides,
+        )
+    )
+    cluster = ServerProcess(
+        config,
+        tmp_path / "cluster",
+        command=[sys.executable, "-m", "mediaserver", "cluster", "--workers", "2",
+                 "--worker-port", str(w0)],
+    )  # fmt: skip
+    cluster.start()
+    try:
+        cluster.wait_ready(timeout=30)  # Kamailio answers for itself
+        assert "workers=2" in cluster.wait_log("cluster_ready", timeout=90), cluster.log_tail()
+    except BaseException:
+        cluster.send_signal(signal.SIGTERM)
+        cluster.wait(timeout=40)
+        raise
+    time.sleep(2.5)  # Kamailio's probes mark both workers active
+    return cluster, w0, admin
+
+
+def test_a_phone_registered_through_the_cluster_is_reached_from_either_worker(  # type: ignore[no-untyped-def]
+    baresip, tmp_path: Path
+) -> None:
+    """The operator's softphone (baresip, auto-answer) registers through Kamailio,
+    which adds a Path and hands the REGISTER to one worker; both workers know the
+    binding (shared through the records database). Two callers ask the agent for
+    the weather desk; Kamailio gives one call to each worker, and each worker
+    dials the operator along the Path and bridges: the phone rings twice."""
+    desk = {
+        "app": "agent",
+        "duration": 0,
+        "agent": {
+            "greeting": "Front desk.",
+            "hints": [QUESTION],
+            "tools": [
+                {
+                    "name": "weather_desk",
+                    "description": "Transfer the caller to the weather desk.",
+                    "function": "tests.agent.yaml_tools:to_operator",
+                }
+            ],
+        },
+    }
+    cluster, _, admin = start_cluster(
+        tmp_path,
+        routes={"desk": desk},
+        sip={"auth": {"users": {"operator": {"password": "op-pw"}}}},
+        pipeline=PIPELINE,
+    )
+    front = cluster.target
+    try:
+        operator_wav = caller_wav("hello, this is the operator", tmp_path / "op", tail=40)
+        account = f"<sip:operator@{front}>;auth_pass=op-pw;regint=600"
+        with ThreadPoolExecutor(1) as pool:
+            operator = pool.submit(
+                baresip, None, seconds=45, source_wav=operator_wav, account=account,
+                answermode="auto", quit_on_close=False,  # stays up for both calls
+            )  # fmt: skip
+            cluster.wait_log("sip_registered", timeout=20)
+            # Both workers know where the phone is, whichever took the REGISTER.
+            for worker_admin in (admin + 1, admin + 2):
+                wait_until(lambda a=worker_admin: registered(a, "operator"), 5, "the binding")
+            (binding,) = httpx.get(f"http://127.0.0.1:{admin}/registrations").json()["operator"]
+            assert binding["contact"].startswith("sip:operator")
+            for n in range(2):
+                source = caller_wav(QUESTION, tmp_path / f"caller{n}", tail=10)
+                caller = baresip(f"sip:desk@{front}", seconds=18, source_wav=source)
+                assert caller.established, caller.describe() + cluster.log_tail()
+            callee = operator.result(timeout=90)
+        assert callee.established, callee.describe()
+        log = cluster.log_text()
+        assert log.count("why='registered user'") == 2, cluster.log_tail()
+        assert log.count("bridge_connected") >= 2, cluster.log_tail()
+    finally:
+        cluster.send_signal(signal.SIGTERM)
+        assert cluster.wait(timeout=40) == 0, cluster.log_tail()
+    with closing(sqlite3.connect(cluster.workdir / "records" / "calls.db")) as db:
+        bridged = db.execute(
+            "SELECT DISTINCT c.worker FROM calls c JOIN events e ON e.call = c.id"
+            " WHERE c.route = 'desk' AND e.kind = 'sip' AND e.data LIKE '%bridge_connected%'"
+        ).fetchall()
+    assert sorted(w for (w,) in bridged) == ["w0", "w1"]  # each worker reached the phone
+
+
+QUESTION = "what is the weather in paris"
+#: Small decoder pool, quick end of turn, no fillers (as in test_records_kill).
+PIPELINE: dict[str, Any] = {
+    "stt": {"backend": "pocketsphinx", "pool_size": 1},
+    "turn": {"end_of_speech_timeout": 0.5},
+    "fillers": {"enabled": False},
+}
+
+
+def registered(admin_port: int, user: str) -> bool:
+    """Whether a worker's registrar has a binding of `user` (its /registrations)."""
+    try:
+        found = httpx.get(f"http://127.0.0.1:{admin_port}/registrations", timeout=2).json()
+    except httpx.HTTPError:
+        return False
+    return bool(found.get(user))
+
+
 def calls_on(admin_port: int) -> int:
     """Calls a worker has taken so far (its /metrics)."""
     text = httpx.get(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).text
@@ -89,26 +208,8 @@ def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no
 def test_a_cluster_of_two_spreads_calls_survives_a_killed_worker_and_rolls(  # type: ignore[no-untyped-def]
     sipp, tmp_path: Path
 ) -> None:
-    require_binary("kamailio")
-    front = free_port_block(1, tcp=True)
-    w0 = free_port_block(2, tcp=True)  # the workers' SIP ports: w0, w0 + 1
-    admin = free_port_block(3, tcp=True)
-    config = server_config(
-        sip={"listen": [{"transport": "udp", "host": LOCALHOST, "port": front}]},
-        admin={"port": admin},
-        routes={"hold": {"duration": 0}},
-    )
-    cluster = ServerProcess(
-        config,
-        tmp_path / "cluster",
-        command=[sys.executable, "-m", "mediaserver", "cluster", "--workers", "2",
-                 "--worker-port", str(w0)],
-    )  # fmt: skip
-    cluster.start()
+    cluster, w0, admin = start_cluster(tmp_path, routes={"hold": {"duration": 0}})
     try:
-        cluster.wait_ready(timeout=30)  # Kamailio answers for itself
-        assert "workers=2" in cluster.wait_log("cluster_ready", timeout=60), cluster.log_tail()
-        time.sleep(2.5)  # Kamailio's probes mark both workers active
 
         def calls(n: int, hold_ms: int = 0) -> None:
             result = sipp(

@@ -111,6 +111,8 @@ class Database:
     errors: tuple[type[Exception], ...] = ()
     #: Of those, the ones that mean the item itself is bad (retrying cannot help).
     bad_item: tuple[type[Exception], ...] = ()
+    #: The column type of a float.
+    real = "REAL"
 
     def connect(self, *, wait: bool) -> Connection:
         """A new connection with the schema in place; `wait=False` for the event
@@ -177,7 +179,7 @@ class SqliteDatabase(Database):
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA.format(real="REAL"))
+            db.executescript(_SCHEMA.format(real=self.real))
             columns = {row[1] for row in db.execute("PRAGMA table_info(calls)")}
             if "worker" not in columns:
                 db.execute(_ADD_WORKER)
@@ -189,6 +191,8 @@ class SqliteDatabase(Database):
 
 class PostgresDatabase(Database):
     """PostgreSQL through a DSN (psycopg 3, the `postgres` extra)."""
+
+    real = "DOUBLE PRECISION"
 
     def __init__(self, dsn: str) -> None:
         import psycopg  # the optional extra; checked at start-up
@@ -218,7 +222,7 @@ class PostgresDatabase(Database):
             options=f"{limits} -c synchronous_commit=off",
         )
         try:
-            for statement in _SCHEMA.format(real="DOUBLE PRECISION").split(";"):
+            for statement in _SCHEMA.format(real=self.real).split(";"):
                 db.execute(statement)
             db.execute(_ADD_WORKER.replace("COLUMN", "COLUMN IF NOT EXISTS"))
         except self._psycopg.Error:

@@ -5,11 +5,18 @@ address-of-record (the To URI's user) and says what to answer: 200 with every
 current binding, 423 with Min-Expires for too short an interval, 400 for a
 malformed request, 500 for one that arrives out of order, 403 past the
 per-user limit. `lookup` gives a user's live contacts (newest first).
-Bindings live in memory: a restarted server waits for the phones' next refresh.
+
+A REGISTER that came through a proxy carries that proxy's Path (RFC 3327): it
+is kept with the binding, so requests to the phone go back through the proxy
+(which knows the phone's real address), and echoed in the 200 when the phone
+supports `path`. Bindings live in memory; `listener` hears every change made
+here and `merge` takes changes made elsewhere (other workers of a cluster,
+through a shared table: `mediaserver.call.bindings`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mediaserver.sip.errors import SipParseError
@@ -29,6 +36,10 @@ class Binding:
     #: Where the REGISTER came from (to reach a phone behind NAT).
     source: Target
     q: float = 1.0
+    #: The REGISTER's Path header values, in order: the route to the phone.
+    path: tuple[str, ...] = ()
+    #: When it was last registered (the registrar's clock): the newer wins a merge.
+    updated: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,12 @@ class Registrar:
         self._bindings: dict[str, dict[str, Binding]] = {}
         #: Address a phone registered from -> when its newest binding expires.
         self._sources: dict[str, float] = {}
+        #: Hears each change a REGISTER makes: (user, contact, binding or None
+        #: for a removal, when); not the changes `merge` applies.
+        self.listener: Callable[[str, str, Binding | None, float], None] | None = None
+        #: Removals not yet merged away: (user, contact) -> when removed, so an
+        #: older copy arriving from elsewhere does not bring the binding back.
+        self._removed: dict[tuple[str, str], float] = {}
 
     def register(self, req: Request, user: str, source: Target, now: float) -> RegisterResult:
         """Apply REGISTER `req` for `user` (already authenticated as that user)."""
@@ -87,7 +104,8 @@ class Registrar:
                 if binding.call_id == call_id and cseq <= binding.cseq:
                     return RegisterResult(500, reason="Out Of Order")
                 del current[key]
-            return self._ok(user, now)
+                self._changed(user, key, None, now)
+            return self._ok(user, now, req)
         changes: list[tuple[str, int, float]] = []
         for addr in req.contacts:
             expires = addr.params.get("expires")
@@ -107,29 +125,72 @@ class Registrar:
         added = {key for key, seconds, _ in changes if seconds and key not in current}
         if len(current) + len(added) > self.max_contacts:
             return RegisterResult(403, reason="Too Many Contacts")
+        path = tuple(req.headers.get_list("Path"))
         for key, seconds, q in changes:
             if seconds == 0:
-                current.pop(key, None)
+                if current.pop(key, None) is not None:
+                    self._changed(user, key, None, now)
             else:
-                current[key] = Binding(key, now + seconds, call_id, cseq, source, q)
-                until = max(self._sources.get(source.host, 0.0), now + seconds)
-                self._sources[source.host] = until
+                binding = Binding(key, now + seconds, call_id, cseq, source, q, path, now)
+                current[key] = binding
+                self._note_source(source.host, now + seconds)
+                self._changed(user, key, binding, now)
         if len(self._sources) > 1024 and len(self._sources) > 4 * sum(
             map(len, self._bindings.values())
         ):
             self._sources = {h: t for h, t in self._sources.items() if t > now}
-        return self._ok(user, now)
+        return self._ok(user, now, req)
+
+    def _changed(self, user: str, contact: str, binding: Binding | None, now: float) -> None:
+        if binding is None:
+            self._removed[(user, contact)] = now
+        else:
+            self._removed.pop((user, contact), None)
+        if self.listener is not None:
+            self.listener(user, contact, binding, now)
+
+    def _note_source(self, host: str, until: float) -> None:
+        self._sources[host] = max(self._sources.get(host, 0.0), until)
+
+    def merge(self, user: str, contact: str, binding: Binding | None, updated: float) -> None:
+        """Apply a change made elsewhere (another worker): `binding`, or its removal
+        (None), as of `updated`; a change older than what is here is ignored."""
+        bindings = self._bindings.setdefault(user, {})
+        current = bindings.get(contact)
+        # Not older than what is here: the same change (our own, read back) keeps
+        # the binding as it is, with the connection it came in on.
+        if current is not None and current.updated >= updated - 0.001:
+            return
+        if self._removed.get((user, contact), float("-inf")) > updated:
+            return
+        if binding is None:
+            bindings.pop(contact, None)
+            self._removed[(user, contact)] = updated
+        else:
+            bindings[contact] = binding
+            self._removed.pop((user, contact), None)
+            self._note_source(binding.source.host, binding.expires_at)
+        if not bindings:
+            del self._bindings[user]
+        if len(self._removed) > 4096:
+            # Old removals matter only against copies older still: keep the newest.
+            newest = sorted(self._removed.items(), key=lambda kv: kv[1])[-2048:]
+            self._removed = dict(newest)
 
     def known_source(self, host: str, now: float) -> bool:
         """Whether a phone registered from `host` and its binding is live (or
         was, until it expires: removing a binding does not forget its address)."""
         return self._sources.get(host, 0.0) > now
 
-    def _ok(self, user: str, now: float) -> RegisterResult:
+    def _ok(self, user: str, now: float, req: Request) -> RegisterResult:
         headers = tuple(
             ("Contact", f"<{b.contact}>;expires={max(0, round(b.expires_at - now))}")
             for b in self.lookup(user, now)
         )
+        supported = {s.strip().lower() for s in req.headers.get_list("Supported")}
+        if "path" in supported:
+            # RFC 3327 section 5.3: the registrar echoes the Path it stored.
+            headers += tuple(("Path", p) for p in req.headers.get_list("Path"))
         if not self._bindings.get(user):
             self._bindings.pop(user, None)
         return RegisterResult(200, headers=headers)

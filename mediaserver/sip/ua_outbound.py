@@ -43,6 +43,14 @@ __all__ = ["OutboundCalls", "hostport"]
 _SIPFRAG = re.compile(rb"^SIP/2\.0\s+(\d{3})\s*([^\r\n]*)")
 
 
+def _first_hop(route: str) -> Target:
+    """Where a request with this first Route goes (RFC 3261 section 8.1.2)."""
+    uri = parse_uri(route.strip().removeprefix("<").split(">", 1)[0])
+    transport = (uri.params.get("transport") or "udp").lower()
+    host, port = uri.host_port(5061 if uri.scheme == "sips" else 5060)
+    return Target(transport, host, port)
+
+
 def hostport(host: str, port: int) -> str:
     """`host:port`, with brackets around an IPv6 host."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -136,7 +144,8 @@ class OutboundCalls:
 
         A user registered here (`target` names one of our addresses) is called
         at their newest binding: the Request-URI is its contact, and the INVITE
-        goes where the REGISTER came from (so phones behind NAT are reached).
+        goes where the REGISTER came from (so phones behind NAT are reached), or
+        along the binding's Path (RFC 3327) when a proxy put one there.
 
         A telephone number (``+15551230000``, ``tel:...``) is dialled through
         the outbound trunks (`ua_trunks.py`), with digest and failover.
@@ -154,8 +163,12 @@ class OutboundCalls:
         if offer is None:
             return None, []
         binding = self._binding_for(uri, now)
+        route: tuple[tuple[str, str], ...] = ()
         if binding is not None:
             ruri, destination = binding.contact, binding.source
+            if binding.path:
+                route = tuple(("Route", hop) for hop in binding.path)
+                destination = _first_hop(binding.path[0])
             transport = destination.transport
         else:
             ruri = target
@@ -175,6 +188,7 @@ class OutboundCalls:
             user,
             transport,
             sdp.offer().serialise(),
+            route,
         )
         return self._start_leg(req, destination, offer, sdp, user, local_tag, now)
 

@@ -10,7 +10,11 @@ PHONE = Target("udp", "127.0.0.1", 5070)
 
 
 def register(
-    *contacts: str, call_id: str = "reg1", cseq: int = 1, expires: str | None = None
+    *contacts: str,
+    call_id: str = "reg1",
+    cseq: int = 1,
+    expires: str | None = None,
+    extra: tuple[str, ...] = (),
 ) -> Request:
     lines = [
         "REGISTER sip:127.0.0.1 SIP/2.0",
@@ -21,6 +25,7 @@ def register(
         f"CSeq: {cseq} REGISTER",
         *(f"Contact: {c}" for c in contacts),
         *([f"Expires: {expires}"] if expires is not None else []),
+        *extra,
         "Content-Length: 0",
     ]
     msg = parse_message(("\r\n".join(lines) + "\r\n\r\n").encode())
@@ -84,3 +89,52 @@ def test_too_brief_out_of_order_too_many_and_bad_values() -> None:
     ):
         assert reg.register(bad, "alice", PHONE, 1).status == 400
     assert len(reg.lookup("alice", 1)) == 2
+
+
+PATH = "<sip:127.0.0.1:5060;lr;received=sip:198.51.100.7:40000>"
+
+
+def test_path_is_kept_and_echoed_only_to_a_phone_that_supports_it() -> None:
+    reg = Registrar()
+    plain = reg.register(register("<sip:a@10.0.0.1>", extra=(f"Path: {PATH}",)), "alice", PHONE, 0)
+    assert plain.status == 200 and not [v for k, v in plain.headers if k == "Path"]
+    assert reg.lookup("alice", 1)[0].path == (PATH,)
+    aware = reg.register(
+        register("<sip:a@10.0.0.1>", cseq=2, extra=(f"Path: {PATH}", "Supported: path")),
+        "alice",
+        PHONE,
+        1,
+    )
+    assert [v for k, v in aware.headers if k == "Path"] == [PATH]
+
+
+def test_changes_are_heard_and_merges_keep_the_newest() -> None:
+    heard: list[tuple[str, str, bool, float]] = []
+    here = Registrar()
+    here.listener = lambda user, contact, b, when: heard.append(
+        (user, contact, b is not None, when)
+    )
+    here.register(register("<sip:a@10.0.0.1>", "<sip:a@10.0.0.2>"), "alice", PHONE, 5)
+    here.register(register("<sip:a@10.0.0.2>;expires=0", cseq=2), "alice", PHONE, 6)
+    assert heard == [
+        ("alice", "sip:a@10.0.0.1", True, 5), ("alice", "sip:a@10.0.0.2", True, 5),
+        ("alice", "sip:a@10.0.0.2", False, 6),
+    ]  # fmt: skip
+
+    # Another worker's registrar takes the same changes in any order: the newest wins.
+    there = Registrar()
+    there.listener = lambda *change: heard.append(("never",))  # type: ignore[arg-type]
+    first, gone = here.lookup("alice", 7)[0], None
+    removed_at = 6.0
+    there.merge("alice", "sip:a@10.0.0.2", gone, removed_at)
+    older = first.__class__(**{**first.__dict__, "contact": "sip:a@10.0.0.2", "updated": 5.0})
+    there.merge("alice", "sip:a@10.0.0.2", older, 5.0)  # older than its removal: ignored
+    there.merge("alice", first.contact, first, first.updated)
+    assert [b.contact for b in there.lookup("alice", 7)] == ["sip:a@10.0.0.1"]
+    assert there.known_source(PHONE.host, 7)
+    stale = first.__class__(**{**first.__dict__, "expires_at": 1.0, "updated": 1.0})
+    there.merge("alice", first.contact, stale, 1.0)  # older: the binding stays
+    assert there.lookup("alice", 7)[0].expires_at == first.expires_at
+    there.merge("alice", first.contact, None, 8.0)
+    assert there.lookup("alice", 9) == [] and there.registered(9) == {}
+    assert heard[-1] != ("never",)  # merges are not changes made here
