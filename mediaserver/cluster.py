@@ -1,12 +1,13 @@
 """`mediaserver cluster`: Kamailio in front, one worker process per core behind it.
 
 The supervisor renders a Kamailio config from `conf/kamailio.cfg.tmpl`
-(dispatcher over the workers, Record-Route so in-dialog requests stay on their
-worker, OPTIONS probes so a worker that answers 503 (draining, full) or nothing
-is taken out), starts Kamailio on the config's first UDP listener, and starts N
-workers (`mediaserver run CONFIG --worker I/N`), each on its own SIP port on
-127.0.0.1, its own slice of the RTP port range and its own admin port. RTP goes
-straight to the worker (its own address in SDP).
+(dispatcher over the workers by call load, Record-Route so in-dialog requests
+stay on their worker, OPTIONS probes so a worker that answers 503 (draining,
+full) or nothing is taken out, REGISTERs with a Path to any worker), starts
+Kamailio on the config's first UDP listener, and starts N workers
+(`mediaserver run CONFIG --worker I/N`), each on its own SIP port on 127.0.0.1,
+its own slice of the RTP port range and its own admin port. RTP goes straight
+to the worker (its own address in SDP).
 
 It restarts a worker that dies, with a backoff; drains on SIGTERM (the workers
 finish their calls up to `shutdown.drain_timeout`, then Kamailio stops); and on
@@ -16,9 +17,6 @@ Kamailio sends new calls to the others, and comes back before the next goes).
 The supervisor serves the configured admin address itself, for the whole
 cluster (`mediaserver.cluster_admin`: the workers' calls, records and metrics
 merged); the workers' own admin ports are on 127.0.0.1.
-
-Not yet (issue 16): load-based dispatch (round robin over active workers
-today) and shared registrar bindings.
 """
 
 from __future__ import annotations
@@ -172,13 +170,18 @@ def render_kamailio(
     rundir: Path,
     mpath: str,
     ping_interval: int = PING_INTERVAL,
+    max_load: int = 0,
 ) -> tuple[str, str]:
-    """The Kamailio config and its dispatcher list for `workers`.
+    """The Kamailio config and its dispatcher list for `workers` (each takes at
+    most `max_load` calls at once; 0: no limit).
 
     Raises:
         ValueError: the template has a placeholder this does not fill.
     """
-    ds_list = "".join(f"1 sip:{h}:{p} 0 0 duid=w{i}\n" for i, (h, p) in enumerate(workers, 1))
+    ds_list = "".join(
+        f"1 sip:{h}:{p} 0 0 duid=w{i};maxload={max_load}\n"
+        for i, (h, p) in enumerate(workers, 1)
+    )
     values = {
         "LISTEN_HOST": listen[0],
         "LISTEN_PORT": str(listen[1]),
@@ -237,6 +240,7 @@ class Supervisor:
             workers=[("127.0.0.1", s.sip_port) for s in self.slots],
             rundir=self.rundir,
             mpath=modules_dir(self.binary),
+            max_load=self.config.sip.max_calls,
         )
         (self.rundir / "dispatcher.list").write_text(ds_list)
         cfg = self.rundir / "kamailio.cfg"

@@ -1,8 +1,8 @@
 """Workers behind a real Kamailio 5.6 dispatcher (loopback only, bounded).
 
 Kamailio runs in the foreground (``kamailio -DD -E``) with the config in
-``conf/kamailio.cfg.tmpl`` (the one `mediaserver cluster` renders): it Record-Routes every INVITE, spreads
-calls round robin over the workers in its dispatcher list, fails over on
+``conf/kamailio.cfg.tmpl`` (the one `mediaserver cluster` renders): it Record-Routes every INVITE, sends
+each to the worker in its dispatcher list with the fewest calls up, fails over on
 500/503/timeout, probes the workers with OPTIONS (only a 2xx keeps one active,
 so a draining worker's 503 takes it out) and relays in-dialog requests with
 ``loose_route`` + ``t_relay``. sipp calls through it with
@@ -338,15 +338,16 @@ def test_calls_spread_over_two_workers(start_server, sipp, kamailio_proxy) -> No
     proxy.wait_flags(w1, "A", 5)
     proxy.wait_flags(w2, "A", 5)
 
-    result = sipp(uac_rr(proxy, calls=20, rate=10), timeout=30, stats=True)
+    # Calls of 1 s at 10 a second: each new one goes to the worker with fewer up.
+    result = sipp(uac_rr(proxy, calls=20, rate=10, hold_ms=1000), timeout=30, stats=True)
     assert_all_ok(result, 20, proxy)
 
     # The BYEs travelled sipp -> Kamailio -> worker; wait for the workers to log them.
     wait_for(lambda: len(ended(w1)) + len(ended(w2)) >= 20, 5, "20 call_ended lines")
     e1, e2 = ended(w1), ended(w2)
     assert len(e1) + len(e2) == 20, (e1, e2)
-    # Round robin: both workers took calls (10 each when nothing failed over).
-    assert len(e1) >= 5 and len(e2) >= 5, (len(e1), len(e2))
+    # By call load: both workers took about half.
+    assert len(e1) >= 7 and len(e2) >= 7, (len(e1), len(e2))
     assert by_remote(e1) == len(e1) and by_remote(e2) == len(e2), (e1, e2)
     # Every ACK went through the proxy via the Record-Route set and confirmed its call.
     confirmed = w1.log_text().count("call_confirmed") + w2.log_text().count("call_confirmed")
@@ -366,7 +367,7 @@ def test_draining_worker_is_taken_out(start_server, sipp, kamailio_proxy) -> Non
     proxy.wait_flags(w1, "A", 5)
     proxy.wait_flags(w2, "A", 5)
 
-    # One held call on each worker (round robin), so the draining one has a call
+    # One held call on each worker (the second goes to the one without), so the draining one has a call
     # to wait for: a worker with no calls exits at once on SIGTERM.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         held = pool.submit(
@@ -439,53 +440,64 @@ def test_server_bye_goes_through_the_proxy(start_server, sipp, kamailio_proxy, t
 
 
 def test_503_from_draining_worker_fails_over(start_server, sipp, kamailio_proxy) -> None:  # type: ignore[no-untyped-def]
-    w1 = start_server(routes={"hold": {"duration": 0}}, shutdown={"drain_timeout": 30})
-    w2 = start_server(routes={"hold": {"duration": 0}})
+    workers = [
+        start_server(routes={"hold": {"duration": 0}}, shutdown={"drain_timeout": 30}),
+        start_server(routes={"hold": {"duration": 0}}, shutdown={"drain_timeout": 30}),
+    ]
     # Probes every 30 s: none happens during the test, so only the INVITE's 503
     # (and the failure route) can steer calls away from the draining worker.
-    proxy = kamailio_proxy([w1, w2], ping_interval=30)
-    w1_uri = f"sip:{w1.host}:{w1.port}"
+    proxy = kamailio_proxy(workers, ping_interval=30)
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         held = pool.submit(
             sipp, uac_rr(proxy, calls=2, rate=20, hold_ms=4000), 20, stats=True, name="held"
         )
         wait_for(
-            lambda: "call_confirmed" in w1.log_text() and "call_confirmed" in w2.log_text(),
+            lambda: all("call_confirmed" in w.log_text() for w in workers),
             8,
             "one confirmed call on each worker",
         )
-        w1.send_signal(signal.SIGTERM)
-        wait_for(lambda: "draining" in w1.log_text(), 5, "w1 to start draining")
-        assert proxy.dispatcher_flags().get(w1_uri, "").startswith("A")
+        # The worker that took the first call wins the ties of the call load (1 and
+        # 1): it drains, so the next INVITE goes to it and gets 503.
+        first = next(w for w in workers if "call_id=1-" in w.log_text())
+        other = next(w for w in workers if w is not first)
+        first_uri = f"sip:{first.host}:{first.port}"
+        first.send_signal(signal.SIGTERM)
+        wait_for(lambda: "draining" in first.log_text(), 5, "the first worker to start draining")
+        assert proxy.dispatcher_flags().get(first_uri, "").startswith("A")
 
         result = sipp(uac_rr(proxy, calls=4, rate=10), timeout=20, stats=True, name="after")
         assert_all_ok(result, 4, proxy)
         held_result = held.result(timeout=30)
     assert_all_ok(held_result, 2, proxy)
 
-    # The first call sent to w1 got 503 and was retried on w2; w1 was then marked
-    # inactive by the failure route, so every new call ended on w2.
-    assert f"worker {w1_uri} failed" in proxy.log_text(), proxy.log_tail()
-    assert not proxy.dispatcher_flags().get(w1_uri, "A").startswith("A")
-    assert len(ended(w2)) == 5
-    assert w1.wait(10) == 0, w1.log_tail()
-    assert len(ended(w1)) == 1 and by_remote(ended(w1)) == 1
+    # The first call sent to the draining worker got 503 and was retried on the
+    # other; the failure route then marked it inactive, so every new call ended there.
+    assert f"worker {first_uri} failed" in proxy.log_text(), proxy.log_tail()
+    assert not proxy.dispatcher_flags().get(first_uri, "A").startswith("A")
+    assert len(ended(other)) == 5
+    assert first.wait(10) == 0, first.log_tail()
+    assert len(ended(first)) == 1 and by_remote(ended(first)) == 1
 
 
 def test_dead_worker_fails_over(start_server, sipp, kamailio_proxy) -> None:  # type: ignore[no-untyped-def]
-    w1 = start_server(routes={"hold": {"duration": 0}})
-    w2 = start_server(routes={"hold": {"duration": 0}})
-    proxy = kamailio_proxy([w1, w2])
-    proxy.wait_flags(w1, "A", 5)
-    proxy.wait_flags(w2, "A", 5)
+    workers = [start_server(routes={"hold": {"duration": 0}}) for _ in range(2)]
+    proxy = kamailio_proxy(workers)
+    for worker in workers:
+        proxy.wait_flags(worker, "A", 5)
+    # With no calls up the dispatcher picks the same worker every time (its tie
+    # winner): find it with one call, then kill it.
+    assert_all_ok(sipp(uac_rr(proxy, calls=1, rate=10), timeout=20, stats=True), 1, proxy)
+    wait_for(lambda: sum(len(ended(w)) for w in workers) == 1, 5, "the first call ended")
+    dead = next(w for w in workers if ended(w))
+    alive = next(w for w in workers if w is not dead)
 
-    w1.kill()
-    # Before the probes notice, round robin still picks w1: its INVITE branch times
-    # out (tm fr_timer 2 s) and the failure route retries on w2.
+    dead.kill()
+    # Before the probes notice, the dead worker is still picked: its INVITE branch
+    # times out (tm fr_timer 2 s) and the failure route retries on the other.
     result = sipp(uac_rr(proxy, calls=4, rate=10), timeout=20, stats=True)
     assert_all_ok(result, 4, proxy)
-    wait_for(lambda: len(ended(w2)) >= 4, 5, "4 calls ended on w2")
-    assert len(ended(w2)) == 4
+    wait_for(lambda: len(ended(alive)) >= 4, 5, "4 calls ended on the live worker")
+    assert len(ended(alive)) == 4
     assert "trying the next one" in proxy.log_text(), proxy.log_tail()
-    proxy.wait_flags(w1, "I", 4 * PING_INTERVAL + 3)
+    proxy.wait_flags(dead, "I", 4 * PING_INTERVAL + 3)
