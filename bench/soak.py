@@ -57,7 +57,7 @@ from tests.peers import (  # noqa: E402
     sip_options,
 )
 
-SCENARIO = BENCH_DIR / "sipp" / "uac_rr_rtp.xml"
+SCENARIO = REPO_ROOT / "tests" / "sipp" / "uac_rr_rtp.xml"
 FRAME_MS = 20.0
 
 
@@ -320,6 +320,12 @@ def main(argv: list[str] | None = None) -> int:
             out["pacing_p99_last_ms"] = windows[-1].get("pacing_p99_ms")
         out["processes"] = summarise_samples(sampler.samples, after=min(60.0, args.duration / 4))
         out["samples"] = len(sampler.samples)
+        # RSS over time, one point a minute (or every sample in a short run).
+        step = max(1, round(60 / args.sample))
+        out["rss_mb_series"] = {
+            name: [[row["t"], row[name]["rss_mb"]] for row in sampler.samples[::step]]
+            for name in pids
+        }
         p99s = [w["pacing_p99_ms"] for w in windows if "pacing_p99_ms" in w]
         out["pacing_p99_median_ms"] = statistics.median(p99s) if p99s else None
         out["workers_restarted"] = cluster.log_text().count("worker_died")

@@ -1104,8 +1104,12 @@ def write_baresip_config(
     answermode: str | None = None,
     account: str | None = None,
     extra_config: str = "",
+    host: str = LOCALHOST,
 ) -> None:
     """Write baresip's ``config`` and ``accounts`` (the PEERS.md caller recipe).
+
+    SIP and RTP use ``host`` (the address of a network namespace's link, say);
+    the ctrl_tcp socket stays on 127.0.0.1.
 
     ``extra_config`` lines are appended to ``config`` (e.g. ``module srtp.so``
     and ``sip_cafile CERT`` for SDES-SRTP over TLS).
@@ -1119,8 +1123,8 @@ def write_baresip_config(
     recordings.mkdir(parents=True, exist_ok=True)
     config = f"""\
 poll_method epoll
-sip_listen {LOCALHOST}:{sip_port}
-net_interface {LOCALHOST}
+sip_listen {host}:{sip_port}
+net_interface {host}
 rtp_ports {rtp_range[0]}-{rtp_range[1]}
 audio_source aufile,{source_wav}
 audio_player aubridge,nullA
@@ -1143,7 +1147,7 @@ ctrl_tcp_listen {LOCALHOST}:{ctrl_port}
     params = f";audio_codecs={codec}"
     if answermode:
         params += f";answermode={answermode}"
-    line = account or f"<sip:{user}@{LOCALHOST}:{sip_port}>;regint=0"
+    line = account or f"<sip:{user}@{host}:{sip_port}>;regint=0"
     (folder / "accounts").write_text(f"{line}{params}\n")
     (folder / "contacts").write_text("")
 
@@ -1166,6 +1170,7 @@ def run_baresip(
     account: str | None = None,
     answermode: str | None = None,
     extra_config: str = "",
+    host: str = LOCALHOST,
 ) -> BaresipResult:
     """Place one call with a headless baresip caller and wait for it to end.
 
@@ -1210,6 +1215,7 @@ def run_baresip(
         answermode: the account's answermode; with ``uri`` None baresip dials
             nothing and, with ``"auto"``, answers the call that comes (a callee).
         extra_config: lines appended to baresip's ``config``.
+        host: the address baresip's SIP and RTP use.
     """
     if dtmf:
         dtmf = dtmf.upper()
@@ -1236,6 +1242,7 @@ def run_baresip(
         account=account,
         answermode=answermode,
         extra_config=extra_config,
+        host=host,
     )
     before = set(recordings_dir.glob("*.wav"))
     cmd = [binary, "-f", str(config_dir), "-t", str(max(1, round(seconds)))]
