@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup: the Debian peers the tests drive (sipp, baresip, kamailio,
-# tshark, sox, espeak-ng, chromium, postgresql) and a virtualenv at .venv with
+# tshark, sox, espeak-ng, chromium, postgresql; iptables and iproute2 for the
+# network-fault tests) and a virtualenv at .venv with
 # `pip install -e '.[dev]'`.
 # Safe to run again: it only installs what is missing. Runs as root on a fresh
 # Debian 12 machine (uses sudo for apt when not root and sudo exists).
@@ -30,6 +31,8 @@ declare -A PKG_FOR=(
     [make]=make
     [openssl]=openssl
     [chromium]=chromium
+    [iptables-legacy]=iptables
+    [ip]=iproute2
 )
 
 missing=()
