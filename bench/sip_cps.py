@@ -16,6 +16,10 @@ repository root::
 
     .venv/bin/python bench/sip_cps.py --start 100 --step 100 --max 1500 --duration 8
 
+``--cluster N`` runs ``mediaserver cluster --workers N`` instead (Kamailio in
+front; sipp then runs ``tests/sipp/uac_rr.xml``, which follows Record-Route),
+and the CPU is summed over the whole process tree.
+
 Every subprocess is bounded by a timeout and stopped by its PID; nothing binds
 outside 127.0.0.0/8.
 """
@@ -49,6 +53,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from tests.peers import (  # noqa: E402  (needs the repo root on sys.path)
     LOCALHOST,
+    SIPP_SCENARIOS,
     ServerNotReady,
     ServerProcess,
     free_port,
@@ -67,6 +72,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 GOAL_CPS_PER_CORE = 500.0
 
 
+UAC_RR = SIPP_SCENARIOS / "uac_rr.xml"
+
+
 def log(message: str) -> None:
     """Progress for the human watching; stdout is reserved for the JSON."""
     print(f"[sip_cps] {message}", file=sys.stderr, flush=True)
@@ -76,10 +84,23 @@ def log(message: str) -> None:
 
 
 def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of one process, in seconds (fields 14 and 15 of /proc/PID/stat)."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """utime + stime of a process and its descendants (a cluster: the supervisor,
+    Kamailio and the workers), in seconds (fields 14 and 15 of /proc/PID/stat)."""
+    total = 0.0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            text = Path(f"/proc/{current}/stat").read_text()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            if current == pid:
+                raise
+            continue  # a child that just ended
+        fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        todo.extend(int(c) for c in children)
+    return total
 
 
 def proc_threads(pid: int) -> int:
@@ -263,12 +284,14 @@ def sipp_command(
     media_port: int,
     stats_path: Path,
     timeout_s: int,
+    record_route: bool = False,
 ) -> list[str]:
-    """The sipp command line for one instance of a step."""
+    """The sipp command line for one instance of a step (`record_route`: through
+    Kamailio, whose Record-Route the built-in uac would not follow)."""
+    scenario = ["-sf", str(UAC_RR)] if record_route else ["-sn", "uac"]
     return [
         sipp,
-        "-sn",
-        "uac",
+        *scenario,
         target,
         "-s",
         SERVICE,
@@ -454,6 +477,13 @@ class Bench:
                 "run",
             ]
         env = {"MEDIASERVER_GC_THRESHOLD": self.args.gc_threshold} if self.args.gc_threshold else {}
+        workers: list[int] = []
+        if self.args.cluster:
+            # Kamailio on the listener, the workers on ports of their own behind it.
+            first = free_port_block(self.args.cluster, tcp=True)
+            workers = list(range(first, first + self.args.cluster))
+            command = [self.args.python, "-m", "mediaserver", "cluster", "--workers",
+                       str(self.args.cluster), "--worker-port", str(first)]  # fmt: skip
         server = ServerProcess(
             self.server_config(), self.workdir / "server", command=command, env=env
         )
@@ -464,6 +494,13 @@ class Bench:
             server.wait_ready(timeout=30)
         else:  # OPTIONS over UDP cannot reach a TCP-only listener: wait for the port
             self.wait_tcp(server, timeout=30)
+        for worker in workers:
+            deadline = time.monotonic() + 60
+            while sip_options(LOCALHOST, worker, timeout=0.5) is None:
+                if time.monotonic() > deadline or not server.running():
+                    raise ServerNotReady(f"cluster worker on {worker} did not come up")
+        if workers:
+            time.sleep(2.5)  # Kamailio's probes mark the workers active
         log(f"server pid {server.pid} ready on {server.target} ({self.args.transport})")
         return server
 
@@ -523,6 +560,7 @@ class Bench:
                 media_port,
                 stats_path,
                 sipp_timeout,
+                record_route=bool(self.args.cluster),
             )
             runs.append(
                 SippRun(
@@ -701,8 +739,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="A,B,C",
         help="the server's MEDIASERVER_GC_THRESHOLD (default: the server's own)",
     )
+    parser.add_argument(
+        "--cluster",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run `mediaserver cluster --workers N` (Kamailio in front) instead of one process",
+    )
     parser.add_argument("--workdir", help="keep logs and sipp CSVs here (default: a temp dir)")
     args = parser.parse_args(argv)
+    if args.cluster and args.transport != "udp":
+        parser.error("--cluster: Kamailio listens on UDP")
     if args.start <= 0 or args.step <= 0 or args.max < args.start:
         parser.error("need 0 < --start <= --max and --step > 0")
     if args.duration <= 0:
@@ -744,6 +791,7 @@ def summarise(
             "exit_code": server_rc,
             "transport": args.transport,
             "profile": args.profile,
+            "cluster_workers": args.cluster,
         },
         "sipp": {
             "binary": bench.sipp,
