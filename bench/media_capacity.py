@@ -67,11 +67,13 @@ for _path in (str(REPO_ROOT), str(BENCH_DIR)):
 
 from media_loadgen import proc_rss_mb  # noqa: E402  (the whole process tree: a cluster too)
 from sip_cps import (  # noqa: E402  (bench/ and the repo root must be on sys.path first)
+    cluster_command,
     cpu_model,
     git_commit,
     proc_threads,
     stop_process,
     udp_rcvbuf_errors,
+    wait_workers,
 )
 
 from tests.peers import (  # noqa: E402
@@ -79,9 +81,7 @@ from tests.peers import (  # noqa: E402
     ServerNotReady,
     ServerProcess,
     free_port,
-    free_port_block,
     free_rtp_range,
-    sip_options,
 )
 
 LOADGEN = BENCH_DIR / "media_loadgen.py"
@@ -178,22 +178,12 @@ class Bench:
         env = {"MEDIASERVER_GC_THRESHOLD": self.args.gc_threshold} if self.args.gc_threshold else {}
         workers: list[int] = []
         if self.args.cluster:
-            # Kamailio on the listener, the workers on ports of their own behind it.
-            first = free_port_block(self.args.cluster, tcp=True)
-            workers = list(range(first, first + self.args.cluster))
-            command = [python, "-m", "mediaserver", "cluster", "--workers",
-                       str(self.args.cluster), "--worker-port", str(first)]  # fmt: skip
+            command, workers = cluster_command(python, self.args.cluster)
         server = ServerProcess(self.server_config(), folder, command=command, env=env)
         self.server = server
         server.start()
         server.wait_ready(timeout=30)
-        for port in workers:
-            deadline = time.monotonic() + 60
-            while sip_options(LOCALHOST, port, timeout=0.5) is None:
-                if time.monotonic() > deadline or not server.running():
-                    raise RuntimeError(f"cluster worker on {port} did not come up")
-        if workers:
-            time.sleep(2.5)  # Kamailio's probes mark the workers active
+        wait_workers(server, workers)
         self.server_threads = proc_threads(server.pid)
         return server
 

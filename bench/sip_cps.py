@@ -410,6 +410,26 @@ def merge_stats(step: StepResult, runs: list[SippRun]) -> None:
         step.min_periodic_cps = round(periodic_min, 1)
 
 
+def cluster_command(python: str, workers: int) -> tuple[list[str], list[int]]:
+    """`mediaserver cluster` with `workers` workers (Kamailio on the config's
+    listener), and the workers' own SIP ports."""
+    first = free_port_block(workers, tcp=True)
+    command = [python, "-m", "mediaserver", "cluster", "--workers", str(workers),
+               "--worker-port", str(first)]  # fmt: skip
+    return command, list(range(first, first + workers))
+
+
+def wait_workers(server: ServerProcess, ports: list[int], timeout: float = 60.0) -> None:
+    """Wait until every cluster worker answers OPTIONS and Kamailio has probed them."""
+    for port in ports:
+        deadline = time.monotonic() + timeout
+        while sip_options(LOCALHOST, port, timeout=0.5) is None:
+            if time.monotonic() > deadline or not server.running():
+                raise ServerNotReady(f"cluster worker on {port} did not come up")
+    if ports:
+        time.sleep(2.5)  # Kamailio's probes mark the workers active
+
+
 def stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> int | None:
     """SIGTERM then SIGKILL one child, by its PID; return its exit code."""
     if proc.poll() is not None:
@@ -479,11 +499,7 @@ class Bench:
         env = {"MEDIASERVER_GC_THRESHOLD": self.args.gc_threshold} if self.args.gc_threshold else {}
         workers: list[int] = []
         if self.args.cluster:
-            # Kamailio on the listener, the workers on ports of their own behind it.
-            first = free_port_block(self.args.cluster, tcp=True)
-            workers = list(range(first, first + self.args.cluster))
-            command = [self.args.python, "-m", "mediaserver", "cluster", "--workers",
-                       str(self.args.cluster), "--worker-port", str(first)]  # fmt: skip
+            command, workers = cluster_command(self.args.python, self.args.cluster)
         server = ServerProcess(
             self.server_config(), self.workdir / "server", command=command, env=env
         )
@@ -494,13 +510,7 @@ class Bench:
             server.wait_ready(timeout=30)
         else:  # OPTIONS over UDP cannot reach a TCP-only listener: wait for the port
             self.wait_tcp(server, timeout=30)
-        for worker in workers:
-            deadline = time.monotonic() + 60
-            while sip_options(LOCALHOST, worker, timeout=0.5) is None:
-                if time.monotonic() > deadline or not server.running():
-                    raise ServerNotReady(f"cluster worker on {worker} did not come up")
-        if workers:
-            time.sleep(2.5)  # Kamailio's probes mark the workers active
+        wait_workers(server, workers)
         log(f"server pid {server.pid} ready on {server.target} ({self.args.transport})")
         return server
 
