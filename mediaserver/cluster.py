@@ -1,6 +1,6 @@
 """`mediaserver cluster`: Kamailio in front, one worker process per core behind it.
 
-The supervisor renders a Kamailio config from `conf/kamailio.cfg.tmpl`
+The supervisor renders a Kamailio config from `mediaserver/data/kamailio.cfg.tmpl`
 (dispatcher over the workers by call load, Record-Route so in-dialog requests
 stay on their worker, OPTIONS probes so a worker that answers 503 (draining,
 full) or nothing is taken out, REGISTERs with a Path to any worker), starts
@@ -53,7 +53,8 @@ __all__ = [
 
 log = structlog.get_logger("mediaserver.cluster")
 
-KAMAILIO_TEMPLATE = Path(__file__).resolve().parent.parent / "conf" / "kamailio.cfg.tmpl"
+#: Shipped in the package (an installed server has no conf/ folder beside it).
+KAMAILIO_TEMPLATE = Path(__file__).resolve().parent / "data" / "kamailio.cfg.tmpl"
 DEFAULT_MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules"
 #: Seconds between Kamailio's OPTIONS probes of each worker.
 PING_INTERVAL = 1

@@ -1,7 +1,7 @@
 """Workers behind a real Kamailio 5.6 dispatcher (loopback only, bounded).
 
 Kamailio runs in the foreground (``kamailio -DD -E``) with the config in
-``conf/kamailio.cfg.tmpl`` (the one `mediaserver cluster` renders): it Record-Routes every INVITE, sends
+``mediaserver/data/kamailio.cfg.tmpl`` (the one `mediaserver cluster` renders): it Record-Routes every INVITE, sends
 each to the worker in its dispatcher list with the fewest calls up, fails over on
 500/503/timeout, probes the workers with OPTIONS (only a 2xx keeps one active,
 so a draining worker's 503 takes it out) and relays in-dialog requests with
