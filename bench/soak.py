@@ -54,6 +54,7 @@ from tests.peers import (  # noqa: E402
     LOCALHOST,
     ServerProcess,
     free_port_block,
+    rtp_stream_wav,
     sip_options,
 )
 
@@ -92,21 +93,6 @@ def threads(pid: int) -> int | None:
         return len(os.listdir(f"/proc/{pid}/task"))
     except OSError:
         return None
-
-
-def soak_wav(folder: Path) -> None:
-    """soak_ulaw.wav: 3 s of a voice-like tone in u-law, for sipp's rtp_stream."""
-    raw = folder / "tone.wav"
-    subprocess.run(
-        ["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(raw), "synth", "3",
-         "sine", "300-900", "vol", "0.3"],
-        check=True, timeout=30,
-    )  # fmt: skip
-    subprocess.run(
-        ["sox", str(raw), "-e", "u-law", "-b", "8", str(folder / "soak_ulaw.wav")],
-        check=True,
-        timeout=30,
-    )
 
 
 def capture_pacing(
@@ -233,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
     folder = Path(tempfile.mkdtemp(prefix="mediaserver-soak-"))
-    soak_wav(folder)
+    rtp_stream_wav(folder)
     first_worker = free_port_block(args.workers, tcp=True)
     admin = free_port_block(args.workers + 1, tcp=True)
     rtp = (20000, 29999)

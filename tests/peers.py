@@ -1487,6 +1487,18 @@ def agent_speech(folder: Path, *texts: str, voice: str = "en-us") -> list[np.nda
         return [data[f"a{i}"] for i in range(len(texts))]
 
 
+def rtp_stream_wav(folder: Path) -> Path:
+    """``folder/soak_ulaw.wav``: 3 s of a sweeping tone in u-law, the file sipp's
+    ``rtp_stream`` plays in ``tests/sipp/uac_rr_rtp.xml`` (read from sipp's folder)."""
+    path = Path(folder) / "soak_ulaw.wav"
+    subprocess.run(
+        ["sox", "-n", "-r", "8000", "-c", "1", "-e", "u-law", "-b", "8", str(path),
+         "synth", "3", "sine", "300-900", "vol", "0.3"],
+        check=True, timeout=30, capture_output=True,
+    )  # fmt: skip
+    return path
+
+
 def write_rtp_pcap(path: Path, pcm: np.ndarray, *, ssrc: int = 0x5EED) -> Path:
     """8 kHz PCM as a pcap of PCMU RTP packets, 20 ms apart, for sipp's
     ``play_pcap_audio`` (classic pcap, Ethernet + IPv4 + UDP; sipp rewrites the

@@ -24,6 +24,7 @@ from tests.peers import (
     free_rtp_range,
     parse_sip,
     parse_sipp_trace,
+    rtp_stream_wav,
     server_config,
     sip_request,
     write_rtp_pcap,
@@ -173,8 +174,10 @@ def test_sipp_server_scenario_loads(scenario: str, sipp: RunSipp) -> None:
 @pytest.mark.parametrize("scenario", UAC_SCENARIOS)
 def test_sipp_scenario_loads(scenario: str, sipp: RunSipp, tmp_path: Path) -> None:
     """Each scenario parses and starts: against a silent port it can only time out."""
-    # Scenarios that play the caller's audio read caller.pcap from sipp's folder.
+    # Scenarios that play the caller's audio read caller.pcap or soak_ulaw.wav from
+    # sipp's folder.
     write_rtp_pcap(tmp_path / "caller.pcap", np.zeros(1600, dtype=np.int16))
+    rtp_stream_wav(tmp_path)
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     silent.bind(("127.0.0.1", 0))
     try:

@@ -32,6 +32,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -52,6 +53,7 @@ from tests.peers import (
     WEATHER_QUESTION,
     ServerProcess,
     caller_wav,
+    rtp_stream_wav,
     run_sipp,
     server_config,
     skips_allowed,
@@ -186,11 +188,7 @@ def _sipp_wrapper(link: Link, folder: Path) -> str:
 def _calls_with_rtp(link: Link, folder: Path, route: str, hold_ms: int = HOLD_MS) -> Any:
     """CALLS sipp calls from the caller's namespace, each streaming RTP for hold_ms."""
     folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        ["sox", "-n", "-r", "8000", "-c", "1", "-e", "u-law", "-b", "8",
-         str(folder / "soak_ulaw.wav"), "synth", "3", "sine", "300-900", "vol", "0.3"],
-        check=True, timeout=30,
-    )  # fmt: skip
+    rtp_stream_wav(folder)
     args = ["-sf", str(SCENARIO), "-s", route, "-r", "5", "-m", str(CALLS), "-d", str(hold_ms),
             "-i", CALLER_IP, "-mi", CALLER_IP, "-p", "5070", "-mp", "6000",
             f"{SERVER_IP}:{SIP_PORT}"]  # fmt: skip
@@ -288,6 +286,7 @@ def test_a_link_that_goes_down_mid_call_ends_as_a_network_partition(  # type: ig
         # The calls fail, of course: their link goes away mid-call.
         calls = pool.submit(_calls_with_rtp, link, tmp_path / "sipp", "echo", 12000)
         echo.wait_log("call_confirmed", timeout=20, count=CALLS)
+        time.sleep(1.0)  # media flows on every call before the link goes
         link.caller_link(False)
         try:
             echo.wait_log("network_partition", timeout=20, count=CALLS)
