@@ -56,6 +56,10 @@ log = structlog.get_logger("mediaserver.cluster")
 #: Shipped in the package (an installed server has no conf/ folder beside it).
 KAMAILIO_TEMPLATE = Path(__file__).resolve().parent / "data" / "kamailio.cfg.tmpl"
 DEFAULT_MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules"
+#: Kamailio's shared memory (MB). Its default, 64, runs out near 600 call setups a
+#: second (transactions wait 5 s after they end, each call's load is tracked);
+#: it is only address space until used.
+KAMAILIO_SHM_MB = 512
 #: Seconds between Kamailio's OPTIONS probes of each worker.
 PING_INTERVAL = 1
 #: Backoff of a worker that keeps dying: first and longest wait, seconds.
@@ -248,7 +252,7 @@ class Supervisor:
         cfg.write_text(config)
         self.kamailio = await asyncio.create_subprocess_exec(
             self.binary, "-DD", "-E", "-f", str(cfg), "-Y", str(self.rundir),
-            "-P", str(self.rundir / "kamailio.pid"),
+            "-P", str(self.rundir / "kamailio.pid"), "-m", str(KAMAILIO_SHM_MB),
             stdin=subprocess.DEVNULL, cwd=self.rundir,
         )  # fmt: skip
         log.info(
