@@ -143,7 +143,7 @@ class Registrar:
 
     def _changed(self, user: str, contact: str, binding: Binding | None, now: float) -> None:
         if binding is None:
-            self._removed[(user, contact)] = now
+            self._note_removed(user, contact, now)
         else:
             self._removed.pop((user, contact), None)
         if self.listener is not None:
@@ -165,13 +165,16 @@ class Registrar:
             return
         if binding is None:
             bindings.pop(contact, None)
-            self._removed[(user, contact)] = updated
+            self._note_removed(user, contact, updated)
         else:
             bindings[contact] = binding
             self._removed.pop((user, contact), None)
             self._note_source(binding.source.host, binding.expires_at)
         if not bindings:
             del self._bindings[user]
+
+    def _note_removed(self, user: str, contact: str, when: float) -> None:
+        self._removed[(user, contact)] = when
         if len(self._removed) > 4096:
             # Old removals matter only against copies older still: keep the newest.
             newest = sorted(self._removed.items(), key=lambda kv: kv[1])[-2048:]
