@@ -48,14 +48,20 @@ for _path in (str(REPO_ROOT), str(BENCH_DIR)):
         sys.path.insert(0, _path)
 
 from media_loadgen import proc_tree  # noqa: E402
-from sip_cps import cpu_model, git_commit, proc_rss_mb, stop_process  # noqa: E402
+from sip_cps import (  # noqa: E402
+    cluster_command,
+    cpu_model,
+    git_commit,
+    proc_rss_mb,
+    stop_process,
+    wait_workers,
+)
 
 from tests.peers import (  # noqa: E402
     LOCALHOST,
     ServerProcess,
     free_port_block,
     rtp_stream_wav,
-    sip_options,
 )
 
 SCENARIO = REPO_ROOT / "tests" / "sipp" / "uac_rr_rtp.xml"
@@ -220,7 +226,6 @@ def main(argv: list[str] | None = None) -> int:
 
     folder = Path(tempfile.mkdtemp(prefix="mediaserver-soak-"))
     rtp_stream_wav(folder)
-    first_worker = free_port_block(args.workers, tcp=True)
     admin = free_port_block(args.workers + 1, tcp=True)
     rtp = (20000, 29999)
     concurrent = round(args.rate * args.hold)
@@ -234,8 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "shutdown": {"drain_timeout": 10},
         "logging": {"level": "warning"},
     }  # fmt: skip
-    command = [sys.executable, "-m", "mediaserver", "cluster", "--workers",
-               str(args.workers), "--worker-port", str(first_worker)]  # fmt: skip
+    command, workers = cluster_command(sys.executable, args.workers)
     cluster = ServerProcess(config, folder / "cluster", command=command)
     out: dict[str, Any] = {
         "benchmark": "soak",
@@ -257,12 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cluster.start()
         cluster.wait_ready(timeout=30)
-        for port in range(first_worker, first_worker + args.workers):
-            deadline = time.monotonic() + 90
-            while sip_options(LOCALHOST, port, timeout=0.5) is None:
-                if time.monotonic() > deadline or not cluster.running():
-                    raise RuntimeError(f"worker on {port} did not come up")
-        time.sleep(2.5)  # Kamailio's probes mark the workers active
+        wait_workers(cluster, workers, timeout=90)
         pids = cluster_pids(cluster.pid)
         log(f"cluster up: {pids}")
         calls = round(args.rate * args.duration)

@@ -165,6 +165,8 @@ class SharedBindings:
         database = self.database
         db: Connection | None = None
         since = 0.0
+        #: (user, contact) -> `updated` of the rows the last read returned.
+        passed: dict[tuple[str, str], float] = {}
         last_forget = 0.0
         while True:
             stopping = self._stop.is_set()
@@ -178,8 +180,12 @@ class SharedBindings:
                     read_at = time.time()
                     rows = database.query(db, _CHANGED, (since - SKEW,))
                     since = read_at
-                    if rows:
-                        self.loop.call_soon_threadsafe(self._merge, rows)
+                    # Only what this thread has not passed on yet: each poll re-reads
+                    # the last SKEW seconds, and the loop need not see them again.
+                    fresh = [r for r in rows if passed.get((r[0], r[1])) != r[-1]]
+                    passed = {(r[0], r[1]): r[-1] for r in rows}
+                    if fresh:
+                        self.loop.call_soon_threadsafe(self._merge, fresh)
                     if read_at - last_forget > 60:
                         last_forget = read_at
                         db.execute(database.sql(_FORGET), (read_at - TOMBSTONE_TTL,))
