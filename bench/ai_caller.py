@@ -156,6 +156,8 @@ class Call:
     from_tag: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     to_tag: str | None = None
     contact: str | None = None
+    #: The Record-Route of the 2xx (a proxy in front, e.g. `mediaserver cluster`'s Kamailio).
+    route: str | None = None
     remote: tuple[str, int] | None = None
     state: str = "new"
     status: int | None = None
@@ -259,6 +261,8 @@ class Caller(asyncio.DatagramProtocol):
             f"CSeq: {cseq} {method}",
             f"Contact: <sip:aicaller@{LOCALHOST}:{self.sip_port}>",
         ]
+        if call.route and method in ("ACK", "BYE"):
+            lines.append(f"Route: {call.route}")  # one proxy: its Record-Route as is
         if body:
             lines.append("Content-Type: application/sdp")
         lines.append(f"Content-Length: {len(body)}")
@@ -364,6 +368,7 @@ class Caller(asyncio.DatagramProtocol):
         call.status = status
         call.to_tag = tag_of(headers.get("to", ""))
         call.contact = uri_of(headers.get("contact", "")) or self.ruri
+        call.route = headers.get("record-route")
         media = sdp_media(body) if 200 <= status < 300 else None
         call.ack = self._request(call, "ACK", call.contact if media else self.ruri, 1)
         self._send_sip(call.ack)

@@ -30,11 +30,15 @@ window), and over the whole step; ``server_cpu_cores`` = CPU seconds / wall
 seconds of the window. ``calls_per_core`` = N / that. The server is one process
 (one event loop plus ``executor_threads`` inference threads and onnxruntime's
 own), so it can use more than one core; the machine has 2, shared with the
-caller. One JSON object on stdout, progress on stderr. From the repository
-root::
+caller. ``--cluster N`` runs ``mediaserver cluster --workers N`` instead
+(Kamailio in front, the caller follows its Record-Route; CPU and RSS are the
+whole process tree: supervisor, Kamailio and workers; each worker gets
+``ceil(N_calls / workers) + 2`` pocketsphinx decoders). One JSON object on
+stdout, progress on stderr. From the repository root::
 
     .venv/bin/python bench/ai_calls.py                  # steps 1,20,40,60, ~2.5 min
     .venv/bin/python bench/ai_calls.py --steps 1,80,100 # further up the ramp
+    .venv/bin/python bench/ai_calls.py --cluster 2      # the same ramp on 2 workers
 """
 
 from __future__ import annotations
@@ -122,9 +126,12 @@ def run_step(
         if args.stt_pool is not None:
             pool = args.stt_pool
         else:
-            # pocketsphinx: a decoder per call; Whisper: transcriptions at once
-            # over the one shared model, one per core.
-            pool = n if args.stt == "pocketsphinx" else 2
+            # pocketsphinx: a decoder per call (a worker's share of them, plus
+            # two for an uneven spread); Whisper: transcriptions at once over the
+            # one shared model, one per core.
+            workers = max(args.cluster, 1)
+            share = -(-n // workers) + (2 if workers > 1 else 0)
+            pool = share if args.stt == "pocketsphinx" else max(1, 2 // workers)
         step.stt_pool_size = pool
         server, _ = start_server(
             folder / "server",
@@ -135,6 +142,7 @@ def run_step(
             pool,
             args.stt,
             args.detector,
+            args.cluster,
         )
         step.server_rss_mb_idle = proc_rss_mb(server.pid)
         cpu0, t0 = proc_cpu_seconds(server.pid), time.monotonic()
@@ -238,6 +246,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="pocketsphinx",
         help="pipeline.stt.backend (pocketsphinx)",
     )
+    parser.add_argument(
+        "--cluster",
+        type=int,
+        default=0,
+        help="run `mediaserver cluster --workers N` (Kamailio in front) instead of one process",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json-out", help="also write the JSON report here")
     parser.add_argument("--workdir", help="keep server logs and caller output here")
@@ -326,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
             "stt": args.stt,
             "stt_pool_size": args.stt_pool
             if args.stt_pool is not None
-            else ("N (per step)" if args.stt == "pocketsphinx" else 2),
+            else ("N / workers (per step)" if args.stt == "pocketsphinx" else 2),
+            "cluster_workers": args.cluster,
             "llm": "scripted",
             "pass_rule": f"all calls up, every turn answered, p95 voice-to-voice <= {args.ratio}"
             " x the single-call p95 (caller-measured)",

@@ -62,7 +62,13 @@ for _path in (str(REPO_ROOT), str(BENCH_DIR)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from sip_cps import cpu_model, git_commit, stop_process  # noqa: E402
+from sip_cps import (  # noqa: E402
+    cluster_command,
+    cpu_model,
+    git_commit,
+    stop_process,
+    wait_workers,
+)
 
 from tests.peers import (  # noqa: E402
     LOCALHOST,
@@ -210,15 +216,24 @@ def start_server(
     stt_pool: int = 1,
     stt: str = "pocketsphinx",
     detector: str = "smart_turn",
+    cluster: int = 0,
 ) -> tuple[ServerProcess, tuple[int, int]]:
-    """A fresh server with the agent route; wait until it answers OPTIONS."""
-    rtp = free_rtp_range(2 * max_calls + 20)
+    """A fresh server with the agent route; wait until it answers OPTIONS.
+
+    ``cluster`` > 0: `mediaserver cluster --workers N` instead (Kamailio on the
+    listener, ``max_calls`` and ``stt_pool`` per worker, the RTP range split).
+    """
+    rtp = free_rtp_range((2 * max_calls + 20) * max(cluster, 1))
     config = agent_config(
         free_port(), rtp, eos, executor_threads, max_calls, stt_pool, stt, detector
     )
-    server = ServerProcess(config, folder, command=[python, "-m", "mediaserver", "run"])
+    command, workers = [python, "-m", "mediaserver", "run"], []
+    if cluster:
+        command, workers = cluster_command(python, cluster)
+    server = ServerProcess(config, folder, command=command)
     server.start()
     server.wait_ready(timeout=60)
+    wait_workers(server, workers, timeout=120)
     return server, rtp
 
 
