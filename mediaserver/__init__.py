@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["AgentBase", "AgentServer", "FunctionResult", "SwaigFunctionResult"]
+__all__ = ["AgentBase", "AgentServer", "DialError", "FunctionResult", "SwaigFunctionResult"]
 
 from mediaserver.agent import runner as _runner
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from mediaserver.agent import AgentBase, AgentServer, FunctionResult, SwaigFunctionResult
     from mediaserver.call.spec import AgentSpec
     from mediaserver.config import Config
+    from mediaserver.outbound import DialError
 
 
 def _serve(config: Config, agents: dict[str, AgentSpec]) -> Coroutine[Any, Any, int]:
@@ -34,6 +35,10 @@ _runner.install(_serve)
 
 
 def __getattr__(name: str) -> Any:
+    if name == "DialError":
+        from mediaserver.outbound import DialError
+
+        return DialError
     if name in __all__:
         from mediaserver import agent
 

@@ -4,6 +4,7 @@ mediaserver run conf/mediaserver.yaml            a server config
 mediaserver run examples/support_agent.py        a Python agent program
 mediaserver run agent.py --config server.yaml    ... with a server config
 mediaserver cluster conf/mediaserver.yaml        N workers behind Kamailio
+mediaserver dial sip:bob@pbx --agent reminders   a running server calls bob
 """
 
 from __future__ import annotations
@@ -54,6 +55,24 @@ def main(argv: list[str] | None = None) -> int:
     call.add_argument("--record", help="write what the agent said to this WAV")
     call.add_argument("--dtmf", help="then press these keys (RFC 4733)")
     call.add_argument("--timeout", type=float, default=30.0, help="seconds for the whole call")
+    dial = sub.add_parser(
+        "dial", help="have a running server call someone (POST /calls on its admin HTTP)"
+    )
+    dial.add_argument("to", help="a SIP URI, a number (through the trunks) or a registered user")
+    dial.add_argument("--agent", required=True, help="the route whose app talks to the callee")
+    dial.add_argument("--config", help="the server's config (for its admin address and token)")
+    dial.add_argument("--admin", help="the admin URL instead, e.g. http://127.0.0.1:8080")
+    dial.add_argument("--token", help="admin token (default: $MEDIASERVER_ADMIN_TOKEN, config)")
+    dial.add_argument("--caller-id", help="the number or user we call from")
+    dial.add_argument("--caller-name", help="the display name we call with")
+    dial.add_argument("--ring-timeout", type=float, help="seconds to ring (default 30)")
+    dial.add_argument(
+        "--var", action="append", default=[], metavar="KEY=VALUE", help="into global data"
+    )
+    dial.add_argument("--idempotency-key", help="a retry with the same key never dials twice")
+    dial.add_argument("--webhook", help="POST status reports (ringing, answered, ended) here")
+    dial.add_argument("--amd", choices=("off", "detect", "detect_and_leave_message"))
+    dial.add_argument("--wait", action="store_true", help="follow the call until it ends")
     demo = sub.add_parser("demo", help="run the support agent and call it, printing the turns")
     demo.add_argument(
         "--say",
@@ -64,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "call":
         return _call(args)
+    if args.command == "dial":
+        from mediaserver.dial_cli import dial as place_call
+
+        return place_call(args)
     if args.command == "demo":
         return _demo(args.say)
 

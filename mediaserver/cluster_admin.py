@@ -12,7 +12,10 @@ worker's port from `plan_workers`), asked at once with a short timeout:
   `worker` label added, plus `mediaserver_cluster_worker_up` and
   `mediaserver_cluster_worker_restarts_total` per worker;
 - `/registrations`, `/trunks`: merged (bindings by contact; trunk calls summed);
-- `/ready`: ready while not stopping and at least one worker is ready.
+- `/ready`: ready while not stopping and at least one worker is ready;
+- `POST /calls`: placed by one worker: the one its idempotency key hashes to
+  (so a retry reaches the worker that remembers the key), else the one with
+  the fewest calls up; `DELETE /calls/{id}`: asked of every worker.
 
 A worker that does not answer is left out (and shows as `worker_up 0`); the
 cluster's answer never waits longer than `TIMEOUT`.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import zlib
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -154,6 +158,41 @@ class ClusterAdmin:
                 into["calls"] += state.get("calls", 0)
                 into["workers"][f"w{index}"] = state
         return merged
+
+    async def dial(self, body: Any, idempotency_key: str | None) -> tuple[int, dict[str, Any]]:
+        key = idempotency_key
+        if isinstance(body, dict) and isinstance(body.get("idempotency_key"), str):
+            key = body["idempotency_key"]
+        indexes = sorted(self.ports)
+        if key is not None:
+            first = zlib.crc32(key.encode()) % len(indexes)
+            order = indexes[first:] + indexes[:first]
+        else:
+            bodies = await self._json("/calls?limit=0")
+            order = sorted(bodies, key=lambda i: len(bodies[i].get("live", [])))
+        headers = {"Idempotency-Key": key} if key is not None else {}
+        for index in order:
+            url = f"http://127.0.0.1:{self.ports[index]}/calls"
+            try:
+                response = await self._client.post(url, json=body, headers=headers)
+            except httpx.HTTPError as exc:
+                log.warning("cluster_dial_unreachable", worker=index, error=str(exc))
+                continue
+            answer = response.json()
+            return response.status_code, {**answer, "worker": f"w{index}"}
+        return 503, {"error": "no worker answered", "retry_after": 5}
+
+    async def end_call(self, call_id: str) -> bool:
+        path = f"/calls/{quote(call_id, safe='')}"
+
+        async def ask(index: int) -> bool:
+            try:
+                url = f"http://127.0.0.1:{self.ports[index]}{path}"
+                return (await self._client.delete(url)).status_code == 202
+            except httpx.HTTPError:
+                return False
+
+        return any(await asyncio.gather(*(ask(i) for i in sorted(self.ports))))
 
 
 def merge_metrics(texts: dict[str, str]) -> str:

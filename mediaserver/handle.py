@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from mediaserver.call.actor import CallActor
 from mediaserver.call.runtime import PipelineRuntime
@@ -21,7 +21,7 @@ from mediaserver.media.session import RtpSession
 from mediaserver.sip.calls import Call, Event
 from mediaserver.sip.ua import UserAgent
 
-__all__ = ["Bridge", "CallHandle", "Switchboard"]
+__all__ = ["Bridge", "CallHandle", "Switchboard", "call_info"]
 
 
 class Switchboard(Protocol):
@@ -68,6 +68,11 @@ class CallHandle:
     def media(self) -> RtpSession | None:
         """The call's RTP session once `media_ready` is set."""
         return self.session
+
+    @property
+    def outbound(self) -> bool:
+        """We placed this call (it is answered before its app starts)."""
+        return self.call.outbound
 
     def ring(self) -> None:
         """Send 180 Ringing."""
@@ -122,3 +127,20 @@ class Bridge:
     def connected(self) -> bool:
         """The target answered and the two calls' media are cross-connected."""
         return self.session is not None
+
+
+def call_info(call: Call) -> dict[str, Any]:
+    """What an agent is told about its call: the caller's number and name, the
+    number called, and for a trunk's call the trunk and what the network
+    asserts about the caller (P-Asserted-Identity, STIR/SHAKEN)."""
+    caller = call.invite.from_
+    info: dict[str, Any] = {
+        "caller_id_num": caller.uri.user or "",
+        "caller_id_name": caller.display_name or "",
+        "called": call.called or call.invite.ruri.user or "",
+    }
+    if call.trunk is not None:
+        info["trunk"] = call.trunk
+    if call.identity:
+        info["identity"] = dict(call.identity)
+    return info

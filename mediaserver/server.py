@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import ipaddress
 import os
 import signal
 import ssl
@@ -22,6 +21,7 @@ from typing import Any
 import structlog
 
 from mediaserver.agent.from_config import route_agent
+from mediaserver.agent.runner import install_dialer
 from mediaserver.apps import APPS
 from mediaserver.bridge import Bridges
 from mediaserver.call.bindings import SharedBindings
@@ -30,16 +30,16 @@ from mediaserver.call.events import HoldChanged, StageError, TransferResult
 from mediaserver.call.runtime import PipelineRuntime
 from mediaserver.call.spec import AgentSpec
 from mediaserver.call.store import CallRecord, CallStore
-from mediaserver.config import Config, ConfigError, SipSettings
+from mediaserver.config import Config, ConfigError
 from mediaserver.faults import Faults
-from mediaserver.handle import CallHandle
+from mediaserver.handle import CallHandle, call_info
 from mediaserver.media.clock import MediaClock
 from mediaserver.media.ports import PortPool
 from mediaserver.media.session import RtpSession, SessionSettings
 from mediaserver.observability.admin import AdminServer
 from mediaserver.observability.metrics import Metrics
+from mediaserver.outbound import DialError, Dialouts, DialRequest
 from mediaserver.pipeline.errors import ModelLoadError
-from mediaserver.sip.auth import Account, DigestAuth
 from mediaserver.sip.calls import (
     AuthRejected,
     Blocked,
@@ -48,6 +48,7 @@ from mediaserver.sip.calls import (
     CallEnded,
     CallIncoming,
     CallMediaChanged,
+    CallRinging,
     Dropped,
     DtmfInfo,
     Event,
@@ -56,13 +57,12 @@ from mediaserver.sip.calls import (
     TrunkRegistration,
     UaConfig,
 )
-from mediaserver.sip.edge import EdgePolicy
-from mediaserver.sip.registrar import Registrar
 from mediaserver.sip.session_timer import SessionTimerPolicy
 from mediaserver.sip.transaction import Send, Target, Timers
 from mediaserver.sip.transport import Transports
 from mediaserver.sip.trunks import TrunkTable
 from mediaserver.sip.ua import UserAgent
+from mediaserver.sip_policy import auth_and_registrar, edge_policy
 
 log = structlog.get_logger("mediaserver.server")
 #: Call record events counted as turn-taking outcomes (metric label by event).
@@ -104,6 +104,8 @@ class SipServer:
         self.agents: dict[str, AgentSpec] = {}
         #: Transfers, and the B2BUA bridges of those REFER would not do.
         self.bridges = Bridges(self)
+        #: Calls we place (`POST /calls`, `mediaserver dial`, `AgentBase.dial`).
+        self.dialouts = Dialouts(self, lambda: self.config.sip.retry_after)
         self.faults = Faults(config.faults)
         self.store = CallStore(config.records.path, dsn=config.records.dsn)
         self.metrics = Metrics()
@@ -118,6 +120,7 @@ class SipServer:
             Send: self._on_send,
             CallIncoming: self._on_incoming,
             CallConfirmed: self._on_confirmed,
+            CallRinging: lambda event: self.dialouts.ringing(event.call, event.status),
             CallMediaChanged: self._on_media_changed,
             CallEnded: self._on_ended,
             TransferOutcome: self._on_transfer_outcome,
@@ -186,14 +189,15 @@ class SipServer:
                 user_agent=sip.user_agent,
                 invite_auth=sip.auth.invites,
                 trunks=self._trunks(),
-                edge=_edge(sip),
+                edge=edge_policy(sip),
                 srtp=self.config.media.srtp,
                 route_srtp={n: r.srtp for n, r in self.config.routes.items() if r.srtp},
-                **_auth(sip),
+                **auth_and_registrar(sip),
             ),
             self.ports,
         )
         self.bindings = self._share_bindings(loop)
+        install_dialer(self._dial_from_python)
         self.metrics.watch_edge(self._edge_state)
         self.metrics.watch_trunks(self._trunk_state)
         self.handle([])  # arms the first registrations with the providers
@@ -240,6 +244,40 @@ class SipServer:
         """One call's record."""
         return self.store.detail(call_id)
 
+    def dial(self, body: Any, idempotency_key: str | None = None) -> tuple[int, dict[str, Any]]:
+        """`POST /calls`: place an outbound call (`mediaserver.outbound`); 201 and
+        the call's id, 200 for a retried key, or the error that dialed nothing."""
+        try:
+            answer = self.dialouts.dial(DialRequest.from_json(body, idempotency_key))
+        except DialError as exc:
+            return exc.status, {"error": exc.reason, "retry_after": exc.retry_after}
+        return (200 if answer.get("duplicate") else 201), answer
+
+    def _dial_from_python(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`AgentBase.dial` from the loop's thread or any other (then it waits for
+        the loop, bounded)."""
+        loop = self._loop
+        assert loop is not None
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            return self.dialouts.dial(DialRequest.from_json(body))
+
+        async def place() -> dict[str, Any]:
+            return self.dialouts.dial(DialRequest.from_json(body))
+
+        return asyncio.run_coroutine_threadsafe(place(), loop).result(timeout=10)
+
+    def end_call(self, call_id: str) -> bool:
+        """`DELETE /calls/{id}`: hang up (or stop ringing) a call in progress."""
+        app = self.apps.get(call_id)
+        if app is None:
+            return False
+        self.hangup(app.call, "ended by the admin API")
+        return True
+
     def registrations(self) -> dict[str, list[dict[str, Any]]]:
         """The registrar's live bindings by user."""
         registrar = self.ua.config.registrar if hasattr(self, "ua") else None
@@ -275,6 +313,8 @@ class SipServer:
             self.metrics.turn_check(data.get("complete"), data.get("ms") or 0.0)
         elif kind == "preemptive":
             self.metrics.turn_event("preempt_used" if data.get("used") else "preempt_dropped")
+        elif kind == "outbound" and data.get("event") == "ended":
+            self.metrics.outbound(str(data.get("outcome")))
         elif kind in _TURN_EVENTS:
             self.metrics.turn_event(_TURN_EVENTS[kind])
 
@@ -334,10 +374,11 @@ class SipServer:
     def _on_confirmed(self, event: CallConfirmed) -> None:
         _call_log(event.call).info("call_confirmed")
         self.record(event.call, "sip", event="confirmed")
-        if event.call.outbound:
+        if event.call.outbound and event.call.id not in self.apps:
             self.bridges.answered(event.call)
         else:
             self._open_media(event.call)  # the answer may have come in the ACK
+            self.dialouts.answered(event.call)  # a call we placed: its app starts now
 
     def _on_media_changed(self, event: CallMediaChanged) -> None:
         call, media = event.call, event.call.media
@@ -360,9 +401,10 @@ class SipServer:
             self._open_media(call)
 
     def _on_ended(self, event: CallEnded) -> None:
-        if event.call.outbound:
+        if event.call.outbound and event.call.id not in self.apps:
             self.bridges.ended(event)
         else:
+            self.dialouts.ended(event)
             self._end_app(event)
 
     def _on_transfer_outcome(self, event: TransferOutcome) -> None:
@@ -501,24 +543,37 @@ class SipServer:
         self._wakeup_at = deadline
         self._wakeup = self._loop.call_at(deadline, self._on_wakeup)
 
-    def _start_app(self, call: Call) -> None:
+    def open_app(self, call: Call, route: str, agent: AgentSpec | None, party: str) -> CallHandle:
+        """A call's handle and record (`party`: who called us, or whom we call)."""
         self.calls_total += 1
-        route = self.config.routes[call.user]
-        info = call_info(call)
-        agent = self.agents.get(call.user)
-        if agent is not None:
-            # Who called and how, for the agent's tools (SignalWire's caller_id_*).
-            agent = replace(agent, global_data={**agent.global_data, "call": info})
         app = CallHandle(self, call, runtime=self.runtime, agent=agent)
         self.apps[call.id] = app
         app.record = self.store.start_call(
             call.id,
             call_id=call.invite.call_id,
-            route=call.user,
-            agent=agent.name if agent is not None else route.app,
-            caller=str(call.invite.from_.uri),
+            route=route,
+            agent=agent.name if agent is not None else self.config.routes[route].app,
+            caller=party,
             worker=self.config.records.worker,
         )
+        self.metrics.call_started()
+        return app
+
+    def run_app(self, app: CallHandle) -> None:
+        """Start the route's app on the call."""
+        call = app.call
+        route = self.config.routes[call.user]
+        app.task = asyncio.get_running_loop().create_task(APPS[route.app](app, route))
+        app.task.add_done_callback(lambda t: self._app_done(call, t))
+
+    def _start_app(self, call: Call) -> None:
+        info = call_info(call)
+        agent = self.agents.get(call.user)
+        if agent is not None:
+            # Who called and how, for the agent's tools (SignalWire's caller_id_*).
+            agent = replace(agent, global_data={**agent.global_data, "call": info})
+        app = self.open_app(call, call.user, agent, str(call.invite.from_.uri))
+        assert app.record is not None
         app.record.add(
             "sip",
             {
@@ -530,7 +585,6 @@ class SipServer:
                 **{k: v for k, v in info.items() if k in ("trunk", "called", "identity")},
             },
         )
-        self.metrics.call_started()
         _call_log(call).info(
             "call_incoming",
             user=call.user,
@@ -547,8 +601,7 @@ class SipServer:
                 return
             app.auth_error = call.auth_error
         self._open_media(call)
-        app.task = asyncio.get_running_loop().create_task(APPS[route.app](app, route))
-        app.task.add_done_callback(lambda t: self._app_done(call, t))
+        self.run_app(app)
 
     def _open_media(self, call: Call) -> None:
         """Start the call's RTP session once its media is negotiated (once)."""
@@ -753,77 +806,13 @@ class SipServer:
         await self.transports.close()
         if self.admin is not None:
             await self.admin.close()
+        install_dialer(None)
+        await self.dialouts.aclose()
         if self.runtime is not None:
             await self.runtime.aclose()
         if self.bindings is not None:
             self.bindings.close()
         self.store.close()
-
-
-def call_info(call: Call) -> dict[str, Any]:
-    """What an agent is told about its call: the caller's number and name, the
-    number called, and for a trunk's call the trunk and what the network
-    asserts about the caller (P-Asserted-Identity, STIR/SHAKEN)."""
-    caller = call.invite.from_
-    info: dict[str, Any] = {
-        "caller_id_num": caller.uri.user or "",
-        "caller_id_name": caller.display_name or "",
-        "called": call.called or call.invite.ruri.user or "",
-    }
-    if call.trunk is not None:
-        info["trunk"] = call.trunk
-    if call.identity:
-        info["identity"] = dict(call.identity)
-    return info
-
-
-def _edge(sip: SipSettings) -> EdgePolicy | None:
-    """The edge defences' policy (None: `sip.edge.enabled` is off)."""
-    cfg = sip.edge
-    if not cfg.enabled:
-        return None
-    return EdgePolicy(
-        request_rate=cfg.request_rate,
-        request_burst=cfg.request_burst,
-        invite_rate=cfg.invite_rate,
-        invite_burst=cfg.invite_burst,
-        ban_after=cfg.ban_after,
-        ban_window=cfg.ban_window,
-        ban_time=cfg.ban_time,
-        max_sources=cfg.max_sources,
-        max_bans=cfg.max_sources,
-        scanner_agents=tuple(cfg.scanner_agents),
-        scanners=cfg.scanners,
-        unknown=cfg.unknown,
-        max_calls_per_source=cfg.max_calls_per_source,
-        max_calls_per_user=cfg.max_calls_per_user,
-        trusted=tuple(ipaddress.ip_network(c, strict=False) for c in cfg.trusted),
-    )
-
-
-def _auth(sip: SipSettings) -> dict[str, Any]:
-    """The digest authenticator and registrar of `sip` (none without users)."""
-    cfg = sip.auth
-    if not cfg.users:
-        return {}
-    accounts = {
-        name: Account(name, password=user.password, ha1=user.ha1)
-        for name, user in cfg.users.items()
-    }
-    auth = DigestAuth(
-        cfg.realm,
-        accounts,
-        nonce_ttl=cfg.nonce_ttl,
-        algorithms=tuple(cfg.algorithms),
-        max_failures=cfg.max_failures,
-        failure_window=cfg.failure_window,
-        secret=cfg.nonce_secret.encode() if cfg.nonce_secret else None,
-    )
-    reg = sip.registrar
-    registrar = Registrar(
-        min_expires=reg.min_expires, max_expires=reg.max_expires, max_contacts=reg.max_contacts
-    )
-    return {"auth": auth, "registrar": registrar}
 
 
 #: Garbage-collector thresholds. Finished transactions keep ~25 objects per call

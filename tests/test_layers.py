@@ -17,9 +17,15 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mediaserver"
 
 #: Top to bottom; a module may import its own layer's modules and any layer below.
 LAYERS: list[set[str]] = [
-    {"mediaserver", "mediaserver.__main__", "mediaserver.cli", "mediaserver.server"},
-    {"mediaserver.cluster", "mediaserver.cluster_admin"},
-    {"mediaserver.bridge", "mediaserver.handle"},
+    {
+        "mediaserver",
+        "mediaserver.__main__",
+        "mediaserver.cli",
+        "mediaserver.server",
+        "mediaserver.sip_policy",
+    },
+    {"mediaserver.cluster", "mediaserver.cluster_admin", "mediaserver.dial_cli"},
+    {"mediaserver.bridge", "mediaserver.handle", "mediaserver.outbound"},
     {"mediaserver.dialer", "mediaserver.agent", "mediaserver.apps"},
     {"mediaserver.call", "mediaserver.config"},
     {"mediaserver.pipeline", "mediaserver.media"},

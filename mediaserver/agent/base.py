@@ -40,6 +40,7 @@ from typing import Any
 
 import structlog
 
+from mediaserver.agent import runner
 from mediaserver.agent.result import SwaigFunctionResult, coerce_result
 from mediaserver.agent.schema import infer_schema, validate
 from mediaserver.agent.voices import LocalVoice, local_voice
@@ -499,6 +500,43 @@ class AgentBase:
         answer is JSON, else the text; `raw_data` has the call id, the
         conversation, the timeline, global data and why the call ended.
         """
+
+    def dial(
+        self,
+        to: str,
+        *,
+        caller_id: str | None = None,
+        caller_name: str | None = None,
+        ring_timeout: float | None = None,
+        variables: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        webhook: str | None = None,
+        amd: str | None = None,
+    ) -> dict[str, Any]:
+        """Have this agent call `to` (a SIP URI, a number through the trunks, or a
+        registered user) on the running server; it talks once the callee answers.
+
+        Call it while `run()` serves (from a tool, a thread or a timer). Returns
+        the call's ``id`` (for ``GET /calls/{id}``) and its state; `variables`
+        go into the call's global data. See `mediaserver.outbound.DialRequest`.
+
+        Raises:
+            mediaserver.DialError: refused (bad request, destination not allowed,
+                no capacity); nothing was dialed.
+            RuntimeError: no server is running in this process.
+        """
+        options = {
+            "caller_id": caller_id,
+            "caller_name": caller_name,
+            "ring_timeout": ring_timeout,
+            "variables": variables,
+            "idempotency_key": idempotency_key,
+            "webhook": webhook,
+            "amd": amd,
+        }
+        body: dict[str, Any] = {"to": to, "route": self.sip_user}
+        body.update({k: v for k, v in options.items() if v is not None})
+        return runner.dial(body)
 
     def run(self, host: str | None = None, port: int | None = None) -> None:
         """Start the whole server with this agent and block until SIGINT/SIGTERM."""

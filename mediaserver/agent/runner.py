@@ -15,11 +15,13 @@ if TYPE_CHECKING:
     from mediaserver.call.spec import AgentSpec
     from mediaserver.config import Config
 
-__all__ = ["install", "serve"]
+__all__ = ["dial", "install", "install_dialer", "serve"]
 
 Serve = Callable[["Config", "dict[str, AgentSpec]"], Coroutine[Any, Any, int]]
+Dialer = Callable[["dict[str, Any]"], "dict[str, Any]"]
 
 _serve: Serve | None = None
+_dialer: Dialer | None = None
 
 
 def install(serve: Serve) -> None:
@@ -38,3 +40,22 @@ def serve(config: Config, agents: dict[str, AgentSpec]) -> Coroutine[Any, Any, i
     if _serve is None:
         raise RuntimeError("no server installed: import mediaserver first")
     return _serve(config, agents)
+
+
+def install_dialer(dialer: Dialer | None) -> None:
+    """Make `dialer` place outbound calls for `dial` (the running server sets it
+    when it starts and clears it when it stops)."""
+    global _dialer
+    _dialer = dialer
+
+
+def dial(request: dict[str, Any]) -> dict[str, Any]:
+    """Place an outbound call on the running server (the body of `POST /calls`).
+
+    Raises:
+        RuntimeError: no server is running in this process.
+        mediaserver.DialError: the request was refused; nothing was dialed.
+    """
+    if _dialer is None:
+        raise RuntimeError("no server is running in this process: start it with run() first")
+    return _dialer(request)

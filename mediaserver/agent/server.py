@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from mediaserver.agent import runner
 from mediaserver.agent.runner import serve
 from mediaserver.call.spec import AgentSpec
 from mediaserver.config import Config, ConfigError, Listen, Route, load_config
@@ -88,6 +89,18 @@ class AgentServer:
     def specs(self, config: Config) -> dict[str, AgentSpec]:
         """Each agent's `AgentSpec`, on the config's pipeline settings."""
         return {user: agent.to_spec(config.pipeline) for user, agent in self.agents.items()}
+
+    def dial(self, to: str, route: str, **options: Any) -> dict[str, Any]:
+        """Have the agent on `route` call `to` on the running server (the options
+        of `AgentBase.dial`); the call's id and state.
+
+        Raises:
+            mediaserver.DialError: refused; nothing was dialed.
+            RuntimeError: no server is running in this process.
+        """
+        body: dict[str, Any] = {"to": to, "route": route.strip("/").split("/")[-1]}
+        body.update({k: v for k, v in options.items() if v is not None})
+        return runner.dial(body)
 
     def run(self) -> None:
         """Start serving; returns when the server stops (SIGINT/SIGTERM)."""

@@ -15,7 +15,10 @@ __all__ = ["CallControl", "announce", "answer_and_wait_media", "hold_for", "ring
 
 async def ring_and_answer(call: CallControl, route: Route) -> None:
     """Send 180 Ringing for `route.ring` seconds (if any), play `route.announce`
-    as early media (if any), then answer."""
+    as early media (if any), then answer (nothing for a call we placed: the
+    callee has answered it)."""
+    if call.outbound:
+        return
     if route.ring > 0:
         call.ring()
         await asyncio.sleep(route.ring)

@@ -44,6 +44,10 @@ class CallControl(Protocol):
     def media(self) -> RtpSession | None:
         """The call's RTP session once `media_ready` is set."""
 
+    @property
+    def outbound(self) -> bool:
+        """We placed this call: the callee answered before the app started."""
+
     def ring(self) -> None:
         """Send 180 Ringing."""
 

@@ -1,22 +1,28 @@
 """The admin HTTP server: health, readiness, Prometheus metrics, call records, calls page.
 
 A deliberately small HTTP/1.1 server on plain asyncio streams (no web
-framework): GET and HEAD only, one request per connection (``Connection:
-close``), the request head bounded in size (:data:`MAX_HEAD_BYTES`) and in
-time (``read_timeout``), so a slow or hostile client cannot hold a connection
-or grow a buffer. Routes:
+framework): GET and HEAD, and POST/DELETE on the calls, one request per
+connection (``Connection: close``), the request head and body bounded in size
+(:data:`MAX_HEAD_BYTES`, :data:`MAX_BODY_BYTES`) and in time
+(``read_timeout``), so a slow or hostile client cannot hold a connection or
+grow a buffer. Routes:
 
     GET /health          200 {"status": "ok"}               (never needs the token)
     GET /ready           200 {"status": "ready"} | 503 {"status": "draining"}
     GET /metrics         Prometheus text exposition
     GET /calls           {"live": [...], "recent": [...]}   (?limit=N, default 50, max 500)
     GET /calls/{id}      one call's record | 404 {"error": "no such call"}
+    POST /calls          place a call: a JSON body {"to", "route", ...} -> 201 {"id", ...}
+                         (200 for a retried Idempotency-Key; 4xx/503 {"error": why})
+    DELETE /calls/{id}   hang up a call in progress -> 202 | 404
     GET /registrations   {"USER": [{"contact", "expires_in", "source"}, ...]}
     GET / , /calls.html  the calls page (static/calls.html)
 
 With a ``token``, every route but ``/health`` needs ``Authorization: Bearer
 <token>`` or ``?token=<token>``; the calls page passes its own ``?token=`` on
-to its fetches. The data comes from an :class:`AdminSource` (the server); a
+to its fetches. POST and DELETE place and end calls: from beyond loopback
+they need a token even when the other routes are left open. The data comes
+from an :class:`AdminSource` (the server); a
 source method that raises answers 500 and is logged, and the server keeps
 serving.
 """
@@ -27,6 +33,7 @@ import asyncio
 import contextlib
 import hmac
 import inspect
+import ipaddress
 import json
 import math
 import re
@@ -45,13 +52,14 @@ log = structlog.get_logger("mediaserver.admin")
 
 #: Request line plus headers, CRLFs included; more answers 431.
 MAX_HEAD_BYTES: Final = 16 * 1024
+#: A request body (``POST /calls``) of more bytes answers 413.
+MAX_BODY_BYTES: Final = 64 * 1024
 #: Default and largest ``?limit=`` of ``GET /calls``.
 DEFAULT_RECENT_LIMIT: Final = 50
 MAX_RECENT_LIMIT: Final = 500
 #: Connections served at once; more get 503 straight away.
 MAX_CONNECTIONS: Final = 64
 
-ALLOWED_METHODS: Final = ("GET", "HEAD")
 JSON_TYPE: Final = "application/json"
 HTML_TYPE: Final = "text/html; charset=utf-8"
 
@@ -105,6 +113,15 @@ class AdminSource(Protocol):
         """Each trunk's addresses, calls in progress and outbound state."""
         ...
 
+    def dial(self, body: Any, idempotency_key: str | None) -> Answer[tuple[int, dict[str, Any]]]:
+        """Place a call; (status, JSON answer). An error answer is ``{"error": why}``,
+        with ``retry_after`` (seconds) when trying later may work."""
+        ...
+
+    def end_call(self, call_id: str) -> Answer[bool]:
+        """Hang up a call in progress; False when there is none by that id."""
+        ...
+
 
 async def _answer(value: Answer[T]) -> T:
     if inspect.isawaitable(value):
@@ -121,6 +138,7 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]
     version: tuple[int, int] = (1, 1)
+    body: bytes = b""
 
 
 @dataclass
@@ -227,6 +245,8 @@ class HeadReader:
         self.reader = reader
         self.limit = limit
         self.received = 0
+        #: What arrived after the head (the start of a body).
+        self.rest = b""
 
     async def read(self) -> bytes:
         """Read up to the blank line that ends a request head; the head without it.
@@ -245,6 +265,7 @@ class HeadReader:
             if end is not None:
                 if end.start() > self.limit:
                     raise HttpError(error_response(431, "request header fields too large"))
+                self.rest = buffer[end.end() :]
                 return buffer[: end.start()]
             if not checked and b"\n" in buffer:
                 _check_request_line(buffer)
@@ -355,6 +376,8 @@ class AdminServer:
                 raise HttpError(error_response(408, "request timeout")) from None
             request = parse_head(head)
             method = request.method
+            if method == "POST" and method in _allowed(request.path):
+                request.body = await self._read_body(reader, head_reader, request)
             response = await self._respond(request)
         except HttpError as exc:
             response = exc.response
@@ -363,6 +386,37 @@ class AdminServer:
             # Half-close: a client reading to EOF is done now, not after the linger.
             writer.write_eof()
         await self._linger(reader)
+
+    async def _read_body(
+        self, reader: asyncio.StreamReader, head_reader: HeadReader, request: Request
+    ) -> bytes:
+        """The body of a POST: ``Content-Length`` bytes (no chunked encoding), bounded.
+
+        Raises:
+            HttpError: 411 without a length, 413 over :data:`MAX_BODY_BYTES`,
+                400 for a bad length, 408 when it does not arrive in time.
+        """
+        if "transfer-encoding" in request.headers:
+            raise HttpError(error_response(411, "send Content-Length, not chunked"))
+        text = request.headers.get("content-length")
+        if text is None:
+            raise HttpError(error_response(411, "Content-Length required"))
+        if not text.isdigit():
+            raise HttpError(error_response(400, "malformed Content-Length"))
+        length = int(text)
+        if length > MAX_BODY_BYTES:
+            raise HttpError(error_response(413, f"body over {MAX_BODY_BYTES} bytes"))
+        body = head_reader.rest
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                while len(body) < length:
+                    chunk = await reader.read(length - len(body))
+                    if not chunk:
+                        raise _ClientGone
+                    body += chunk
+        except TimeoutError:
+            raise HttpError(error_response(408, "request timeout")) from None
+        return body[:length]
 
     async def _send(self, writer: asyncio.StreamWriter, response: Response, method: str) -> None:
         reason = HTTPStatus(response.status).phrase
@@ -401,9 +455,9 @@ class AdminServer:
     # -- routing ------------------------------------------------------------------
 
     async def _respond(self, request: Request) -> Response:
-        if request.method not in ALLOWED_METHODS:
-            allow = ", ".join(ALLOWED_METHODS)
-            return error_response(405, "method not allowed", {"Allow": allow})
+        allowed = _allowed(request.path)
+        if request.method not in allowed:
+            return error_response(405, "method not allowed", {"Allow": ", ".join(allowed)})
         if request.version >= (1, 1) and "host" not in request.headers:
             # RFC 9112 3.2: a request without Host is answered 400.
             return error_response(400, "missing Host header")
@@ -425,6 +479,8 @@ class AdminServer:
     async def _route(self, request: Request) -> Response:
         path = request.path
         source = self.source
+        if request.method in ("POST", "DELETE"):
+            return await self._call_control(request)
         if path == "/ready":
             if await _answer(source.ready()):
                 return json_response(200, {"status": "ready"})
@@ -454,6 +510,31 @@ class AdminServer:
             return Response(200, self._page, HTML_TYPE, {"Content-Security-Policy": PAGE_CSP})
         return error_response(404, "not found")
 
+    async def _call_control(self, request: Request) -> Response:
+        """POST /calls (place a call) and DELETE /calls/{id} (hang one up)."""
+        path, source = request.path, self.source
+        ending = request.method == "DELETE"
+        if self.token is None and not _loopback(self.host):
+            # Placing calls costs money: never open to the network without a token.
+            return error_response(403, "calls are placed from beyond loopback only with a token")
+        if ending:
+            found = await _answer(source.end_call(unquote(path[len("/calls/") :])))
+            if not found:
+                return error_response(404, "no such call in progress")
+            return json_response(202, {"status": "ending"})
+        if "json" not in request.headers.get("content-type", "application/json"):
+            return error_response(415, "send application/json")
+        try:
+            body = json.loads(request.body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return error_response(400, "the body is not JSON")
+        key = request.headers.get("idempotency-key")
+        status, payload = await _answer(source.dial(body, key))
+        headers = {}
+        if status >= 400 and payload.get("retry_after") is not None:
+            headers["Retry-After"] = str(payload["retry_after"])
+        return json_response(status, payload, headers)
+
     def _authorised(self, request: Request) -> bool:
         if self.token is None:
             return True
@@ -468,6 +549,23 @@ class AdminServer:
             # No early exit: every offered credential is compared.
             ok |= hmac.compare_digest(candidate.encode("utf-8"), expected)
         return ok
+
+
+def _allowed(path: str) -> tuple[str, ...]:
+    """The methods `path` takes (the calls can be placed and ended)."""
+    if path == "/calls":
+        return ("GET", "HEAD", "POST")
+    if path.startswith("/calls/") and len(path) > len("/calls/"):
+        return ("GET", "HEAD", "DELETE")
+    return ("GET", "HEAD")
+
+
+def _loopback(host: str) -> bool:
+    """`host` (the admin's listen address) is on this machine only."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _limit(query: dict[str, list[str]]) -> int:

@@ -145,6 +145,12 @@ class Metrics:
             ["event"],
             registry=reg,
         )
+        self._outbound = Counter(
+            "mediaserver_outbound_calls",
+            "Calls we placed, by outcome (completed, busy, no-answer, declined, cancelled, failed)",
+            ["outcome"],
+            registry=reg,
+        )
         self._errors = Counter(
             "mediaserver_errors",
             "Pipeline and call errors by kind and stage",
@@ -157,6 +163,10 @@ class Metrics:
     def call_started(self) -> None:
         """One more call accepted."""
         self._calls.inc()
+
+    def outbound(self, outcome: str) -> None:
+        """A call we placed ended with `outcome`."""
+        self._outbound.labels(outcome=outcome).inc()
 
     def set_active_calls(self, n: int) -> None:
         """The number of calls in progress right now."""

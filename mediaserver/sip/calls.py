@@ -36,6 +36,7 @@ __all__ = [
     "CallEnded",
     "CallIncoming",
     "CallMediaChanged",
+    "CallRinging",
     "CallState",
     "Dropped",
     "DtmfInfo",
@@ -168,6 +169,11 @@ class Call:
     trunk_queue: list[str] = field(default_factory=list)
     failovers: list[str] = field(default_factory=list)
     auth_answered: bool = False
+    #: The first 18x to a leg we dial was reported (`CallRinging`).
+    rang: bool = False
+    #: The caller ID a leg we dial presents (From user; through a trunk also
+    #: its P-Asserted-Identity), when not the trunk's own.
+    caller_id: str | None = None
 
     @property
     def on_hold(self) -> bool:
@@ -187,6 +193,14 @@ class CallConfirmed:
     """The ACK for our 2xx arrived."""
 
     call: Call
+
+
+@dataclass(frozen=True)
+class CallRinging:
+    """A leg we dial got its first 180 or 183 (the callee's phone rings)."""
+
+    call: Call
+    status: int
 
 
 @dataclass(frozen=True)
@@ -272,6 +286,7 @@ Event = (
     Send
     | CallIncoming
     | CallConfirmed
+    | CallRinging
     | CallMediaChanged
     | CallEnded
     | DtmfInfo

@@ -16,6 +16,7 @@ from mediaserver.codecs.params import MediaOffer
 from mediaserver.sip.calls import (
     Call,
     CallConfirmed,
+    CallRinging,
     CallState,
     Event,
     MediaProvider,
@@ -88,7 +89,12 @@ class OutboundCalls:
         def _schedule(self, call: Call, when: float | None) -> None: ...
 
         def _dial_number(
-            self, number: str, user: str, now: float, display: str | None
+            self,
+            number: str,
+            user: str,
+            now: float,
+            display: str | None,
+            caller_id: str | None = None,
         ) -> tuple[Call | None, list[Event]]: ...
 
         def _on_reliable_provisional(
@@ -133,9 +139,17 @@ class OutboundCalls:
         return events
 
     def dial(
-        self, target: str, user: str, now: float, *, display: str | None = None
+        self,
+        target: str,
+        user: str,
+        now: float,
+        *,
+        display: str | None = None,
+        caller_id: str | None = None,
     ) -> tuple[Call | None, list[Event]]:
-        """Call `target` (a SIP URI) as UAC, for a B2BUA bridge; `user` is our From user.
+        """Call `target` (a SIP URI) as UAC, for a B2BUA bridge or an outbound call;
+        `user` is our From user unless `caller_id` is given (through a trunk it
+        then replaces the trunk's caller ID too).
 
         The INVITE carries our offer. The leg is a `Call` with `outbound` set: a
         2xx confirms it (`CallConfirmed`, after our ACK), an error or timeout ends
@@ -155,7 +169,7 @@ class OutboundCalls:
             NoTrunk: a number, and no trunk is up to call it.
         """
         if not target.lower().startswith(("sip:", "sips:")):
-            return self._dial_number(target, user, now, display)
+            return self._dial_number(target, user, now, display, caller_id)
         uri = parse_uri(target)
         if uri.scheme not in ("sip", "sips") or not uri.host:
             raise SipParseError(f"cannot dial {target!r}: not a sip: URI with a host")
@@ -181,16 +195,19 @@ class OutboundCalls:
         local_tag = new_tag()
         local_host, local_port = self.config.local[transport]
         name = f"{quote_string(display)} " if display else ""
+        from_user = caller_id or user
         req = self._invite_request(
             ruri,
             f"<{target}>",
-            f"{name}<sip:{user}@{hostport(local_host, local_port)}>;tag={local_tag}",
+            f"{name}<sip:{from_user}@{hostport(local_host, local_port)}>;tag={local_tag}",
             user,
             transport,
             sdp.offer().serialise(),
             route,
         )
-        return self._start_leg(req, destination, offer, sdp, user, local_tag, now)
+        return self._start_leg(
+            req, destination, offer, sdp, user, local_tag, now, caller_id=caller_id
+        )
 
     def _start_leg(
         self,
@@ -304,7 +321,11 @@ class OutboundCalls:
             if call.cancel_pending and call.state is CallState.DIALING:
                 call.cancel_pending = False
                 return self._cancel(call, now, call.end_reason)
-            return self._on_reliable_provisional(call, resp, now)
+            events = self._on_reliable_provisional(call, resp, now)
+            if status >= 180 and not call.rang and call.state is CallState.DIALING:
+                call.rang = True
+                events.append(CallRinging(call, status))
+            return events
         if status >= 300:
             # The transaction has ACKed it already.
             again = self._trunk_retry(call, status, resp, now)

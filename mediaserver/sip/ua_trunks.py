@@ -154,7 +154,7 @@ class TrunkClient:
     # -- outbound calls --------------------------------------------------------------
 
     def _dial_number(
-        self, number: str, user: str, now: float, display: str | None
+        self, number: str, user: str, now: float, display: str | None, caller_id: str | None = None
     ) -> tuple[Call | None, list[Event]]:
         """Dial a telephone number through the first trunk that is up."""
         raw = number.removeprefix("tel:").split(";", 1)[0]
@@ -171,16 +171,23 @@ class TrunkClient:
             return None, []
         sdp = SdpSession(offer, srtp=queue[0].srtp or self.config.srtp)
         tag = new_tag()
-        req, destination = self._trunk_invite(queue[0], raw, user, display, tag, sdp)
+        req, destination = self._trunk_invite(queue[0], raw, user, display, tag, sdp, caller_id)
         call, events = self._start_leg(
-            req, destination, offer, sdp, user, tag, now,
-            dialled=raw, display=display, trunk_queue=[t.name for t in queue[1:]],
+            req, destination, offer, sdp, user, tag, now, dialled=raw, display=display,
+            trunk_queue=[t.name for t in queue[1:]], caller_id=caller_id,
         )  # fmt: skip
         self._switch_trunk(call, queue[0].name)
         return call, events
 
     def _trunk_invite(
-        self, trunk: Trunk, number: str, user: str, display: str | None, tag: str, sdp: SdpSession
+        self,
+        trunk: Trunk,
+        number: str,
+        user: str,
+        display: str | None,
+        tag: str,
+        sdp: SdpSession,
+        caller_id: str | None = None,
     ) -> tuple[Request, Target]:
         """The INVITE for `number` through `trunk`, and where it goes."""
         out = trunk.outbound
@@ -191,10 +198,11 @@ class TrunkClient:
             called = called.removeprefix("+")
         domain = out.sip_domain
         ruri = f"sip:{called}@{domain}"
-        caller = out.caller_id or out.username or user
+        caller = caller_id or out.caller_id or out.username or user
         name = out.caller_name or display
         from_ = (f"{quote_string(name)} " if name else "") + f"<sip:{caller}@{domain}>;tag={tag}"
-        headers = [("P-Asserted-Identity", f"<sip:{caller}@{domain}>")] if out.caller_id else []
+        asserted = caller_id or out.caller_id
+        headers = [("P-Asserted-Identity", f"<sip:{caller}@{domain}>")] if asserted else []
         req = self._invite_request(
             ruri,
             f"<{ruri}>",
@@ -249,8 +257,9 @@ class TrunkClient:
                 call.sdp.srtp = following.srtp or self.config.srtp
                 call.auth_answered = False
                 req, destination = self._trunk_invite(
-                    following, call.dialled, call.user, call.display, call.local_tag, call.sdp
-                )
+                    following, call.dialled, call.user, call.display, call.local_tag, call.sdp,
+                    call.caller_id,
+                )  # fmt: skip
                 return self._send_invite(call, req, destination, now)
         return None
 

@@ -54,6 +54,7 @@ class FakeCall:
     #: Other routes' agents (for the auth-failure hand-over).
     agents: dict[str, Any] = field(default_factory=dict)
     auth_error: str | None = None
+    outbound: bool = False
 
     def ring(self) -> None:
         pass

@@ -32,6 +32,9 @@ class FakeSource:
         self.fail: set[str] = set()
         self.limits: list[int] = []
         self.asked: list[str] = []
+        self.dialed: list[tuple[Any, str | None]] = []
+        self.dial_answer: tuple[int, dict[str, Any]] = (201, {"id": "out-1", "state": "dialing"})
+        self.ended: list[str] = []
 
     def _maybe_fail(self, name: str) -> None:
         if name in self.fail:
@@ -67,6 +70,15 @@ class FakeSource:
     def trunks(self) -> dict[str, dict[str, Any]]:
         self._maybe_fail("trunks")
         return {"carrier": {"allow": ["198.51.100.0/28"], "calls": 0}}
+
+    def dial(self, body: Any, idempotency_key: str | None) -> tuple[int, dict[str, Any]]:
+        self._maybe_fail("dial")
+        self.dialed.append((body, idempotency_key))
+        return self.dial_answer
+
+    def end_call(self, call_id: str) -> bool:
+        self.ended.append(call_id)
+        return call_id == "out-1"
 
 
 def summary(call: str, **fields: Any) -> dict[str, Any]:

@@ -280,16 +280,19 @@ def test_non_ascii_and_nan_values_are_valid_json() -> None:
 # ---------------------------------------------------------------- protocol
 
 
-def test_methods_other_than_get_and_head_are_405() -> None:
+def test_methods_a_path_does_not_take_are_405() -> None:
     async def main() -> None:
         async with serving(FakeSource()) as (_, base), client(base_url=base) as http:
-            for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS"):
+            for method in ("PUT", "DELETE", "PATCH", "OPTIONS"):
                 r = await http.request(method, "/calls", content=b"x" * 1000)
                 assert r.status_code == 405, method
-                assert r.headers["allow"] == "GET, HEAD"
+                assert r.headers["allow"] == "GET, HEAD, POST"
+            for method in ("POST", "PUT"):
+                r = await http.request(method, "/calls/c1", content=b"x")
+                assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD, DELETE"
             # A larger body we never read must not reset the connection before the answer.
             r = await http.post("/health", content=b"y" * 200_000)
-            assert r.status_code == 405
+            assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
 
     run(main)
 
@@ -446,5 +449,64 @@ def test_many_concurrent_clients() -> None:
         async with serving(source) as (_, base), client(base_url=base) as http:
             results = await asyncio.gather(*(http.get("/calls/c1") for _ in range(40)))
             assert [r.status_code for r in results] == [200] * 40
+
+    run(main)
+
+
+def test_post_calls_places_a_call_and_delete_ends_one() -> None:
+    async def main() -> None:
+        source = FakeSource()
+        async with serving(source) as (_, base), client(base_url=base) as http:
+            r = await http.post(
+                "/calls", json={"to": "sip:bob@x", "route": "r"}, headers={"Idempotency-Key": "k1"}
+            )
+            assert r.status_code == 201 and r.json()["id"] == "out-1"
+            assert source.dialed == [({"to": "sip:bob@x", "route": "r"}, "k1")]
+            source.dial_answer = (503, {"error": "at sip.max_calls", "retry_after": 7})
+            r = await http.post("/calls", json={"to": "sip:bob@x", "route": "r"})
+            assert r.status_code == 503 and r.headers["retry-after"] == "7"
+            assert (await http.delete("/calls/out-1")).status_code == 202
+            assert (await http.delete("/calls/nope")).status_code == 404
+            assert source.ended == ["out-1", "nope"]
+
+    run(main)
+
+
+def test_post_calls_bad_bodies() -> None:
+    async def main() -> None:
+        source = FakeSource()
+        async with serving(source, read_timeout=1.0) as (_, base), client(base_url=base) as http:
+            assert (await http.post("/calls", content=b"{not json")).status_code == 400
+            r = await http.post("/calls", content=b"x", headers={"Content-Type": "text/plain"})
+            assert r.status_code == 415
+            assert (await http.post("/calls", content=b"x" * 70_000)).status_code == 413
+            no_length = b"POST /calls HTTP/1.1\r\nHost: x\r\n\r\n"
+            assert status_of(await raw(base, no_length)) == 411
+            chunked = (
+                b"POST /calls HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            )
+            assert status_of(await raw(base, chunked)) == 411
+            # A body that never comes in full: 408, not a held connection.
+            short = b"POST /calls HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{"
+            assert status_of(await raw(base, short, timeout=10)) == 408
+        assert source.dialed == []
+
+    run(main)
+
+
+def test_placing_calls_beyond_loopback_needs_a_token() -> None:
+    async def main() -> None:
+        source = FakeSource()
+        server = AdminServer(source, "0.0.0.0", 0, None, read_timeout=2.0)
+        _, port = await server.start()
+        try:
+            async with client(base_url=f"http://127.0.0.1:{port}") as http:
+                assert (await http.get("/calls")).status_code == 200  # reading stays open
+                r = await http.post("/calls", json={"to": "sip:bob@x", "route": "r"})
+                assert r.status_code == 403 and "token" in r.json()["error"]
+                assert (await http.delete("/calls/c1")).status_code == 403
+        finally:
+            await server.close()
+        assert source.dialed == [] and source.ended == []
 
     run(main)

@@ -21,7 +21,10 @@ from tests.observability.chromium import (
 )
 from tests.peers import caller_wav, require_binary, weather_route
 
-PIPELINE = {"stt": {"backend": "pocketsphinx", "pool_size": 1}, "turn": {"end_of_speech_timeout": 0.5}}
+PIPELINE = {
+    "stt": {"backend": "pocketsphinx", "pool_size": 1},
+    "turn": {"end_of_speech_timeout": 0.5},
+}
 TOKEN = "live-test-token"
 
 
