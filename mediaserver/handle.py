@@ -58,6 +58,10 @@ class CallHandle:
     record: CallRecord | None = None
     #: Why the caller's SIP digest failed (the agent runs its auth-failure flow).
     auth_error: str | None = None
+    #: A call we placed: its answering-machine detection, message and verdict.
+    amd: str = "off"
+    amd_message: str | None = None
+    amd_verdict: str | None = None
 
     @property
     def call_id(self) -> str:

@@ -315,6 +315,8 @@ class SipServer:
             self.metrics.turn_event("preempt_used" if data.get("used") else "preempt_dropped")
         elif kind == "outbound" and data.get("event") == "ended":
             self.metrics.outbound(str(data.get("outcome")))
+        elif kind == "amd":
+            self.metrics.amd(str(data.get("verdict")), data.get("decision_s") or 0.0)
         elif kind in _TURN_EVENTS:
             self.metrics.turn_event(_TURN_EVENTS[kind])
 

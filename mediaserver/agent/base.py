@@ -40,8 +40,8 @@ from typing import Any
 
 import structlog
 
-from mediaserver.agent import runner
 from mediaserver.agent.result import SwaigFunctionResult, coerce_result
+from mediaserver.agent.runner import dial as place_call
 from mediaserver.agent.schema import infer_schema, validate
 from mediaserver.agent.voices import LocalVoice, local_voice
 from mediaserver.call.spec import AgentSpec, Tool, ToolHandler
@@ -536,7 +536,7 @@ class AgentBase:
         }
         body: dict[str, Any] = {"to": to, "route": self.sip_user}
         body.update({k: v for k, v in options.items() if v is not None})
-        return runner.dial(body)
+        return place_call(body)
 
     def run(self, host: str | None = None, port: int | None = None) -> None:
         """Start the whole server with this agent and block until SIGINT/SIGTERM."""

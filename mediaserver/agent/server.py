@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol
 
-from mediaserver.agent import runner
+from mediaserver.agent.runner import dial as place_call
 from mediaserver.agent.runner import serve
 from mediaserver.call.spec import AgentSpec
 from mediaserver.config import Config, ConfigError, Listen, Route, load_config
@@ -100,7 +100,7 @@ class AgentServer:
         """
         body: dict[str, Any] = {"to": to, "route": route.strip("/").split("/")[-1]}
         body.update({k: v for k, v in options.items() if v is not None})
-        return runner.dial(body)
+        return place_call(body)
 
     def run(self) -> None:
         """Start serving; returns when the server stops (SIGINT/SIGTERM)."""

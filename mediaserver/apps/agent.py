@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from mediaserver.apps.amd import screen
 from mediaserver.apps.base import CallControl, answer_and_wait_media
 from mediaserver.call.actor import CallActor
 from mediaserver.config import Route
@@ -18,6 +19,8 @@ async def run_agent(call: CallControl, route: Route) -> None:
     media = await answer_and_wait_media(call, route)
     if media is None:
         return
+    if call.outbound and call.amd != "off" and not await screen(call, media, runtime, agent):
+        return  # a machine (message left or not) or a fax: hung up
     # A caller whose SIP digest failed meets the first agent's auth-failure flow only.
     auth_error = call.auth_error
     while True:

@@ -35,6 +35,11 @@ class CallControl(Protocol):
     #: Why the caller's SIP digest failed (a registered user's wrong
     #: credentials): the agent runs its auth-failure flow instead of talking.
     auth_error: str | None
+    #: Answering-machine detection for a call we placed ("off", "detect",
+    #: "detect_and_leave_message"), the message to leave, and the verdict.
+    amd: str
+    amd_message: str | None
+    amd_verdict: str | None
 
     @property
     def call_id(self) -> str:

@@ -151,6 +151,18 @@ class Metrics:
             ["outcome"],
             registry=reg,
         )
+        self._amd = Counter(
+            "mediaserver_amd_results",
+            "Answering-machine detection verdicts (human, machine, fax, silence)",
+            ["verdict"],
+            registry=reg,
+        )
+        self._amd_time = Histogram(
+            "mediaserver_amd_decision_seconds",
+            "Answer to the answering-machine detection's verdict",
+            buckets=(0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0),
+            registry=reg,
+        )
         self._errors = Counter(
             "mediaserver_errors",
             "Pipeline and call errors by kind and stage",
@@ -163,6 +175,13 @@ class Metrics:
     def call_started(self) -> None:
         """One more call accepted."""
         self._calls.inc()
+
+    def amd(self, verdict: str, seconds: float) -> None:
+        """An answering-machine detection verdict and how long it took."""
+        self._amd.labels(verdict=verdict).inc()
+        value = _number(seconds)
+        if value is not None and value >= 0:
+            self._amd_time.observe(value)
 
     def outbound(self, outcome: str) -> None:
         """A call we placed ended with `outcome`."""

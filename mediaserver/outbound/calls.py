@@ -82,11 +82,13 @@ class Dialout:
         return self.app.call
 
 
-def outcome_of(call: Call, answered: bool, rang_out: bool, by: str) -> str:
+def outcome_of(
+    call: Call, answered: bool, rang_out: bool, by: str, amd_verdict: str | None = None
+) -> str:
     """How an outbound call went, in the words campaigns retry on: completed,
-    busy, no-answer, declined, cancelled, failed."""
+    machine, fax, busy, no-answer, declined, cancelled, failed."""
     if answered:
-        return "completed"
+        return amd_verdict if amd_verdict in ("machine", "fax") else "completed"
     status = call.final_status
     if rang_out or status in (408, 480):
         return "no-answer"
@@ -222,6 +224,7 @@ class Dialouts:
             data = {**agent.global_data, **request.variables, "call": info}
             agent = replace(agent, global_data=data)
         app = host.open_app(call, request.route, agent, request.to)
+        app.amd, app.amd_message = request.amd, request.message
         dialout = Dialout(request, app)
         self.calls[call.id] = dialout
         if app.record is not None:
@@ -282,7 +285,8 @@ class Dialouts:
         if dialout.ring_timer is not None:
             dialout.ring_timer.cancel()
         call = event.call
-        outcome = outcome_of(call, dialout.state == "answered", dialout.rang_out, event.by)
+        answered = dialout.state == "answered"
+        outcome = outcome_of(call, answered, dialout.rang_out, event.by, dialout.app.amd_verdict)
         self._note(
             dialout,
             "ended",

@@ -39,6 +39,7 @@ _FIELDS: Final = frozenset(
         "idempotency_key",
         "webhook",
         "amd",
+        "message",
     }
 )
 
@@ -75,6 +76,8 @@ class DialRequest:
     #: Status reports (ringing, answered, ended) are POSTed here.
     webhook: str | None = None
     amd: AmdMode = "off"
+    #: What `detect_and_leave_message` says after the beep (default: the greeting).
+    message: str | None = None
 
     @property
     def kind(self) -> Literal["uri", "number", "user"]:
@@ -102,6 +105,7 @@ class DialRequest:
             "idempotency_key": self.idempotency_key,
             "webhook": self.webhook,
             "amd": self.amd,
+            "message": self.message,
         }
 
     @classmethod
@@ -128,6 +132,7 @@ class DialRequest:
             idempotency_key=_key(key),
             webhook=_webhook(body.get("webhook")),
             amd=_amd(body.get("amd", "off")),
+            message=_text(body, "message", limit=1000),
         )
 
 

@@ -55,6 +55,9 @@ class FakeCall:
     agents: dict[str, Any] = field(default_factory=dict)
     auth_error: str | None = None
     outbound: bool = False
+    amd: str = "off"
+    amd_message: str | None = None
+    amd_verdict: str | None = None
 
     def ring(self) -> None:
         pass
