@@ -5,6 +5,7 @@ mediaserver run examples/support_agent.py        a Python agent program
 mediaserver run agent.py --config server.yaml    ... with a server config
 mediaserver cluster conf/mediaserver.yaml        N workers behind Kamailio
 mediaserver dial sip:bob@pbx --agent reminders   a running server calls bob
+mediaserver campaign list.csv --agent reminders  ... calls a list, within caps
 """
 
 from __future__ import annotations
@@ -73,6 +74,22 @@ def main(argv: list[str] | None = None) -> int:
     dial.add_argument("--webhook", help="POST status reports (ringing, answered, ended) here")
     dial.add_argument("--amd", choices=("off", "detect", "detect_and_leave_message"))
     dial.add_argument("--wait", action="store_true", help="follow the call until it ends")
+    campaign = sub.add_parser(
+        "campaign", help="have a running server call a CSV list (POST /campaigns)"
+    )
+    campaign.add_argument("csv", help="a CSV file with a header row and a `to` column")
+    campaign.add_argument("--agent", required=True, help="the route whose app talks")
+    campaign.add_argument("--name", help="the campaign's name (default: the file's)")
+    campaign.add_argument("--concurrency", type=int, default=10, help="calls up at most")
+    campaign.add_argument("--cps", type=float, default=1.0, help="new calls a second at most")
+    campaign.add_argument("--quiet-hours", help="HH:MM-HH:MM, callee's local time")
+    campaign.add_argument("--timezone", help="for contacts without a tz column (UTC)")
+    campaign.add_argument(
+        "--retry", action="append", default=[], metavar="OUTCOME=NxSECONDS",
+        help="e.g. busy=2x300 (up to 2 more tries, 5 minutes apart)",
+    )  # fmt: skip
+    for shared in ("--config", "--admin", "--token", "--caller-id", "--amd"):
+        campaign.add_argument(shared)
     demo = sub.add_parser("demo", help="run the support agent and call it, printing the turns")
     demo.add_argument(
         "--say",
@@ -87,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         from mediaserver.dial_cli import dial as place_call
 
         return place_call(args)
+    if args.command == "campaign":
+        from mediaserver.dial_cli import campaign as start_campaign
+
+        return start_campaign(args)
     if args.command == "demo":
         return _demo(args.say)
 

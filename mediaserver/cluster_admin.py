@@ -15,7 +15,9 @@ worker's port from `plan_workers`), asked at once with a short timeout:
 - `/ready`: ready while not stopping and at least one worker is ready;
 - `POST /calls`: placed by one worker: the one its idempotency key hashes to
   (so a retry reaches the worker that remembers the key), else the one with
-  the fewest calls up; `DELETE /calls/{id}`: asked of every worker.
+  the fewest calls up; `DELETE /calls/{id}`: asked of every worker;
+- `/campaigns`, `/dnc`: the first worker's (it runs every campaign, so each
+  campaign's caps hold whole; its calls go out from that worker).
 
 A worker that does not answer is left out (and shows as `worker_up 0`); the
 cluster's answer never waits longer than `TIMEOUT`.
@@ -181,6 +183,19 @@ class ClusterAdmin:
             answer = response.json()
             return response.status_code, {**answer, "worker": f"w{index}"}
         return 503, {"error": "no worker answered", "retry_after": 5}
+
+    async def campaigns_api(self, method: str, parts: list[str], body: Any) -> tuple[int, Any]:
+        # Campaigns run on the first worker (one dialer per campaign, its caps whole).
+        first = min(self.ports)
+        path = "/" + "/".join(quote(p, safe="") for p in parts)
+        url = f"http://127.0.0.1:{self.ports[first]}{path}"
+        try:
+            response = await self._client.request(
+                method, url, json=body if method == "POST" else None
+            )
+        except httpx.HTTPError as exc:
+            return 503, {"error": f"worker w{first} did not answer: {exc}"}
+        return response.status_code, response.json()
 
     async def end_call(self, call_id: str) -> bool:
         path = f"/calls/{quote(call_id, safe='')}"

@@ -1,4 +1,5 @@
-"""`mediaserver dial`: ask a running server (its admin HTTP) to place a call."""
+"""`mediaserver dial` and `mediaserver campaign`: ask a running server (its admin
+HTTP) to place a call, or to call a CSV list."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from mediaserver.config import ConfigError, load_config
 
-__all__ = ["dial"]
+__all__ = ["campaign", "dial"]
 
 #: Seconds between looks at the call while `--wait` follows it, and the longest wait.
 POLL = 0.5
@@ -99,3 +101,52 @@ def _follow(client: httpx.Client, call: str) -> int:
         seen = len(steps)
         time.sleep(POLL)
     return 1
+
+
+def campaign(args: argparse.Namespace) -> int:
+    """Start a campaign from a CSV file; print it (its id, state and counts)."""
+    try:
+        base, token = _admin(args)
+        body: dict[str, Any] = {
+            "name": args.name or Path(args.csv).stem,
+            "route": args.agent,
+            "csv": Path(args.csv).read_text(encoding="utf-8"),
+            "max_concurrent": args.concurrency,
+            "cps": args.cps,
+            "retries": _retries(args.retry),
+        }
+        if args.quiet_hours:
+            start, _, end = args.quiet_hours.partition("-")
+            body["quiet_hours"] = {"start": start, "end": end}
+        for name in ("timezone", "caller_id", "amd"):
+            if getattr(args, name) is not None:
+                body[name] = getattr(args, name)
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"campaign error: {exc}", file=sys.stderr)
+        return 2
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = httpx.post(
+            f"{base}/campaigns", json=body, headers=headers, timeout=30.0, trust_env=False
+        )
+    except httpx.HTTPError as exc:
+        print(f"campaign error: no server at {base}: {exc}", file=sys.stderr)
+        return 1
+    answer = response.json() if response.content else {}
+    if not response.is_success:
+        print(f"campaign error: {response.status_code} {answer.get('error')}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer))
+    return 0
+
+
+def _retries(items: list[str]) -> dict[str, Any]:
+    """`busy=2x300` -> {"busy": {"attempts": 2, "delay": 300}}."""
+    out: dict[str, Any] = {}
+    for item in items:
+        outcome, _, rule = item.partition("=")
+        count, _, delay = rule.partition("x")
+        if not (outcome and count.isdigit() and delay.replace(".", "", 1).isdigit()):
+            raise ValueError(f"--retry {item!r}: OUTCOME=NxSECONDS, e.g. busy=2x300")
+        out[outcome] = {"attempts": int(count), "delay": float(delay)}
+    return out

@@ -25,6 +25,7 @@ from mediaserver.agent.runner import install_dialer
 from mediaserver.apps import APPS
 from mediaserver.bridge import Bridges
 from mediaserver.call.bindings import SharedBindings
+from mediaserver.call.campaign_store import CampaignStore
 from mediaserver.call.errors import RECOVERY, ErrorKind
 from mediaserver.call.events import HoldChanged, StageError, TransferResult
 from mediaserver.call.runtime import PipelineRuntime
@@ -39,6 +40,7 @@ from mediaserver.media.session import RtpSession, SessionSettings
 from mediaserver.observability.admin import AdminServer
 from mediaserver.observability.metrics import Metrics
 from mediaserver.outbound import DialError, Dialouts, DialRequest
+from mediaserver.outbound.campaigns import Campaigns
 from mediaserver.pipeline.errors import ModelLoadError
 from mediaserver.sip.calls import (
     AuthRejected,
@@ -109,6 +111,8 @@ class SipServer:
         self.faults = Faults(config.faults)
         self.store = CallStore(config.records.path, dsn=config.records.dsn)
         self.metrics = Metrics()
+        #: Campaigns (their store is the records database's, set at start).
+        self.campaigns = Campaigns(self.dialouts, None, self.metrics.campaign_outcome)
         self.store.listeners.append(self._observe)
         self.admin: AdminServer | None = None
         self.bindings: SharedBindings | None = None
@@ -198,6 +202,9 @@ class SipServer:
         )
         self.bindings = self._share_bindings(loop)
         install_dialer(self._dial_from_python)
+        if self.store.database is not None:
+            self.campaigns.store = CampaignStore(self.store.database)
+        await self.campaigns.start()
         self.metrics.watch_edge(self._edge_state)
         self.metrics.watch_trunks(self._trunk_state)
         self.handle([])  # arms the first registrations with the providers
@@ -270,6 +277,10 @@ class SipServer:
 
         return asyncio.run_coroutine_threadsafe(place(), loop).result(timeout=10)
 
+    async def campaigns_api(self, method: str, parts: list[str], body: Any) -> tuple[int, Any]:
+        """`/campaigns...` and `/dnc...` (`mediaserver.outbound.campaigns`)."""
+        return await self.campaigns.handle(method, parts, body)
+
     def end_call(self, call_id: str) -> bool:
         """`DELETE /calls/{id}`: hang up (or stop ringing) a call in progress."""
         app = self.apps.get(call_id)
@@ -299,6 +310,7 @@ class SipServer:
     def metrics_text(self) -> bytes:
         """Prometheus exposition of this process."""
         self.metrics.set_active_calls(len(self.store.live))
+        self.metrics.set_campaign_calls(self.campaigns.in_progress())
         return self.metrics.render()
 
     def _observe(self, record: CallRecord, kind: str, data: dict[str, Any]) -> None:
@@ -773,6 +785,7 @@ class SipServer:
         """Stop taking calls, wait up to `timeout` for calls to end, then BYE the rest."""
         self.ua.drain()
         log.info("draining", active_calls=self.ua.active_calls, timeout=timeout)
+        await self.campaigns.stop()
         await self._wait_calls(timeout)
         await self.hangup_all()
 
@@ -809,6 +822,7 @@ class SipServer:
         if self.admin is not None:
             await self.admin.close()
         install_dialer(None)
+        await self.campaigns.aclose()
         await self.dialouts.aclose()
         if self.runtime is not None:
             await self.runtime.aclose()

@@ -692,6 +692,56 @@ def parse_sipp_trace(data: bytes) -> list[SippTraceEntry]:
     return entries
 
 
+@dataclass(frozen=True)
+class SippCall:
+    """One call a sipp UAS took, from its trace: the Request-URI user, when the
+    INVITE came and when the call ended (BYE, or the final error response)."""
+
+    call_id: str
+    user: str
+    start: float
+    end: float | None
+
+
+def sipp_uas_calls(entries: list[SippTraceEntry]) -> list[SippCall]:
+    """The calls in a sipp UAS's trace (one per INVITE Call-ID, retransmissions
+    folded), in arrival order."""
+    starts: dict[str, tuple[str, float]] = {}
+    ends: dict[str, float] = {}
+    for entry in entries:
+        head = entry.raw.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+        first = head[0]
+        call_id = next(
+            (
+                h.split(":", 1)[1].strip()
+                for h in head[1:]
+                if h.lower().startswith(("call-id:", "i:"))
+            ),
+            "",
+        )
+        if entry.direction == "received" and first.startswith("INVITE ") and call_id not in starts:
+            uri = first.split(" ")[1]
+            user = uri.split(":", 1)[1].split("@", 1)[0] if "@" in uri else ""
+            starts[call_id] = (user, entry.time)
+        elif first.startswith("BYE ") or (
+            first.startswith("SIP/2.0 ") and int(first.split(" ")[1]) >= 300
+        ):
+            ends.setdefault(call_id, entry.time)
+    return [SippCall(cid, user, t, ends.get(cid)) for cid, (user, t) in starts.items()]
+
+
+def max_overlap(calls: list[SippCall], until: float) -> int:
+    """The most calls up at once (a call not ended counts until `until`)."""
+    marks = sorted(
+        [(c.start, 1) for c in calls] + [(c.end if c.end is not None else until, -1) for c in calls]
+    )
+    up = best = 0
+    for _, step in marks:  # at equal times an end (-1) sorts before a start (+1)
+        up += step
+        best = max(best, up)
+    return best
+
+
 @dataclass
 class SippResult:
     """What a sipp run did.

@@ -15,6 +15,9 @@ grow a buffer. Routes:
     POST /calls          place a call: a JSON body {"to", "route", ...} -> 201 {"id", ...}
                          (200 for a retried Idempotency-Key; 4xx/503 {"error": why})
     DELETE /calls/{id}   hang up a call in progress -> 202 | 404
+    GET|POST /campaigns  the campaigns | start one: {"route", "contacts" | "csv", caps...}
+    GET|DELETE /campaigns/{id}, POST /campaigns/{id}/{pause|resume|cancel}
+    GET|POST /dnc, DELETE /dnc/{number}   the do-not-call list
     GET /registrations   {"USER": [{"contact", "expires_in", "source"}, ...]}
     GET / , /calls.html  the calls page (static/calls.html)
 
@@ -52,8 +55,10 @@ log = structlog.get_logger("mediaserver.admin")
 
 #: Request line plus headers, CRLFs included; more answers 431.
 MAX_HEAD_BYTES: Final = 16 * 1024
-#: A request body (``POST /calls``) of more bytes answers 413.
+#: A request body (``POST /calls``) of more bytes answers 413; a campaign's
+#: contact list may be bigger.
 MAX_BODY_BYTES: Final = 64 * 1024
+MAX_CAMPAIGN_BYTES: Final = 16 * 1024 * 1024
 #: Default and largest ``?limit=`` of ``GET /calls``.
 DEFAULT_RECENT_LIMIT: Final = 50
 MAX_RECENT_LIMIT: Final = 500
@@ -120,6 +125,10 @@ class AdminSource(Protocol):
 
     def end_call(self, call_id: str) -> Answer[bool]:
         """Hang up a call in progress; False when there is none by that id."""
+        ...
+
+    def campaigns_api(self, method: str, parts: list[str], body: Any) -> Answer[tuple[int, Any]]:
+        """``/campaigns...`` and ``/dnc...`` (`parts`: the path's segments)."""
         ...
 
 
@@ -403,9 +412,9 @@ class AdminServer:
             raise HttpError(error_response(411, "Content-Length required"))
         if not text.isdigit():
             raise HttpError(error_response(400, "malformed Content-Length"))
-        length = int(text)
-        if length > MAX_BODY_BYTES:
-            raise HttpError(error_response(413, f"body over {MAX_BODY_BYTES} bytes"))
+        length, limit = int(text), _body_limit(request.path)
+        if length > limit:
+            raise HttpError(error_response(413, f"body over {limit} bytes"))
         body = head_reader.rest
         try:
             async with asyncio.timeout(self.read_timeout):
@@ -479,7 +488,13 @@ class AdminServer:
     async def _route(self, request: Request) -> Response:
         path = request.path
         source = self.source
-        if request.method in ("POST", "DELETE"):
+        mutating = request.method in ("POST", "DELETE")
+        if mutating and self.token is None and not _loopback(self.host):
+            # Placing calls costs money: never open to the network without a token.
+            return error_response(403, "calls are placed from beyond loopback only with a token")
+        if path.split("/")[1] in ("campaigns", "dnc"):
+            return await self._campaigns(request)
+        if mutating:
             return await self._call_control(request)
         if path == "/ready":
             if await _answer(source.ready()):
@@ -513,27 +528,25 @@ class AdminServer:
     async def _call_control(self, request: Request) -> Response:
         """POST /calls (place a call) and DELETE /calls/{id} (hang one up)."""
         path, source = request.path, self.source
-        ending = request.method == "DELETE"
-        if self.token is None and not _loopback(self.host):
-            # Placing calls costs money: never open to the network without a token.
-            return error_response(403, "calls are placed from beyond loopback only with a token")
-        if ending:
+        if request.method == "DELETE":
             found = await _answer(source.end_call(unquote(path[len("/calls/") :])))
             if not found:
                 return error_response(404, "no such call in progress")
             return json_response(202, {"status": "ending"})
-        if "json" not in request.headers.get("content-type", "application/json"):
-            return error_response(415, "send application/json")
-        try:
-            body = json.loads(request.body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return error_response(400, "the body is not JSON")
+        body = _json_body(request)
         key = request.headers.get("idempotency-key")
         status, payload = await _answer(source.dial(body, key))
         headers = {}
         if status >= 400 and payload.get("retry_after") is not None:
             headers["Retry-After"] = str(payload["retry_after"])
         return json_response(status, payload, headers)
+
+    async def _campaigns(self, request: Request) -> Response:
+        """`/campaigns[/ID[/ACTION]]` and `/dnc[/NUMBER]`, any method they take."""
+        parts = [unquote(p) for p in request.path.strip("/").split("/")]
+        body = _json_body(request) if request.method == "POST" else None
+        status, payload = await _answer(self.source.campaigns_api(request.method, parts, body))
+        return json_response(status, payload)
 
     def _authorised(self, request: Request) -> bool:
         if self.token is None:
@@ -552,12 +565,36 @@ class AdminServer:
 
 
 def _allowed(path: str) -> tuple[str, ...]:
-    """The methods `path` takes (the calls can be placed and ended)."""
-    if path == "/calls":
+    """The methods `path` takes (calls and campaigns can be started and ended)."""
+    parts = path.strip("/").split("/")
+    if parts[0] in ("calls", "campaigns", "dnc") and len(parts) == 1:
         return ("GET", "HEAD", "POST")
-    if path.startswith("/calls/") and len(path) > len("/calls/"):
+    if parts[0] in ("calls", "campaigns") and len(parts) == 2 and parts[1]:
         return ("GET", "HEAD", "DELETE")
+    if parts[0] == "campaigns" and len(parts) == 3 and parts[1] and parts[2]:
+        return ("POST",)
+    if parts[0] == "dnc" and len(parts) == 2 and parts[1]:
+        return ("DELETE",)
     return ("GET", "HEAD")
+
+
+def _body_limit(path: str) -> int:
+    """The largest body `path` takes: a campaign's contact list is big."""
+    return MAX_CAMPAIGN_BYTES if path == "/campaigns" else MAX_BODY_BYTES
+
+
+def _json_body(request: Request) -> Any:
+    """The request's JSON body.
+
+    Raises:
+        HttpError: 415 for another content type, 400 for a body that is not JSON.
+    """
+    if "json" not in request.headers.get("content-type", "application/json"):
+        raise HttpError(error_response(415, "send application/json"))
+    try:
+        return json.loads(request.body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise HttpError(error_response(400, "the body is not JSON")) from None
 
 
 def _loopback(host: str) -> bool:

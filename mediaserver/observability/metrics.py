@@ -163,6 +163,15 @@ class Metrics:
             buckets=(0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0),
             registry=reg,
         )
+        self._campaign = Counter(
+            "mediaserver_campaign_calls",
+            "Campaign contacts by outcome (call outcomes, dnc, rejected)",
+            ["outcome"],
+            registry=reg,
+        )
+        self._campaign_up = Gauge(
+            "mediaserver_campaign_calls_in_progress", "Campaign calls up now", registry=reg
+        )
         self._errors = Counter(
             "mediaserver_errors",
             "Pipeline and call errors by kind and stage",
@@ -182,6 +191,14 @@ class Metrics:
         value = _number(seconds)
         if value is not None and value >= 0:
             self._amd_time.observe(value)
+
+    def campaign_outcome(self, outcome: str) -> None:
+        """A campaign contact's call (or skip) ended with `outcome`."""
+        self._campaign.labels(outcome=outcome).inc()
+
+    def set_campaign_calls(self, n: int) -> None:
+        """Campaign calls up right now."""
+        self._campaign_up.set(max(0, n))
 
     def outbound(self, outcome: str) -> None:
         """A call we placed ended with `outcome`."""

@@ -75,6 +75,8 @@ class Dialout:
     ring_timer: asyncio.TimerHandle | None = None
     rang_out: bool = False  # our ring timeout hung it up
     webhook: StatusWebhook | None = None
+    #: Told (call id, outcome) when the call ends (a campaign's bookkeeping).
+    on_end: Callable[[str, str], None] | None = None
 
     @property
     def call(self) -> Call:
@@ -116,8 +118,15 @@ class Dialouts:
 
     # -- placing a call ------------------------------------------------------------
 
-    def dial(self, request: DialRequest) -> dict[str, Any]:
+    def routes(self) -> list[str]:
+        """The routes a call may be placed for."""
+        return list(self._host.config.routes)
+
+    def dial(
+        self, request: DialRequest, on_end: Callable[[str, str], None] | None = None
+    ) -> dict[str, Any]:
         """Place `request`'s call; the answer names it (``id``: for GET /calls/{id}).
+        `on_end(call id, outcome)` is told how it ended.
 
         Raises:
             DialError: nothing was dialed (the status and reason say why).
@@ -154,7 +163,7 @@ class Dialouts:
             raise DialError(422, f"to: {exc.reason}") from None
         if call is None:
             raise DialError(503, "no media ports free", self._retry_after())
-        self._adopt(call, request)
+        self._adopt(call, request).on_end = on_end
         answer = {
             "id": call.id,
             "call_id": call.invite.call_id,
@@ -296,6 +305,11 @@ class Dialouts:
             by=event.by,
         )
         log.info("outbound_ended", call=call.id, outcome=outcome, status=call.final_status)
+        if dialout.on_end is not None:
+            try:
+                dialout.on_end(call.id, outcome)
+            except Exception:
+                log.exception("outbound_on_end_failed", call=call.id)
         if dialout.webhook is not None:
             task = asyncio.get_running_loop().create_task(dialout.webhook.aclose(30.0))
             self._webhooks.add(task)

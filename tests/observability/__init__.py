@@ -35,6 +35,7 @@ class FakeSource:
         self.dialed: list[tuple[Any, str | None]] = []
         self.dial_answer: tuple[int, dict[str, Any]] = (201, {"id": "out-1", "state": "dialing"})
         self.ended: list[str] = []
+        self.campaigns: list[dict[str, Any]] = []
 
     def _maybe_fail(self, name: str) -> None:
         if name in self.fail:
@@ -79,6 +80,12 @@ class FakeSource:
     def end_call(self, call_id: str) -> bool:
         self.ended.append(call_id)
         return call_id == "out-1"
+
+    def campaigns_api(self, method: str, parts: list[str], body: Any) -> tuple[int, Any]:
+        self.asked.append(f"{method} {'/'.join(parts)}")
+        if method == "GET" and parts == ["campaigns"]:
+            return 200, {"campaigns": copy.deepcopy(self.campaigns)}
+        return 200, {"parts": parts, "body": body}
 
 
 def summary(call: str, **fields: Any) -> dict[str, Any]:

@@ -207,7 +207,19 @@ def call_source() -> FakeSource:
     detail = realistic_call()
     brief = {k: v for k, v in detail.items() if k not in ("events", "final_state")}
     live = summary("c-live", ended_at=None, end_reason=None, ended_by=None, turns=1)
-    return FakeSource(live=[live], recent=[brief], details={CALL: detail})
+    source = FakeSource(live=[live], recent=[brief], details={CALL: detail})
+    source.campaigns = [
+        {
+            "id": "c0ffee",
+            "name": "flu shots",
+            "state": "running",
+            "contacts": 500,
+            "in_progress": 12,
+            "states": {"done": 240, "pending": 248, "dialing": 12},
+            "outcomes": {"completed": 200, "busy": 30, "dnc": 10},
+        }
+    ]
+    return source
 
 
 @dataclass
@@ -409,6 +421,9 @@ def test_list_view(tmp_path: Path) -> None:
     assert "bye" in recent[0].text() and "0:33" in recent[0].text()
     assert dom.one(id="ready").text() == "ready"
     assert "failed" not in dom.one(id="status").text()
+    (campaign,) = dom.one("table", id="campaigns-table").all("tr", "campaign-row")
+    text = campaign.text()
+    assert "flu shots" in text and "240 / 500" in text and "busy 30" in text
 
 
 def test_unknown_call_and_wrong_token(tmp_path: Path) -> None:
