@@ -3,7 +3,9 @@
 `Bridges` decides how an agent's transfer is done and runs the bridged ones:
 it dials the target for the caller (`UserAgent.dial`), rings it for at most
 `sip.bridge_ring_timeout`, cross-connects the two RTP sessions when it answers
-(the agent steps out), and hangs up either side when the other leaves. How it
+(the agent steps out), and hangs up either side when the other leaves. A warm
+transfer is always a bridge: whoever answers first hears the agent's summary of
+the call (the caller meanwhile holds), and only then are the two joined. How it
 went reaches the call's actor as a `TransferResult` (DESIGN: transfer_failure).
 """
 
@@ -16,6 +18,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from mediaserver.apps.speech import speak
 from mediaserver.call.events import TransferResult
 from mediaserver.config import Config
 from mediaserver.faults import Faults
@@ -84,9 +87,12 @@ class Bridges:
         self._host = host
         #: Bridged transfers by the id of the leg we dialed.
         self.legs: dict[str, Bridge] = {}
+        #: Briefings of warm transfers in progress.
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    def transfer(self, app: CallHandle, target: str) -> None:
-        """An agent's transfer: REFER, or a bridge where REFER will not do (`sip.transfer`)."""
+    def transfer(self, app: CallHandle, target: str, whisper: str | None = None) -> None:
+        """An agent's transfer: REFER, or a bridge where REFER will not do
+        (`sip.transfer`) or the target is to be told `whisper` first."""
         host = self._host
         app.transfer_target = target
         rule = host.faults.check("transfer", target)
@@ -103,7 +109,9 @@ class Bridges:
             return
         mode = host.config.sip.transfer
         allow = allowed_methods(app.call)
-        if registered:
+        if whisper is not None:
+            why = "warm transfer"  # REFER would hand the caller over unannounced
+        elif registered:
             # A phone registered here: only we know where it is, so we dial it.
             why = "registered user"
         elif host.ua.config.trunks.outbound() and not target.lower().startswith(("sip:", "sips:")):
@@ -115,7 +123,7 @@ class Bridges:
             host.command(lambda now: host.ua.refer(app.call, target, now))
             return
         _log(app.call).info("transfer_bridging", why=why)
-        self.dial(app, target)
+        self.dial(app, target, whisper)
 
     def refused(self, app: CallHandle, status: int) -> bool:
         """The caller's side refused our REFER: bridge instead where `sip.transfer`
@@ -127,8 +135,9 @@ class Bridges:
         self.dial(app, target)
         return True
 
-    def dial(self, app: CallHandle, target: str) -> None:
-        """Dial `target` for the caller of `app`; the agent hears how it went."""
+    def dial(self, app: CallHandle, target: str, whisper: str | None = None) -> None:
+        """Dial `target` for the caller of `app` (to be told `whisper` first, if
+        any); the agent hears how it went."""
         host = self._host
 
         def fail(status: int, reason: str) -> None:
@@ -148,7 +157,7 @@ class Bridges:
         if leg is None:
             fail(503, "no media ports for the bridge")
             return
-        bridge = app.bridge = self.legs[leg.id] = Bridge(app, leg, target)
+        bridge = app.bridge = self.legs[leg.id] = Bridge(app, leg, target, whisper)
         bridge.ring_timer = asyncio.get_running_loop().call_later(
             host.config.sip.bridge_ring_timeout, lambda: host.hangup(leg, "no answer")
         )
@@ -172,6 +181,30 @@ class Bridges:
         if session is None:
             return
         bridge.session = session
+        if bridge.whisper and bridge.app.runtime is not None and bridge.app.agent is not None:
+            bridge.whispering = True
+            self._tasks.add(task := asyncio.get_running_loop().create_task(self._brief(bridge)))
+            task.add_done_callback(self._tasks.discard)
+            return
+        self._join(bridge)
+
+    async def _brief(self, bridge: Bridge) -> None:
+        """Tell the target the summary, then join the calls (if both are still there)."""
+        host, app = self._host, bridge.app
+        assert bridge.session is not None and app.runtime is not None and app.agent is not None
+        tts = app.agent.settings.tts
+        said = await speak(bridge.session, app.runtime, tts, bridge.whisper or "")
+        _log(app.call).info("bridge_briefed", leg=bridge.leg.id, said=said)
+        host.record(app.call, "sip", event="bridge_briefed", leg=bridge.leg.id, said=said)
+        if self.legs.get(bridge.leg.id) is bridge and app.call.id in host.apps:
+            bridge.whispering = False
+            self._join(bridge)
+
+    def _join(self, bridge: Bridge) -> None:
+        """Cross-connect the caller and the target: the agent is done."""
+        host, leg, session = self._host, bridge.leg, bridge.session
+        caller = bridge.app.session
+        assert caller is not None and session is not None and leg.media is not None
         bridge_sessions(caller, session)
         # Through a trunk: which one, and the ones that failed it first ("name:status").
         trunk = {"trunk": leg.trunk, "failovers": leg.failovers} if leg.trunk else {}

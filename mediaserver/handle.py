@@ -33,8 +33,9 @@ class Switchboard(Protocol):
     def command(self, action: Callable[[float], list[Event]]) -> None:
         """Run `action(now)` against the SIP core and handle its events."""
 
-    def transfer(self, handle: CallHandle, target: str) -> None:
-        """Put the caller of `handle` through to `target` (REFER or a bridge)."""
+    def transfer(self, handle: CallHandle, target: str, whisper: str | None = None) -> None:
+        """Put the caller of `handle` through to `target` (REFER or a bridge; with
+        `whisper`, a bridge that tells the target first)."""
 
 
 @dataclass
@@ -102,9 +103,9 @@ class CallHandle:
         """End the call from our side."""
         self.server.command(lambda now: self.server.ua.hangup(self.call, now))
 
-    def transfer(self, target: str) -> None:
+    def transfer(self, target: str, whisper: str | None = None) -> None:
         """Transfer the caller to `target` (the outcome reaches the actor)."""
-        self.server.transfer(self, target)
+        self.server.transfer(self, target, whisper)
 
     def agent_for(self, route: str) -> AgentSpec | None:
         """The agent answering `route` on this server."""
@@ -123,14 +124,17 @@ class Bridge:
     app: CallHandle
     leg: Call
     target: str
-    #: The leg's RTP session, once it answered and the media is cross-connected.
+    #: Said to the target when they answer, before the two are joined (a warm transfer).
+    whisper: str | None = None
+    #: The leg's RTP session, once it answered (cross-connected unless `whispering`).
     session: RtpSession | None = None
+    whispering: bool = False
     ring_timer: asyncio.TimerHandle | None = None
 
     @property
     def connected(self) -> bool:
         """The target answered and the two calls' media are cross-connected."""
-        return self.session is not None
+        return self.session is not None and not self.whispering
 
 
 def call_info(call: Call) -> dict[str, Any]:

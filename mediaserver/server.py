@@ -775,9 +775,9 @@ class SipServer:
 
     # -- transfers ---------------------------------------------------------------------
 
-    def transfer(self, handle: CallHandle, target: str) -> None:
+    def transfer(self, handle: CallHandle, target: str, whisper: str | None = None) -> None:
         """An agent's transfer (REFER or a bridge, see `mediaserver.bridge`)."""
-        self.bridges.transfer(handle, target)
+        self.bridges.transfer(handle, target, whisper)
 
     # -- lifecycle ------------------------------------------------------------------
 

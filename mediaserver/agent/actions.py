@@ -46,6 +46,17 @@ def _dest(data: Any) -> cmd.Command:
     return cmd.Transfer(str(data.get("dest") if isinstance(data, dict) else data))
 
 
+def _warm(data: Any) -> cmd.Command:
+    data = data if isinstance(data, dict) else {"dest": data}
+    summary, music = data.get("summary"), data.get("hold_music")
+    return cmd.Transfer(
+        str(data["dest"]),
+        warm=True,
+        summary=str(summary) if summary else None,
+        music=str(music) if music else None,
+    )
+
+
 _ACTIONS: dict[str, Callable[[Any], cmd.Command]] = {
     "say": lambda data: cmd.Say(str(data)),
     "hangup": lambda _: cmd.Hangup(),
@@ -64,6 +75,7 @@ _ACTIONS: dict[str, Callable[[Any], cmd.Command]] = {
     "stop_playback_bg": lambda _: cmd.StopBackground(),
     "wait_for_user": lambda _: cmd.WaitForUser(),
     "transfer": _dest,
+    "warm_transfer": _warm,
 }
 
 

@@ -86,6 +86,20 @@ class SwaigFunctionResult:
         """Same as `connect`."""
         return self.connect(destination, final)
 
+    def warm_transfer(
+        self, destination: str, summary: str | None = None, hold_music: str | None = None
+    ) -> SwaigFunctionResult:
+        """Hand the caller to a person: hold the caller (`hold_music`, a WAV, or
+        silence), call `destination`, tell them `summary` (default: the model's
+        summary of the call), then join the two; if nobody takes the call the
+        agent is back with the caller and says so (an extension)."""
+        data: dict[str, Any] = {"dest": destination}
+        if summary:
+            data["summary"] = summary
+        if hold_music:
+            data["hold_music"] = hold_music
+        return self.add_action("warm_transfer", data)
+
     def collect_digits(
         self, max_digits: int = 0, terminators: str = "#", digit_timeout: int = 3000
     ) -> SwaigFunctionResult:

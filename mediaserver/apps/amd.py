@@ -15,15 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mediaserver.apps.speech import speak
 from mediaserver.call.control import CallControl
 from mediaserver.call.runtime import PipelineRuntime
 from mediaserver.call.spec import AgentSpec
-from mediaserver.codecs.resample import Resampler, resample
+from mediaserver.codecs.resample import Resampler
 from mediaserver.media.session import RtpSession
 from mediaserver.media.tones import Tone, ToneDetector
 from mediaserver.pipeline.amd import AmdClassifier, AmdResult, AmdSettings
 from mediaserver.pipeline.stt.base import SttError, SttHints
-from mediaserver.pipeline.tts.fallback import FallbackTts, TtsFailure
 
 __all__ = ["AmdOutcome", "detect", "leave_message", "screen"]
 
@@ -202,18 +202,7 @@ async def leave_message(
     """Wait for the greeting's beep to end (or the greeting to end, without one),
     say `message`; True once it was sent."""
     await _greeting_end(media, runtime, beep_heard)
-    tts = FallbackTts(runtime.tts, agent.settings.tts, runtime.executor)
-    failures: list[TtsFailure] = []
-    pieces = [chunk.pcm async for chunk in tts.clause(message, failures.append)]
-    if not pieces:
-        return False
-    pcm = resample(np.concatenate(pieces), tts.sample_rate, media.sample_rate)
-    media.play(pcm, pad=True)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + len(pcm) / media.sample_rate + 2.0
-    while media.queued and loop.time() < deadline:
-        await asyncio.sleep(0.05)
-    return not failures
+    return await speak(media, runtime, agent.settings.tts, message)
 
 
 async def _greeting_end(media: RtpSession, runtime: PipelineRuntime, beeping: bool) -> None:

@@ -39,6 +39,7 @@ import structlog
 
 from mediaserver.call import events as ev
 from mediaserver.call import turns as tt
+from mediaserver.call.commands import Transfer
 from mediaserver.call.conversation import Conversation
 from mediaserver.call.errors import RECOVERY, ErrorKind, llm_error_kind
 from mediaserver.call.failures import Failures
@@ -51,7 +52,7 @@ from mediaserver.call.replies import Replies
 from mediaserver.call.runtime import PipelineRuntime
 from mediaserver.call.speaker import Speaker
 from mediaserver.call.spec import AgentSpec
-from mediaserver.call.summary import post_call_summary
+from mediaserver.call.summary import handoff_summary, post_call_summary
 from mediaserver.call.timers import Timers
 from mediaserver.call.tools import ToolRunner
 from mediaserver.call.turns import Floor
@@ -71,6 +72,8 @@ log = structlog.get_logger("mediaserver.call.actor")
 HOLD_ENDED = "Thank you for holding."
 #: Seconds to wait for the outcome of a REFER.
 TRANSFER_TIMEOUT = 30.0
+#: A warm transfer also waits for the summary, the target's ring and the briefing.
+WARM_TRANSFER_EXTRA = 60.0
 #: The turn taker's timers (the others are the actor's own).
 _TURN_TIMERS = ("eos", "confirm", "false_resume", "attention")
 
@@ -153,6 +156,8 @@ class CallActor:
             self._hand_off,
         )
         self._transfer_dest: str | None = None
+        #: The warm transfer under way (the caller holds while we brief the target).
+        self._warm: Transfer | None = None
         self._holding = False  # a tool put the caller on hold
         self._on_hold = False  # the call is on hold (re-INVITE)
         self._sync_listener()
@@ -174,6 +179,7 @@ class CallActor:
             ev.Timer: self._on_timer,
             ev.StageError: self.failures.error,
             ev.TransferResult: self._on_transfer,
+            ev.HandoffBriefed: self._on_briefed,
             ev.DtmfIn: lambda event: self.keypad.press(event.digit),
             ev.HoldChanged: self._on_hold_changed,
             ev.CallHangup: self._on_hangup,
@@ -489,7 +495,7 @@ class CallActor:
             self._hangup("agent")
             return
         if reply.then_transfer:
-            self._start_transfer(reply.then_transfer)
+            self._start_transfer(reply.then_transfer, reply.warm_transfer)
         elif reply.then_hold:
             self._hold(reply.then_hold)
         if not self.life.live:
@@ -515,19 +521,55 @@ class CallActor:
         self._note("hold_started", seconds=seconds)
         self.timers.arm("hold", seconds)
 
-    def _start_transfer(self, dest: str) -> None:
-        self._note("transfer", dest=dest)
-        self.log.info("transfer", dest=dest)
+    def _start_transfer(self, dest: str, warm: Transfer | None = None) -> None:
+        self._note("transfer", dest=dest, warm=warm is not None)
+        self.log.info("transfer", dest=dest, warm=warm is not None)
         self._transfer_dest = dest
-        self.call.transfer(dest)
-        # Some phones never send the final NOTIFY: do not wait for ever.
-        self.timers.arm("transfer", TRANSFER_TIMEOUT)
+        if warm is None:
+            self.call.transfer(dest)
+            # Some phones never send the final NOTIFY: do not wait for ever.
+            self.timers.arm("transfer", TRANSFER_TIMEOUT)
+            return
+        # Warm: the caller holds (music or silence) while we brief and call the target.
+        self._warm = warm
+        self._holding = True
+        self._sync_listener()
+        self.timers.disarm("attention")
+        if warm.music:
+            self.replies.background(warm.music)
+        self.timers.arm("transfer", TRANSFER_TIMEOUT + WARM_TRANSFER_EXTRA)
+        self._spawn(self._brief(dest, warm))
+
+    async def _brief(self, dest: str, warm: Transfer) -> None:
+        summary = warm.summary or await handoff_summary(
+            self.llm,
+            self.convo,
+            timeout=self.settings.llm.first_token_timeout + 5,
+            ask_model=self.settings.llm.backend != "scripted",
+        )
+        self.post(ev.HandoffBriefed(dest, summary))
+
+    def _on_briefed(self, event: ev.HandoffBriefed) -> None:
+        """The summary is ready: call the target and tell them before joining."""
+        if self._warm is None or self._transfer_dest != event.dest:
+            return
+        self._note("handoff_summary", dest=event.dest, summary=event.summary)
+        self.call.transfer(event.dest, whisper=event.summary)
 
     def _on_transfer(self, event: ev.TransferResult) -> None:
         self.timers.disarm("transfer")
         dest, self._transfer_dest = self._transfer_dest, None
         if dest is None:
             return
+        if self._warm is not None:
+            # Back from the hold: the music stops, the caller is heard again.
+            self._warm = None
+            self.media.play_background(None)
+            self._holding = False
+            self._sync_listener()
+        # The outcome, for the model's next step (the tool that asked is long done).
+        how = "succeeded" if event.ok else f"failed: {event.status} {event.reason}"
+        self.convo.note(f"The transfer to {dest} {how}.")
         if event.ok and event.bridged:
             # The caller talks to the target through the server now; the media
             # session is the bridge's, and the call ends when either side hangs up.

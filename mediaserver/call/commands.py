@@ -152,10 +152,19 @@ class WaitForUser:
 
 @dataclass(frozen=True)
 class Transfer:
-    """Transfer the caller to `dest` once the reply has been said."""
+    """Transfer the caller to `dest` once the reply has been said.
+
+    A warm transfer holds the caller (with `music`, a WAV, or silence), dials
+    `dest`, tells whoever answers `summary` (default: the model's summary of
+    the call) and only then joins the two; if nobody takes it, the agent is
+    back with the caller.
+    """
 
     name: ClassVar[str] = "transfer"
     dest: str
+    warm: bool = False
+    summary: str | None = None
+    music: str | None = None
 
 
 @dataclass(frozen=True)

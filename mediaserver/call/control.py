@@ -69,7 +69,9 @@ class CallControl(Protocol):
     def agent_for(self, route: str) -> AgentSpec | None:
         """The agent answering route `route` on this server (for a hand-over)."""
 
-    def transfer(self, target: str) -> None:
+    def transfer(self, target: str, whisper: str | None = None) -> None:
         """Put the caller through to `target`: REFER, or a B2BUA bridge when the
-        caller's side will not take one (config `sip.transfer`); the outcome is
-        posted to the call's actor as a `TransferResult`."""
+        caller's side will not take one (config `sip.transfer`); with `whisper`
+        (a warm transfer) always a bridge, and whoever answers hears it before
+        the two are joined. The outcome is posted to the call's actor as a
+        `TransferResult`."""

@@ -59,6 +59,14 @@ class SpeechOnset:
 
 
 @dataclass(frozen=True)
+class HandoffBriefed:
+    """A warm transfer's summary for the person who takes the call is ready."""
+
+    dest: str
+    summary: str
+
+
+@dataclass(frozen=True)
 class TransferResult:
     """How the transfer we asked for ended: REFER, or a B2BUA bridge when the
     caller's side refused the REFER."""
@@ -202,6 +210,7 @@ Event = (
     | CallHangup
     | HoldChanged
     | TransferResult
+    | HandoffBriefed
     | SpeechOnset
     | VadProb
     | TurnChecked

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mediaserver.call import events as ev
+from mediaserver.call.commands import Transfer
 from mediaserver.call.voicing import Voicing
 from mediaserver.pipeline.tts.clauses import ClauseAggregator
 
@@ -115,8 +116,9 @@ class AgentReply:
     filler_said: bool = False
     finished_framing: bool = False
     then_hangup: bool = False
-    #: Transfer the caller here once this reply has been said.
+    #: Transfer the caller here once this reply has been said (and how, when warm).
     then_transfer: str | None = None
+    warm_transfer: Transfer | None = None
     #: Put the caller on hold for this many seconds once this reply has been said.
     then_hold: float | None = None
     metrics: TurnMetrics | None = None

@@ -494,14 +494,15 @@ class Replies:
             case cmd.Hold(seconds):
                 reply.then_hold = seconds
             case cmd.PlayBackground(file):
-                self._background(file)
+                self.background(file)
             case cmd.StopBackground():
                 self._media.play_background(None)
             case cmd.Transfer(dest):
                 # After the reply is said (the caller hears "transferring you"), REFER.
                 reply.then_transfer = dest
+                reply.warm_transfer = command if command.warm else None
 
-    def _background(self, path: str) -> None:
+    def background(self, path: str) -> None:
         """Mix a WAV (any rate, mono or stereo) under the conversation."""
         try:
             pcm = load_wav(path, self._media.sample_rate)

@@ -14,9 +14,40 @@ from mediaserver.call.conversation import Conversation
 from mediaserver.call.spec import AgentSpec
 from mediaserver.pipeline.llm.base import LlmBackend, LlmError, Message, Token
 
-__all__ = ["post_call_summary"]
+__all__ = ["handoff_summary", "post_call_summary"]
+
+#: What the model is asked for the person a warm transfer hands the call to.
+HANDOFF_PROMPT = (
+    "You are handing this call to a colleague who will take it over now. In one or two"
+    " short spoken sentences, tell them who is calling and what they need. No greeting."
+)
 
 log = structlog.get_logger("mediaserver.call.summary")
+
+
+async def handoff_summary(
+    llm: LlmBackend, convo: Conversation, timeout: float, *, ask_model: bool = True
+) -> str:
+    """A short summary of the call so far for the person who takes it over: the
+    model's, or (a model that fails, or `ask_model` False: the scripted engine
+    does not summarise) the caller's own last words."""
+    text = ""
+    if ask_model:
+        try:
+            async with asyncio.timeout(timeout):
+                ask = [*convo.messages, Message("user", HANDOFF_PROMPT)]
+                async for item in llm.stream(ask, []):
+                    if isinstance(item, Token):
+                        text += item.text
+        except (LlmError, TimeoutError) as exc:
+            log.warning("handoff_summary_failed", error=str(exc))
+            text = ""
+    if text.strip():
+        return text.strip()
+    said = [m.content for m in convo.messages if m.role == "user" and m.content]
+    if not said:
+        return "A caller is on the line for you."
+    return "A caller is on the line for you. They said: " + " ".join(said[-2:])
 
 
 async def post_call_summary(

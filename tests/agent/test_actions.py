@@ -63,3 +63,16 @@ def test_unknown_or_malformed_actions_are_unsupported_not_errors() -> None:
         cmd.Say("a"),
         cmd.Unsupported("nope", None),
     )
+
+
+def test_a_warm_transfer_carries_its_summary_and_music() -> None:
+    _, commands = (
+        SwaigFunctionResult("One moment.")
+        .warm_transfer("sip:sales@pbx", summary="Sam wants a quote.", hold_music="hold.wav")
+        .warm_transfer("sip:desk@pbx")
+        .to_tool_output()
+    )
+    assert commands == (
+        cmd.Transfer("sip:sales@pbx", warm=True, summary="Sam wants a quote.", music="hold.wav"),
+        cmd.Transfer("sip:desk@pbx", warm=True),
+    )

@@ -170,3 +170,34 @@ def test_transfer_to_a_registered_phone_is_bridged_to_its_binding(  # type: igno
     said, _ = read_wav_mono(speech_wav(operator_says, tmp_path / "ref"))
     _, corr = best_alignment(said, heard)
     assert corr >= 0.8, corr
+
+
+@pytest.mark.parametrize("desk_user", ["desk", "nobody"], ids=["briefed", "target-404"])
+def test_a_warm_transfer_briefs_the_desk_then_joins_the_caller(  # type: ignore[no-untyped-def]
+    start_server, agent_program, baresip, tmp_path: Path, desk_user: str
+) -> None:
+    """The caller holds while the front dials the desk (a `record` app on another
+    server: it keeps what it hears); the desk hears the summary first, then the
+    two are joined. A desk that does not exist: the agent is back and says so."""
+    recorded = tmp_path / "desk"
+    desk = start_server(
+        routes={"desk": {"app": "record", "duration": 8, "directory": str(recorded)}}
+    )
+    front = agent_program(AGENT, ACTION="warm", WEATHER_DESK_URI=desk.uri(desk_user))
+    source = caller_wav(QUESTION, tmp_path, tail=16)
+    result = baresip(front.uri("desk"), seconds=26, source_wav=source)
+    assert result.established, result.describe()
+    log = front.wait_log("bridge_connected" if desk_user == "desk" else "bridge_ended", timeout=30)
+    assert "Let me get a colleague for you." in log, front.log_tail()
+    assert "why='warm transfer'" in log
+    if desk_user == "nobody":
+        front.wait_log("Sorry, I could not transfer your call.", timeout=10)
+        assert "bridge_connected" not in front.log_text()
+        return
+    # The briefing went out before the join, and it was the caller's own words.
+    assert log.index("bridge_briefed") < log.index("bridge_connected"), front.log_tail()
+    desk.wait_log("recorded", timeout=20)
+    (wav,) = recorded.glob("*.wav")
+    heard, _ = read_wav_mono(wav)
+    briefing = heard[: 8000 * 3].astype(np.float64)
+    assert np.sqrt(np.mean(briefing**2)) > 300, "the desk heard no briefing"

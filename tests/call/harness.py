@@ -49,6 +49,7 @@ class FakeCall:
     hangups: int = 0
     media: Any = None
     transfers: list[str] = field(default_factory=list)
+    whispers: list[str | None] = field(default_factory=list)
     #: The call record, in memory (no database).
     record: CallRecord = field(default_factory=lambda: CallStore(None).start_call("actor-test"))
     #: Other routes' agents (for the auth-failure hand-over).
@@ -72,8 +73,9 @@ class FakeCall:
         self.hangups += 1
         self.ended.set()
 
-    def transfer(self, target: str) -> None:
+    def transfer(self, target: str, whisper: str | None = None) -> None:
         self.transfers.append(target)
+        self.whispers.append(whisper)
 
     def agent_for(self, route: str) -> Any:
         return self.agents.get(route)
