@@ -341,6 +341,8 @@ class MediaSettings(Strict):
     #: Record every call to a stereo WAV (caller left, server right).
     record_calls: bool = False
     recordings_dir: Path = Path("recordings")
+    #: Delete recordings older than this many days (checked hourly; None: keep).
+    recordings_retention_days: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _range(self) -> MediaSettings:
@@ -360,6 +362,8 @@ class MediaSettings(Strict):
             latch_any_address=self.latch_any_address,
             echo_cancel=self.echo_cancel,
             record_path=self.recordings_dir / f"{call_id}.wav" if self.record_calls else None,
+            recordings_dir=self.recordings_dir,
+            record_name=call_id,
         )
 
 
@@ -479,6 +483,33 @@ class AgentConfig(Strict):
     pipeline: dict[str, Any] = Field(default_factory=dict)
 
 
+class Consent(Strict):
+    """Recording consent: an announcement as the agent's first words, then the
+    caller's consent if required; the call is recorded only once it is given."""
+
+    #: Said in the agent's voice ("This call may be recorded. Press 1 or say yes
+    #: to agree.") or played (a WAV).
+    say: str | None = None
+    file: Path | None = None
+    #: "none" (the announcement is enough), "dtmf" (`key`), "voice" (a yes), "any".
+    require: Literal["none", "dtmf", "voice", "any"] = "none"
+    key: str = Field("1", pattern=r"^[0-9*#]$")
+    #: Seconds to wait for the answer; none is a no (the call goes on unrecorded).
+    timeout: float = Field(8.0, gt=0, le=60)
+    #: Record the call (stereo WAV in `media.recordings_dir`) once consent is given.
+    record: bool = True
+
+    @model_validator(mode="after")
+    def _what_to_say(self) -> Consent:
+        if self.file is not None:
+            self.file = _resolve(self.file)
+            if not self.file.is_file():
+                raise ValueError(f"file: not found: {self.file}")
+        if self.say is None and self.file is None:
+            raise ValueError("say or file: what the caller is told")
+        return self
+
+
 class Route(Strict):
     """A Request-URI user and the built-in app answering it.
 
@@ -503,6 +534,8 @@ class Route(Strict):
     agent: AgentConfig | None = None
     #: SRTP for this route's calls (default: `media.srtp`).
     srtp: Literal["off", "optional", "required"] | None = None
+    #: `agent`: recording consent before the conversation (see `Consent`).
+    consent: Consent | None = None
 
     @model_validator(mode="after")
     def _app_needs(self) -> Route:

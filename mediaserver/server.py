@@ -36,6 +36,7 @@ from mediaserver.faults import Faults
 from mediaserver.handle import CallHandle, call_info
 from mediaserver.media.clock import MediaClock
 from mediaserver.media.ports import PortPool
+from mediaserver.media.recording import keep_for
 from mediaserver.media.session import RtpSession, SessionSettings
 from mediaserver.observability.admin import AdminServer
 from mediaserver.observability.metrics import Metrics
@@ -118,6 +119,7 @@ class SipServer:
         self.bindings: SharedBindings | None = None
         #: App tasks of ended calls still finishing (their records close after).
         self._finishing: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None  # recordings retention
         #: Told once that SRTP keys went over signalling without TLS.
         self._sdes_warned = False
         self._on_event: dict[type, Callable[[Any], None]] = {
@@ -205,6 +207,9 @@ class SipServer:
         if self.store.database is not None:
             self.campaigns.store = CampaignStore(self.store.database)
         await self.campaigns.start()
+        if media.recordings_retention_days is not None:
+            sweep = keep_for(media.recordings_dir, media.recordings_retention_days)
+            self._sweeper = loop.create_task(sweep)
         self.metrics.watch_edge(self._edge_state)
         self.metrics.watch_trunks(self._trunk_state)
         self.handle([])  # arms the first registrations with the providers
@@ -808,6 +813,8 @@ class SipServer:
         """Cancel apps (their records are closed first) and close sockets."""
         tasks = {app.task for app in self.apps.values() if app.task is not None}
         tasks |= self._finishing
+        if self._sweeper is not None:
+            tasks.add(self._sweeper)
         for task in tasks:
             task.cancel()
         if tasks:

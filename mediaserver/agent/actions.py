@@ -76,7 +76,16 @@ _ACTIONS: dict[str, Callable[[Any], cmd.Command]] = {
     "wait_for_user": lambda _: cmd.WaitForUser(),
     "transfer": _dest,
     "warm_transfer": _warm,
+    "record_call": lambda data: cmd.RecordCall(_control(data) or "main"),
+    "stop_record_call": lambda data: cmd.StopRecordCall(_control(data)),
+    "pause_record_call": lambda _: cmd.PauseRecordCall(True),
+    "resume_record_call": lambda _: cmd.PauseRecordCall(False),
 }
+
+
+def _control(data: Any) -> str | None:
+    control = data.get("control_id") if isinstance(data, dict) else None
+    return str(control) if control else None
 
 
 def to_command(action: Any) -> cmd.Command:

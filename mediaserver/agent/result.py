@@ -86,6 +86,34 @@ class SwaigFunctionResult:
         """Same as `connect`."""
         return self.connect(destination, final)
 
+    def record_call(
+        self,
+        control_id: str | None = None,
+        stereo: bool = True,
+        format: str = "wav",
+        direction: str = "both",
+        **options: Any,
+    ) -> SwaigFunctionResult:
+        """Start recording the call (here: both directions, a stereo WAV in
+        `media.recordings_dir`; the path goes into the call record)."""
+        data: dict[str, Any] = {"stereo": stereo, "format": format, "direction": direction}
+        if control_id:
+            data["control_id"] = control_id
+        return self.add_action("record_call", {**data, **options})
+
+    def stop_record_call(self, control_id: str | None = None) -> SwaigFunctionResult:
+        """Stop the call's recording."""
+        return self.add_action("stop_record_call", {"control_id": control_id} if control_id else {})
+
+    def pause_record_call(self) -> SwaigFunctionResult:
+        """Pause the recording, e.g. while the caller reads a card number (silence
+        is recorded instead; an extension)."""
+        return self.add_action("pause_record_call", {})
+
+    def resume_record_call(self) -> SwaigFunctionResult:
+        """Resume a paused recording (an extension)."""
+        return self.add_action("resume_record_call", {})
+
     def warm_transfer(
         self, destination: str, summary: str | None = None, hold_music: str | None = None
     ) -> SwaigFunctionResult:

@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mediaserver.apps.amd import screen
 from mediaserver.apps.base import CallControl, answer_and_wait_media
+from mediaserver.apps.consent import ask_consent
 from mediaserver.call.actor import CallActor
 from mediaserver.config import Route
 
@@ -21,6 +24,9 @@ async def run_agent(call: CallControl, route: Route) -> None:
         return
     if call.outbound and call.amd != "off" and not await screen(call, media, runtime, agent):
         return  # a machine (message left or not) or a fax: hung up
+    if route.consent is not None:
+        given = await ask_consent(call, media, runtime, agent, route.consent)
+        agent = replace(agent, global_data={**agent.global_data, "recording_consent": given})
     # A caller whose SIP digest failed meets the first agent's auth-failure flow only.
     auth_error = call.auth_error
     while True:

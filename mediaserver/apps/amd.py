@@ -25,7 +25,7 @@ from mediaserver.media.tones import Tone, ToneDetector
 from mediaserver.pipeline.amd import AmdClassifier, AmdResult, AmdSettings
 from mediaserver.pipeline.stt.base import SttError, SttHints
 
-__all__ = ["AmdOutcome", "detect", "leave_message", "screen"]
+__all__ = ["AmdOutcome", "Listening", "detect", "leave_message", "screen", "transcribe"]
 
 STT_RATE = 16000
 #: Waiting for the greeting's end before leaving a message: the silence that
@@ -47,7 +47,7 @@ class AmdOutcome:
     beep: bool = False
 
 
-class _Listening:
+class Listening:
     """The callee's audio while nobody talks to them: VAD, tones, kept PCM."""
 
     def __init__(self, media: RtpSession, runtime: PipelineRuntime) -> None:
@@ -126,7 +126,7 @@ async def detect(
     """Listen until the classifier decides (bounded by its `max_time`); `hints`:
     the agent's (its recogniser streams are made at start-up)."""
     classifier = AmdClassifier(settings)
-    ears = _Listening(media, runtime)
+    ears = Listening(media, runtime)
     started = time.monotonic()
     beep = False
     asking: asyncio.Task[str] | None = None
@@ -152,7 +152,7 @@ async def detect(
                 if asking is not None:
                     asking.cancel()
                 asked_at = paused
-                asking = asyncio.ensure_future(_words(runtime, hints, list(ears.audio)))
+                asking = asyncio.ensure_future(transcribe(runtime, hints, list(ears.audio)))
             if classifier.awaiting_words:
                 now = time.monotonic() - started
                 waited_since = waited_since if waited_since is not None else now
@@ -169,16 +169,17 @@ async def detect(
     return AmdOutcome(result, round(time.monotonic() - started, 3), beep)
 
 
-async def _words(runtime: PipelineRuntime, hints: SttHints, audio: list[np.ndarray]) -> str:
-    """The greeting's words (empty when the recogniser fails: the cadence decides).
+async def transcribe(runtime: PipelineRuntime, hints: SttHints, audio: list[np.ndarray]) -> str:
+    """The words in `audio` (16 kHz), or "" when the recogniser fails.
 
-    Not steered towards the machine phrases: a recogniser biased to "leave a
-    message" hears it in a "hello" (bench/amd.py); the phrases are matched after.
+    AMD asks with the agent's hints, not steered towards the machine phrases: a
+    recogniser biased to "leave a message" hears it in a "hello" (bench/amd.py);
+    the phrases are matched after.
     """
     if not audio:
         return ""
 
-    def transcribe() -> str:
+    def run() -> str:
         stream = runtime.stt.open(hints)
         try:
             stream.feed(np.concatenate(audio))
@@ -187,7 +188,7 @@ async def _words(runtime: PipelineRuntime, hints: SttHints, audio: list[np.ndarr
             stream.close()
 
     try:
-        return await asyncio.get_running_loop().run_in_executor(runtime.stt_executor, transcribe)
+        return await asyncio.get_running_loop().run_in_executor(runtime.stt_executor, run)
     except SttError:
         return ""
 
@@ -209,7 +210,7 @@ async def _greeting_end(media: RtpSession, runtime: PipelineRuntime, beeping: bo
     """Until the beep is over (`beeping`: it was heard already), or
     `GREETING_END_SILENCE` of silence after speech (a machine without a beep), at
     most `MAX_GREETING` seconds."""
-    ears = _Listening(media, runtime)
+    ears = Listening(media, runtime)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + MAX_GREETING
     quiet_since: float | None = loop.time()

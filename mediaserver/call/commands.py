@@ -168,6 +168,30 @@ class Transfer:
 
 
 @dataclass(frozen=True)
+class RecordCall:
+    """Start recording the call (both directions, stereo WAV) under `control_id`."""
+
+    name: ClassVar[str] = "record_call"
+    control_id: str = "main"
+
+
+@dataclass(frozen=True)
+class StopRecordCall:
+    """Stop the call's recording; its file gets its final name."""
+
+    name: ClassVar[str] = "stop_record_call"
+    control_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PauseRecordCall:
+    """Pause the recording (silence is kept: a card number being read), or resume it."""
+
+    name: ClassVar[str] = "pause_record_call"
+    paused: bool = True
+
+
+@dataclass(frozen=True)
 class Unsupported:
     """An action this server does not carry out (recorded and logged)."""
 
@@ -193,5 +217,8 @@ Command = (
     | StopBackground
     | WaitForUser
     | Transfer
+    | RecordCall
+    | StopRecordCall
+    | PauseRecordCall
     | Unsupported
 )

@@ -497,10 +497,31 @@ class Replies:
                 self.background(file)
             case cmd.StopBackground():
                 self._media.play_background(None)
+            case cmd.RecordCall() | cmd.StopRecordCall() | cmd.PauseRecordCall():
+                self._recording(command)
             case cmd.Transfer(dest):
                 # After the reply is said (the caller hears "transferring you"), REFER.
                 reply.then_transfer = dest
                 reply.warm_transfer = command if command.warm else None
+
+    def _recording(self, command: cmd.Command) -> None:
+        """record_call, stop_record_call, pause/resume: on the call's session."""
+        media = self._media
+        match command:
+            case cmd.RecordCall(control):
+                folder = media.settings.recordings_dir
+                if folder is None:
+                    return
+                path = folder / f"{media.settings.record_name}-{control}.wav"
+                started = media.start_recording(path)
+                self._ports.note("recording", event="started" if started else "already_recording",
+                                 control_id=control, path=str(path))  # fmt: skip
+            case cmd.StopRecordCall():
+                ended = media.stop_recording()
+                self._ports.note("recording", event="stopped", path=str(ended) if ended else None)
+            case cmd.PauseRecordCall(paused):
+                if media.pause_recording(paused):
+                    self._ports.note("recording", event="paused" if paused else "resumed")
 
     def background(self, path: str) -> None:
         """Mix a WAV (any rate, mono or stereo) under the conversation."""

@@ -91,6 +91,10 @@ class SessionSettings:
     #: Subtract the echo of what we send from what we receive.
     echo_cancel: bool = True
     record_path: Path | None = None
+    #: Where recordings started mid-call go (`record_call`), and the call's name
+    #: in their file names.
+    recordings_dir: Path | None = None
+    record_name: str = "call"
 
 
 @dataclass
@@ -197,8 +201,10 @@ class RtpSession:
         self.echo: EchoCanceller | None = None
         self._echo_held: deque[tuple[float, bool]] = deque()
         self._recorder: StereoRecorder | None = None
+        #: Recordings finished so far (their final paths).
+        self.recordings: list[str] = []
         if settings.record_path is not None:
-            self._recorder = StereoRecorder(settings.record_path, self.sample_rate)
+            self.start_recording(settings.record_path)
         loop = clock.loop
         loop.add_reader(rtp_sock.fileno(), self._read_rtp)
         if rtcp_sock is not None:
@@ -320,8 +326,32 @@ class RtpSession:
         if self.rtcp_sock is not None:
             loop.remove_reader(self.rtcp_sock.fileno())
         self._send_rtcp(loop.time(), bye=True)
-        if self._recorder is not None:
-            self._recorder.close()
+        self.stop_recording()
+
+    def start_recording(self, path: Path) -> bool:
+        """Record both directions to a stereo WAV at `path` (caller left, us
+        right) from now; False when a recording is already going."""
+        if self._recorder is not None or self.closed:
+            return False
+        self._recorder = StereoRecorder(path, self.sample_rate)
+        self._delivered = []
+        return True
+
+    def stop_recording(self) -> Path | None:
+        """End the recording (the file gets its final name); its path, or None."""
+        recorder, self._recorder = self._recorder, None
+        if recorder is None:
+            return None
+        recorder.close()
+        self.recordings.append(str(recorder.path))
+        return recorder.path
+
+    def pause_recording(self, paused: bool) -> bool:
+        """Pause (silence is kept instead) or resume; False when not recording."""
+        if self._recorder is None:
+            return False
+        self._recorder.paused = paused
+        return True
 
     def summary(self) -> dict[str, Any]:
         """Counters for the log line at hangup."""
@@ -337,6 +367,7 @@ class RtpSession:
             "malformed": self.stats.malformed + self.stats.malformed_rtcp,
             "strangers": self.stats.strangers,
             "unknown_pt": self.stats.unknown_pt,
+            **({"recordings": list(self.recordings)} if self.recordings else {}),
             **(
                 {"srtp": self.srtp.keys.suite, "srtp_rejected": self.stats.srtp_rejected}
                 if self.srtp is not None

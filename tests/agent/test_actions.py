@@ -76,3 +76,22 @@ def test_a_warm_transfer_carries_its_summary_and_music() -> None:
         cmd.Transfer("sip:sales@pbx", warm=True, summary="Sam wants a quote.", music="hold.wav"),
         cmd.Transfer("sip:desk@pbx", warm=True),
     )
+
+
+def test_recording_actions() -> None:
+    _, commands = (
+        SwaigFunctionResult("ok")
+        .record_call(control_id="rec1", stereo=True)
+        .pause_record_call()
+        .resume_record_call()
+        .stop_record_call("rec1")
+        .record_call()
+        .to_tool_output()
+    )
+    assert commands == (
+        cmd.RecordCall("rec1"),
+        cmd.PauseRecordCall(True),
+        cmd.PauseRecordCall(False),
+        cmd.StopRecordCall("rec1"),
+        cmd.RecordCall("main"),
+    )

@@ -201,3 +201,28 @@ def test_a_warm_transfer_briefs_the_desk_then_joins_the_caller(  # type: ignore[
     heard, _ = read_wav_mono(wav)
     briefing = heard[: 8000 * 3].astype(np.float64)
     assert np.sqrt(np.mean(briefing**2)) > 300, "the desk heard no briefing"
+
+
+def test_record_call_action_records_from_then_on(  # type: ignore[no-untyped-def]
+    agent_program, baresip, tmp_path: Path
+) -> None:
+    """A tool's record_call starts a stereo recording mid-call; it is complete
+    (renamed from .part) when the call ends, and the record has its path."""
+    recordings = tmp_path / "rec"
+    front = agent_program(
+        AGENT, config={"media": {"recordings_dir": str(recordings)}}, ACTION="record"
+    )
+    source = caller_wav(QUESTION, tmp_path, tail=8)
+    result = baresip(front.uri("desk"), seconds=20, source_wav=source)
+    assert result.established, result.describe()
+    front.wait_log("record_written", timeout=15)
+    (wav,) = recordings.glob("*")
+    assert wav.name.endswith("-q1.wav"), wav
+    heard, _ = read_wav_mono(wav, channel=1)
+    assert len(heard) > 8000 and np.abs(heard).max() > 1000  # the agent's reply is in it
+    port = int(re.findall(r"admin_listening .*port=(\d+)", front.log_text())[0])
+    (call,) = httpx.get(f"http://127.0.0.1:{port}/calls", timeout=5).json()["recent"]
+    record = httpx.get(f"http://127.0.0.1:{port}/calls/{call['id']}", timeout=5).json()
+    (started,) = [e["data"] for e in record["events"] if e["kind"] == "recording"]
+    assert started["event"] == "started" and started["path"] == str(wav)
+    assert record["final_state"]["media"]["recordings"] == [str(wav)]

@@ -1,6 +1,7 @@
 """An agent for the live action tests: weather questions get the action named by
 the ACTION variable, "transfer" to a weather desk (WEATHER_DESK_URI, the default),
-"warm" (a warm transfer: the desk hears a summary first) or "hangup".
+"warm" (a warm transfer: the desk hears a summary first), "record" (record_call)
+or "hangup".
 
 Its caller asks "what is the weather in paris", a phrase pocketsphinx recognises
 reliably from espeak-ng over G.711.
@@ -22,6 +23,8 @@ class FrontDesk(AgentBase):
         """Transfer the caller to the weather desk."""
         if os.environ.get("ACTION") == "hangup":
             return SwaigFunctionResult("It is sunny. Goodbye.").hangup()
+        if os.environ.get("ACTION") == "record":
+            return SwaigFunctionResult("Recording from now on.").record_call(control_id="q1")
         if os.environ.get("ACTION") == "warm":
             return SwaigFunctionResult("Let me get a colleague for you.").warm_transfer(
                 os.environ["WEATHER_DESK_URI"]
