@@ -567,9 +567,9 @@ class CallActor:
             self.media.play_background(None)
             self._holding = False
             self._sync_listener()
-        # The outcome, for the model's next step (the tool that asked is long done).
+        # The outcome goes back to the tool that asked, for the model's next step.
         how = "succeeded" if event.ok else f"failed: {event.status} {event.reason}"
-        self.convo.note(f"The transfer to {dest} {how}.")
+        self.convo.tool_outcome(f"transfer to {dest} {how}")
         if event.ok and event.bridged:
             # The caller talks to the target through the server now; the media
             # session is the bridge's, and the call ends when either side hangs up.

@@ -96,6 +96,15 @@ class Conversation:
         """A tool's answer, for the model's next step."""
         self.messages.append(Message("tool", content, tool_call_id=call.id, name=call.name))
 
+    def tool_outcome(self, text: str) -> None:
+        """What came of the last tool's action (a transfer's outcome), added to that
+        tool's answer; a system note when no tool asked."""
+        for message in reversed(self.messages):
+            if message.role == "tool":
+                message.content = f"{message.content or ''} ({text})".strip()
+                return
+        self.note(text)
+
     def apply(self, command: cmd.Command) -> bool:
         """Carry out a command that only changes the data; False for any other."""
         match command:

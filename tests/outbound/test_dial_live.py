@@ -259,3 +259,46 @@ def test_an_agent_program_places_its_own_call(agent_program, tmp_path: Path) -> 
     record = httpx.get(f"{admin_url(program)}/calls/{dialed['id']}", timeout=5).json()
     assert record["final_state"]["global_data"]["patient"] == "Sam"
     assert "Hello, this is your appointment reminder." in program.log_text()
+
+
+def test_a_number_is_dialed_through_the_trunk_with_our_caller_id(  # type: ignore[no-untyped-def]
+    start_server, tmp_path: Path
+) -> None:
+    """sipp plays the provider (tests/sipp/provider.xml): it takes our REGISTER,
+    challenges the INVITE with 407, answers; the number goes out in E.164 with
+    the caller ID the request asked for (From and P-Asserted-Identity)."""
+    port = free_port()
+    provider = REPO_ROOT / "tests" / "sipp" / "provider.xml"
+    args = ["-sf", str(provider), "-i", "127.0.0.4", "-p", str(port), "-m", "2"]
+    with ThreadPoolExecutor(1) as pool:
+        sipp = pool.submit(run_sipp, args, 60, tmp_path / "provider")
+        server = start_server(
+            routes={"remind": {"app": "hold", "duration": 2}},
+            trunks={
+                "provider": {
+                    "outbound": {
+                        "proxy": f"127.0.0.4:{port}",
+                        "domain": "provider.test",
+                        "username": "acct",
+                        "password": "s3cret",
+                        "register": True,
+                        "caller_id": "+15550001111",
+                    }
+                }
+            },
+        )
+        server.wait_log("trunk_registered", timeout=15)
+        answer = httpx.post(
+            f"{admin_url(server)}/calls",
+            json={"to": "+1 (555) 765-4321", "route": "remind", "caller_id": "+15550002222"},
+            timeout=5,
+        )
+        assert answer.status_code == 201, answer.text
+        steps = outbound_steps(server, answer.json()["id"])
+        done = sipp.result(timeout=60)
+    assert done.ok, done.describe()
+    assert steps[0]["trunk"] == "provider" and steps[-1]["outcome"] == "completed", steps
+    messages = done.messages_path.read_text() if done.messages_path else ""
+    assert "INVITE sip:+15557654321@provider.test" in messages
+    assert "P-Asserted-Identity: <sip:+15550002222@provider.test>" in messages
+    assert "Proxy-Authorization: Digest" in messages
