@@ -39,7 +39,6 @@ import structlog
 
 from mediaserver.call import events as ev
 from mediaserver.call import turns as tt
-from mediaserver.call.commands import Transfer
 from mediaserver.call.conversation import Conversation
 from mediaserver.call.errors import RECOVERY, ErrorKind, llm_error_kind
 from mediaserver.call.failures import Failures
@@ -52,9 +51,10 @@ from mediaserver.call.replies import Replies
 from mediaserver.call.runtime import PipelineRuntime
 from mediaserver.call.speaker import Speaker
 from mediaserver.call.spec import AgentSpec
-from mediaserver.call.summary import handoff_summary, post_call_summary
+from mediaserver.call.summary import post_call_summary
 from mediaserver.call.timers import Timers
 from mediaserver.call.tools import ToolRunner
+from mediaserver.call.transfers import Transfers
 from mediaserver.call.turns import Floor
 from mediaserver.media.session import RtpSession
 from mediaserver.pipeline.llm.base import LlmBackend
@@ -71,9 +71,6 @@ log = structlog.get_logger("mediaserver.call.actor")
 #: Said when a tool's hold ends.
 HOLD_ENDED = "Thank you for holding."
 #: Seconds to wait for the outcome of a REFER.
-TRANSFER_TIMEOUT = 30.0
-#: A warm transfer also waits for the summary, the target's ring and the briefing.
-WARM_TRANSFER_EXTRA = 60.0
 #: The turn taker's timers (the others are the actor's own).
 _TURN_TIMERS = ("eos", "confirm", "false_resume", "attention")
 
@@ -155,9 +152,11 @@ class CallActor:
             self._end_call,
             self._hand_off,
         )
-        self._transfer_dest: str | None = None
-        #: The warm transfer under way (the caller holds while we brief the target).
-        self._warm: Transfer | None = None
+        self.transfers = Transfers(
+            ports, call, self.convo, self.llm, self.settings, self._set_holding,
+            lambda path: self.replies.background(path) if path else media.play_background(None),
+            self.log,
+        )  # fmt: skip
         self._holding = False  # a tool put the caller on hold
         self._on_hold = False  # the call is on hold (re-INVITE)
         self._sync_listener()
@@ -179,7 +178,7 @@ class CallActor:
             ev.Timer: self._on_timer,
             ev.StageError: self.failures.error,
             ev.TransferResult: self._on_transfer,
-            ev.HandoffBriefed: self._on_briefed,
+            ev.HandoffBriefed: self.transfers.briefed,
             ev.DtmfIn: lambda event: self.keypad.press(event.digit),
             ev.HoldChanged: self._on_hold_changed,
             ev.CallHangup: self._on_hangup,
@@ -495,7 +494,7 @@ class CallActor:
             self._hangup("agent")
             return
         if reply.then_transfer:
-            self._start_transfer(reply.then_transfer, reply.warm_transfer)
+            self.transfers.start(reply.then_transfer, reply.warm_transfer)
         elif reply.then_hold:
             self._hold(reply.then_hold)
         if not self.life.live:
@@ -515,61 +514,21 @@ class CallActor:
 
     def _hold(self, seconds: float) -> None:
         """A tool put the caller on hold: no turns (silence) until the time is up."""
-        self._holding = True
-        self._sync_listener()
-        self.timers.disarm("attention")
+        self._set_holding(True)
         self._note("hold_started", seconds=seconds)
         self.timers.arm("hold", seconds)
 
-    def _start_transfer(self, dest: str, warm: Transfer | None = None) -> None:
-        self._note("transfer", dest=dest, warm=warm is not None)
-        self.log.info("transfer", dest=dest, warm=warm is not None)
-        self._transfer_dest = dest
-        if warm is None:
-            self.call.transfer(dest)
-            # Some phones never send the final NOTIFY: do not wait for ever.
-            self.timers.arm("transfer", TRANSFER_TIMEOUT)
-            return
-        # Warm: the caller holds (music or silence) while we brief and call the target.
-        self._warm = warm
-        self._holding = True
+    def _set_holding(self, holding: bool) -> None:
+        """The caller waits (no turns, no attention prompts), or is back."""
+        self._holding = holding
         self._sync_listener()
-        self.timers.disarm("attention")
-        if warm.music:
-            self.replies.background(warm.music)
-        self.timers.arm("transfer", TRANSFER_TIMEOUT + WARM_TRANSFER_EXTRA)
-        self._spawn(self._brief(dest, warm))
-
-    async def _brief(self, dest: str, warm: Transfer) -> None:
-        summary = warm.summary or await handoff_summary(
-            self.llm,
-            self.convo,
-            timeout=self.settings.llm.first_token_timeout + 5,
-            ask_model=self.settings.llm.backend != "scripted",
-        )
-        self.post(ev.HandoffBriefed(dest, summary))
-
-    def _on_briefed(self, event: ev.HandoffBriefed) -> None:
-        """The summary is ready: call the target and tell them before joining."""
-        if self._warm is None or self._transfer_dest != event.dest:
-            return
-        self._note("handoff_summary", dest=event.dest, summary=event.summary)
-        self.call.transfer(event.dest, whisper=event.summary)
+        if holding:
+            self.timers.disarm("attention")
 
     def _on_transfer(self, event: ev.TransferResult) -> None:
-        self.timers.disarm("transfer")
-        dest, self._transfer_dest = self._transfer_dest, None
+        dest = self.transfers.finished(event)
         if dest is None:
             return
-        if self._warm is not None:
-            # Back from the hold: the music stops, the caller is heard again.
-            self._warm = None
-            self.media.play_background(None)
-            self._holding = False
-            self._sync_listener()
-        # The outcome goes back to the tool that asked, for the model's next step.
-        how = "succeeded" if event.ok else f"failed: {event.status} {event.reason}"
-        self.convo.tool_outcome(f"transfer to {dest} {how}")
         if event.ok and event.bridged:
             # The caller talks to the target through the server now; the media
             # session is the bridge's, and the call ends when either side hangs up.
@@ -612,8 +571,7 @@ class CallActor:
         elif name == "transfer":
             self._on_transfer(ev.TransferResult(False, 408, "no final NOTIFY"))
         elif name == "hold":
-            self._holding = False
-            self._sync_listener()
+            self._set_holding(False)
             self._note("hold_ended")
             if self.life.live:
                 self.replies.say(HOLD_ENDED)
