@@ -205,7 +205,7 @@ class SipServer:
         self.bindings = self._share_bindings(loop)
         install_dialer(self._dial_from_python)
         if self.store.database is not None:
-            self.campaigns.store = CampaignStore(self.store.database)
+            self.campaigns.store = self.dialouts.keys = CampaignStore(self.store.database)
         await self.campaigns.start()
         if media.recordings_retention_days is not None:
             sweep = keep_for(media.recordings_dir, media.recordings_retention_days)
@@ -256,11 +256,13 @@ class SipServer:
         """One call's record."""
         return self.store.detail(call_id)
 
-    def dial(self, body: Any, idempotency_key: str | None = None) -> tuple[int, dict[str, Any]]:
+    async def dial(
+        self, body: Any, idempotency_key: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
         """`POST /calls`: place an outbound call (`mediaserver.outbound`); 201 and
         the call's id, 200 for a retried key, or the error that dialed nothing."""
         try:
-            answer = self.dialouts.dial(DialRequest.from_json(body, idempotency_key))
+            answer = await self.dialouts.place(DialRequest.from_json(body, idempotency_key))
         except DialError as exc:
             return exc.status, {"error": exc.reason, "retry_after": exc.retry_after}
         return (200 if answer.get("duplicate") else 201), answer
@@ -278,7 +280,7 @@ class SipServer:
             return self.dialouts.dial(DialRequest.from_json(body))
 
         async def place() -> dict[str, Any]:
-            return self.dialouts.dial(DialRequest.from_json(body))
+            return await self.dialouts.place(DialRequest.from_json(body))
 
         return asyncio.run_coroutine_threadsafe(place(), loop).result(timeout=10)
 

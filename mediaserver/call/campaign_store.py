@@ -1,7 +1,9 @@
 """Where outbound campaigns keep their state: the records database (SQLite or the
 PostgreSQL of `records.dsn`), so a restart picks every campaign up where it was.
+Also the outbound calls' idempotency keys (`dial_keys`), so a request retried
+after a restart still finds its first call.
 
-Three tables: `campaigns` (the spec as JSON and the state), `campaign_contacts`
+Three campaign tables: `campaigns` (the spec as JSON and the state), `campaign_contacts`
 (one row per number: state, attempts, when it may be dialed next, the last
 outcome and call), and `dnc` (the do-not-call list). The one rule that keeps a
 number from being dialed twice: a contact is *claimed* (state `dialing`,
@@ -54,6 +56,12 @@ CREATE INDEX IF NOT EXISTS campaign_contacts_due ON campaign_contacts (campaign,
 CREATE TABLE IF NOT EXISTS dnc (
     number TEXT PRIMARY KEY,
     added {real} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dial_keys (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    created {real} NOT NULL
 )
 """
 
@@ -273,6 +281,26 @@ class CampaignStore:
         """The list, newest first."""
         sql = self.database.sql("SELECT number FROM dnc ORDER BY added DESC LIMIT ?")
         return [r[0] for r in db.execute(sql, (limit,)).fetchall()]
+
+    # -- idempotency keys of outbound calls ------------------------------------------
+
+    def key_get(self, db: Connection, key: str) -> tuple[str, dict[str, Any]] | None:
+        """The fingerprint and first answer of a request with this key, if any."""
+        sql = self.database.sql("SELECT fingerprint, answer FROM dial_keys WHERE key = ?")
+        row = db.execute(sql, (key,)).fetchone()
+        return None if row is None else (row[0], json.loads(row[1]))
+
+    def key_put(
+        self, db: Connection, key: str, fingerprint: str, answer: dict[str, Any], ttl: float
+    ) -> None:
+        """Remember a key's request and answer; forget keys older than `ttl` s."""
+        now = time.time()
+        db.execute(self.database.sql("DELETE FROM dial_keys WHERE created < ?"), (now - ttl,))
+        sql = self.database.sql(
+            "INSERT INTO dial_keys (key, fingerprint, answer, created) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (key) DO NOTHING"
+        )
+        db.execute(sql, (key, fingerprint, json.dumps(answer), now))
 
 
 def _contact(row: tuple[Any, ...]) -> Contact:

@@ -22,6 +22,7 @@ from typing import Any, Final, Protocol
 import httpx
 import structlog
 
+from mediaserver.call.campaign_store import CampaignStore
 from mediaserver.call.spec import AgentSpec
 from mediaserver.config import Config
 from mediaserver.handle import CallHandle
@@ -115,6 +116,8 @@ class Dialouts:
         self._keys: OrderedDict[str, tuple[float, str, dict[str, Any]]] = OrderedDict()
         self._client: httpx.AsyncClient | None = None
         self._webhooks: set[asyncio.Task[None]] = set()
+        #: Keeps the keys across restarts (the records database), when there is one.
+        self.keys: CampaignStore | None = None
 
     # -- placing a call ------------------------------------------------------------
 
@@ -183,6 +186,27 @@ class Dialouts:
             trunk=call.trunk,
         )
         return dict(answer)
+
+    async def place(self, request: DialRequest) -> dict[str, Any]:
+        """`dial`, with the idempotency key also looked up in and written to the
+        records database: a request retried after a restart finds its first call.
+
+        Raises:
+            DialError: as `dial`.
+        """
+        key, store = request.idempotency_key, self.keys
+        if key is None or store is None or key in self._keys:
+            return self.dial(request)
+        stored = await store.run(store.key_get, key)
+        if stored is not None:
+            fingerprint, answer = stored
+            if fingerprint != request.fingerprint():
+                raise DialError(409, "idempotency_key: already used for a different call")
+            return {**answer, "duplicate": True}
+        answer = self.dial(request)
+        if not answer.get("duplicate"):
+            await store.run(store.key_put, key, request.fingerprint(), answer, KEY_TTL)
+        return answer
 
     def _remembered(self, request: DialRequest) -> dict[str, Any] | None:
         """The first answer to this idempotency key (a retry), or None (a new call).

@@ -21,7 +21,15 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.peers import REPO_ROOT, ServerProcess, free_port, run_sipp, weather_route, write_wav
+from tests.peers import (
+    REPO_ROOT,
+    ServerProcess,
+    free_port,
+    run_sipp,
+    server_config,
+    weather_route,
+    write_wav,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -302,3 +310,39 @@ def test_a_number_is_dialed_through_the_trunk_with_our_caller_id(  # type: ignor
     assert "INVITE sip:+15557654321@provider.test" in messages
     assert "P-Asserted-Identity: <sip:+15550002222@provider.test>" in messages
     assert "Proxy-Authorization: Digest" in messages
+
+
+def test_an_idempotency_key_outlives_a_restart(tmp_path: Path) -> None:
+    """The key is kept in the records database: the same request after a restart
+    answers the first call, dials nothing."""
+    config = server_config(
+        routes={"remind": {"app": "hold", "duration": 1}},
+        records={"path": str(tmp_path / "calls.db")},
+    )
+    body = {"to": "", "route": "remind", "idempotency_key": "reminder-7"}
+    with ThreadPoolExecutor(1) as pool:
+        uri, sipp = callee("uas_busy", tmp_path, pool)
+        body["to"] = uri
+        first = ServerProcess(config, tmp_path / "one")
+        first.start()
+        first.wait_ready(timeout=15)
+        answer = httpx.post(f"{admin_url(first)}/calls", json=body, timeout=5)
+        assert answer.status_code == 201, answer.text
+        outbound_steps(first, answer.json()["id"])  # until it ended (busy)
+        first.stop()
+        second = ServerProcess(config, tmp_path / "two")
+        second.start()
+        second.wait_ready(timeout=15)
+        try:
+            again = httpx.post(f"{admin_url(second)}/calls", json=body, timeout=5)
+            other = httpx.post(
+                f"{admin_url(second)}/calls", json={**body, "ring_timeout": 9}, timeout=5
+            )
+            log = second.log_text()
+        finally:
+            second.stop()
+        done = sipp.result(timeout=40)
+    assert again.status_code == 200 and again.json()["id"] == answer.json()["id"], again.text
+    assert again.json()["duplicate"] is True and other.status_code == 409
+    assert "outbound_dialing" not in log
+    assert done.ok, done.describe()
