@@ -164,8 +164,10 @@ def test_sip_request_collects_replies(udp_responder: int) -> None:
 
 
 @pytest.mark.parametrize("scenario", UAS_SCENARIOS)
-def test_sipp_server_scenario_loads(scenario: str, sipp: RunSipp) -> None:
+def test_sipp_server_scenario_loads(scenario: str, sipp: RunSipp, tmp_path: Path) -> None:
     """Each server scenario parses and waits: with no caller it can only time out."""
+    # The voicemail plays greeting.pcap from sipp's folder.
+    write_rtp_pcap(tmp_path / "greeting.pcap", np.zeros(1600, dtype=np.int16))
     result = sipp(["-sf", str(SIPP_SCENARIOS / scenario)], timeout=1)
     assert "timed out" in result.stderr, result.describe()
     assert not result.trace(), result.describe()  # nothing to answer, nothing sent
