@@ -205,7 +205,10 @@ class SipServer:
         self.bindings = self._share_bindings(loop)
         install_dialer(self._dial_from_python)
         if self.store.database is not None:
-            self.campaigns.store = self.dialouts.keys = CampaignStore(self.store.database)
+            # A cluster's campaigns run on its first worker only (their caps whole).
+            store = self.dialouts.keys = CampaignStore(self.store.database)
+            if self.config.records.worker in (None, "w0"):
+                self.campaigns.store = store
         await self.campaigns.start()
         if media.recordings_retention_days is not None:
             sweep = keep_for(media.recordings_dir, media.recordings_retention_days)

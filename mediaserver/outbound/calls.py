@@ -197,7 +197,11 @@ class Dialouts:
         key, store = request.idempotency_key, self.keys
         if key is None or store is None or key in self._keys:
             return self.dial(request)
-        stored = await store.run(store.key_get, key)
+        try:
+            stored = await store.run(store.key_get, key)
+        except store.database.errors as exc:  # the in-process keys still hold
+            log.warning("dial_key_unavailable", error=str(exc))
+            return self.dial(request)
         if stored is not None:
             fingerprint, answer = stored
             if fingerprint != request.fingerprint():
@@ -205,7 +209,10 @@ class Dialouts:
             return {**answer, "duplicate": True}
         answer = self.dial(request)
         if not answer.get("duplicate"):
-            await store.run(store.key_put, key, request.fingerprint(), answer, KEY_TTL)
+            try:
+                await store.run(store.key_put, key, request.fingerprint(), answer, KEY_TTL)
+            except store.database.errors as exc:
+                log.warning("dial_key_not_kept", error=str(exc))
         return answer
 
     def _remembered(self, request: DialRequest) -> dict[str, Any] | None:

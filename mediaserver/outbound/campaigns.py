@@ -309,6 +309,13 @@ class Campaigns:
         store = self.store
         if store is None:
             return
+        try:
+            await self._resume(store)
+        except store.database.errors as exc:
+            # The calls go on; the campaigns wait for the database (a restart).
+            log.error("campaigns_not_loaded", database=str(store.database), error=str(exc))
+
+    async def _resume(self, store: CampaignStore) -> None:
         interrupted = await store.run(store.interrupt)
         for cid, _, spec_json, state, created in await store.run(store.campaigns):
             spec = CampaignSpec.from_json(_stored(spec_json))
