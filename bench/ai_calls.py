@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import shlex
 import shutil
 import signal
@@ -62,7 +61,7 @@ if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
 from media_loadgen import proc_cpu_seconds, proc_rss_mb  # noqa: E402
-from sip_cps import git_commit  # noqa: E402
+from sip_cps import emit, git_commit  # noqa: E402
 from turn_latency import (  # noqa: E402  (bench/ must be on sys.path first)
     log,
     machine,
@@ -360,10 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         "error": error,
         "workdir": str(workdir) if args.workdir else None,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json_out:
-        Path(args.json_out).write_text(text + "\n")
+    emit(report, args.json_out)
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0 if error is None else 1

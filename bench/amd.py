@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import shlex
 import sys
@@ -46,7 +45,7 @@ for _path in (str(REPO_ROOT), str(BENCH_DIR)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from sip_cps import git_commit  # noqa: E402
+from sip_cps import emit, git_commit  # noqa: E402
 
 from mediaserver.apps.amd import detect  # noqa: E402
 from mediaserver.call.runtime import PipelineRuntime  # noqa: E402
@@ -282,10 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         "concurrency": args.concurrency,
         "wall_s": round(time.monotonic() - started, 1),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json_out:
-        Path(args.json_out).write_text(text + "\n")
+    emit(report, args.json_out)
     return 0
 
 

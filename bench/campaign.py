@@ -39,7 +39,7 @@ for _path in (str(REPO_ROOT), str(BENCH_DIR)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from sip_cps import git_commit  # noqa: E402
+from sip_cps import emit, git_commit  # noqa: E402
 
 from tests.peers import (  # noqa: E402
     ServerProcess,
@@ -171,10 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             "wall_s": round(time.monotonic() - started, 1),
         }
     )
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json_out:
-        Path(args.json_out).write_text(text + "\n")
+    emit(report, args.json_out)
     return 0
 
 

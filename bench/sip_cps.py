@@ -173,6 +173,14 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def emit(report: dict[str, Any], json_out: str | None) -> None:
+    """Print the report as JSON on stdout and, when asked, write it to `json_out`."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if json_out:
+        Path(json_out).write_text(text + "\n")
+
+
 def git_commit() -> str | None:
     """HEAD of the repository, with ``+dirty`` when the work tree has changes."""
     git = shutil.which("git")

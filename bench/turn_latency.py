@@ -65,6 +65,7 @@ for _path in (str(REPO_ROOT), str(BENCH_DIR)):
 from sip_cps import (  # noqa: E402
     cluster_command,
     cpu_model,
+    emit,
     git_commit,
     stop_process,
     wait_workers,
@@ -489,10 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         "error": error,
         "workdir": str(workdir) if args.workdir else None,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json_out:
-        Path(args.json_out).write_text(text + "\n")
+    emit(report, args.json_out)
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0 if error is None else 1

@@ -25,7 +25,15 @@ from mediaserver.media.tones import Tone, ToneDetector
 from mediaserver.pipeline.amd import AmdClassifier, AmdResult, AmdSettings
 from mediaserver.pipeline.stt.base import SttError, SttHints
 
-__all__ = ["AmdOutcome", "Listening", "detect", "leave_message", "screen", "transcribe"]
+__all__ = [
+    "AmdOutcome",
+    "Listening",
+    "Quiet",
+    "detect",
+    "leave_message",
+    "screen",
+    "transcribe",
+]
 
 STT_RATE = 16000
 #: Waiting for the greeting's end before leaving a message: the silence that
@@ -72,12 +80,41 @@ class Listening:
             self.audio.append(wide)
             self.vad.push(wide, media_time)
 
+    async def next(self, timeout: float) -> tuple[str, float, object]:
+        """The next ("vad" | "tone", media time, value), or ("", 0, None) after
+        `timeout` seconds without one."""
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return "", 0.0, None
+
     def since_answer(self, media_time: float) -> float:
         return media_time - (media_time if self.origin is None else self.origin)
 
     def close(self) -> None:
         self.media.on_audio = None
         self.vad.close()
+
+
+class Quiet:
+    """Has the line been quiet for `seconds`? Fed VAD probabilities; with
+    `after_speech`, the quiet counts only once someone has spoken."""
+
+    def __init__(self, seconds: float, after_speech: bool = False) -> None:
+        self.seconds = seconds
+        self.after_speech = after_speech
+        self.spoke = False
+        self.since: float | None = None
+
+    def vad(self, probability: float, now: float) -> None:
+        if probability >= 0.5:
+            self.spoke = True
+            self.since = None
+        elif self.since is None and (self.spoke or not self.after_speech):
+            self.since = now
+
+    def over(self, now: float) -> bool:
+        return self.since is not None and now - self.since >= self.seconds
 
 
 async def screen(
@@ -134,12 +171,9 @@ async def detect(
     waited_since: float | None = None
     try:
         while classifier.result is None:
-            now = time.monotonic() - started
-            try:
-                kind, t, value = await asyncio.wait_for(ears.queue.get(), 0.1)
-            except TimeoutError:
-                classifier.tick(now)
-                kind = ""
+            kind, t, value = await ears.next(0.1)
+            if not kind:
+                classifier.tick(time.monotonic() - started)
             if kind == "vad":
                 classifier.vad(ears.since_answer(t), float(value))  # type: ignore[arg-type]
             elif kind == "tone":
@@ -213,23 +247,17 @@ async def _greeting_end(media: RtpSession, runtime: PipelineRuntime, beeping: bo
     ears = Listening(media, runtime)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + MAX_GREETING
-    quiet_since: float | None = loop.time()
+    quiet = Quiet(GREETING_END_SILENCE)
+    quiet.since = loop.time()
     try:
         while loop.time() < deadline:
-            try:
-                kind, _, value = await asyncio.wait_for(ears.queue.get(), 0.1)
-            except TimeoutError:
-                kind, value = "", None
+            kind, _, value = await ears.next(0.1)
             beeping = beeping or kind == "tone"
             if beeping and ears.audio and not ears.tones.tonal:
                 return  # the beep is over: the machine records now
             if kind == "vad":
-                speech = float(value) >= 0.5  # type: ignore[arg-type]
-                if speech:
-                    quiet_since = None
-                elif quiet_since is None:
-                    quiet_since = loop.time()
-            if quiet_since is not None and loop.time() - quiet_since >= GREETING_END_SILENCE:
+                quiet.vad(float(value), loop.time())  # type: ignore[arg-type]
+            if quiet.over(loop.time()):
                 return
     finally:
         ears.close()

@@ -5,12 +5,21 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import numpy as np
+
 from mediaserver.call.control import CallControl
 from mediaserver.config import Route
 from mediaserver.media.session import RtpSession
 from mediaserver.media.wavfile import load_wav
 
-__all__ = ["CallControl", "announce", "answer_and_wait_media", "hold_for", "ring_and_answer"]
+__all__ = [
+    "CallControl",
+    "announce",
+    "answer_and_wait_media",
+    "hold_for",
+    "play_out",
+    "ring_and_answer",
+]
 
 
 async def ring_and_answer(call: CallControl, route: Route) -> None:
@@ -34,14 +43,9 @@ async def announce(call: CallControl, path: Path) -> None:
     media = call.media
     if media is None or not call.progress():
         return
-    pcm = load_wav(path, media.sample_rate)
-    media.play(pcm, pad=True)
-    # Bounded by its length: a caller who holds the early session (UPDATE
-    # sendonly) stops our sending, and the answer must not wait for ever.
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + len(pcm) / media.sample_rate + 1.0
-    while media.queued and not call.ended.is_set() and loop.time() < deadline:
-        await asyncio.sleep(0.02)
+    # A caller who holds the early session (UPDATE sendonly) stops our
+    # sending: play_out's bound keeps the answer from waiting for ever.
+    await play_out(media, load_wav(path, media.sample_rate), slack=1.0, ended=call.ended)
     media.flush()
 
 
@@ -68,3 +72,16 @@ async def hold_for(call: CallControl, seconds: float) -> None:
         await asyncio.wait_for(call.ended.wait(), timeout=seconds)
     except TimeoutError:
         call.hangup()
+
+
+async def play_out(
+    media: RtpSession, pcm: np.ndarray, slack: float = 2.0, ended: asyncio.Event | None = None
+) -> None:
+    """Send `pcm` and wait until it has left, or the call `ended`. Bounded by
+    its length plus `slack`: a peer that holds the session (sendonly) stops our
+    sending, and nothing may wait for ever on it."""
+    media.play(pcm, pad=True)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + len(pcm) / media.sample_rate + slack
+    while media.queued and loop.time() < deadline and not (ended and ended.is_set()):
+        await asyncio.sleep(0.02)

@@ -10,7 +10,8 @@ import time
 from dataclasses import replace
 from typing import Any, Final
 
-from mediaserver.apps.amd import Listening, transcribe
+from mediaserver.apps.amd import Listening, Quiet, transcribe
+from mediaserver.apps.base import play_out
 from mediaserver.apps.speech import speak
 from mediaserver.call.control import CallControl
 from mediaserver.call.runtime import PipelineRuntime
@@ -53,11 +54,7 @@ async def ask_consent(
     if consent.say:
         await speak(media, runtime, agent.settings.tts, consent.say)
     elif consent.file is not None:
-        pcm = load_wav(consent.file, media.sample_rate)
-        media.play(pcm, pad=True)
-        deadline = time.monotonic() + len(pcm) / media.sample_rate + 2.0
-        while media.queued and time.monotonic() < deadline and not call.ended.is_set():
-            await asyncio.sleep(0.05)
+        await play_out(media, load_wav(consent.file, media.sample_rate), ended=call.ended)
     how = "announced"
     given = True
     if consent.require != "none" and not call.ended.is_set():
@@ -90,8 +87,7 @@ async def _answer(
     ears = Listening(media, runtime) if voice else None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + consent.timeout
-    speaking_since: float | None = None
-    quiet_since: float | None = None
+    quiet = Quiet(ANSWER_END, after_speech=True)
     # The answer's words in the vocabulary, beside the agent's own hints.
     base = runtime.hints(agent)
     hints = replace(base, phrases=(*base.phrases, *YES, *NO))
@@ -103,24 +99,16 @@ async def _answer(
             if ears is None:
                 await asyncio.sleep(0.05)
                 continue
-            try:
-                kind, _, value = await asyncio.wait_for(ears.queue.get(), 0.05)
-            except TimeoutError:
-                continue
-            if kind != "vad":
-                continue
-            if float(value) >= 0.5:  # type: ignore[arg-type]
-                speaking_since = speaking_since or loop.time()
-                quiet_since = None
-            elif speaking_since is not None:
-                quiet_since = quiet_since or loop.time()
-                if loop.time() - quiet_since >= ANSWER_END:
-                    words = await transcribe(runtime, hints, list(ears.audio))
-                    verdict = consent_words(words)
-                    if verdict is not None:
-                        return verdict, f"voice {words.strip()!r}"
-                    speaking_since = quiet_since = None  # neither: listen on
-                    ears.audio.clear()
+            kind, _, value = await ears.next(0.05)
+            if kind == "vad":
+                quiet.vad(float(value), loop.time())  # type: ignore[arg-type]
+            if quiet.over(loop.time()):
+                words = await transcribe(runtime, hints, list(ears.audio))
+                verdict = consent_words(words)
+                if verdict is not None:
+                    return verdict, f"voice {words.strip()!r}"
+                quiet = Quiet(ANSWER_END, after_speech=True)  # neither: listen on
+                ears.audio.clear()
         return False, "no answer"
     finally:
         if ears is not None:

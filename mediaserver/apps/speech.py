@@ -3,10 +3,9 @@ after the beep, a whisper to the person a call is handed to."""
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 
+from mediaserver.apps.base import play_out
 from mediaserver.call.runtime import PipelineRuntime
 from mediaserver.codecs.resample import resample
 from mediaserver.media.session import RtpSession
@@ -26,10 +25,5 @@ async def speak(
     pieces = [chunk.pcm async for chunk in tts.clause(text, failures.append)]
     if not pieces:
         return False
-    pcm = resample(np.concatenate(pieces), tts.sample_rate, media.sample_rate)
-    media.play(pcm, pad=True)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + len(pcm) / media.sample_rate + 2.0
-    while media.queued and loop.time() < deadline:
-        await asyncio.sleep(0.05)
+    await play_out(media, resample(np.concatenate(pieces), tts.sample_rate, media.sample_rate))
     return not failures
