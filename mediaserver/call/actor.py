@@ -46,7 +46,7 @@ from mediaserver.call.keypad import Keypad
 from mediaserver.call.lifecycle import CallState, Lifecycle
 from mediaserver.call.listener import Listener
 from mediaserver.call.ports import CallPorts
-from mediaserver.call.records import AgentReply, CallSummary, TurnMetrics
+from mediaserver.call.records import AgentReply, CallSummary, TurnMetrics, held_over
 from mediaserver.call.replies import Replies
 from mediaserver.call.runtime import PipelineRuntime
 from mediaserver.call.speaker import Speaker
@@ -110,6 +110,7 @@ class CallActor:
         #: Append-only timeline of what happened (the call record builds on it).
         self.timeline: list[dict[str, Any]] = []
         self.end_reason = ""
+        self._held: TurnMetrics | None = None  # a turn held for the caller to go on
         self._loop = asyncio.get_running_loop()
         self._children: set[asyncio.Task[Any]] = set()
         self.timers = Timers(self._loop, self.post)
@@ -285,15 +286,11 @@ class CallActor:
     async def _post_call(self) -> None:
         """The agent's post-call summary: ask the model, hand the answer over."""
         if self.agent.post_prompt and self.agent.on_summary is not None:
+            timeout = self.settings.llm.first_token_timeout + 20
             summary = await post_call_summary(
-                self.agent,
-                self.llm,
-                self.convo,
-                call_id=self.call.call_id,
-                end_reason=self.end_reason,
-                timeline=self.timeline,
-                timeout=self.settings.llm.first_token_timeout + 20,
-            )
+                self.agent, self.llm, self.convo, call_id=self.call.call_id,
+                end_reason=self.end_reason, timeline=self.timeline, timeout=timeout,
+            )  # fmt: skip
             self._note("summary", summary=summary)
 
     async def _watch_hangup(self) -> None:
@@ -470,6 +467,7 @@ class CallActor:
             replies.interrupt(started_media)
             replies.commit()
         hold = self.listener.taker.hold_for(text, self.listener.now())
+        self._held = metrics if hold > 0 else None
         if hold > 0:
             # "...my order to": the caller has not finished; wait for the rest.
             self._note("turn_held", seconds=round(hold, 3))
@@ -508,7 +506,8 @@ class CallActor:
         if waiting and self.listener.turn is None and self.replies.current is None:
             self.convo.pending_user = ""
             self.convo.caller(waiting)
-            self.replies.answer(None)
+            self.replies.answer(held_over(self._held))
+            self._held = None
         else:
             self._idle()
 

@@ -7,6 +7,7 @@ the actor module holds behaviour and this one the shapes it works on.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,15 @@ class TurnMetrics:
             # clock's tick): a part of the overhead, shown on its own.
             parts["first_frame_ms"] = self.first_frame_sent - self.tts_first_audio_at
         return {k: round(v * 1000, 2) for k, v in parts.items()}
+
+
+def held_over(metrics: TurnMetrics | None) -> TurnMetrics | None:
+    """A turn held for the caller to go on is answered now: its endpointing runs
+    to now (the hold is part of it), and its final came before that."""
+    if metrics is not None:
+        metrics.eos_decided = time.monotonic()
+        metrics.stt_finalise_s = 0.0
+    return metrics
 
 
 @dataclass

@@ -7,6 +7,7 @@ the embedded default: silero VAD on onnxruntime, pocketsphinx, espeak-ng.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,12 @@ import numpy as np
 import pytest
 
 from mediaserver.call.lifecycle import CallState
+from mediaserver.call.runtime import PipelineRuntime
 from mediaserver.call.voicing import FrameTag
 from mediaserver.pipeline.llm import ScriptedBackend, ScriptedConfig, ScriptedReply
 from mediaserver.pipeline.settings import PipelineSettings, RecoverySettings, SttSettings
-from tests.call.harness import agent_call, speech, wait_for, weather_agent
+from mediaserver.pipeline.stt.base import SttBackend, SttHints, SttStream, Transcript
+from tests.call.harness import agent_call, live_actor, speech, wait_for, weather_agent
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -108,6 +111,66 @@ def test_a_caller_pausing_mid_sentence_is_heard_to_the_end(tmp_path: Path, detec
             return True
 
     assert any(run(main()) for _ in range(3)), "whisper misheard the first part every time"
+
+
+class _LateFinals(SttBackend):
+    """A recogniser whose final comes `delay` s after the turn ended (no guess at
+    the pause): the turn model decides before the transcript is there."""
+
+    def __init__(self, inner: SttBackend, delay: float) -> None:
+        self.inner, self.delay = inner, delay
+        self.name, self.punctuates = inner.name, inner.punctuates
+
+    def open(self, hints: SttHints) -> SttStream:
+        inner, delay = self.inner.open(hints), self.delay
+
+        class Late(SttStream):
+            def feed(self, pcm: np.ndarray) -> Transcript | None:
+                return inner.feed(pcm)
+
+            def finalise(self) -> Transcript:
+                time.sleep(delay)
+                return inner.finalise()
+
+            def close(self) -> None:
+                inner.close()
+
+        return Late()
+
+
+def test_a_turn_held_for_the_caller_to_go_on_keeps_its_latency_record(tmp_path: Path) -> None:
+    """The turn model ends the turn; its final ends on a word a sentence seldom ends on ("...is"), so
+    it waits for more up to the ceiling; when none comes the turn is answered
+    then, and its latency record counts the hold as endpointing."""
+    start = speech("I would like to know where it is", tmp_path)
+
+    async def main() -> bool:
+        # The model calls every pause complete (threshold), so the turn ends
+        # before its late final; Whisper, as it writes "is." for this voice.
+        cfg = settings(end_of_speech_timeout=2.0, smart_turn={"threshold": 0.001})
+        cfg.stt = SttSettings()
+        agent = weather_agent(cfg, greeting="Hi.")
+        runtime = PipelineRuntime(agent.settings)
+        runtime.stt = _LateFinals(runtime.stt, 0.5)
+        try:
+            async with live_actor(agent, runtime) as live:
+                actor, caller = live.actor, live.caller
+                assert await wait_for(lambda: actor.life.state == CallState.LISTENING, 10)
+                await caller.say(start)
+                assert await wait_for(lambda: len(actor.replies.turns) >= 1, 10)
+                held = [e for e in actor.timeline if e["event"] == "turn_held"]
+                if not held:
+                    return False  # Whisper misheard the last word
+                metrics = actor.replies.turns[0].summary()
+                # The hold is endpointing (up to the 2 s ceiling), not overhead.
+                assert metrics["endpointing_ms"] >= 1000 * held[0]["seconds"]
+                assert metrics["endpointing_ms"] >= 1500
+                assert 0 <= metrics["overhead_ms"] < 300
+                return True
+        finally:
+            await runtime.aclose()
+
+    assert any(run(main()) for _ in range(3)), "the turn was never held"
 
 
 def test_preemptive_generation_answers_the_words_it_started_on(tmp_path: Path) -> None:
