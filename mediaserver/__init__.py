@@ -11,14 +11,33 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["AgentBase", "AgentServer", "DialError", "FunctionResult", "SwaigFunctionResult"]
+__all__ = [
+    "AgentBase",
+    "AgentServer",
+    "DataMap",
+    "DialError",
+    "FunctionResult",
+    "SkillBase",
+    "SwaigFunctionResult",
+    "create_expression_tool",
+    "create_simple_api_tool",
+]
 
 from mediaserver.agent import runner as _runner
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
-    from mediaserver.agent import AgentBase, AgentServer, FunctionResult, SwaigFunctionResult
+    from mediaserver.agent import (
+        AgentBase,
+        AgentServer,
+        DataMap,
+        FunctionResult,
+        SkillBase,
+        SwaigFunctionResult,
+        create_expression_tool,
+        create_simple_api_tool,
+    )
     from mediaserver.call.spec import AgentSpec
     from mediaserver.config import Config
     from mediaserver.outbound import DialError

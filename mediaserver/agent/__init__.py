@@ -5,27 +5,41 @@ The names load on first use, so `mediaserver.agent.runner` stays light.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["AgentBase", "AgentServer", "FunctionResult", "SwaigFunctionResult"]
+#: Public name -> the module (under mediaserver.agent) that holds it.
+_HOMES = {
+    "AgentBase": "base",
+    "AgentServer": "server",
+    "DataMap": "data_map",
+    "FunctionResult": "result",
+    "SkillBase": "skills",
+    "SwaigFunctionResult": "result",
+    "create_expression_tool": "data_map",
+    "create_simple_api_tool": "data_map",
+}
+__all__ = [
+    "AgentBase",
+    "AgentServer",
+    "DataMap",
+    "FunctionResult",
+    "SkillBase",
+    "SwaigFunctionResult",
+    "create_expression_tool",
+    "create_simple_api_tool",
+]
 
 if TYPE_CHECKING:
     from mediaserver.agent.base import AgentBase
+    from mediaserver.agent.data_map import DataMap, create_expression_tool, create_simple_api_tool
     from mediaserver.agent.result import FunctionResult, SwaigFunctionResult
     from mediaserver.agent.server import AgentServer
+    from mediaserver.agent.skills import SkillBase
 
 
 def __getattr__(name: str) -> Any:
-    if name == "AgentBase":
-        from mediaserver.agent.base import AgentBase
-
-        return AgentBase
-    if name == "AgentServer":
-        from mediaserver.agent.server import AgentServer
-
-        return AgentServer
-    if name in ("FunctionResult", "SwaigFunctionResult"):
-        from mediaserver.agent import result
-
-        return getattr(result, name)
-    raise AttributeError(f"module 'mediaserver.agent' has no attribute {name!r}")
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'mediaserver.agent' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"mediaserver.agent.{home}"), name)

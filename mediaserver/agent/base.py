@@ -40,9 +40,11 @@ from typing import Any
 
 import structlog
 
+from mediaserver.agent.data_map_exec import DataMapTool
 from mediaserver.agent.result import SwaigFunctionResult, coerce_result
 from mediaserver.agent.runner import dial as place_call
 from mediaserver.agent.schema import infer_schema, validate
+from mediaserver.agent.skills import SkillBase, SkillError, skill_class
 from mediaserver.agent.voices import LocalVoice, local_voice
 from mediaserver.call.spec import AgentSpec, Tool, ToolHandler
 from mediaserver.pipeline.llm.base import ToolSpec
@@ -200,6 +202,8 @@ class AgentBase:
         self._params: dict[str, Any] = {}
         self._global_data: dict[str, Any] = {}
         self._tools: dict[str, Tool] = {}
+        #: Skills by instance key: (the skill, its tools, its prompt section titles).
+        self._skills: dict[str, tuple[SkillBase, set[str], list[str]]] = {}
         self._logged: set[str] = set()
         if kwargs:
             log.info("agent_options_ignored", agent=name, options=sorted(kwargs))
@@ -423,10 +427,91 @@ class AgentBase:
             timeout=options.timeout,
         )
 
+    def register_swaig_function(self, function_dict: dict[str, Any]) -> AgentBase:
+        """Add a tool from its SDK definition: a DataMap tool (what
+        `DataMap.to_swaig_function()` makes), run in this process.
+
+        Raises:
+            ValueError: no name, a name taken, or not a DataMap tool (the SDK's
+                remote ``web_hook_url`` tools are not supported here).
+        """
+        name = str(function_dict.get("function") or "")
+        if not name:
+            raise ValueError("register_swaig_function: the definition has no 'function' name")
+        if "data_map" not in function_dict:
+            raise ValueError(
+                f"register_swaig_function({name!r}): only DataMap tools (a 'data_map') are "
+                "supported; remote web_hook_url functions are not"
+            )
+        if name in self._tools:
+            raise ValueError(f"agent {self.name!r}: two tools named {name!r}")
+        runner = DataMapTool(name, function_dict["data_map"])
+        self._tools[name] = Tool(
+            ToolSpec(
+                name,
+                str(function_dict.get("description") or name),
+                _object_schema(function_dict.get("parameters") or {}),
+            ),
+            runner.__call__,
+            fillers=_filler_list(function_dict.get("fillers")) or [],
+        )
+        return self
+
     @property
     def tools(self) -> dict[str, Tool]:
         """The agent's tools by name."""
         return dict(self._tools)
+
+    # -- skills --------------------------------------------------------------------------------
+
+    def add_skill(self, skill_name: str, params: dict[str, Any] | None = None) -> AgentBase:
+        """Add a skill: built in ("datetime", "math", "joke", "weather_api",
+        "wikipedia_search", "web_search"), an entry point of the
+        ``mediaserver.skills`` group, or "module:Class".
+
+        Raises:
+            SkillError: unknown, already added, a missing parameter, package or
+                environment variable, or its setup failed (the message names it).
+        """
+        skill = skill_class(skill_name)(self, params)
+        key = skill.get_instance_key()
+        if key in self._skills:
+            raise SkillError(f"skill {key!r} is already added to agent {self.name!r}")
+        if not skill.validate_packages() or not skill.validate_env_vars():
+            raise SkillError(
+                f"skill {skill_name!r} needs packages {skill.REQUIRED_PACKAGES} and "
+                f"environment variables {skill.REQUIRED_ENV_VARS}"
+            )
+        if not skill.setup():
+            raise SkillError(f"skill {skill_name!r}: setup failed (see the log)")
+        before = set(self._tools)
+        skill.register_tools()
+        self.add_hints(skill.get_hints())
+        self.update_global_data(skill.get_global_data())
+        sections = skill.get_prompt_sections()
+        for section in sections:
+            self.prompt_add_section(**section)
+        self._skills[key] = (skill, set(self._tools) - before, [s["title"] for s in sections])
+        return self
+
+    def remove_skill(self, skill_name: str) -> AgentBase:
+        """Take a skill out again: its tools and prompt sections go with it."""
+        for key, (skill, tools, titles) in list(self._skills.items()):
+            if skill_name in (key, skill.SKILL_NAME):
+                skill.cleanup()
+                for tool in tools:
+                    self._tools.pop(tool, None)
+                self._sections = [s for s in self._sections if s.title not in titles]
+                del self._skills[key]
+        return self
+
+    def list_skills(self) -> list[str]:
+        """The keys of the skills added."""
+        return list(self._skills)
+
+    def has_skill(self, skill_name: str) -> bool:
+        """Whether a skill of that name (or key) is added."""
+        return any(skill_name in (k, s.SKILL_NAME) for k, (s, _, _) in self._skills.items())
 
     # -- building and running --------------------------------------------------------------------
 

@@ -124,6 +124,33 @@ def test_tool_call(text: str, name: str, arguments: dict[str, Any]) -> None:
     json.dumps(got.arguments)  # always valid JSON
 
 
+CALCULATE = ToolSpec(
+    "calculate",
+    "Perform a mathematical calculation with basic operations",
+    schema(expression={"type": "string", "description": "Mathematical expression to evaluate"}),
+)
+CLOCK = ToolSpec("get_current_time", "Get the current time", schema(timezone={"type": "string"}))
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "arguments"),
+    [
+        ("what is twelve times seven", "calculate", {"expression": "12 times 7"}),
+        ("how much is 15 plus 27", "calculate", {"expression": "15 plus 27"}),
+        ("what's 2 to the power of ten", "calculate", {"expression": "2 to the power of 10"}),
+        ("can you work out 100 / 8 for me", "calculate", {"expression": "100 divided by 8"}),
+        ("what time is it", "get_current_time", {}),
+        ("what time is it in Tokyo", "get_current_time", {"timezone": "Tokyo"}),
+    ],
+)
+def test_arithmetic_is_told_apart_from_the_time(
+    text: str, name: str, arguments: dict[str, Any]
+) -> None:
+    """"12 times 7" is a sum, not the time; the sum is the expression argument."""
+    got = call(text, [CALCULATE, CLOCK])
+    assert (got.name, got.arguments) == (name, arguments)
+
+
 def test_integer_spoken_as_digits() -> None:
     got = call("book table for one two")
     assert got.arguments == {"party_size": 12}

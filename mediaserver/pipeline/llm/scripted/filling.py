@@ -13,6 +13,7 @@ from mediaserver.pipeline.llm.scripted.lexicon import (
     DATE_LEAD,
     DAY_WORDS,
     FILLERS,
+    MATH_OPS,
     MONTHS,
     NAME_JOINERS,
     NO,
@@ -61,7 +62,8 @@ class Filler:
         """The arguments heard for `params`; `answer` when the utterance answers our question."""
         # The most specific readers go first and claim their words, so that free
         # text and numbers do not swallow a date, a code or an enum value.
-        order = ["enum", "datetime", "date", "time", "code", "boolean", "integer", "number"]
+        order = ["enum", "math", "datetime", "date", "time", "code", "boolean", "integer"]
+        order += ["number"]
         order += ["text", "free"]
         args: dict[str, Any] = {}
         for kind in order:
@@ -90,7 +92,48 @@ class Filler:
             return self.boolean(param, answer=answer)
         if kind == "free":
             return self.free_text(answer=answer)
+        if kind == "math":
+            return self.arithmetic()
         return None
+
+    # -- arithmetic
+
+    def arithmetic(self) -> str | None:
+        """The longest stretch of numbers and operators ("12 times 7", "2 to the
+        power of 10", "15 + 27"), numbers as digits; None without an operator."""
+        words, lower = self.utt.words, self.utt.lower
+        numbers = {start: (end, value) for start, end, value in find_numbers(lower)}
+        best: tuple[int, int, str] | None = None
+        a = 0
+        while a < len(words):
+            parts: list[str] = []
+            b, operators = a, 0
+            while b < len(words) and self.free(b, b + 1):
+                if b in numbers:
+                    end, value = numbers[b]
+                    parts.append(str(value))
+                    b = end
+                elif lower[b] in MATH_OPS and parts:
+                    parts.append(lower[b])
+                    operators += 1
+                    b += 1
+                else:
+                    break
+                if b < len(words):
+                    gap = self.utt.text[words[b - 1].end : words[b].start]
+                    symbols = re.sub(r"[^-+*/^\u00d7\u00f7()]", "", gap)
+                    if symbols:
+                        parts.append(symbols)
+                        operators += 1
+            while parts and parts[-1] in MATH_OPS and parts[-1] not in ("squared", "cubed"):
+                parts.pop()  # "12 times 7 by" -> "12 times 7"
+            if operators and len(parts) >= 2 and (best is None or b - a > best[1] - best[0]):
+                best = (a, b, " ".join(parts))
+            a = max(b, a + 1)
+        if best is None:
+            return None
+        self.claim(best[0], best[1])
+        return best[2]
 
     # -- enums
 

@@ -69,6 +69,9 @@ CONCEPTS: dict[str, str] = {
     "date": """date day today tomorrow tonight weekend monday tuesday wednesday thursday friday
         saturday sunday""",
     "time": "time hour clock",
+    "math": """math maths mathematical arithmetic calculate calculation calculator compute
+        computation plus minus multiply multiplied multiplication divide divided division
+        squared cubed power sum subtract subtraction addition equal equals percent""",
     "name": "name called",
     "password": "password reset login log sign locked",
     "problem": "problem issue broken complaint fault wrong damaged missing",
@@ -100,6 +103,11 @@ TIME_NAMES = _set("time hour")
 FREE_NAMES = _set(
     "query question message text note notes reason description details comment comments "
     "topic issue problem request summary feedback"
+)
+# Parameters that hold arithmetic to evaluate, and the words arithmetic is said with.
+MATH_NAMES = _set("expression equation formula calculation arithmetic sum")
+MATH_OPS = _set(
+    "plus minus times x multiplied divided by over to the power of raised squared cubed mod modulo"
 )
 PLACE_NAMES = _set("city town place location destination origin country region area airport state")
 PERSON_NAMES = _set("name person customer caller patient guest contact")

@@ -21,6 +21,7 @@ from mediaserver.pipeline.llm.scripted.lexicon import (
     CONCEPT_OF,
     DATE_NAMES,
     FREE_NAMES,
+    MATH_NAMES,
     MILD,
     PERSON_NAMES,
     PLACE_NAMES,
@@ -40,7 +41,7 @@ class Param:
 
     name: str
     schema: dict[str, Any]
-    kind: str  # enum code integer number boolean date time datetime text free skip
+    kind: str  # enum math code integer number boolean date time datetime text free skip
     role: str  # for text: place, person or other
     required: bool
     words: frozenset[str]  # stems of the name (and for codes, the description's nouns)
@@ -137,6 +138,8 @@ def _kind(name: str, schema: dict[str, Any]) -> tuple[str, str]:
         return "date", ""
     if fmt == "time" or name_words & TIME_NAMES:
         return "time", ""
+    if (name_words | desc_words) & MATH_NAMES:
+        return "math", ""
     if name_words & CODE_WORDS:
         return "code", ""
     if name_words & FREE_NAMES:

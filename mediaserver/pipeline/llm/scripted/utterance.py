@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mediaserver.pipeline.llm.scripted.lexicon import (
     FILLERS,
@@ -13,12 +13,20 @@ from mediaserver.pipeline.llm.scripted.lexicon import (
     STOPWORDS,
     stem_of,
 )
-from mediaserver.pipeline.llm.spoken import words_of
+from mediaserver.pipeline.llm.spoken import find_numbers, words_of
 
 # The module, not the function: normalise imports spoken from this package,
 # so whichever of the two is imported first finds the other half-initialised.
 from mediaserver.pipeline.stt import normalise
 
+_OPERATORS = {
+    "+": "plus",
+    "*": "times",
+    "\u00d7": "times",
+    "/": "divided by",
+    "\u00f7": "divided by",
+}
+_OPERATOR_RE = re.compile(r"(?<=\d)\s+([+*/\u00d7\u00f7])\s+(?=\d)")
 _TOKEN_RE = re.compile(r"\d+(?:[.,:]\d+)+|[^\W_]+(?:['\u2019][^\W_]+)*")
 
 
@@ -40,7 +48,10 @@ class Utterance:
 
     def __init__(self, raw: str) -> None:
         self.raw = raw
-        self.text = normalise.normalise_transcript(raw)
+        # "15 + 27", "100 / 8" (spaced: "12/25" stays a date) are said as words.
+        self.text = _OPERATOR_RE.sub(
+            lambda m: f" {_OPERATORS[m.group(1)]} ", normalise.normalise_transcript(raw)
+        )
         words: list[_Word] = []
         initial = True
         last = 0
@@ -54,6 +65,12 @@ class Utterance:
             words.append(_Word(surface, lower, stem_of(lower), m.start(), m.end(), initial))
             initial = False
             last = m.end()
+        for n in range(1, len(words) - 1):
+            # "12 times 7" is arithmetic, not a time of day.
+            if words[n].lower in ("times", "x") and all(
+                find_numbers([w.lower]) for w in (words[n - 1], words[n + 1])
+            ):
+                words[n] = replace(words[n], stem="multiply")
         self.words = words
         self.lower = [w.lower for w in words]
         #: Whisper-style text: capitals carry meaning (names, places).
