@@ -192,14 +192,16 @@ AGENT_PIPELINE = {
 def agent_program(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start an agent program (.py or .yaml) on free ports; stopped at teardown.
 
-    `start(program, config=None, **env)` deep-merges `config` into the server
-    config, sets PORT to the SIP port, passes the other variables through, and
+    `start(program, config=None, **env)` merges `config` into the server
+    config (its `pipeline` section by section), sets PORT to the SIP port, passes the other variables through, and
     waits until the server answers OPTIONS.
     """
     started: list[ServerProcess] = []
 
     def start(program: Path, config: dict[str, Any] | None = None, **env: str) -> ServerProcess:
-        config = server_config(pipeline=AGENT_PIPELINE, **(config or {}))
+        config = dict(config or {})
+        pipeline = {**AGENT_PIPELINE, **config.pop("pipeline", {})}  # by section
+        config = server_config(pipeline=pipeline, **config)
         proc = ServerProcess(
             config,
             tmp_path / f"agent{len(started)}",

@@ -105,6 +105,18 @@ def _bounded(value: Any) -> float | int:
     return value  # type: ignore[no-any-return]
 
 
+#: Symbols as they are read out (the answer is spoken as it stands).
+_SAID = [("**", "to the power of"), ("//", "divided, rounded down, by"), ("*", "times"),
+         ("/", "divided by"), ("+", "plus"), ("%", "modulo")]  # fmt: skip
+
+
+def _said(expression: str) -> str:
+    for symbol, words in _SAID:
+        expression = expression.replace(symbol, f" {words} ")
+    expression = re.sub(r"(?<=[\d)])\s*-\s*(?=[\d(])", " minus ", expression)
+    return " ".join(expression.split())
+
+
 def _spoken_number(value: float | int) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -141,7 +153,7 @@ class MathSkill(SkillBase):
             value = evaluate(expression)
         except ValueError as exc:
             return SwaigFunctionResult(f"Error: I could not calculate that: {exc}")
-        return SwaigFunctionResult(f"{_spoken(expression)} = {_spoken_number(value)}")
+        return SwaigFunctionResult(f"{_said(_spoken(expression))} is {_spoken_number(value)}")
 
     def _get_prompt_sections(self) -> list[dict[str, Any]]:
         return [

@@ -81,7 +81,11 @@ def test_math_refuses_what_is_not_safe_arithmetic(expression: str, why: str) -> 
 
 def test_math_skill_answers_and_explains_an_error() -> None:
     agent = AgentBase("A").add_skill("math")
-    assert call(agent, "calculate", {"expression": "12 times 7"}) == "12 * 7 = 84"
+    # Said as it stands: words, not symbols.
+    assert call(agent, "calculate", {"expression": "12 times 7"}) == "12 times 7 is 84"
+    assert call(agent, "calculate", {"expression": "(2+3)**2 - 5"}) == (
+        "(2 plus 3) to the power of 2 minus 5 is 20"
+    )
     assert call(agent, "calculate", {"expression": "1/0"}).startswith(
         "Error: I could not calculate that"
     )
