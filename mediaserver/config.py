@@ -416,16 +416,18 @@ class ToolConfig(Strict):
     response: str | None = None
     #: Fill `response` from this web service's JSON answer.
     http: HttpRequest | None = None
+    #: A SignalWire DataMap (expressions, webhooks, output), run in-process.
+    data_map: dict[str, Any] | None = None
     fillers: list[str] = Field(default_factory=list)
     timeout: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _one_target(self) -> ToolConfig:
-        if (self.function is None) == (self.response is None) or (
-            self.function is not None and self.http is not None
-        ):
+        targets = [t for t in (self.function, self.response, self.data_map) if t is not None]
+        if len(targets) != 1 or (self.http is not None and self.response is None):
             raise ValueError(
-                "a tool needs exactly one of `function` or `response` (with optional `http`)"
+                "a tool needs exactly one of `function`, `response` (with optional `http`) "
+                "or `data_map`"
             )
         properties = self.object_schema().get("properties", {})
         if not isinstance(properties, dict) or not all(
@@ -456,6 +458,13 @@ class ReplyConfig(Strict):
     reply: str
 
 
+class SkillConfig(Strict):
+    """A skill an agent adds (`AgentBase.add_skill(name, params)`)."""
+
+    name: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class AgentConfig(Strict):
     """An agent declared in config: inline in a route (app `agent`), or a YAML
     agent file (`mediaserver.agent.yaml_agent`, which adds `route`).
@@ -477,6 +486,8 @@ class AgentConfig(Strict):
     hints: list[str] = Field(default_factory=list)
     global_data: dict[str, Any] = Field(default_factory=dict)
     tools: list[ToolConfig] = Field(default_factory=list)
+    #: Skills by name: `[datetime, {name: web_search, params: {...}}]`.
+    skills: list[SkillConfig | str] = Field(default_factory=list)
     replies: list[ReplyConfig] = Field(default_factory=list)
     fallback: str = "I'm sorry, I can't help with that."
     #: Overrides of the top-level `pipeline` settings for this agent (merged key by key).

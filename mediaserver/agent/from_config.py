@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from mediaserver.agent.base import AgentBase
+from mediaserver.agent.skills import SkillError
 from mediaserver.agent.targets import tool_handler
 from mediaserver.call.spec import AgentSpec, Reply
 from mediaserver.config import AgentConfig, ConfigError, agent_pipeline
@@ -60,7 +61,24 @@ class ConfigAgent(AgentBase):
         self.set_params(cfg.params)
         self.add_hints(cfg.hints)
         self.set_global_data(cfg.global_data)
+        for i, skill in enumerate(cfg.skills):
+            name, params = (skill, {}) if isinstance(skill, str) else (skill.name, skill.params)
+            try:
+                self.add_skill(name, params)
+            except SkillError as exc:
+                raise ConfigError(f"{where}skills.{i}: {exc}") from None
         for i, tool in enumerate(cfg.tools):
+            if tool.data_map is not None:
+                self.register_swaig_function(
+                    {
+                        "function": tool.name,
+                        "description": tool.description or tool.name,
+                        "parameters": tool.object_schema(),
+                        "data_map": tool.data_map,
+                        "fillers": tool.fillers,
+                    }
+                )
+                continue
             self.define_tool(
                 tool.name,
                 tool.description or tool.name,

@@ -103,10 +103,10 @@ def test_an_inline_async_tool_is_awaited_and_arguments_are_checked() -> None:
 @pytest.mark.parametrize(
     ("tool", "message"),
     [
-        ({"name": "t"}, "a tool needs exactly one of `function` or `response`"),
+        ({"name": "t"}, "a tool needs exactly one of `function`, `response`"),
         (
             {"name": "t", "response": "x", "function": "a:b"},
-            "a tool needs exactly one of `function` or `response`",
+            "a tool needs exactly one of `function`, `response`",
         ),
         ({"name": "t", "response": "x", "required": ["x"]}, "required names unknown parameters: x"),
         ({"name": "t", "response": "x", "parameters": {"a": 1}}, "each argument is a mapping"),

@@ -17,6 +17,7 @@ import pytest
 
 from mediaserver.agent.yaml_agent import load_agent
 from mediaserver.config import ConfigError
+from tests.agent.fake_api import FakeApi
 from tests.peers import REPO_ROOT
 
 EXAMPLES = REPO_ROOT / "examples"
@@ -140,3 +141,55 @@ def test_http_data_tool(tmp_path: Path, orders_api: str) -> None:
     tool = load_agent(path).tools["status"]
     result = tool.handler({"order_id": "4 2"}, {})
     assert result.response == "Order 4 2 is shipped, arriving day 4%202."
+
+
+def test_skills_and_data_map_tools_in_yaml(tmp_path: Path) -> None:
+    """The YAML form carries skills and DataMap tools as the Python form does."""
+    api = FakeApi(lambda r: (200, {"status": "shipped", "items": [{"n": "a"}, {"n": "b"}]}))
+    try:
+        path = tmp_path / "agent.yaml"
+        path.write_text(
+            "name: A\n"
+            "skills: [datetime, {name: math}]\n"
+            "tools:\n"
+            "  - name: status\n"
+            "    description: Order status\n"
+            "    parameters: {order_id: {type: string}}\n"
+            "    required: [order_id]\n"
+            "    data_map:\n"
+            "      webhooks:\n"
+            f"        - url: '{api.url}/orders/${{args.order_id}}'\n"
+            "          method: GET\n"
+            "          foreach: {input_key: items, output_key: names, append: '${this.n} '}\n"
+            "          output: {response: 'Order ${args.order_id} is ${status}: ${names}'}\n"
+        )
+        agent = load_agent(path)
+        assert {"get_current_time", "calculate", "status"} <= set(agent.tools)
+        tool = agent.tools["status"]
+        assert tool.spec.parameters["required"] == ["order_id"]
+        result = asyncio.run(tool.handler({"order_id": "42"}, {}))
+        assert result.response == "Order 42 is shipped: a b "
+        assert api.requests[0].path == "/orders/42"
+    finally:
+        api.close()
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("name: A\nskills: [teleport]\n", "agent.yaml: skills.0: unknown skill 'teleport'"),
+        ("name: A\nskills: [{name: joke}]\n", "skills.0: skill 'joke' needs the parameter"),
+        (
+            "name: A\ntools:\n  - name: t\n    response: x\n    data_map: {}\n",
+            "agent.yaml:3: tools.0: a tool needs exactly one of",
+        ),
+    ],
+)
+def test_a_bad_skill_or_data_map_tool_is_one_line_naming_the_key(
+    tmp_path: Path, yaml_text: str, message: str
+) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as info:
+        load_agent(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
