@@ -353,8 +353,21 @@ class AgentBase:
     def add_pronunciation(
         self, replace: str, with_text: str, ignore_case: bool = False
     ) -> AgentBase:
-        """Say `with_text` wherever the agent's text has `replace`."""
+        """Say `with_text` wherever the agent's text has `replace` (a whole word or
+        phrase); the records keep the written words."""
         self._pronunciations.append((replace, with_text, ignore_case))
+        return self
+
+    def set_pronunciations(self, pronunciations: list[dict[str, Any]]) -> AgentBase:
+        """Replace all pronunciations: `[{"replace", "with", "ignore_case"}]`."""
+        self._pronunciations = [
+            (
+                str(p["replace"]),
+                str(p.get("with", p.get("with_text", ""))),
+                bool(p.get("ignore_case")),
+            )
+            for p in pronunciations
+        ]
         return self
 
     def set_param(self, key: str, value: Any) -> AgentBase:
@@ -545,6 +558,9 @@ class AgentBase:
         eos = data["turn"]["end_of_speech_timeout"]
         if eos is not None and eos < 0.25:
             data["turn"]["end_of_speech_timeout"] = 0.25
+        data["tts"]["pronunciations"] += [
+            {"replace": r, "with_text": w, "ignore_case": i} for r, w, i in self._pronunciations
+        ]
         if self._languages:
             local = self._languages[0].local
             data["tts"]["backend"], data["tts"]["voice"] = local.backend, local.voice

@@ -265,6 +265,14 @@ class SttSettings(Strict):
     openai_beta: bool = False
 
 
+class PronunciationSettings(Strict):
+    """One pronunciation: say `with_text` where the text has `replace`."""
+
+    replace: str = Field(min_length=1)
+    with_text: str
+    ignore_case: bool = False
+
+
 class TtsSettings(Strict):
     """Text-to-speech backend."""
 
@@ -277,6 +285,9 @@ class TtsSettings(Strict):
     rate: int = Field(175, ge=80, le=450)
     #: Fallback voice tried when synthesis with `voice` fails (tts_failure).
     fallback_voice: str | None = None
+    #: Words said differently from how they are written (the SDK's
+    #: add_pronunciation): `[{replace: SQL, with_text: sequel, ignore_case: false}]`.
+    pronunciations: list[PronunciationSettings] = Field(default_factory=list)
     #: Seconds one clause's synthesis may take before it counts as failed.
     timeout: float = Field(5.0, gt=0)
     #: API root of a network backend; default: openai "https://api.openai.com/v1"

@@ -228,3 +228,12 @@ def test_a_tool_can_ask_for_keypad_digits() -> None:
     result = SwaigFunctionResult("Please enter your PIN.").collect_digits(4, "#", 8000)
     (action,) = result.to_dict()["action"]
     assert to_command(action) == cmd.CollectDigits(4, "#", 8.0)
+
+
+def test_pronunciations_reach_the_voice() -> None:
+    agent = AgentBase("A").add_pronunciation("SQL", "sequel", ignore_case=True)
+    (rule,) = agent.to_spec().settings.tts.pronunciations
+    assert (rule.replace, rule.with_text, rule.ignore_case) == ("SQL", "sequel", True)
+    agent.set_pronunciations([{"replace": "AI", "with": "A I"}])
+    (rule,) = agent.to_spec().settings.tts.pronunciations
+    assert (rule.replace, rule.with_text, rule.ignore_case) == ("AI", "A I", False)

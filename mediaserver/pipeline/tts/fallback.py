@@ -28,6 +28,7 @@ from mediaserver.codecs.resample import resample
 from mediaserver.faults import Faults
 from mediaserver.pipeline.settings import TtsSettings
 from mediaserver.pipeline.tts.base import TtsBackend, TtsChunk, TtsError
+from mediaserver.pipeline.tts.pronounce import Pronouncer, Pronunciation
 
 __all__ = ["FallbackTts", "FallbackTtsBackend", "TtsFailure"]
 
@@ -156,6 +157,12 @@ class FallbackTts:
         executor, timeout = self._executor, self.settings.timeout
         voices = self._voices()
         voiced = 0  # end of the clause text voiced so far
+        # Pronunciations change what is said; the chunks keep the clause's offsets.
+        rules = [
+            Pronunciation(p.replace, p.with_text, p.ignore_case)
+            for p in self.settings.pronunciations
+        ]
+        said, back = Pronouncer(rules).apply(text)
         for i, name in enumerate(voices):
             rule = self._faults.check("tts", name or self.backend.name)
             spoke = False
@@ -164,9 +171,11 @@ class FallbackTts:
                 async with asyncio.timeout(timeout):
                     await self._faults.inject(rule, TtsError("injected fault"))
                     chunks = await loop.run_in_executor(
-                        executor, self.backend.synthesize, text, name
+                        executor, self.backend.synthesize, said, name
                     )
                     while chunk := await loop.run_in_executor(executor, next, chunks, None):
+                        if said is not text:
+                            chunk = TtsChunk(chunk.pcm, back(chunk.start), back(chunk.end))
                         spoke = True
                         voiced = max(voiced, chunk.end)
                         yield chunk
