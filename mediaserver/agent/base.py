@@ -40,6 +40,7 @@ from typing import Any
 
 import structlog
 
+from mediaserver.agent.compat import AGENT_LENIENT, AGENT_UNSUPPORTED
 from mediaserver.agent.data_map_exec import DataMapTool
 from mediaserver.agent.result import SwaigFunctionResult, coerce_result
 from mediaserver.agent.runner import dial as place_call
@@ -648,6 +649,41 @@ class AgentBase:
         )
         server.register(self)
         server.run()
+
+    def get_name(self) -> str:
+        """The agent's name."""
+        return self.name
+
+    def get_post_prompt(self) -> str | None:
+        """The post-call summary prompt."""
+        return self._post_prompt
+
+    def add_pattern_hint(
+        self, hint: str, pattern: str, replace: str, ignore_case: bool = False
+    ) -> AgentBase:
+        """A hint (the SDK's transcript rewrite by `pattern` is not applied)."""
+        self._log_once("pattern_hint", "agent_option_ignored", option="add_pattern_hint.pattern")
+        return self.add_hint(hint)
+
+    def serve(self, host: str | None = None, port: int | None = None) -> None:
+        """The same as `run`."""
+        self.run(host, port)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in AGENT_LENIENT:
+
+            def ignored(*args: Any, **kwargs: Any) -> AgentBase:
+                # Web-hosting and SWML-document options: nothing to do in a media server.
+                self._log_once(name, "agent_option_ignored", option=name)
+                return self
+
+            return ignored
+        if name in AGENT_UNSUPPORTED:
+            raise NotImplementedError(
+                f"AgentBase.{name} (SignalWire Agents SDK) is not supported by mediaserver "
+                "yet; docs/agents.md lists what is"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _log_once(self, once: str, event: str, **fields: Any) -> None:
         if once not in self._logged:

@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 from mediaserver.agent.actions import to_commands
+from mediaserver.agent.compat import RESULT_UNSUPPORTED
 from mediaserver.call.commands import Command
 
 
@@ -197,6 +198,14 @@ class SwaigFunctionResult:
 
     def __repr__(self) -> str:
         return f"SwaigFunctionResult({json.dumps(self.to_dict())})"
+
+    def __getattr__(self, name: str) -> Any:
+        if name in RESULT_UNSUPPORTED:
+            raise NotImplementedError(
+                f"SwaigFunctionResult.{name} (SignalWire Agents SDK) is not supported by "
+                "mediaserver; docs/agents.md lists what is"
+            )
+        raise AttributeError(f"'SwaigFunctionResult' object has no attribute {name!r}")
 
 
 #: The newer SDK name.

@@ -237,3 +237,16 @@ def test_pronunciations_reach_the_voice() -> None:
     agent.set_pronunciations([{"replace": "AI", "with": "A I"}])
     (rule,) = agent.to_spec().settings.tts.pronunciations
     assert (rule.replace, rule.with_text, rule.ignore_case) == ("AI", "A I", False)
+
+
+def test_sdk_names_not_built_here_fail_naming_themselves() -> None:
+    agent = AgentBase("A")
+    with pytest.raises(NotImplementedError, match=r"AgentBase.define_contexts \(SignalWire"):
+        agent.define_contexts()
+    with pytest.raises(NotImplementedError, match=r"SwaigFunctionResult.send_sms"):
+        SwaigFunctionResult("x").send_sms(to_number="+1555", from_number="+1555", body="hi")
+    with pytest.raises(AttributeError, match="no_such_method"):
+        agent.no_such_method()  # type: ignore[attr-defined]
+    # Web-hosting options are accepted (logged once) and chain.
+    assert agent.setup_graceful_shutdown().enable_debug_routes() is agent
+    assert agent.get_name() == "A" and agent.get_post_prompt() is None
