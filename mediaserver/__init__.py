@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AgentBase",
     "AgentServer",
+    "ContextBuilder",
     "DataMap",
     "DialError",
     "FunctionResult",
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from mediaserver.agent import (
         AgentBase,
         AgentServer,
+        ContextBuilder,
         DataMap,
         FunctionResult,
         SkillBase,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 _HOMES = {
     "AgentBase": "base",
     "AgentServer": "server",
+    "ContextBuilder": "contexts",
     "DataMap": "data_map",
     "FunctionResult": "result",
     "SkillBase": "skills",
@@ -22,6 +23,7 @@ _HOMES = {
 __all__ = [
     "AgentBase",
     "AgentServer",
+    "ContextBuilder",
     "DataMap",
     "FunctionResult",
     "SkillBase",
@@ -32,6 +34,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from mediaserver.agent.base import AgentBase
+    from mediaserver.agent.contexts import ContextBuilder
     from mediaserver.agent.data_map import DataMap, create_expression_tool, create_simple_api_tool
     from mediaserver.agent.result import FunctionResult, SwaigFunctionResult
     from mediaserver.agent.server import AgentServer

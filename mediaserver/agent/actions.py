@@ -76,6 +76,8 @@ _ACTIONS: dict[str, Callable[[Any], cmd.Command]] = {
     "wait_for_user": lambda _: cmd.WaitForUser(),
     "transfer": _dest,
     "warm_transfer": _warm,
+    "change_step": lambda data: cmd.ChangeStep(str(data)),
+    "change_context": lambda data: cmd.ChangeContext(str(data)),
     "record_call": lambda data: cmd.RecordCall(_control(data) or "main"),
     "stop_record_call": lambda data: cmd.StopRecordCall(_control(data)),
     "pause_record_call": lambda _: cmd.PauseRecordCall(True),

@@ -41,12 +41,14 @@ from typing import Any
 import structlog
 
 from mediaserver.agent.compat import AGENT_LENIENT, AGENT_UNSUPPORTED
+from mediaserver.agent.contexts import ContextBuilder
 from mediaserver.agent.data_map_exec import DataMapTool
 from mediaserver.agent.result import SwaigFunctionResult, coerce_result
 from mediaserver.agent.runner import dial as place_call
 from mediaserver.agent.schema import infer_schema, validate
 from mediaserver.agent.skills import SkillBase, SkillError, skill_class
 from mediaserver.agent.voices import LocalVoice, local_voice
+from mediaserver.call.flow import Flow
 from mediaserver.call.spec import AgentSpec, Tool, ToolHandler
 from mediaserver.pipeline.llm.base import ToolSpec
 from mediaserver.pipeline.settings import PipelineSettings
@@ -203,6 +205,8 @@ class AgentBase:
         self._params: dict[str, Any] = {}
         self._global_data: dict[str, Any] = {}
         self._tools: dict[str, Tool] = {}
+        self._contexts: ContextBuilder | None = None
+        self._contexts_dict: dict[str, Any] | None = None
         #: Skills by instance key: (the skill, its tools, its prompt section titles).
         self._skills: dict[str, tuple[SkillBase, set[str], list[str]]] = {}
         self._logged: set[str] = set()
@@ -476,6 +480,30 @@ class AgentBase:
         """The agent's tools by name."""
         return dict(self._tools)
 
+    # -- contexts and steps ----------------------------------------------------------------
+
+    def define_contexts(self, contexts: dict[str, Any] | None = None) -> ContextBuilder:
+        """The agent's contexts and steps (a `ContextBuilder` to fill in); or set
+        them from the SDK's dictionary shape."""
+        if self._contexts is None:
+            self._contexts = ContextBuilder(self)
+        if contexts is not None:
+            self._contexts_dict = dict(contexts)
+        return self._contexts
+
+    @property
+    def contexts(self) -> ContextBuilder:
+        """The same builder as `define_contexts()`."""
+        return self.define_contexts()
+
+    def _contexts_spec(self) -> dict[str, Any] | None:
+        """The contexts as the call runs them (validated), or None."""
+        if self._contexts_dict is not None:
+            return self._contexts_dict
+        if self._contexts is None or not self._contexts.contexts:
+            return None
+        return self._contexts.to_dict()
+
     # -- skills --------------------------------------------------------------------------------
 
     def add_skill(self, skill_name: str, params: dict[str, Any] | None = None) -> AgentBase:
@@ -583,16 +611,23 @@ class AgentBase:
     def to_spec(self, base: PipelineSettings | None = None) -> AgentSpec:
         """The `AgentSpec` the call actor runs."""
         settings = self.pipeline_settings(base)
+        contexts = self._contexts_spec()
+        greeting = self.greeting(settings)
+        prompt = self.get_prompt() or f"You are {self.name}, a voice assistant."
+        question = Flow(contexts, prompt).first_question() if contexts else None
+        if greeting and question:
+            greeting = f"{greeting} {question}"  # a gather step first: ask at once
         return AgentSpec(
             name=self.name,
-            system_prompt=self.get_prompt() or f"You are {self.name}, a voice assistant.",
-            greeting=self.greeting(settings),
+            system_prompt=prompt,
+            greeting=greeting,
             tools=list(self._tools.values()),
             hints=list(self._hints),
             settings=settings,
             global_data=copy.deepcopy(self._global_data),
             post_prompt=self._post_prompt,
             on_summary=self.on_summary if self._post_prompt else None,
+            contexts=contexts,
         )
 
     def on_summary(self, summary: Any, raw_data: dict[str, Any] | None = None) -> None:

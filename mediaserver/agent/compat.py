@@ -17,7 +17,7 @@ AGENT_LENIENT = frozenset("""
 
 #: AgentBase methods not built yet.
 AGENT_UNSUPPORTED = frozenset("""
-    add_function_include set_function_includes define_contexts contexts
+    add_function_include set_function_includes
     set_dynamic_config_callback set_native_functions set_post_prompt_url set_languages
     add_internal_filler set_internal_fillers set_prompt_llm_params set_post_prompt_llm_params
     set_prompt_pom on_function_call on_request on_swml_request get_app as_router
@@ -27,12 +27,12 @@ AGENT_UNSUPPORTED = frozenset("""
 """.split())  # fmt: skip  # noqa: SIM905
 
 #: SwaigFunctionResult actions not built (send_sms: no SMS on a SIP media
-#: server; payments, conferences, taps, RPC, raw SWML, contexts not yet).
+#: server; payments, conferences, taps, RPC, raw SWML).
 RESULT_UNSUPPORTED = frozenset("""
     send_sms pay create_payment_action create_payment_parameter create_payment_prompt
     join_conference join_room tap stop_tap execute_rpc rpc_dial rpc_ai_message rpc_ai_unhold
-    execute_swml swml_transfer swml_user_event sip_refer switch_context swml_change_context
-    swml_change_step add_dynamic_hints clear_dynamic_hints enable_extensive_data
+    execute_swml swml_transfer swml_user_event sip_refer switch_context add_dynamic_hints
+    clear_dynamic_hints enable_extensive_data
     enable_functions_on_timeout replace_in_history remove_metadata set_speech_event_timeout
     update_settings
 """.split())  # fmt: skip  # noqa: SIM905

@@ -177,6 +177,14 @@ class SwaigFunctionResult:
         """Merge `data` into the tool's metadata (kept on the call record)."""
         return self.add_action("set_meta_data", dict(data))
 
+    def swml_change_step(self, step_name: str) -> SwaigFunctionResult:
+        """Move the conversation to another step of its context."""
+        return self.add_action("change_step", step_name)
+
+    def swml_change_context(self, context_name: str) -> SwaigFunctionResult:
+        """Move the conversation to another context."""
+        return self.add_action("change_context", context_name)
+
     def toggle_functions(self, toggles: list[dict[str, Any]]) -> SwaigFunctionResult:
         """Enable or disable tools: `[{"function": "name", "active": False}, ...]`."""
         return self.add_action("toggle_functions", list(toggles))

@@ -192,6 +192,22 @@ class PauseRecordCall:
 
 
 @dataclass(frozen=True)
+class ChangeStep:
+    """Move the call to another step of its context (the step must allow it)."""
+
+    name: ClassVar[str] = "change_step"
+    step: str
+
+
+@dataclass(frozen=True)
+class ChangeContext:
+    """Move the call to another context (its first step)."""
+
+    name: ClassVar[str] = "change_context"
+    context: str
+
+
+@dataclass(frozen=True)
 class Unsupported:
     """An action this server does not carry out (recorded and logged)."""
 
@@ -202,6 +218,8 @@ class Unsupported:
 
 Command = (
     Say
+    | ChangeStep
+    | ChangeContext
     | Hangup
     | StopListening
     | ToggleTools

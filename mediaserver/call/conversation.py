@@ -14,6 +14,7 @@ from typing import Any
 
 from mediaserver.call import commands as cmd
 from mediaserver.call.digits import DigitCollector, DigitRequest
+from mediaserver.call.flow import Flow
 from mediaserver.call.spec import AgentSpec
 from mediaserver.pipeline.llm.base import Message, ToolCall, ToolSpec
 
@@ -39,15 +40,50 @@ class Conversation:
     digits: list[str] = field(default_factory=list)
     #: Keypad input for the model (the actor sets it up with the call's settings).
     keypad: DigitCollector | None = None
+    #: Where the call is in the agent's contexts and steps (None: it has none).
+    flow: Flow | None = None
 
     @classmethod
     def start(cls, agent: AgentSpec) -> Conversation:
         """A new call's conversation: the system prompt and the agent's global data."""
-        return cls(agent, [Message("system", agent.system_prompt)], dict(agent.global_data))
+        flow = (
+            Flow(agent.contexts, agent.system_prompt, agent.greeting or "")
+            if agent.contexts
+            else None
+        )
+        prompt = flow.system_prompt() if flow else agent.system_prompt
+        return cls(agent, [Message("system", prompt)], dict(agent.global_data), flow=flow)
 
     def tools(self) -> list[ToolSpec]:
-        """The tools the model may call now."""
-        return [t.spec for t in self.agent.tools if t.spec.name not in self.disabled_tools]
+        """The tools the model may call now (the current step's, in a flow)."""
+        flow = self.flow
+        specs = [
+            t.spec
+            for t in self.agent.tools
+            if t.spec.name not in self.disabled_tools and (flow is None or flow.allows(t.spec.name))
+        ]
+        return specs + (flow.builtin_specs() if flow else [])
+
+    def move(self, command: cmd.ChangeStep | cmd.ChangeContext) -> str:
+        """Carry out a move in the flow; the answer for the model (a refusal says why)."""
+        if self.flow is None:
+            return "This agent has no contexts or steps."
+        if isinstance(command, cmd.ChangeStep):
+            answer = self.flow.go_step(command.step)
+        else:
+            answer = self.flow.go_context(command.context)
+        self.move_done()
+        return answer
+
+    def move_done(self) -> None:
+        """The flow moved: the model's instructions are the new step's from now on."""
+        if self.flow is not None:
+            self.messages[0] = Message("system", self.flow.system_prompt())
+
+    def gathered(self, key: str, value: Any, into: str | None) -> None:
+        """A gather step's answer, into global data (under `into` when given)."""
+        target = self.global_data.setdefault(into, {}) if into else self.global_data
+        target[key] = value
 
     def tool_data(self) -> dict[str, Any]:
         """A copy of the data a tool handler sees."""
@@ -130,6 +166,8 @@ class Conversation:
                 self.pending_user = f"{text} "
             case cmd.WaitForUser():
                 pass  # the agent waits for the caller after every reply anyway
+            case cmd.ChangeStep() | cmd.ChangeContext():
+                self.move(command)
             case _:
                 return False
         return True

@@ -18,13 +18,14 @@ from __future__ import annotations
 import dataclasses
 import time
 import wave
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from mediaserver.call import commands as cmd
 from mediaserver.call import events as ev
 from mediaserver.call.conversation import Conversation
 from mediaserver.call.errors import ErrorKind, llm_error_kind
+from mediaserver.call.flow import BUILTIN_TOOLS, Flow
 from mediaserver.call.interruptions import Heard, Interruptions
 from mediaserver.call.lifecycle import CallState, Lifecycle
 from mediaserver.call.ports import CallPorts
@@ -35,7 +36,14 @@ from mediaserver.call.turns import Floor
 from mediaserver.call.voicing import FrameTag
 from mediaserver.media.session import RtpSession
 from mediaserver.media.wavfile import load_wav
-from mediaserver.pipeline.llm.base import LlmBackend, LlmError, Message, Token, ToolCalls
+from mediaserver.pipeline.llm.base import (
+    LlmBackend,
+    LlmError,
+    Message,
+    Token,
+    ToolCall,
+    ToolCalls,
+)
 from mediaserver.pipeline.settings import PipelineSettings
 
 __all__ = ["Replies"]
@@ -132,12 +140,32 @@ class Replies:
             draft: a preemptive answer to these words of a turn not over yet:
                 its audio and tools wait for `confirm`.
         """
+        flow = self._convo.flow
+        if flow is not None and flow.gathering:
+            if draft is None:
+                self._gather(flow)
+            return  # a gather step's questions are asked here, not by the model
         self.cancel()
         reply = self.current = self._speaker.new("llm", metrics)
         reply.draft, reply.draft_at = draft, time.monotonic()
         if self._life.state != CallState.GREETING:
             self._go(CallState.THINKING, "caller turn ended")
         self._step(reply)
+
+    def _gather(self, flow: Flow) -> None:
+        """A gather step: the caller's words answer its question; say the next."""
+        last = self._convo.messages[-1]
+        said = (last.content or "") if last.role == "user" else ""
+        step = flow.step
+        outcome = flow.gather(said)
+        if outcome.stored is not None:
+            key, value = outcome.stored
+            self._convo.gathered(key, value, outcome.into)
+            self._ports.note("gather", step=step, key=key, value=value)
+        if flow.step != step:
+            self._convo.move_done()
+            self._ports.note("step", context=flow.context, step=flow.step, by="gather")
+        self.say(outcome.say)
 
     @property
     def draft(self) -> str | None:
@@ -423,11 +451,40 @@ class Replies:
             self._ports.note(
                 "tool_call", reply=reply.id, turn=turn, name=call.name, arguments=call.arguments
             )
-            run = self._tools.run(reply.id, call, self._convo.tool_data())
+            run = self._flow_tool(reply, call) or self._tools.run(
+                reply.id, call, self._convo.tool_data()
+            )
             reply.tools_pending[call.id] = self._ports.spawn(run)
         fillers = self._settings.fillers
         if fillers.enabled and event.calls:
             self._ports.arm("filler", fillers.after)
+
+    def _flow_tool(self, reply: AgentReply, call: ToolCall) -> Coroutine[Any, Any, None] | None:
+        """A call the flow answers itself: a move (next_step, change_context), or
+        a tool the current step does not allow (refused). None: run the tool."""
+        flow = self._convo.flow
+        if flow is None:
+            return None
+        if call.name in BUILTIN_TOOLS:
+            target = str(call.arguments.get("step" if call.name == "next_step" else "context", ""))
+            move = cmd.ChangeStep(target) if call.name == "next_step" else cmd.ChangeContext(target)
+            before = (flow.context, flow.step)
+            content, error = self._convo.move(move), None
+            if (flow.context, flow.step) != before:
+                self._ports.note("step", context=flow.context, step=flow.step, by=call.name)
+            else:
+                error = "refused"
+        elif not flow.allows(call.name):
+            content = f"The tool {call.name} is not available in step {flow.step}."
+            error = "not_allowed"
+            self._ports.note("tool_refused", name=call.name, step=flow.step)
+        else:
+            return None
+
+        async def answered() -> None:
+            self._ports.post(ev.ToolResult(reply.id, call, content, 0.0, error=error))
+
+        return answered()
 
     def filler(self) -> None:
         """The tools run past the filler threshold: say something."""
@@ -479,7 +536,11 @@ class Replies:
             self._ports.note("action_unsupported", name=command.action, data=command.data)
             return
         self._ports.note("action", name=command.name, data=dataclasses.asdict(command))
+        flow = self._convo.flow
+        before = (flow.context, flow.step) if flow is not None else None
         if self._convo.apply(command):
+            if flow is not None and (flow.context, flow.step) != before:
+                self._ports.note("step", context=flow.context, step=flow.step, by="action")
             return
         match command:
             case cmd.Say(text):

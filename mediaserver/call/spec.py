@@ -74,6 +74,8 @@ class AgentSpec:
     #: ...and its answer goes here, as on_summary(summary, raw_data) (sync or async;
     #: summary is the parsed JSON when the answer is JSON, else the text).
     on_summary: Callable[[Any, dict[str, Any]], Any] | None = None
+    #: Contexts and steps (`ContextBuilder.to_dict()`): None, a free conversation.
+    contexts: dict[str, Any] | None = None
 
     def tool(self, name: str) -> Tool | None:
         """The tool called `name`, if any."""

@@ -241,8 +241,8 @@ def test_pronunciations_reach_the_voice() -> None:
 
 def test_sdk_names_not_built_here_fail_naming_themselves() -> None:
     agent = AgentBase("A")
-    with pytest.raises(NotImplementedError, match=r"AgentBase.define_contexts \(SignalWire"):
-        agent.define_contexts()
+    with pytest.raises(NotImplementedError, match=r"AgentBase.set_native_functions \(SignalWire"):
+        agent.set_native_functions(["check_time"])
     with pytest.raises(NotImplementedError, match=r"SwaigFunctionResult.send_sms"):
         SwaigFunctionResult("x").send_sms(to_number="+1555", from_number="+1555", body="hi")
     with pytest.raises(AttributeError, match="no_such_method"):

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import structlog
 
 if TYPE_CHECKING:
-    from mediaserver.agent.base import AgentBase
     from mediaserver.agent.result import SwaigFunctionResult
 
 __all__ = ["SkillBase", "SkillError", "skill_class"]
@@ -55,7 +54,8 @@ class SkillBase:
     REQUIRED_ENV_VARS: ClassVar[list[str]] = []
     SUPPORTS_MULTIPLE_INSTANCES: ClassVar[bool] = False
 
-    def __init__(self, agent: AgentBase, params: dict[str, Any] | None = None) -> None:
+    def __init__(self, agent: Any, params: dict[str, Any] | None = None) -> None:
+        # `agent` is the AgentBase adding the skill (typed Any: it imports this module).
         if self.SKILL_NAME is None or self.SKILL_DESCRIPTION is None:
             raise SkillError(f"{type(self).__name__} must define SKILL_NAME and SKILL_DESCRIPTION")
         self.agent = agent
