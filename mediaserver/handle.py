@@ -137,6 +137,11 @@ class Bridge:
         return self.session is not None and not self.whispering
 
 
+_PRIVATE_HEADERS = frozenset(
+    ["authorization", "proxy-authorization", "via", "v", "record-route", "route", "path"]
+)
+
+
 def call_info(call: Call) -> dict[str, Any]:
     """What an agent is told about its call: the caller's number and name, the
     number called, and for a trunk's call the trunk and what the network
@@ -146,6 +151,12 @@ def call_info(call: Call) -> dict[str, Any]:
         "caller_id_num": caller.uri.user or "",
         "caller_id_name": caller.display_name or "",
         "called": call.called or call.invite.ruri.user or "",
+    }
+    # The INVITE's headers (X- headers carry tenant data), less credentials and routing.
+    info["headers"] = {
+        name: value
+        for name, value in call.invite.headers
+        if name.lower() not in _PRIVATE_HEADERS
     }
     if call.trunk is not None:
         info["trunk"] = call.trunk

@@ -163,6 +163,15 @@ _PARAMS: dict[str, tuple[str, float]] = {
 _OTHER_PARAMS = {"static_greeting", "enable_barge", "barge_in"}
 
 
+#: What a per-call copy of an agent owns (changes to it stay with that call):
+#: data copied deep, tools and skills (bound to the agent) by container.
+_PER_CALL_DATA = (
+    "_sections", "_languages", "_hints", "_pronunciations", "_params", "_global_data",
+    "_contexts", "_contexts_dict",
+)  # fmt: skip
+_PER_CALL_SHALLOW = ("_tools", "_skills")
+
+
 class AgentBase:
     """An AI agent answering calls (see the module docstring).
 
@@ -205,6 +214,7 @@ class AgentBase:
         self._params: dict[str, Any] = {}
         self._global_data: dict[str, Any] = {}
         self._tools: dict[str, Tool] = {}
+        self._dynamic: Callable[..., None] | None = None
         self._contexts: ContextBuilder | None = None
         self._contexts_dict: dict[str, Any] | None = None
         #: Skills by instance key: (the skill, its tools, its prompt section titles).
@@ -504,6 +514,47 @@ class AgentBase:
             return None
         return self._contexts.to_dict()
 
+    # -- per-call configuration -------------------------------------------------------------
+
+    def set_dynamic_config_callback(
+        self, callback: Callable[[dict[str, Any], dict[str, Any], dict[str, Any], Any], None]
+    ) -> AgentBase:
+        """Configure the agent per call: `callback(query_params, body_params,
+        headers, agent)` gets a copy of this agent to change (prompt, params,
+        languages, tools, skills, global data, contexts) and the call's SIP data:
+        `body_params["call"]` has ``from``, ``to``, ``caller_id_name``, ``trunk``,
+        ``headers``; `headers` the INVITE's headers (X- headers carry tenant
+        data); `query_params` the Request-URI user's parameters (none for SIP).
+        It runs in a thread before the call is answered; if it raises, the
+        call gets the agent as configured here (logged and recorded)."""
+        self._dynamic = callback
+        return self
+
+    def _per_call(self, base: PipelineSettings | None) -> Callable[[dict[str, Any]], AgentSpec]:
+        """The spec factory the call runs with its SIP data (see above)."""
+        callback = self._dynamic
+        assert callback is not None
+
+        def configure(info: dict[str, Any]) -> AgentSpec:
+            agent = copy.copy(self)
+            for attr in _PER_CALL_DATA:
+                setattr(agent, attr, copy.deepcopy(getattr(self, attr)))
+            for attr in _PER_CALL_SHALLOW:
+                setattr(agent, attr, copy.copy(getattr(self, attr)))
+            agent._dynamic = None
+            headers = dict(info.get("headers") or {})
+            call = {
+                "from": info.get("caller_id_num", ""),
+                "to": info.get("called", ""),
+                "caller_id_name": info.get("caller_id_name", ""),
+                "trunk": info.get("trunk"),
+                "headers": headers,
+            }
+            callback({}, {"call": call}, headers, agent)
+            return agent.to_spec(base)
+
+        return configure
+
     # -- skills --------------------------------------------------------------------------------
 
     def add_skill(self, skill_name: str, params: dict[str, Any] | None = None) -> AgentBase:
@@ -628,6 +679,7 @@ class AgentBase:
             post_prompt=self._post_prompt,
             on_summary=self.on_summary if self._post_prompt else None,
             contexts=contexts,
+            configure=self._per_call(base) if self._dynamic is not None else None,
         )
 
     def on_summary(self, summary: Any, raw_data: dict[str, Any] | None = None) -> None:

@@ -356,7 +356,7 @@ class ContextBuilder:
     """The agent's contexts (`AgentBase.define_contexts()` returns it)."""
 
     def __init__(self, agent: Any = None) -> None:
-        self._agent = agent
+        del agent  # the SDK passes its agent; nothing here needs it
         self.contexts: dict[str, Context] = {}
 
     def add_context(self, name: str) -> Context:

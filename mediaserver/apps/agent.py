@@ -5,13 +5,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
+
+import structlog
 
 from mediaserver.apps.amd import screen
 from mediaserver.apps.base import CallControl, answer_and_wait_media
 from mediaserver.apps.consent import ask_consent
 from mediaserver.call.actor import CallActor
+from mediaserver.call.spec import AgentSpec
 from mediaserver.config import Route
+
+log = structlog.get_logger("mediaserver.apps.agent")
 
 
 async def run_agent(call: CallControl, route: Route) -> None:
@@ -19,6 +25,8 @@ async def run_agent(call: CallControl, route: Route) -> None:
     runtime, agent = call.runtime, call.agent
     if runtime is None or agent is None:
         raise RuntimeError("the agent app needs a loaded pipeline and agent")
+    if agent.configure is not None:
+        agent = await configured(call, agent)
     media = await answer_and_wait_media(call, route)
     if media is None:
         return
@@ -40,3 +48,22 @@ async def run_agent(call: CallControl, route: Route) -> None:
         if next_agent is None or call.ended.is_set():
             return
         agent = next_agent
+
+
+async def configured(call: CallControl, agent: AgentSpec) -> AgentSpec:
+    """The agent this call gets from its per-call configuration (run in a
+    thread: it is the user's code), or the agent as it stands when that fails
+    (logged and recorded: the call goes on)."""
+    assert agent.configure is not None
+    info = dict(agent.global_data.get("call") or {})
+    try:
+        spec = await asyncio.get_running_loop().run_in_executor(None, agent.configure, info)
+    except Exception as exc:  # the user's callback: anything may go wrong
+        log.warning("dynamic_config_failed", call_id=call.call_id, error=repr(exc))
+        if call.record is not None:
+            call.record.add("dynamic_config", {"ok": False, "error": repr(exc)})
+        return agent
+    if call.record is not None:
+        call.record.add("dynamic_config", {"ok": True, "agent": spec.name})
+    # The call's SIP data stays with it whatever the callback set.
+    return replace(spec, global_data={**spec.global_data, "call": info}, configure=None)

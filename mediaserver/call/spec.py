@@ -76,6 +76,9 @@ class AgentSpec:
     on_summary: Callable[[Any, dict[str, Any]], Any] | None = None
     #: Contexts and steps (`ContextBuilder.to_dict()`): None, a free conversation.
     contexts: dict[str, Any] | None = None
+    #: Per-call configuration (the SDK's dynamic config callback): given the
+    #: call's SIP data (`global_data["call"]`), the agent this call gets.
+    configure: Callable[[dict[str, Any]], AgentSpec] | None = None
 
     def tool(self, name: str) -> Tool | None:
         """The tool called `name`, if any."""

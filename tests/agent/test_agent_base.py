@@ -250,3 +250,45 @@ def test_sdk_names_not_built_here_fail_naming_themselves() -> None:
     # Web-hosting options are accepted (logged once) and chain.
     assert agent.setup_graceful_shutdown().enable_debug_routes() is agent
     assert agent.get_name() == "A" and agent.get_post_prompt() is None
+
+
+def test_the_dynamic_config_callback_changes_a_copy_per_call() -> None:
+    seen: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = []
+
+    def per_call(
+        query: dict[str, Any], body: dict[str, Any], headers: dict[str, Any], agent: AgentBase
+    ) -> None:
+        seen.append((query, body, headers))
+        agent.prompt_add_section("Tenant", body=headers["X-Tenant"])
+        agent.set_params({"static_greeting": "Hi tenant."}).update_global_data({"t": 1})
+
+    agent = AgentBase("A").set_global_data({"base": True}).set_dynamic_config_callback(per_call)
+    spec = agent.to_spec()
+    assert spec.configure is not None
+    info = {
+        "caller_id_num": "alice",
+        "called": "a",
+        "caller_id_name": "",
+        "headers": {"X-Tenant": "acme"},
+    }
+    call_spec = spec.configure(info)
+    assert call_spec.greeting == "Hi tenant." and "## Tenant\n\nacme" in call_spec.system_prompt
+    assert call_spec.global_data == {"base": True, "t": 1} and call_spec.configure is None
+    assert seen == [
+        (
+            {},
+            {
+                "call": {
+                    "from": "alice",
+                    "to": "a",
+                    "caller_id_name": "",
+                    "trunk": None,
+                    "headers": {"X-Tenant": "acme"},
+                }
+            },
+            {"X-Tenant": "acme"},
+        )
+    ]
+    # The agent itself is as it was.
+    again = agent.to_spec()
+    assert "Tenant" not in again.system_prompt and again.global_data == {"base": True}
