@@ -15,6 +15,8 @@ _HOMES = {
     "ContextBuilder": "contexts",
     "DataMap": "data_map",
     "FunctionResult": "result",
+    "InfoGatherer": "prefabs",
+    "InfoGathererAgent": "prefabs",
     "SkillBase": "skills",
     "SwaigFunctionResult": "result",
     "create_expression_tool": "data_map",
@@ -26,6 +28,8 @@ __all__ = [
     "ContextBuilder",
     "DataMap",
     "FunctionResult",
+    "InfoGatherer",
+    "InfoGathererAgent",
     "SkillBase",
     "SwaigFunctionResult",
     "create_expression_tool",
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
     from mediaserver.agent.base import AgentBase
     from mediaserver.agent.contexts import ContextBuilder
     from mediaserver.agent.data_map import DataMap, create_expression_tool, create_simple_api_tool
+    from mediaserver.agent.prefabs import InfoGatherer, InfoGathererAgent
     from mediaserver.agent.result import FunctionResult, SwaigFunctionResult
     from mediaserver.agent.server import AgentServer
     from mediaserver.agent.skills import SkillBase

@@ -81,9 +81,14 @@ class Conversation:
             self.messages[0] = Message("system", self.flow.system_prompt())
 
     def gathered(self, key: str, value: Any, into: str | None) -> None:
-        """A gather step's answer, into global data (under `into` when given)."""
+        """A gather step's answer, into global data (under `into` when given; a
+        list there collects ``{"key_name", "answer"}`` entries, as the SDK's
+        InfoGatherer keeps them)."""
         target = self.global_data.setdefault(into, {}) if into else self.global_data
-        target[key] = value
+        if isinstance(target, list):
+            target.append({"key_name": key, "answer": value})
+        else:
+            target[key] = value
 
     def tool_data(self) -> dict[str, Any]:
         """A copy of the data a tool handler sees."""

@@ -183,7 +183,7 @@ class Flow:
             self._confirming = None
             if words & NO:
                 return GatherOutcome(f"Sorry. {_ask(question)}")
-        value = _typed(question.get("type", "string"), said)
+        value = _typed(question.get("type", "string"), said, question)
         if value is None:
             return GatherOutcome(f"Sorry, I did not get that. {_ask(question)}")
         if question.get("confirm"):
@@ -214,16 +214,30 @@ def _ask(question: dict[str, Any]) -> str:
     return str(question.get("prompt") or question["question"])
 
 
-#: What callers say before the answer itself ("my name is Ann", "it's blue").
-_LEAD_IN = re.compile(
-    r"^\s*(?:(?:well|um|uh|so|yes|yeah|ok|okay)[,\s]+)*"
-    r"(?:(?:my|the|our)\s+[\w\s]{1,20}?\s+(?:is|are|was)|it'?s|it\s+is|i'?m|i\s+am|"
-    r"this\s+is|call\s+me|that'?s|that\s+is)\s+",
-    re.IGNORECASE,
-)
+_FILLER = r"^\s*(?:(?:well|um|uh|so|yes|yeah|ok|okay)[,\s]+)*"
+#: What callers say before the answer itself: "it's blue", and for a question
+#: about a name, "I'm Ann", "this is Ann", "call me Ann".
+_LEAD_IN = re.compile(_FILLER + r"(?:it'?s|it\s+is|that'?s|that\s+is)\s+", re.IGNORECASE)
+_NAME_LEAD_IN = re.compile(_FILLER + r"(?:i'?m|i\s+am|this\s+is|call\s+me)\s+", re.IGNORECASE)
 
 
-def _typed(kind: str, said: str) -> Any:
+def _without_lead_in(said: str, question: dict[str, Any]) -> str:
+    """The answer without the words before it: "my name is Ann" -> "Ann" when the
+    question is about a name ("my X is" only when the question says X)."""
+    asked = set(
+        words_of(f"{question.get('key', '')} {question.get('question', '')}".replace("_", " "))
+    )
+    match = re.match(
+        _FILLER + r"(?:my|the|our)\s+((?:\w+\s+){0,2}?\w+)\s+(?:is|are|was)\s+", said, re.IGNORECASE
+    )
+    if match and set(words_of(match.group(1))) <= asked:
+        return said[match.end() :]
+    if asked & {"name", "who"}:
+        said = _NAME_LEAD_IN.sub("", said)
+    return _LEAD_IN.sub("", said)
+
+
+def _typed(kind: str, said: str, question: dict[str, Any] | None = None) -> Any:
     """The answer as its type, or None when the words do not give one."""
     words = words_of(said)
     if kind in ("integer", "number"):
@@ -237,7 +251,7 @@ def _typed(kind: str, said: str) -> Any:
         if found & YES and not found & NO:
             return True
         return False if found & NO else None
-    text = _LEAD_IN.sub("", said.strip()).strip().rstrip(".!?,")
+    text = _without_lead_in(said.strip(), question or {}).strip().rstrip(".!?,")
     return text or None
 
 

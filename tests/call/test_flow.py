@@ -80,3 +80,17 @@ def test_a_conversation_offers_the_steps_tools_and_keeps_the_prompt_current() ->
     assert convo.apply(cmd.ChangeStep("survey"))
     convo.gathered("age", 42, "survey")
     assert convo.global_data["survey"] == {"age": 42}
+
+
+def test_a_spoken_answer_loses_its_lead_in_only_where_it_is_one() -> None:
+    b = ContextBuilder()
+    b.add_context("default").add_step("s").set_gather_info().add_gather_question(
+        "name", "What is your name?"
+    ).add_gather_question("reason", "How can we help you today?").add_gather_question(
+        "colour", "Which colour would you like?"
+    )
+    flow = Flow(b.to_dict(), "P", greeting="Hi. What is your name?")
+    assert flow.gather("I'm Ann").stored == ("name", "Ann")
+    # "my order is late" is the answer, not a lead-in: the question is not about orders.
+    assert flow.gather("my order is late").stored == ("reason", "my order is late")
+    assert flow.gather("well, it's blue.").stored == ("colour", "blue")
