@@ -43,6 +43,7 @@ import structlog
 from mediaserver.agent.compat import AGENT_LENIENT, AGENT_UNSUPPORTED
 from mediaserver.agent.contexts import ContextBuilder
 from mediaserver.agent.data_map_exec import DataMapTool
+from mediaserver.agent.post_prompt import post_summary
 from mediaserver.agent.result import SwaigFunctionResult, coerce_result
 from mediaserver.agent.runner import dial as place_call
 from mediaserver.agent.schema import infer_schema, validate
@@ -208,6 +209,7 @@ class AgentBase:
         self._sections: list[_Section] = []
         self._prompt_text: str | None = None
         self._post_prompt: str | None = None
+        self._post_prompt_url: str | None = None
         self._languages: list[Language] = []
         self._hints: list[str] = []
         self._pronunciations: list[tuple[str, str, bool]] = []
@@ -293,6 +295,20 @@ class AgentBase:
         """The prompt for the post-call summary."""
         self._post_prompt = text
         return self
+
+    def set_post_prompt_url(self, url: str) -> AgentBase:
+        """Also POST each post-call summary to `url` (SignalWire's webhook body;
+        retried on network errors, 408, 429 and 5xx)."""
+        self._post_prompt_url = url
+        return self
+
+    async def _summary_done(self, summary: Any, raw_data: dict[str, Any]) -> None:
+        """The summary to `on_summary`, then to the post-prompt URL."""
+        result = self.on_summary(summary, raw_data)
+        if inspect.isawaitable(result):
+            await result
+        if self._post_prompt_url:
+            await post_summary(self._post_prompt_url, summary, raw_data)
 
     def _section(self, title: str) -> _Section:
         for section in self._sections:
@@ -677,12 +693,12 @@ class AgentBase:
             settings=settings,
             global_data=copy.deepcopy(self._global_data),
             post_prompt=self._post_prompt,
-            on_summary=self.on_summary if self._post_prompt else None,
+            on_summary=self._summary_done if self._post_prompt else None,
             contexts=contexts,
             configure=self._per_call(base) if self._dynamic is not None else None,
         )
 
-    def on_summary(self, summary: Any, raw_data: dict[str, Any] | None = None) -> None:
+    def on_summary(self, summary: Any, raw_data: dict[str, Any] | None = None) -> Any:
         """Called after each call with the model's answer to `set_post_prompt`.
 
         Override it (sync or async). `summary` is the parsed JSON when the

@@ -18,7 +18,7 @@ AGENT_LENIENT = frozenset("""
 #: AgentBase methods not built yet.
 AGENT_UNSUPPORTED = frozenset("""
     add_function_include set_function_includes
-    set_native_functions set_post_prompt_url set_languages
+    set_native_functions set_languages
     add_internal_filler set_internal_fillers set_prompt_llm_params set_post_prompt_llm_params
     set_prompt_pom on_function_call on_request on_swml_request get_app as_router
     handle_serverless_request register_routing_callback register_sip_username
