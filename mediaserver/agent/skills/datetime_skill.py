@@ -47,6 +47,14 @@ def _by_city() -> dict[str, str]:
     return cities
 
 
+def _now(args: dict[str, Any], what: str, answer: str) -> SwaigFunctionResult:
+    """`answer` filled with the time now in the arguments' zone, or the error."""
+    try:
+        return SwaigFunctionResult(answer.format(datetime.now(_zone(args))))
+    except ValueError as exc:
+        return SwaigFunctionResult(f"Error getting {what}: {exc}")
+
+
 class DateTimeSkill(SkillBase):
     """`get_current_time` and `get_current_date` (zoneinfo: no extra package)."""
 
@@ -71,18 +79,10 @@ class DateTimeSkill(SkillBase):
         )
 
     def _time(self, args: dict[str, Any], raw_data: dict[str, Any]) -> SwaigFunctionResult:
-        try:
-            now = datetime.now(_zone(args))
-        except ValueError as exc:
-            return SwaigFunctionResult(f"Error getting time: {exc}")
-        return SwaigFunctionResult(f"The current time is {now.strftime('%I:%M:%S %p %Z')}")
+        return _now(args, "time", "The current time is {:%I:%M:%S %p %Z}")
 
     def _date(self, args: dict[str, Any], raw_data: dict[str, Any]) -> SwaigFunctionResult:
-        try:
-            now = datetime.now(_zone(args))
-        except ValueError as exc:
-            return SwaigFunctionResult(f"Error getting date: {exc}")
-        return SwaigFunctionResult(f"Today's date is {now.strftime('%A, %B %d, %Y')}")
+        return _now(args, "date", "Today's date is {:%A, %B %d, %Y}")
 
     def _get_prompt_sections(self) -> list[dict[str, Any]]:
         return [
