@@ -14,9 +14,11 @@ _HOMES = {
     "AgentServer": "server",
     "ContextBuilder": "contexts",
     "DataMap": "data_map",
+    "FAQBotAgent": "prefabs",
     "FunctionResult": "result",
     "InfoGatherer": "prefabs",
     "InfoGathererAgent": "prefabs",
+    "ReceptionistAgent": "prefabs",
     "SkillBase": "skills",
     "SwaigFunctionResult": "result",
     "create_expression_tool": "data_map",
@@ -27,9 +29,11 @@ __all__ = [
     "AgentServer",
     "ContextBuilder",
     "DataMap",
+    "FAQBotAgent",
     "FunctionResult",
     "InfoGatherer",
     "InfoGathererAgent",
+    "ReceptionistAgent",
     "SkillBase",
     "SwaigFunctionResult",
     "create_expression_tool",
@@ -40,7 +44,12 @@ if TYPE_CHECKING:
     from mediaserver.agent.base import AgentBase
     from mediaserver.agent.contexts import ContextBuilder
     from mediaserver.agent.data_map import DataMap, create_expression_tool, create_simple_api_tool
-    from mediaserver.agent.prefabs import InfoGatherer, InfoGathererAgent
+    from mediaserver.agent.prefabs import (
+        FAQBotAgent,
+        InfoGatherer,
+        InfoGathererAgent,
+        ReceptionistAgent,
+    )
     from mediaserver.agent.result import FunctionResult, SwaigFunctionResult
     from mediaserver.agent.server import AgentServer
     from mediaserver.agent.skills import SkillBase

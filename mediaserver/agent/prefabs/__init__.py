@@ -1,14 +1,15 @@
 """Prefab agents with the SignalWire Agents SDK's constructor arguments.
 
-`InfoGatherer` is built (a gather step over the contexts machinery); the SDK's
-Survey, Receptionist, FAQBot and Concierge are not yet and fail naming
-themselves when imported from `mediaserver`.
+Built: `InfoGatherer` (a gather step over the contexts machinery),
+`FAQBotAgent` and `ReceptionistAgent`. Not yet: the SDK's Survey and Concierge.
 """
 
 from __future__ import annotations
 
+from mediaserver.agent.prefabs.faq_bot import FAQBotAgent
 from mediaserver.agent.prefabs.info_gatherer import InfoGatherer
+from mediaserver.agent.prefabs.receptionist import ReceptionistAgent
 
 InfoGathererAgent = InfoGatherer
 
-__all__ = ["InfoGatherer", "InfoGathererAgent"]
+__all__ = ["FAQBotAgent", "InfoGatherer", "InfoGathererAgent", "ReceptionistAgent"]
