@@ -488,6 +488,8 @@ class AgentConfig(Strict):
     tools: list[ToolConfig] = Field(default_factory=list)
     #: Skills by name: `[datetime, {name: web_search, params: {...}}]`.
     skills: list[SkillConfig | str] = Field(default_factory=list)
+    #: Contexts and steps in the SDK's shape (`{default: {steps: [{name, text, ...}]}}`).
+    contexts: dict[str, Any] | None = None
     replies: list[ReplyConfig] = Field(default_factory=list)
     fallback: str = "I'm sorry, I can't help with that."
     #: Overrides of the top-level `pipeline` settings for this agent (merged key by key).

@@ -168,7 +168,7 @@ _OTHER_PARAMS = {"static_greeting", "enable_barge", "barge_in"}
 #: data copied deep, tools and skills (bound to the agent) by container.
 _PER_CALL_DATA = (
     "_sections", "_languages", "_hints", "_pronunciations", "_params", "_global_data",
-    "_contexts", "_contexts_dict",
+    "_contexts",
 )  # fmt: skip
 _PER_CALL_SHALLOW = ("_tools", "_skills")
 
@@ -218,7 +218,6 @@ class AgentBase:
         self._tools: dict[str, Tool] = {}
         self._dynamic: Callable[..., None] | None = None
         self._contexts: ContextBuilder | None = None
-        self._contexts_dict: dict[str, Any] | None = None
         #: Skills by instance key: (the skill, its tools, its prompt section titles).
         self._skills: dict[str, tuple[SkillBase, set[str], list[str]]] = {}
         self._logged: set[str] = set()
@@ -511,10 +510,11 @@ class AgentBase:
     def define_contexts(self, contexts: dict[str, Any] | None = None) -> ContextBuilder:
         """The agent's contexts and steps (a `ContextBuilder` to fill in); or set
         them from the SDK's dictionary shape."""
+        if contexts is not None:
+            # The SDK's dictionary shape: read into a builder, so its rules apply.
+            self._contexts = ContextBuilder.from_dict(dict(contexts))
         if self._contexts is None:
             self._contexts = ContextBuilder(self)
-        if contexts is not None:
-            self._contexts_dict = dict(contexts)
         return self._contexts
 
     @property
@@ -524,8 +524,6 @@ class AgentBase:
 
     def _contexts_spec(self) -> dict[str, Any] | None:
         """The contexts as the call runs them (validated), or None."""
-        if self._contexts_dict is not None:
-            return self._contexts_dict
         if self._contexts is None or not self._contexts.contexts:
             return None
         return self._contexts.to_dict()

@@ -418,3 +418,56 @@ class ContextBuilder:
     def to_dict(self) -> dict[str, Any]:
         self.validate()
         return {name: context.to_dict() for name, context in self.contexts.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ContextBuilder:
+        """A builder from the SDK's dictionary shape (`to_dict`'s, as YAML holds it).
+
+        Raises:
+            ValueError: a context or step is malformed (the message names it).
+        """
+        builder = cls()
+        for cname, cdata in (data or {}).items():
+            if not isinstance(cdata, dict) or not isinstance(cdata.get("steps"), list):
+                raise ValueError(f"context {cname!r} needs a list of steps")
+            context = builder.add_context(str(cname))
+            for key, value in cdata.items():
+                if key == "valid_contexts":
+                    context.set_valid_contexts(value)
+                elif key in ("prompt", "system_prompt"):
+                    getattr(context, f"set_{key}")(str(value))
+                elif key != "steps":
+                    context._set(key, value)
+            for sdata in cdata["steps"]:
+                if not isinstance(sdata, dict) or not sdata.get("name"):
+                    raise ValueError(f"context {cname!r}: every step needs a name")
+                step = context.add_step(str(sdata["name"])).set_text(str(sdata.get("text", "")))
+                _step_from_dict(step, sdata)
+        return builder
+
+
+def _step_from_dict(step: Step, data: dict[str, Any]) -> None:
+    if "step_criteria" in data:
+        step.set_step_criteria(str(data["step_criteria"]))
+    if "functions" in data:
+        step.set_functions(data["functions"])
+    if "valid_steps" in data:
+        step.set_valid_steps(data["valid_steps"])
+    if "valid_contexts" in data:
+        step.set_valid_contexts(data["valid_contexts"])
+    step.set_end(bool(data.get("end"))).set_skip_user_turn(bool(data.get("skip_user_turn")))
+    step._reset = dict(data.get("reset") or {})
+    gather = data.get("gather_info")
+    if gather:
+        step.set_gather_info(
+            gather.get("output_key"), gather.get("completion_action"), gather.get("prompt")
+        )
+        for q in gather.get("questions") or []:
+            step.add_gather_question(
+                str(q["key"]),
+                str(q["question"]),
+                type=str(q.get("type", "string")),
+                confirm=bool(q.get("confirm")),
+                prompt=q.get("prompt"),
+                functions=q.get("functions"),
+            )

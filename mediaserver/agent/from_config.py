@@ -61,6 +61,11 @@ class ConfigAgent(AgentBase):
         self.set_params(cfg.params)
         self.add_hints(cfg.hints)
         self.set_global_data(cfg.global_data)
+        if cfg.contexts:
+            try:
+                self.define_contexts(cfg.contexts).validate()
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ConfigError(f"{where}contexts: {exc}") from None
         for i, skill in enumerate(cfg.skills):
             name, params = (skill, {}) if isinstance(skill, str) else (skill.name, skill.params)
             try:

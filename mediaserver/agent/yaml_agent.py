@@ -25,7 +25,8 @@ A tool is one of: `response` (a template filled with the arguments),
 `http` (a request built from a URL template; the reply's JSON fills the
 `response` template), or `data_map` (the SDK's DataMap: expressions, webhooks,
 foreach, output, run in-process). `skills` adds skills by name, with their
-parameters: `[datetime, {name: web_search, params: {api_key: ...}}]`. A tool's
+parameters: `[datetime, {name: web_search, params: {api_key: ...}}]`; `contexts`
+contexts and steps in the SDK's dictionary shape. A tool's
 `parameters` are the SDK's properties map (with `required`) or a JSON object
 schema. A mistake gives one line naming the file, the line and the key:
 `agent.yaml:14: tools.0.parameters: Input should be a valid dictionary`.

@@ -91,3 +91,14 @@ def test_step_text_and_sections_do_not_mix() -> None:
 def test_change_step_and_context_actions() -> None:
     result = SwaigFunctionResult("ok").swml_change_step("orders").swml_change_context("billing")
     assert result.to_dict()["action"] == [{"change_step": "orders"}, {"change_context": "billing"}]
+
+
+def test_the_sdk_dictionary_shape_round_trips() -> None:
+    shape = desk().contexts.to_dict()
+    again = AgentBase("B")
+    again.define_contexts(shape)
+    assert again.contexts.to_dict() == shape
+    with pytest.raises(ValueError, match="references unknown step 'x'"):
+        AgentBase("C").define_contexts(
+            {"default": {"steps": [{"name": "a", "text": "t", "valid_steps": ["x"]}]}}
+        ).validate()

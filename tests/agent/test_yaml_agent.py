@@ -178,6 +178,7 @@ def test_skills_and_data_map_tools_in_yaml(tmp_path: Path) -> None:
     ("yaml_text", "message"),
     [
         ("name: A\nskills: [teleport]\n", "agent.yaml: skills.0: unknown skill 'teleport'"),
+        ("name: A\ncontexts: {main: {steps: [{name: a}]}}\n", "contexts: When using a single"),
         ("name: A\nskills: [{name: joke}]\n", "skills.0: skill 'joke' needs the parameter"),
         (
             "name: A\ntools:\n  - name: t\n    response: x\n    data_map: {}\n",
@@ -193,3 +194,25 @@ def test_a_bad_skill_or_data_map_tool_is_one_line_naming_the_key(
     with pytest.raises(ConfigError) as info:
         load_agent(path)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_contexts_in_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "name: A\n"
+        "contexts:\n"
+        "  default:\n"
+        "    steps:\n"
+        "      - name: ask\n"
+        "        text: Ask for the name.\n"
+        "        gather_info:\n"
+        "          output_key: caller\n"
+        "          questions: [{key: name, question: 'What is your name?'}]\n"
+        "      - {name: help, text: Help., functions: [status]}\n"
+        "tools:\n"
+        "  - {name: status, response: ok}\n"
+    )
+    spec = load_agent(path).to_spec()
+    assert spec.contexts is not None
+    assert [s["name"] for s in spec.contexts["default"]["steps"]] == ["ask", "help"]
+    assert spec.greeting is not None and spec.greeting.endswith("What is your name?")
