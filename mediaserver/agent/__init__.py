@@ -20,6 +20,7 @@ _HOMES = {
     "InfoGathererAgent": "prefabs",
     "ReceptionistAgent": "prefabs",
     "SkillBase": "skills",
+    "SurveyAgent": "prefabs",
     "SwaigFunctionResult": "result",
     "create_expression_tool": "data_map",
     "create_simple_api_tool": "data_map",
@@ -35,6 +36,7 @@ __all__ = [
     "InfoGathererAgent",
     "ReceptionistAgent",
     "SkillBase",
+    "SurveyAgent",
     "SwaigFunctionResult",
     "create_expression_tool",
     "create_simple_api_tool",
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
         InfoGatherer,
         InfoGathererAgent,
         ReceptionistAgent,
+        SurveyAgent,
     )
     from mediaserver.agent.result import FunctionResult, SwaigFunctionResult
     from mediaserver.agent.server import AgentServer

@@ -48,12 +48,15 @@ class GatherQuestion:
         confirm: bool = False,
         prompt: str | None = None,
         functions: list[str] | None = None,
+        **limits: Any,
     ) -> None:
         self.key, self.question, self.type = key, question, type
         self.confirm, self.prompt, self.functions = confirm, prompt, functions
+        #: Our extension: `options` (the answer must be one), `min` and `max`.
+        self.limits = {k: v for k, v in limits.items() if k in ("options", "min", "max")}
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"key": self.key, "question": self.question}
+        out: dict[str, Any] = {"key": self.key, "question": self.question, **self.limits}
         if self.type != "string":
             out["type"] = self.type
         if self.confirm:
@@ -76,6 +79,7 @@ class GatherInfo:
     ) -> None:
         self.questions: list[GatherQuestion] = []
         self.output_key, self.completion_action, self.prompt = output_key, completion_action, prompt
+        self.completion_message: str | None = None
 
     def add_question(self, key: str, question: str, **kwargs: Any) -> GatherInfo:
         self.questions.append(GatherQuestion(key, question, **kwargs))
@@ -85,7 +89,7 @@ class GatherInfo:
         if not self.questions:
             raise ValueError("gather_info must have at least one question")
         out: dict[str, Any] = {"questions": [q.to_dict() for q in self.questions]}
-        for key in ("prompt", "output_key", "completion_action"):
+        for key in ("prompt", "output_key", "completion_action", "completion_message"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
         return out
@@ -162,9 +166,12 @@ class Step:
         output_key: str | None = None,
         completion_action: str | None = None,
         prompt: str | None = None,
+        completion_message: str | None = None,
     ) -> Step:
-        """Make this a gather step (add its questions with `add_gather_question`)."""
+        """Make this a gather step (add its questions with `add_gather_question`);
+        `completion_message` (ours) is said after the last answer."""
         self._gather = GatherInfo(output_key, completion_action, prompt)
+        self._gather.completion_message = completion_message
         return self
 
     def add_gather_question(
@@ -175,12 +182,15 @@ class Step:
         confirm: bool = False,
         prompt: str | None = None,
         functions: list[str] | None = None,
+        **limits: Any,
     ) -> Step:
+        """A question; `limits` (ours): `options`, `min`, `max` the answer must meet."""
         if self._gather is None:
             raise ValueError(f"step {self.name!r}: call set_gather_info first")
         self._gather.add_question(
-            key, question, type=type, confirm=confirm, prompt=prompt, functions=functions
-        )
+            key, question, type=type, confirm=confirm, prompt=prompt, functions=functions,
+            **limits,
+        )  # fmt: skip
         return self
 
     def set_reset_system_prompt(self, system_prompt: str) -> Step:
@@ -460,7 +470,10 @@ def _step_from_dict(step: Step, data: dict[str, Any]) -> None:
     gather = data.get("gather_info")
     if gather:
         step.set_gather_info(
-            gather.get("output_key"), gather.get("completion_action"), gather.get("prompt")
+            gather.get("output_key"),
+            gather.get("completion_action"),
+            gather.get("prompt"),
+            gather.get("completion_message"),
         )
         for q in gather.get("questions") or []:
             step.add_gather_question(
@@ -470,4 +483,5 @@ def _step_from_dict(step: Step, data: dict[str, Any]) -> None:
                 confirm=bool(q.get("confirm")),
                 prompt=q.get("prompt"),
                 functions=q.get("functions"),
+                **{k: q[k] for k in ("options", "min", "max") if k in q},
             )

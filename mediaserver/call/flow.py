@@ -207,7 +207,9 @@ class Flow:
                 self._asked = True
                 question = self._current()["gather_info"]["questions"][0]
                 return GatherOutcome(f"Thank you. {_ask(question)}", stored, True, into)
-        return GatherOutcome("Thank you.", stored, True, into)
+        return GatherOutcome(
+            str(gather.get("completion_message") or "Thank you."), stored, True, into
+        )
 
 
 def _ask(question: dict[str, Any]) -> str:
@@ -238,20 +240,30 @@ def _without_lead_in(said: str, question: dict[str, Any]) -> str:
 
 
 def _typed(kind: str, said: str, question: dict[str, Any] | None = None) -> Any:
-    """The answer as its type, or None when the words do not give one."""
+    """The answer as its type (within its `options`, `min` and `max` when the
+    question has them: our extension of the SDK's shape), or None."""
+    question = question or {}
     words = words_of(said)
+    options = question.get("options")
+    if options:
+        # The option whose words the caller said (the longest, "very good" over "good").
+        said_words = " ".join(words)
+        hits = [o for o in options if f" {' '.join(words_of(str(o)))} " in f" {said_words} "]
+        return max(hits, key=lambda o: len(str(o))) if hits else None
     if kind in ("integer", "number"):
         numbers = find_numbers(words)
         if not numbers:
             return None
         value = numbers[0][2]
+        if not question.get("min", value) <= value <= question.get("max", value):
+            return None
         return int(value) if kind == "integer" else value
     if kind == "boolean":
         found = set(words)
         if found & YES and not found & NO:
             return True
         return False if found & NO else None
-    text = _without_lead_in(said.strip(), question or {}).strip().rstrip(".!?,")
+    text = _without_lead_in(said.strip(), question).strip().rstrip(".!?,")
     return text or None
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mediaserver import FAQBotAgent, ReceptionistAgent
+from mediaserver import FAQBotAgent, ReceptionistAgent, SurveyAgent
 from mediaserver.call.commands import Transfer
+from mediaserver.call.conversation import Conversation
 
 FAQS = [
     {"question": "What are your opening hours?", "answer": "We are open nine to five."},
@@ -60,3 +61,49 @@ def test_receptionist_notes_the_caller_and_transfers_to_a_department() -> None:
     assert moved.to_tool_output()[1] == (Transfer("+15551234567"),)
     with pytest.raises(ValueError, match="Department 1 is missing 'number'"):
         ReceptionistAgent(departments=[{"name": "x", "description": "y"}])
+
+
+def test_survey_asks_typed_questions_and_keeps_the_answers() -> None:
+    agent = SurveyAgent(
+        survey_name="Service Survey",
+        brand_name="Acme",
+        questions=[
+            {"id": "score", "text": "How would you rate us?", "type": "rating", "scale": 5},
+            {
+                "id": "channel",
+                "text": "How did you reach us?",
+                "type": "multiple_choice",
+                "options": ["phone", "email", "web chat"],
+            },
+            {"id": "again", "text": "Would you call again?", "type": "yes_no"},
+            {"id": "notes", "text": "Anything else?", "type": "open_ended"},
+        ],
+    )
+    spec = agent.to_spec()
+    assert spec.greeting == (
+        "Welcome to our Service Survey. We appreciate your participation. "
+        "How would you rate us? Please answer from 1 to 5."
+    )
+    convo = Conversation.start(spec)
+    flow = convo.flow
+    assert flow is not None
+
+    def answer(text: str) -> str:
+        outcome = flow.gather(text)
+        if outcome.stored is not None:
+            convo.gathered(*outcome.stored, outcome.into)
+        return outcome.say
+
+    assert answer("nine").startswith("Sorry, I did not get that.")  # off the scale
+    assert answer("I'd say four") == "How did you reach us? The choices are: phone, email, web chat."
+    assert answer("by carrier pigeon").startswith("Sorry")
+    assert answer("we used the web chat") == "Would you call again?"
+    assert answer("yes") == "Anything else?"
+    assert answer("no, all good") == (
+        "Thank you for completing our survey. Your feedback is valuable to us."
+    )
+    assert convo.global_data["survey_responses"] == {
+        "score": 4, "channel": "web chat", "again": True, "notes": "no, all good",
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="invalid type"):
+        SurveyAgent(survey_name="s", questions=[{"text": "q", "type": "essay"}])
